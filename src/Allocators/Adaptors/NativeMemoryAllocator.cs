@@ -1,0 +1,398 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace AllocHosting.Allocators;
+
+/// <summary>
+/// The process allocator (<see cref="NativeMemory"/>, i.e. the C runtime's <c>malloc</c>) as an
+/// <see cref="IAllocator"/>: the seed's <c>GlobalAllocToAllocatorAdaptor</c> over the system allocator.
+/// Thread-safe.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Use it where an <see cref="IAllocator"/> is wanted but no arena or region is: as the global
+/// allocator of a switchable allocator, behind an <see cref="AllocatorMemoryPool"/>, or as a peer in
+/// benchmarks.
+/// </para>
+/// <code>
+/// byte* block = NativeMemoryAllocator.Shared.Allocate(256, 64);
+/// block = NativeMemoryAllocator.Shared.GrowingReallocate(block, 256, 1024, 64);
+/// NativeMemoryAllocator.Shared.Deallocate(block, 1024, 64);
+/// </code>
+/// <para>
+/// <b>The alignment rule.</b> Alignments up to <see cref="MallocAlignment"/> (what <c>malloc</c>
+/// guarantees: 16 bytes on 64-bit platforms, 8 on 32-bit) use <see cref="NativeMemory.Alloc(nuint)"/>,
+/// <see cref="NativeMemory.Realloc"/> and <see cref="NativeMemory.Free"/>; larger alignments use
+/// <see cref="NativeMemory.AlignedAlloc"/>, <see cref="NativeMemory.AlignedRealloc"/> and
+/// <see cref="NativeMemory.AlignedFree"/>. The two families must never be mixed on one pointer
+/// (on Windows that corrupts the heap), and the only thing that chooses the family on free or
+/// resize is the alignment argument: so every call for a block must pass the alignment the block
+/// was allocated with, as the <see cref="IAllocator"/> contract already demands.
+/// </para>
+/// <para>
+/// <b>What it cannot know.</b> <c>malloc</c> offers no way to ask whether an address is one of its
+/// blocks, so by default <see cref="Owns"/> returns <see langword="false"/> for every pointer and a
+/// foreign pointer or double free is passed straight to the C runtime (undefined behaviour, as with
+/// <c>free</c> itself). A checking instance, <c>new NativeMemoryAllocator(trackOwnership: true)</c>,
+/// keeps a table of live blocks under a lock: <see cref="Owns"/> answers exactly and a foreign
+/// pointer, a double free or a free with another size or alignment than the block has throws
+/// <see cref="ArgumentException"/> without touching memory. It costs a lock and a table update per
+/// operation; <see cref="Shared"/> does not track.
+/// </para>
+/// <para>
+/// <b>Sizes.</b> The usable size of a request is the request itself (the C runtime may round up,
+/// but does not promise how much). Growing in place is therefore never possible; shrinking in place
+/// always is (the block keeps its memory until freed). Growing and shrinking otherwise go through
+/// <c>realloc</c>, which may or may not move the block.
+/// </para>
+/// <para>
+/// <b>Exhaustion.</b> When the C runtime returns no memory, <see cref="AllocatorBase.Allocate"/>
+/// throws <see cref="AllocatorExhaustedException"/> and the <c>Try</c> forms return
+/// <see langword="false"/>; the original block of a failed resize stays valid.
+/// </para>
+/// <para>
+/// <b>Statistics</b> count requested sizes (not the C runtime's rounding) with atomic operations;
+/// <see cref="AllocatorStatistics.Capacity"/> is <see langword="null"/>. A reallocation that moves
+/// counts as one more allocation and one more deallocation.
+/// </para>
+/// <para>
+/// <b>Dispose</b> of a tracking instance frees every block still live; otherwise it does nothing
+/// (blocks stay valid and must be freed one by one). The allocator stays usable either way, so
+/// disposing <see cref="Shared"/> by mistake is harmless.
+/// </para>
+/// </remarks>
+public sealed unsafe class NativeMemoryAllocator : AllocatorBase
+{
+    /// <summary>
+    /// The largest alignment the unaligned family (<c>malloc</c>, <c>realloc</c>, <c>free</c>) serves:
+    /// twice the pointer size, the alignment of <c>max_align_t</c> on the supported platforms.
+    /// </summary>
+    public static nuint MallocAlignment => (nuint)(2 * sizeof(nuint));
+
+    // Live blocks of a tracking instance (address → size and alignment); null when not tracking.
+    // Guarded by _blocksLock. A block is in the table exactly while the caller may use it.
+    private readonly Dictionary<nuint, TrackedBlock>? _blocks;
+    private readonly Lock _blocksLock = new();
+
+    // Counters, updated with Interlocked so that any thread may allocate and free.
+    // _bytesInUse is the sum of the requested sizes of live blocks; _peakBytesInUse only grows.
+    private long _bytesInUse;
+    private long _peakBytesInUse;
+    private long _allocationCount;
+    private long _deallocationCount;
+    private long _totalBytesAllocated;
+
+    /// <summary>Creates an allocator over the process allocator.</summary>
+    /// <param name="trackOwnership">
+    /// Keep a table of live blocks so that <see cref="Owns"/> answers and foreign pointers, double
+    /// frees and mismatched sizes or alignments throw instead of corrupting the C runtime's heap.
+    /// </param>
+    public NativeMemoryAllocator(bool trackOwnership = false)
+    {
+        _blocks = trackOwnership ? [] : null;
+    }
+
+    /// <summary>A shared, non-tracking instance.</summary>
+    public static NativeMemoryAllocator Shared { get; } = new();
+
+    /// <summary>Whether this instance keeps a table of live blocks (see the type's remarks).</summary>
+    public bool TracksOwnership => _blocks is not null;
+
+    /// <inheritdoc />
+    public override AllocatorStatistics Statistics => new(
+        Volatile.Read(ref _bytesInUse),
+        Volatile.Read(ref _peakBytesInUse),
+        null,
+        Volatile.Read(ref _allocationCount),
+        Volatile.Read(ref _deallocationCount),
+        FailureCount,
+        Volatile.Read(ref _totalBytesAllocated));
+
+    /// <summary>
+    /// Whether <paramref name="pointer"/> is the address of a live block. Only a tracking instance
+    /// can know; any other instance returns <see langword="false"/> for every pointer.
+    /// </summary>
+    public override bool Owns(byte* pointer)
+    {
+        if (_blocks is null)
+        {
+            return false;
+        }
+
+        lock (_blocksLock)
+        {
+            return _blocks.ContainsKey((nuint)pointer);
+        }
+    }
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    protected override byte* AllocateCore(nuint size, nuint alignment)
+    {
+        byte* pointer = alignment <= MallocAlignment ? TryMalloc(size) : TryAlignedAlloc(size, alignment);
+        if (pointer == null)
+        {
+            return null;
+        }
+
+        if (_blocks is not null)
+        {
+            Track(pointer, size, alignment);
+        }
+
+        CountAllocated(size);
+        return pointer;
+    }
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
+    {
+        if (_blocks is not null)
+        {
+            Untrack(pointer, size, alignment);
+        }
+
+        Free(pointer, alignment);
+        Interlocked.Increment(ref _deallocationCount);
+        Interlocked.Add(ref _bytesInUse, -(long)size);
+    }
+
+    /// <summary>Always <see langword="false"/>: the C runtime does not promise room after a block.</summary>
+    protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        if (_blocks is not null)
+        {
+            lock (_blocksLock)
+            {
+                FindTracked(pointer, currentSize, alignment);
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>Always <see langword="true"/>: the block keeps its memory, of which the caller now uses less.</summary>
+    protected override bool TryShrinkInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        if (_blocks is not null)
+        {
+            lock (_blocksLock)
+            {
+                FindTracked(pointer, currentSize, alignment);
+                _blocks[(nuint)pointer] = new TrackedBlock(newSize, alignment);
+            }
+        }
+
+        Interlocked.Add(ref _bytesInUse, (long)newSize - (long)currentSize);
+        return true;
+    }
+
+    /// <summary>Grows through <c>realloc</c> (or its aligned form), which moves the block when it must.</summary>
+    protected override byte* GrowCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
+        Resize(pointer, currentSize, newSize, alignment);
+
+    /// <summary>Shrinks through <c>realloc</c> (or its aligned form), so that the C runtime can reuse the tail.</summary>
+    protected override byte* ShrinkCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
+        Resize(pointer, currentSize, newSize, alignment);
+
+    /// <summary>Frees every block a tracking instance still has; does nothing for other instances.</summary>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing && _blocks is not null)
+        {
+            FreeTracked();
+        }
+
+        base.Dispose(disposing);
+    }
+
+    private void FreeTracked()
+    {
+        lock (_blocksLock)
+        {
+            foreach (var (address, block) in _blocks!)
+            {
+                Free((byte*)address, block.Alignment);
+                Interlocked.Increment(ref _deallocationCount);
+                Interlocked.Add(ref _bytesInUse, -(long)block.Size);
+            }
+
+            _blocks.Clear();
+        }
+    }
+
+    private byte* Resize(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        if (_blocks is not null)
+        {
+            // Take the block out of the table while the C runtime works on it: if realloc moves it,
+            // the old address may be handed to another thread before we record the new one.
+            Untrack(pointer, currentSize, alignment);
+        }
+
+        byte* resized = alignment <= MallocAlignment
+            ? TryRealloc(pointer, newSize)
+            : TryAlignedRealloc(pointer, newSize, alignment);
+        if (resized == null)
+        {
+            if (_blocks is not null)
+            {
+                Track(pointer, currentSize, alignment);
+            }
+
+            return null;
+        }
+
+        if (_blocks is not null)
+        {
+            Track(resized, newSize, alignment);
+        }
+
+        if (resized != pointer)
+        {
+            Interlocked.Increment(ref _allocationCount);
+            Interlocked.Increment(ref _deallocationCount);
+            Interlocked.Add(ref _totalBytesAllocated, (long)newSize);
+        }
+
+        AddBytesInUse((long)newSize - (long)currentSize);
+        return resized;
+    }
+
+    private void CountAllocated(nuint size)
+    {
+        Interlocked.Increment(ref _allocationCount);
+        Interlocked.Add(ref _totalBytesAllocated, (long)size);
+        AddBytesInUse((long)size);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void AddBytesInUse(long delta)
+    {
+        long inUse = Interlocked.Add(ref _bytesInUse, delta);
+        long peak = Volatile.Read(ref _peakBytesInUse);
+        while (inUse > peak)
+        {
+            long seen = Interlocked.CompareExchange(ref _peakBytesInUse, inUse, peak);
+            if (seen == peak)
+            {
+                break;
+            }
+
+            peak = seen;
+        }
+    }
+
+    private void Track(byte* pointer, nuint size, nuint alignment)
+    {
+        lock (_blocksLock)
+        {
+            // Overwrite rather than add: an address already in the table means a tracked block was
+            // freed behind our back (not through this allocator) and the C runtime reused it.
+            _blocks![(nuint)pointer] = new TrackedBlock(size, alignment);
+        }
+    }
+
+    private void Untrack(byte* pointer, nuint size, nuint alignment)
+    {
+        lock (_blocksLock)
+        {
+            FindTracked(pointer, size, alignment);
+            _blocks!.Remove((nuint)pointer);
+        }
+    }
+
+    // Caller holds _blocksLock. Throws, changing nothing, unless the pointer is a live block of that size and alignment.
+    private void FindTracked(byte* pointer, nuint size, nuint alignment)
+    {
+        if (!_blocks!.TryGetValue((nuint)pointer, out var block))
+        {
+            ThrowNotLive(pointer);
+        }
+
+        if (block.Size != size || block.Alignment != alignment)
+        {
+            ThrowMismatch(pointer, block, size, alignment);
+        }
+    }
+
+    private static void Free(byte* pointer, nuint alignment)
+    {
+        if (alignment <= MallocAlignment)
+        {
+            NativeMemory.Free(pointer);
+        }
+        else
+        {
+            NativeMemory.AlignedFree(pointer);
+        }
+    }
+
+    // NativeMemory throws OutOfMemoryException when the C runtime returns null; the allocator contract
+    // wants null. The try blocks live in small separate methods so that the callers still inline.
+    private static byte* TryMalloc(nuint size)
+    {
+        try
+        {
+            return (byte*)NativeMemory.Alloc(size);
+        }
+        catch (OutOfMemoryException)
+        {
+            return null;
+        }
+    }
+
+    private static byte* TryAlignedAlloc(nuint size, nuint alignment)
+    {
+        try
+        {
+            return (byte*)NativeMemory.AlignedAlloc(size, alignment);
+        }
+        catch (OutOfMemoryException)
+        {
+            return null;
+        }
+    }
+
+    private static byte* TryRealloc(byte* pointer, nuint newSize)
+    {
+        try
+        {
+            return (byte*)NativeMemory.Realloc(pointer, newSize);
+        }
+        catch (OutOfMemoryException)
+        {
+            return null;
+        }
+    }
+
+    private static byte* TryAlignedRealloc(byte* pointer, nuint newSize, nuint alignment)
+    {
+        try
+        {
+            return (byte*)NativeMemory.AlignedRealloc(pointer, newSize, alignment);
+        }
+        catch (OutOfMemoryException)
+        {
+            return null;
+        }
+    }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowNotLive(byte* pointer) =>
+        throw new ArgumentException(
+            $"The pointer 0x{(nuint)pointer:X} is not a live block of this {nameof(NativeMemoryAllocator)}: it was not allocated here or it was already freed.",
+            nameof(pointer));
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowMismatch(byte* pointer, TrackedBlock block, nuint size, nuint alignment) =>
+        throw new ArgumentException(
+            $"The block at 0x{(nuint)pointer:X} has {block.Size} bytes aligned to {block.Alignment}, but {size} bytes aligned to {alignment} were passed; pass the size and alignment the block has.",
+            nameof(pointer));
+
+    private readonly record struct TrackedBlock(nuint Size, nuint Alignment);
+}
