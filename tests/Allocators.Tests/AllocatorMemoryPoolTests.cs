@@ -158,6 +158,23 @@ public unsafe class AllocatorMemoryPoolTests
         }
     }
 
+    // The seed's AllocRef::alloc always zeroed (a hidden cost); Rent clears only when asked to.
+    [Fact]
+    public void Rent_does_not_clear_unless_asked()
+    {
+        var buffers = new TestMemoryPool { InitialByte = 0xEE };
+        using var allocator = new MemoryPoolAllocator(buffers);
+        using var pool = new AllocatorMemoryPool(allocator);
+        using (var owner = pool.Rent(100))
+        {
+            Assert.True(owner.Memory.Span.IndexOfAnyExcept((byte)0xEE) < 0);
+        }
+
+        using var clearing = new AllocatorMemoryPool(allocator, clearOnRent: true);
+        using var cleared = clearing.Rent(100);
+        Assert.True(cleared.Memory.Span.IndexOfAnyExcept((byte)0) < 0);
+    }
+
     [Fact]
     public void ClearOnRent_zeroes_every_block()
     {

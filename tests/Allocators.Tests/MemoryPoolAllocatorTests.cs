@@ -256,7 +256,7 @@ public unsafe class MemoryPoolAllocatorTests
     [Fact]
     public void Behaves_like_the_reference_model()
     {
-        var settings = new ModelSettings { MaxSize = 5000, MaxAlignmentLog2 = 12, Iterations = 60 };
+        var settings = new ModelSettings { MaxSize = 5000, MaxAlignmentLog2 = 12, Iterations = 100 };
         long steps = AllocatorModel.Run(
             settings,
             () => new MemoryPoolAllocator(MemoryPool<byte>.Shared),
@@ -266,6 +266,6 @@ public unsafe class MemoryPoolAllocatorTests
                 Assert.Equal(0, statistics.BytesInUse);
                 Assert.Equal(statistics.AllocationCount, statistics.DeallocationCount);
             });
-        Assert.True(steps >= 2000, $"only {steps} steps ran");
+        Assert.True(steps >= 3000, $"only {steps} steps ran");
     }
 }

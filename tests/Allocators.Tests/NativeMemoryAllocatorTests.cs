@@ -6,8 +6,9 @@ namespace AllocHosting.Allocators.Tests;
 // argument validation) through the simplest concrete allocator.
 public unsafe class NativeMemoryAllocatorTests
 {
+    // W-AL3: the seed's sentinel (usize::MAX) was odd, so misaligned for any alignment above one.
     [Fact]
-    public void Zero_size_returns_the_aligned_sentinel_and_counts_nothing()
+    public void W_AL3_zero_size_returns_the_sentinel_aligned_to_the_request_and_counts_nothing()
     {
         using var allocator = new NativeMemoryAllocator();
         for (nuint alignment = 1; alignment <= 4096; alignment <<= 1)
@@ -414,7 +415,7 @@ public unsafe class NativeMemoryAllocatorTests
     [Fact]
     public void Behaves_like_the_reference_model()
     {
-        var settings = new ModelSettings { MaxSize = 5000, MaxAlignmentLog2 = 12, Iterations = 60 };
+        var settings = new ModelSettings { MaxSize = 5000, MaxAlignmentLog2 = 12, Iterations = 100 };
         long steps = AllocatorModel.Run(
             settings,
             () => new NativeMemoryAllocator(trackOwnership: true),
@@ -424,7 +425,7 @@ public unsafe class NativeMemoryAllocatorTests
                 Assert.Equal(0, statistics.BytesInUse);
                 Assert.Equal(statistics.AllocationCount, statistics.DeallocationCount);
             });
-        Assert.True(steps >= 2000, $"only {steps} steps ran");
+        Assert.True(steps >= 3000, $"only {steps} steps ran");
     }
 
     private static void Fill(byte* pointer, int length)
