@@ -43,8 +43,9 @@ namespace AllocHosting.Allocators;
 /// </para>
 /// <para>
 /// <b>Dispose</b> unpins and returns every outstanding buffer to the pool (their addresses become
-/// invalid); afterwards every operation but <see cref="Owns"/> and <see cref="Statistics"/> throws
-/// <see cref="ObjectDisposedException"/>. The pool itself is not disposed.
+/// invalid); afterwards every allocation, free or resize of a non-zero size throws
+/// <see cref="ObjectDisposedException"/>, <see cref="Owns"/> answers <see langword="false"/> and
+/// <see cref="Statistics"/> stays readable. The pool itself is not disposed.
 /// </para>
 /// </remarks>
 public sealed unsafe class MemoryPoolAllocator : AllocatorBase
