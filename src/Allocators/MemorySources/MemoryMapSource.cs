@@ -141,6 +141,13 @@ public sealed unsafe class MemoryMapSource : IMemorySource
     /// <summary>Why the most recent failed request failed (the call and its errno), or null.</summary>
     public string? LastFailure => Volatile.Read(ref _lastFailure);
 
+    /// <summary>
+    /// Tests only: given a step name (<c>"mbind"</c> or <c>"mlock"</c>), returns an errno to act as if
+    /// the kernel had refused that step, or 0 to make the real call. Lets the degradation paths be
+    /// exercised on machines where the kernel never refuses (one node, CAP_IPC_LOCK).
+    /// </summary>
+    internal Func<string, int>? SimulatedErrno { get; set; }
+
     /// <summary>Bytes this source has mapped now, by NUMA node (-1: node unknown). One entry per node.</summary>
     public IReadOnlyDictionary<int, long> GetMappedBytesByNode() =>
         new Dictionary<int, long> { [_attributedNode] = MappedBytes };
@@ -310,9 +317,14 @@ public sealed unsafe class MemoryMapSource : IMemorySource
     }
 
     /// <summary>The mmap flags for <paramref name="options"/>: private, anonymous, optionally no-reserve and huge pages; never locked or populated.</summary>
+    /// <remarks>
+    /// Explicit huge pages never get <c>MAP_NORESERVE</c>: without a reservation the mapping succeeds
+    /// even when no huge page is free, and the first touch then kills the process with SIGBUS. With
+    /// it, <c>mmap</c> fails cleanly with ENOMEM.
+    /// </remarks>
     internal static int ComputeMapFlags(MemoryMapSourceOptions options) =>
         MAP_PRIVATE | MAP_ANONYMOUS
-        | (options.NoReserve ? MAP_NORESERVE : 0)
+        | (options.NoReserve && options.ExplicitHugePages == ExplicitHugePages.None ? MAP_NORESERVE : 0)
         | options.ExplicitHugePages switch
         {
             ExplicitHugePages.Size2MiB => MAP_HUGE_2MB,
@@ -498,19 +510,24 @@ public sealed unsafe class MemoryMapSource : IMemorySource
             return null;
         }
 
-        ReadOnlySpan<ulong> words = policy.Nodes.MaskWords;
-        int result;
-        fixed (ulong* mask = words)
+        int errno = SimulatedErrno?.Invoke("mbind") ?? 0;
+        if (errno == 0)
         {
-            result = LinuxNuma.Mbind((nint)start, size, policy.KernelMode, words.IsEmpty ? null : mask, policy.Nodes.MaxNode, _mbindFlags);
+            ReadOnlySpan<ulong> words = policy.Nodes.MaskWords;
+            int result;
+            fixed (ulong* mask = words)
+            {
+                result = LinuxNuma.Mbind((nint)start, size, policy.KernelMode, words.IsEmpty ? null : mask, policy.Nodes.MaxNode, _mbindFlags);
+            }
+
+            if (result == 0)
+            {
+                return null;
+            }
+
+            errno = Marshal.GetLastPInvokeError();
         }
 
-        if (result == 0)
-        {
-            return null;
-        }
-
-        int errno = Marshal.GetLastPInvokeError();
         if (errno is ENOSYS or EPERM)
         {
             _attributedNode = -1;
@@ -554,13 +571,19 @@ public sealed unsafe class MemoryMapSource : IMemorySource
 
     private void LockRegion(byte* start, nuint size)
     {
-        if (LinuxMemory.Lock((nint)start, size) == 0)
+        int errno = SimulatedErrno?.Invoke("mlock") ?? 0;
+        if (errno == 0)
         {
-            return;
+            if (LinuxMemory.Lock((nint)start, size) == 0)
+            {
+                return;
+            }
+
+            errno = Marshal.GetLastPInvokeError();
         }
 
         string message = $"{SourceName} could not lock {size} bytes at 0x{(nuint)start:X}; they are handed out unlocked: "
-            + LinuxErrors.Describe("mlock", Marshal.GetLastPInvokeError())
+            + LinuxErrors.Describe("mlock", errno)
             + " (RLIMIT_MEMLOCK, see ulimit -l)";
         Interlocked.Increment(ref _lockFailureCount);
         Volatile.Write(ref _lastLockFailure, message);

@@ -85,7 +85,11 @@ public sealed class MemoryMapSourceOptions
     /// </summary>
     public bool ExcludeFromCoreDumps { get; init; } = true;
 
-    /// <summary>Do not reserve swap space for regions (<c>MAP_NORESERVE</c>). Default: <see langword="true"/>.</summary>
+    /// <summary>
+    /// Do not reserve swap space for regions (<c>MAP_NORESERVE</c>). Default: <see langword="true"/>.
+    /// Ignored with <see cref="ExplicitHugePages"/>: huge pages are always reserved when mapped, so that
+    /// a shortage fails the request instead of killing the process (SIGBUS) on first touch.
+    /// </summary>
     public bool NoReserve { get; init; } = true;
 
     /// <summary>
