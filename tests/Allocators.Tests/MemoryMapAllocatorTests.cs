@@ -37,6 +37,32 @@ public unsafe class MemoryMapAllocatorTests
     }
 
     [LinuxFact]
+    public void Type_doc_example_runs()
+    {
+        // The example in MemoryMapAllocator's doc comment.
+        using var allocator = new MemoryMapAllocator();
+        byte* buffer = allocator.Allocate(1 << 20, 64);
+        buffer[(1 << 20) - 1] = 42;
+        buffer = allocator.GrowingReallocate(buffer, 1 << 20, 8 << 20, 64);   // mremap, no copy
+        Assert.Equal(42, buffer[(1 << 20) - 1]);
+        allocator.Deallocate(buffer, 8 << 20, 64);
+    }
+
+    [LinuxFact]
+    public void Source_can_be_chosen_per_thread_from_the_topology()
+    {
+        var policy = NumaTopology.Current.ForCurrentThread();
+        using var allocator = new MemoryMapAllocator(new MemoryMapSource(new MemoryMapSourceOptions { NumaPolicy = policy }));
+
+        byte* block = allocator.Allocate(PageSize, 8);
+        block[0] = 1;
+
+        // The thread may have moved since; the preferred node (or, on one node, the only node) is where the page is.
+        Assert.Equal(policy.SingleNode ?? NumaTopology.Current.CurrentNode, MemoryMapSource.GetNodeOfAddress(block));
+        allocator.Deallocate(block, PageSize, 8);
+    }
+
+    [LinuxFact]
     public void Usable_size_is_the_size_rounded_up_to_pages()
     {
         using var allocator = new MemoryMapAllocator();

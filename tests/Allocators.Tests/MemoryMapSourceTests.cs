@@ -215,6 +215,36 @@ public unsafe class MemoryMapSourceTests
     }
 
     [LinuxFact]
+    public void Both_advice_calls_reach_the_kernel_W_MM1()
+    {
+        // W-MM1: with the seed's OR-ed advice (30) madvise failed; here the VMA carries both flags.
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { TransparentHugePages = true, ExcludeFromCoreDumps = true });
+        byte* region = source.Obtain(4 * PageSize);
+        try
+        {
+            string[] flags = VmFlagsOf(region);
+
+            Assert.Contains("dd", flags); // VM_DONTDUMP
+            Assert.Contains("hg", flags); // VM_HUGEPAGE
+            Assert.DoesNotContain("lo", flags); // not locked by default
+        }
+        finally
+        {
+            source.Release(region, 4 * PageSize);
+        }
+    }
+
+    [LinuxFact]
+    public void Regions_can_stay_in_core_dumps_when_asked()
+    {
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { ExcludeFromCoreDumps = false });
+        byte* region = source.Obtain(PageSize);
+
+        Assert.DoesNotContain("dd", VmFlagsOf(region));
+        source.Release(region, PageSize);
+    }
+
+    [LinuxFact]
     public void Explicit_huge_pages_fail_cleanly_without_reserved_pages()
     {
         var source = new MemoryMapSource(new MemoryMapSourceOptions { ExplicitHugePages = ExplicitHugePages.Size2MiB });
@@ -266,7 +296,8 @@ public unsafe class MemoryMapSourceTests
         byte* locked = source.Obtain(4 * PageSize);
         Assert.Equal(0, source.LockFailureCount);
         Assert.Null(source.LastLockFailure);
-        Assert.Equal((int)4, MemoryMapSource.CountResidentPages(locked, 4 * PageSize));
+        Assert.Equal(4, MemoryMapSource.CountResidentPages(locked, 4 * PageSize));
+        Assert.Contains("lo", VmFlagsOf(locked)); // VM_LOCKED
         source.Release(locked, 4 * PageSize);
 
         // This machine runs tests as root (CAP_IPC_LOCK ignores RLIMIT_MEMLOCK), so the refusal is simulated.
@@ -279,6 +310,48 @@ public unsafe class MemoryMapSourceTests
         Assert.Contains("RLIMIT_MEMLOCK", source.LastLockFailure, StringComparison.Ordinal);
         Assert.Equal([source.LastLockFailure!], warnings);
         source.Release(unlocked, PageSize);
+    }
+
+    [LinuxFact]
+    public void Prefault_falls_back_to_touching_pages_when_the_kernel_lacks_populate_write()
+    {
+        // Kernels before 5.14 answer MADV_POPULATE_WRITE with EINVAL.
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { Prefault = true })
+        {
+            SimulatedErrno = step => step == "populate" ? 22 : 0,
+        };
+
+        byte* region = source.Obtain(16 * PageSize);
+
+        Assert.Equal(16, MemoryMapSource.CountResidentPages(region, 16 * PageSize));
+        source.Release(region, 16 * PageSize);
+    }
+
+    [LinuxFact]
+    public void Failed_populate_unmaps_the_region_and_reports_the_error()
+    {
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { Prefault = true })
+        {
+            SimulatedErrno = step => step == "populate" ? 12 : 0,
+        };
+
+        Assert.False(source.TryObtain(PageSize, out _));
+
+        Assert.Contains("MADV_POPULATE_WRITE", source.LastFailure, StringComparison.Ordinal);
+        Assert.Contains("ENOMEM", source.LastFailure, StringComparison.Ordinal);
+        Assert.Equal(0, source.MappedBytes);
+    }
+
+    [LinuxFact]
+    public void Throwing_warning_callback_releases_the_region()
+    {
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { Lock = true, Warning = _ => throw new InvalidOperationException("callback") })
+        {
+            SimulatedErrno = step => step == "mlock" ? 12 : 0,
+        };
+
+        Assert.Throws<InvalidOperationException>(() => source.Obtain(PageSize));
+        Assert.Equal(0, source.MappedBytes);
     }
 
     [LinuxFact]
@@ -418,6 +491,30 @@ public unsafe class MemoryMapSourceTests
         });
 
         Assert.Equal(0, source.MappedBytes);
+    }
+
+    // The VmFlags of the mapping containing address, from /proc/self/smaps.
+    private static string[] VmFlagsOf(void* address)
+    {
+        ulong target = (ulong)address;
+        bool inside = false;
+        foreach (string line in File.ReadLines("/proc/self/smaps"))
+        {
+            int dash = line.IndexOf('-', StringComparison.Ordinal);
+            int space = line.IndexOf(' ', StringComparison.Ordinal);
+            if (dash > 0 && space > dash
+                && ulong.TryParse(line.AsSpan(0, dash), System.Globalization.NumberStyles.HexNumber, null, out ulong start)
+                && ulong.TryParse(line.AsSpan(dash + 1, space - dash - 1), System.Globalization.NumberStyles.HexNumber, null, out ulong end))
+            {
+                inside = target >= start && target < end;
+            }
+            else if (inside && line.StartsWith("VmFlags:", StringComparison.Ordinal))
+            {
+                return line["VmFlags:".Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            }
+        }
+
+        throw new InvalidOperationException($"No mapping contains 0x{target:X}.");
     }
 
     private static NumaPolicy ParsePolicy(string name) => name switch

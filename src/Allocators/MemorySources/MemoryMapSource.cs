@@ -113,6 +113,7 @@ public sealed unsafe class MemoryMapSource : IMemorySource
     /// The NUMA node this source's bytes are attributed to: the node of a <c>Preferred</c> or
     /// <c>Bind</c> policy naming one node while the policy applies, otherwise -1 (unknown).
     /// </summary>
+    /// <remarks>It turns to -1 when the kernel refuses the policy, which happens on the first mapping, before any bytes are attributed.</remarks>
     public int MappedNode => _attributedNode;
 
     /// <summary>Whether the NUMA policy is being applied (false once the kernel refused it; true for the default policy).</summary>
@@ -142,7 +143,7 @@ public sealed unsafe class MemoryMapSource : IMemorySource
     public string? LastFailure => Volatile.Read(ref _lastFailure);
 
     /// <summary>
-    /// Tests only: given a step name (<c>"mbind"</c> or <c>"mlock"</c>), returns an errno to act as if
+    /// Tests only: given a step name (<c>"mbind"</c>, <c>"populate"</c> or <c>"mlock"</c>), returns an errno to act as if
     /// the kernel had refused that step, or 0 to make the real call. Lets the degradation paths be
     /// exercised on machines where the kernel never refuses (one node, CAP_IPC_LOCK).
     /// </summary>
@@ -222,7 +223,7 @@ public sealed unsafe class MemoryMapSource : IMemorySource
     /// <summary>
     /// Resizes a region to <paramref name="newSize"/> bytes, moving it when needed
     /// (<c>mremap</c> with <c>MREMAP_MAYMOVE</c>); the first min(old, new) bytes are kept and the
-    /// kernel carries advice, policy and locking over to the new part.
+    /// kernel carries advice, policy and locking over to the new part (which is not prefaulted).
     /// </summary>
     /// <returns>The region's (possibly new) address, aligned to <see cref="Granularity"/> only.</returns>
     /// <exception cref="MemorySourceExhaustedException">The kernel refused; the original region is unchanged.</exception>
@@ -423,7 +424,17 @@ public sealed unsafe class MemoryMapSource : IMemorySource
             start = TrimToAlignment(mapped, rounded, extra, alignment);
         }
 
-        failure = Prepare(start, rounded);
+        try
+        {
+            failure = Prepare(start, rounded);
+        }
+        catch
+        {
+            // Only a throwing Warning callback gets here; do not leak the mapping.
+            LinuxMemory.Unmap((nint)start, rounded);
+            throw;
+        }
+
         if (failure is not null)
         {
             LinuxMemory.Unmap((nint)start, rounded);
@@ -543,12 +554,17 @@ public sealed unsafe class MemoryMapSource : IMemorySource
     {
         for (int attempt = 0; attempt < 3; attempt++)
         {
-            if (LinuxMemory.Advise((nint)start, size, MADV_POPULATE_WRITE) == 0)
+            int errno = SimulatedErrno?.Invoke("populate") ?? 0;
+            if (errno == 0)
             {
-                return null;
+                if (LinuxMemory.Advise((nint)start, size, MADV_POPULATE_WRITE) == 0)
+                {
+                    return null;
+                }
+
+                errno = Marshal.GetLastPInvokeError();
             }
 
-            int errno = Marshal.GetLastPInvokeError();
             if (errno == EINVAL)
             {
                 // Kernels before 5.14 do not know the advice: fault each page in by writing the zero it already holds.

@@ -95,7 +95,8 @@ public sealed class MemoryMapSourceOptions
     /// <summary>
     /// Receives a one-line message when the source degrades (the NUMA policy or the transparent
     /// huge page advice is refused by the kernel: once each) or cannot lock a region (every time).
-    /// Called on the thread obtaining the region; it must not throw. Default: none.
+    /// Called on the thread obtaining the region, possibly on several threads at once; it must not
+    /// throw (if it does, the region is released and the exception propagates). Default: none.
     /// </summary>
     public Action<string>? Warning { get; init; }
 
