@@ -15,7 +15,7 @@ public sealed class NumaNode
         ArgumentOutOfRangeException.ThrowIfNegative(id);
         ArgumentNullException.ThrowIfNull(cpus);
         Id = id;
-        Cpus = cpus;
+        Cpus = [.. cpus];
     }
 
     /// <summary>The kernel's node id.</summary>
