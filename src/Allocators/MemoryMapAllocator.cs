@@ -1,0 +1,298 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using AllocHosting.Allocators.MemorySources;
+
+namespace AllocHosting.Allocators;
+
+/// <summary>
+/// An allocator that gives every block its own memory mapping from a <see cref="MemoryMapSource"/>
+/// (with that source's NUMA policy, huge pages, advice and locking) and resizes blocks with
+/// <c>mremap</c>. Thread-safe.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Slow (every call is a system call) but it returns memory to the kernel at once, places it on
+/// the NUMA nodes the policy names, and grows large buffers without copying: the kernel moves page
+/// tables instead of bytes. Use it for large, long-lived or rarely resized buffers, or as the
+/// global allocator of last resort; not for small objects.
+/// </para>
+/// <para>
+/// A block's usable size is its size rounded up to the source's granularity (a page or a huge
+/// page). Alignments up to the granularity are free; larger ones (up to
+/// <see cref="Allocator.MaximumAlignment"/>) map <c>alignment - granularity</c> extra bytes and
+/// unmap the unaligned head and tail, and such blocks keep their alignment when they move on
+/// growth (by mapping a new aligned block and copying, since <c>mremap</c> only keeps page alignment).
+/// </para>
+/// <para>
+/// It keeps the address and mapped size of every live block, so <see cref="Owns"/>, foreign
+/// pointers and double frees are detected (with <see cref="ArgumentException"/>, nothing changed);
+/// the seed unmapped whatever it was given. <see cref="AllocatorBase.Dispose()"/> unmaps every block
+/// still live; there is no finaliser, so an undisposed allocator leaves its blocks mapped.
+/// </para>
+/// <example><code>
+/// using var allocator = new MemoryMapAllocator();
+/// byte* buffer = allocator.Allocate(1 &lt;&lt; 20, 64);
+/// buffer = allocator.GrowingReallocate(buffer, 1 &lt;&lt; 20, 8 &lt;&lt; 20, 64);   // mremap, no copy
+/// allocator.Deallocate(buffer, 8 &lt;&lt; 20, 64);
+/// </code></example>
+/// </remarks>
+public sealed unsafe class MemoryMapAllocator : AllocatorBase
+{
+    // Every live block: its address and its mapped size (the request rounded up to the granularity).
+    // A block leaves the set before it is unmapped or moved, so an address the kernel hands out again
+    // is never still in the set.
+    private readonly ConcurrentDictionary<nuint, nuint> _live = new();
+
+    // Counters, all Interlocked. _bytesInUse counts mapped bytes.
+    private long _bytesInUse;
+    private long _peakBytesInUse;
+    private long _allocationCount;
+    private long _deallocationCount;
+    private long _totalBytesAllocated;
+    private int _disposed;
+
+    /// <summary>Creates an allocator over a new <see cref="MemoryMapSource"/> with <paramref name="options"/>.</summary>
+    /// <exception cref="ArgumentException">The options are invalid.</exception>
+    /// <exception cref="PlatformNotSupportedException">Memory mapping is not supported here (see <see cref="IsSupported"/>).</exception>
+    public MemoryMapAllocator(MemoryMapSourceOptions? options = null)
+        : this(new MemoryMapSource(options))
+    {
+    }
+
+    /// <summary>Creates an allocator whose blocks come from <paramref name="source"/> (which may be shared).</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="source"/> is null.</exception>
+    public MemoryMapAllocator(MemoryMapSource source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        Source = source;
+    }
+
+    /// <summary>Whether this process can use the allocator (the same as <see cref="MemoryMapSource.IsSupported"/>).</summary>
+    public static bool IsSupported => MemoryMapSource.IsSupported;
+
+    /// <summary>The source every block is mapped from.</summary>
+    public MemoryMapSource Source { get; }
+
+    /// <summary>The unit block sizes are rounded up to: the source's page or huge page size.</summary>
+    public nuint Granularity => Source.Granularity;
+
+    /// <summary>The number of blocks allocated and not yet freed.</summary>
+    public int LiveBlockCount => _live.Count;
+
+    /// <inheritdoc />
+    public override AllocatorStatistics Statistics => new(
+        Interlocked.Read(ref _bytesInUse),
+        Interlocked.Read(ref _peakBytesInUse),
+        Capacity: null,
+        Interlocked.Read(ref _allocationCount),
+        Interlocked.Read(ref _deallocationCount),
+        FailureCount,
+        Interlocked.Read(ref _totalBytesAllocated));
+
+    /// <inheritdoc />
+    /// <remarks>True for any address inside a live block; a block's start is found in O(1), an interior address by scanning the live blocks.</remarks>
+    public override bool Owns(byte* pointer)
+    {
+        nuint address = (nuint)pointer;
+        if (_live.ContainsKey(address))
+        {
+            return true;
+        }
+
+        foreach (var (start, size) in _live)
+        {
+            if (address - start < size)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <inheritdoc />
+    protected override byte* AllocateCore(nuint size, nuint alignment)
+    {
+        ThrowIfDisposed();
+        if (!Source.TryObtainAligned(size, Math.Max(alignment, Granularity), out byte* block))
+        {
+            return null;
+        }
+
+        nuint mapped = Allocator.AlignUp(size, Granularity);
+        _live[(nuint)block] = mapped;
+        Interlocked.Increment(ref _allocationCount);
+        Interlocked.Add(ref _totalBytesAllocated, (long)size);
+        AddBytesInUse((long)mapped);
+        return block;
+    }
+
+    /// <inheritdoc />
+    protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
+    {
+        ThrowIfDisposed();
+        nuint mapped = LookUp(pointer, size);
+        if (!_live.TryRemove(new KeyValuePair<nuint, nuint>((nuint)pointer, mapped)))
+        {
+            ThrowNotLive(pointer);
+        }
+
+        Source.Release(pointer, mapped);
+        Interlocked.Increment(ref _deallocationCount);
+        AddBytesInUse(-(long)mapped);
+    }
+
+    /// <inheritdoc />
+    protected override nuint GetUsableSizeCore(nuint size, nuint alignment) => Allocator.AlignUp(size, Granularity);
+
+    /// <inheritdoc />
+    protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        ThrowIfDisposed();
+        nuint mapped = LookUp(pointer, currentSize);
+        nuint newMapped = Allocator.AlignUp(newSize, Granularity);
+        if (newMapped <= mapped)
+        {
+            return true;
+        }
+
+        return ResizeInPlace(pointer, mapped, newMapped);
+    }
+
+    /// <inheritdoc />
+    protected override bool TryShrinkInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        ThrowIfDisposed();
+        nuint mapped = LookUp(pointer, currentSize);
+        nuint newMapped = Allocator.AlignUp(newSize, Granularity);
+        return newMapped == mapped || ResizeInPlace(pointer, mapped, newMapped);
+    }
+
+    /// <inheritdoc />
+    /// <remarks>Within the usable size nothing happens; beyond it <c>mremap</c> may move the block (page-aligned blocks) or a new aligned block is mapped and filled (larger alignments).</remarks>
+    protected override byte* GrowCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        ThrowIfDisposed();
+        nuint mapped = LookUp(pointer, currentSize);
+        nuint newMapped = Allocator.AlignUp(newSize, Granularity);
+        if (newMapped <= mapped)
+        {
+            return pointer;
+        }
+
+        if (alignment > Granularity)
+        {
+            return ResizeInPlace(pointer, mapped, newMapped) ? pointer : MoveBlock(pointer, currentSize, newSize, alignment);
+        }
+
+        // Out of the set first: once mremap moves the block the kernel may hand its old address to another thread.
+        if (!_live.TryRemove(new KeyValuePair<nuint, nuint>((nuint)pointer, mapped)))
+        {
+            ThrowNotLive(pointer);
+        }
+
+        if (!Source.TryRemap(pointer, mapped, newMapped, out byte* moved))
+        {
+            _live[(nuint)pointer] = mapped;
+            return null;
+        }
+
+        _live[(nuint)moved] = newMapped;
+        if (moved != pointer)
+        {
+            Interlocked.Increment(ref _allocationCount);
+            Interlocked.Increment(ref _deallocationCount);
+            Interlocked.Add(ref _totalBytesAllocated, (long)newSize);
+        }
+
+        AddBytesInUse((long)newMapped - (long)mapped);
+        return moved;
+    }
+
+    /// <inheritdoc />
+    /// <remarks>Shrinking always keeps the address: the tail pages are unmapped.</remarks>
+    protected override byte* ShrinkCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
+        TryShrinkInPlaceCore(pointer, currentSize, newSize, alignment) ? pointer : null;
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        foreach (nuint address in _live.Keys)
+        {
+            if (_live.TryRemove(address, out nuint mapped))
+            {
+                Source.Release((byte*)address, mapped);
+                AddBytesInUse(-(long)mapped);
+            }
+        }
+
+        base.Dispose(disposing);
+    }
+
+    private bool ResizeInPlace(byte* pointer, nuint mapped, nuint newMapped)
+    {
+        if (!Source.TryResizeInPlace(pointer, mapped, newMapped))
+        {
+            return false;
+        }
+
+        _live[(nuint)pointer] = newMapped;
+        AddBytesInUse((long)newMapped - (long)mapped);
+        return true;
+    }
+
+    // The mapped size of the live block at pointer; throws when there is none or size exceeds it.
+    private nuint LookUp(byte* pointer, nuint size)
+    {
+        if (!_live.TryGetValue((nuint)pointer, out nuint mapped))
+        {
+            ThrowNotLive(pointer);
+        }
+
+        if (size > mapped)
+        {
+            ThrowSizeMismatch(pointer, size, mapped);
+        }
+
+        return mapped;
+    }
+
+    private void AddBytesInUse(long delta)
+    {
+        long inUse = Interlocked.Add(ref _bytesInUse, delta);
+        long peak = Interlocked.Read(ref _peakBytesInUse);
+        while (inUse > peak)
+        {
+            long seen = Interlocked.CompareExchange(ref _peakBytesInUse, inUse, peak);
+            if (seen == peak)
+            {
+                break;
+            }
+
+            peak = seen;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowNotLive(byte* pointer) =>
+        throw new ArgumentException(
+            $"The pointer 0x{(nuint)pointer:X} is not a live block of this {Name}: it was not allocated here, or it was already freed (double free).",
+            nameof(pointer));
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowSizeMismatch(byte* pointer, nuint size, nuint mapped) =>
+        throw new ArgumentException(
+            $"The block at 0x{(nuint)pointer:X} holds {mapped} bytes in this {Name}, fewer than the size {size} given for it.",
+            nameof(pointer));
+}

@@ -1,0 +1,548 @@
+using System.Runtime.InteropServices;
+using AllocHosting.Allocators.MemorySources;
+
+namespace AllocHosting.Allocators.Tests;
+
+public unsafe class MemoryMapSourceTests
+{
+    private const int MAP_PRIVATE = 0x02;
+    private const int MAP_ANONYMOUS = 0x20;
+    private const int MAP_LOCKED = 0x2000;
+    private const int MAP_NORESERVE = 0x4000;
+    private const int MAP_POPULATE = 0x8000;
+    private const int MAP_HUGETLB = 0x40000;
+    private const int MADV_HUGEPAGE = 14;
+    private const int MADV_DONTDUMP = 16;
+
+    private static readonly nuint PageSize = (nuint)Environment.SystemPageSize;
+
+    public static TheoryData<string> PolicyNames => ["Default", "Preferred{0}", "Bind{0}", "Interleave{0}", "Local"];
+
+    [Fact]
+    public void Default_map_flags_are_private_anonymous_noreserve_and_never_locked_or_populated()
+    {
+        int flags = MemoryMapSource.ComputeMapFlags(MemoryMapSourceOptions.Default);
+
+        Assert.Equal(MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, flags);
+        Assert.Equal(0, flags & (MAP_LOCKED | MAP_POPULATE));
+    }
+
+    [Fact]
+    public void Lock_and_prefault_never_become_map_locked_or_map_populate()
+    {
+        var options = new MemoryMapSourceOptions { Lock = true, Prefault = true, NoReserve = false };
+
+        Assert.Equal(MAP_PRIVATE | MAP_ANONYMOUS, MemoryMapSource.ComputeMapFlags(options));
+    }
+
+    [Theory]
+    [InlineData(ExplicitHugePages.Size2MiB, (21 << 26) | 0x40000, 2u << 20)]
+    [InlineData(ExplicitHugePages.Size1GiB, (30 << 26) | 0x40000, 1u << 30)]
+    public void Explicit_huge_pages_encode_their_size_in_the_map_flags_W_MM2(ExplicitHugePages hugePages, int hugeFlags, uint granularity)
+    {
+        var options = new MemoryMapSourceOptions { ExplicitHugePages = hugePages };
+        int flags = MemoryMapSource.ComputeMapFlags(options);
+
+        // No MAP_NORESERVE with MAP_HUGETLB: unreserved huge pages fail with SIGBUS on first touch, not in mmap.
+        Assert.Equal(MAP_PRIVATE | MAP_ANONYMOUS | hugeFlags, flags);
+        Assert.Equal((nuint)granularity, MemoryMapSource.ComputeGranularity(hugePages));
+
+        // W-MM2: explicit huge pages are MAP_HUGETLB only, never the transparent-huge-page advice.
+        Assert.DoesNotContain(MADV_HUGEPAGE, MemoryMapSource.ComputeAdvice(options));
+        Assert.Equal(0, MemoryMapSource.ComputeMapFlags(MemoryMapSourceOptions.Default) & MAP_HUGETLB);
+    }
+
+    [Fact]
+    public void Advice_values_are_separate_calls_never_or_ed_W_MM1()
+    {
+        // W-MM1: the seed OR-ed MADV_DONTDUMP (16) and MADV_HUGEPAGE (14) into the invalid advice 30.
+        var both = new MemoryMapSourceOptions { TransparentHugePages = true, ExcludeFromCoreDumps = true };
+
+        Assert.Equal([MADV_DONTDUMP, MADV_HUGEPAGE], MemoryMapSource.ComputeAdvice(both));
+        Assert.Equal([MADV_DONTDUMP], MemoryMapSource.ComputeAdvice(MemoryMapSourceOptions.Default));
+        Assert.Empty(MemoryMapSource.ComputeAdvice(new MemoryMapSourceOptions { ExcludeFromCoreDumps = false }));
+    }
+
+    [Fact]
+    public void Strict_policy_moves_and_checks_pages()
+    {
+        Assert.Equal(0u, MemoryMapSource.ComputeMbindFlags(MemoryMapSourceOptions.Default));
+        Assert.Equal(3u, MemoryMapSource.ComputeMbindFlags(new MemoryMapSourceOptions { StrictNumaPolicy = true }));
+    }
+
+    [Fact]
+    public void Options_that_contradict_each_other_are_rejected_naming_the_setting()
+    {
+        var both = new MemoryMapSourceOptions { TransparentHugePages = true, ExplicitHugePages = ExplicitHugePages.Size2MiB };
+        var error = Assert.Throws<ArgumentException>(both.Validate);
+        Assert.Contains("TransparentHugePages", error.Message, StringComparison.Ordinal);
+        Assert.Contains("ExplicitHugePages", error.Message, StringComparison.Ordinal);
+
+        var undefined = Assert.Throws<ArgumentException>(new MemoryMapSourceOptions { ExplicitHugePages = (ExplicitHugePages)7 }.Validate);
+        Assert.Contains("ExplicitHugePages", undefined.Message, StringComparison.Ordinal);
+
+        var noPolicy = Assert.Throws<ArgumentException>(new MemoryMapSourceOptions { NumaPolicy = null! }.Validate);
+        Assert.Contains("NumaPolicy", noPolicy.Message, StringComparison.Ordinal);
+
+        Assert.Throws<ArgumentException>(() => MemorySource.CreateDefault(both));
+    }
+
+    [Fact]
+    public void Default_options_are_documented_values()
+    {
+        var options = MemoryMapSourceOptions.Default;
+        Assert.Equal(NumaPolicy.Default, options.NumaPolicy);
+        Assert.False(options.StrictNumaPolicy);
+        Assert.False(options.TransparentHugePages);
+        Assert.Equal(ExplicitHugePages.None, options.ExplicitHugePages);
+        Assert.False(options.Prefault);
+        Assert.False(options.Lock);
+        Assert.True(options.ExcludeFromCoreDumps);
+        Assert.True(options.NoReserve);
+    }
+
+    [Fact]
+    public void Default_source_is_the_memory_map_source_where_supported()
+    {
+        var source = MemorySource.CreateDefault();
+
+        if (MemoryMapSource.IsSupported)
+        {
+            Assert.IsType<MemoryMapSource>(source);
+            Assert.Null(MemoryMapSource.UnsupportedReason);
+        }
+        else
+        {
+            // Elsewhere: the portable fallback, never a crash (architecture decision 9).
+            Assert.IsType<NativeMemorySource>(source);
+            Assert.NotNull(MemoryMapSource.UnsupportedReason);
+        }
+
+        byte* region = source.Obtain(1);
+        region[0] = 1;
+        source.Release(region, 1);
+    }
+
+    [LinuxTheory]
+    [MemberData(nameof(PolicyNames))]
+    public void Obtain_and_release_succeed_with_each_policy_and_pages_land_on_node_0(string policyName)
+    {
+        var policy = ParsePolicy(policyName);
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { NumaPolicy = policy });
+        nuint size = 16 * PageSize;
+
+        byte* region = source.Obtain(size);
+        new Span<byte>(region, (int)size).Fill(0xA5);
+
+        Assert.True(source.NumaPolicyApplied, source.FallbackReason);
+        Assert.Equal((long)size, source.MappedBytes);
+        Assert.Equal(0, MemoryMapSource.GetNodeOfAddress(region));
+        Assert.Equal(0, MemoryMapSource.GetNodeOfAddress(region + size - 1));
+        Assert.Equal(policy.Mode, MemoryMapSource.GetPolicyOfAddress(region)!.Mode);
+
+        source.Release(region, size);
+        Assert.Equal(0, source.MappedBytes);
+    }
+
+    [LinuxFact]
+    public void Bind_policy_is_reported_for_the_range_by_get_mempolicy()
+    {
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { NumaPolicy = NumaPolicy.Bind(NumaNodeSet.Of(0)) });
+        byte* region = source.Obtain(PageSize * 4);
+        try
+        {
+            var policy = MemoryMapSource.GetPolicyOfAddress(region + PageSize);
+
+            Assert.NotNull(policy);
+            Assert.Equal(NumaPolicyMode.Bind, policy.Mode);
+            Assert.Equal([0], policy.Nodes.Nodes);
+        }
+        finally
+        {
+            source.Release(region, PageSize * 4);
+        }
+    }
+
+    [LinuxFact]
+    public void Unmapped_range_has_no_node_or_policy()
+    {
+        // The second page of the address space lies below vm.mmap_min_addr and is never mapped;
+        // a region just released would not do, the runtime may map its next allocation there.
+        byte* region = (byte*)PageSize;
+
+        Assert.Null(MemoryMapSource.GetNodeOfAddress(region));
+        Assert.Null(MemoryMapSource.GetPolicyOfAddress(region));
+    }
+
+    [LinuxFact]
+    public void Binding_to_a_node_the_machine_lacks_fails_cleanly_with_the_kernel_error()
+    {
+        int missing = NumaTopology.Current.Nodes[^1].Id + 1;
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { NumaPolicy = NumaPolicy.Bind(NumaNodeSet.Of(missing)) });
+
+        Assert.False(source.TryObtain(PageSize, out byte* region));
+        Assert.True(region == null);
+        var error = Assert.Throws<MemorySourceExhaustedException>(() => source.Obtain(PageSize));
+        Assert.Contains("mbind", error.Message, StringComparison.Ordinal);
+        Assert.Contains("EINVAL", error.Message, StringComparison.Ordinal);
+        Assert.Equal(0, source.MappedBytes);
+        Assert.True(source.NumaPolicyApplied, "a real error is not a reason to drop the policy");
+    }
+
+    [LinuxTheory]
+    [InlineData(38)]
+    [InlineData(1)]
+    public void Refused_mbind_degrades_to_no_policy_and_says_so_once(int errno)
+    {
+        var warnings = new List<string>();
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { NumaPolicy = NumaPolicy.Bind(NumaNodeSet.Of(0)), Warning = warnings.Add })
+        {
+            SimulatedErrno = step => step == "mbind" ? errno : 0,
+        };
+        Assert.Equal(0, source.MappedNode);
+
+        byte* first = source.Obtain(PageSize);
+        byte* second = source.Obtain(PageSize);
+
+        Assert.False(source.NumaPolicyApplied);
+        Assert.Contains("mbind", source.FallbackReason, StringComparison.Ordinal);
+        Assert.Contains(errno == 38 ? "ENOSYS" : "EPERM", source.FallbackReason, StringComparison.Ordinal);
+        Assert.Single(warnings);
+        Assert.Equal(-1, source.MappedNode);
+        Assert.Equal(NumaPolicyMode.Default, MemoryMapSource.GetPolicyOfAddress(first)!.Mode);
+        source.Release(first, PageSize);
+        source.Release(second, PageSize);
+    }
+
+    [LinuxFact]
+    public void Both_advice_calls_reach_the_kernel_W_MM1()
+    {
+        // W-MM1: with the seed's OR-ed advice (30) madvise failed; here the VMA carries both flags.
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { TransparentHugePages = true, ExcludeFromCoreDumps = true });
+        byte* region = source.Obtain(4 * PageSize);
+        try
+        {
+            string[] flags = VmFlagsOf(region);
+
+            Assert.Contains("dd", flags); // VM_DONTDUMP
+            Assert.Contains("hg", flags); // VM_HUGEPAGE
+            Assert.DoesNotContain("lo", flags); // not locked by default
+        }
+        finally
+        {
+            source.Release(region, 4 * PageSize);
+        }
+    }
+
+    [LinuxFact]
+    public void Regions_can_stay_in_core_dumps_when_asked()
+    {
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { ExcludeFromCoreDumps = false });
+        byte* region = source.Obtain(PageSize);
+
+        Assert.DoesNotContain("dd", VmFlagsOf(region));
+        source.Release(region, PageSize);
+    }
+
+    [LinuxFact]
+    public void Explicit_huge_pages_fail_cleanly_without_reserved_pages()
+    {
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { ExplicitHugePages = ExplicitHugePages.Size2MiB });
+        Assert.Equal((nuint)(2 << 20), source.Granularity);
+
+        if (source.TryObtain(100, out byte* region))
+        {
+            // Huge pages are reserved on this machine: the request was rounded to one huge page.
+            Assert.True(Allocator.IsAligned((nuint)region, 2u << 20));
+            Assert.Equal(2L << 20, source.MappedBytes);
+            region[(2 << 20) - 1] = 1;
+            source.Release(region, 100);
+            return;
+        }
+
+        var error = Assert.Throws<MemorySourceExhaustedException>(() => source.Obtain(100));
+        Assert.Contains("mmap failed", error.Message, StringComparison.Ordinal);
+        Assert.Contains("huge pages", error.Message, StringComparison.Ordinal);
+        Assert.Equal(error.Message, $"MemoryMapSource could not provide 100 bytes: {source.LastFailure}");
+        Assert.Equal(0, source.MappedBytes);
+    }
+
+    [LinuxFact]
+    public void Transparent_huge_page_advice_succeeds()
+    {
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { TransparentHugePages = true });
+        nuint size = 4u << 20;
+
+        byte* region = source.ObtainAligned(size, 2u << 20);
+        region[0] = 1;
+
+        bool thpAvailable = File.Exists("/sys/kernel/mm/transparent_hugepage/enabled")
+            && !File.ReadAllText("/sys/kernel/mm/transparent_hugepage/enabled").Contains("[never]", StringComparison.Ordinal);
+        if (thpAvailable)
+        {
+            Assert.True(source.TransparentHugePagesApplied, source.FallbackReason);
+            Assert.Null(source.FallbackReason);
+        }
+
+        source.Release(region, size);
+    }
+
+    [LinuxFact]
+    public void Lock_succeeds_within_the_limit_and_its_failure_is_reported_not_fatal()
+    {
+        var warnings = new List<string>();
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { Lock = true, Warning = warnings.Add });
+
+        byte* locked = source.Obtain(4 * PageSize);
+        Assert.Equal(0, source.LockFailureCount);
+        Assert.Null(source.LastLockFailure);
+        Assert.Equal(4, MemoryMapSource.CountResidentPages(locked, 4 * PageSize));
+        Assert.Contains("lo", VmFlagsOf(locked)); // VM_LOCKED
+        source.Release(locked, 4 * PageSize);
+
+        // This machine runs tests as root (CAP_IPC_LOCK ignores RLIMIT_MEMLOCK), so the refusal is simulated.
+        source.SimulatedErrno = step => step == "mlock" ? 12 : 0;
+        byte* unlocked = source.Obtain(PageSize);
+        unlocked[0] = 7;
+
+        Assert.Equal(1, source.LockFailureCount);
+        Assert.Contains("ENOMEM", source.LastLockFailure, StringComparison.Ordinal);
+        Assert.Contains("RLIMIT_MEMLOCK", source.LastLockFailure, StringComparison.Ordinal);
+        Assert.Equal([source.LastLockFailure!], warnings);
+        source.Release(unlocked, PageSize);
+    }
+
+    [LinuxFact]
+    public void Prefault_falls_back_to_touching_pages_when_the_kernel_lacks_populate_write()
+    {
+        // Kernels before 5.14 answer MADV_POPULATE_WRITE with EINVAL.
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { Prefault = true })
+        {
+            SimulatedErrno = step => step == "populate" ? 22 : 0,
+        };
+
+        byte* region = source.Obtain(16 * PageSize);
+
+        Assert.Equal(16, MemoryMapSource.CountResidentPages(region, 16 * PageSize));
+        source.Release(region, 16 * PageSize);
+    }
+
+    [LinuxFact]
+    public void Failed_populate_unmaps_the_region_and_reports_the_error()
+    {
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { Prefault = true })
+        {
+            SimulatedErrno = step => step == "populate" ? 12 : 0,
+        };
+
+        Assert.False(source.TryObtain(PageSize, out _));
+
+        Assert.Contains("MADV_POPULATE_WRITE", source.LastFailure, StringComparison.Ordinal);
+        Assert.Contains("ENOMEM", source.LastFailure, StringComparison.Ordinal);
+        Assert.Equal(0, source.MappedBytes);
+    }
+
+    [LinuxFact]
+    public void Throwing_warning_callback_releases_the_region()
+    {
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { Lock = true, Warning = _ => throw new InvalidOperationException("callback") })
+        {
+            SimulatedErrno = step => step == "mlock" ? 12 : 0,
+        };
+
+        Assert.Throws<InvalidOperationException>(() => source.Obtain(PageSize));
+        Assert.Equal(0, source.MappedBytes);
+    }
+
+    [LinuxFact]
+    public void Prefault_makes_every_page_resident_after_obtain()
+    {
+        var prefaulted = new MemoryMapSource(new MemoryMapSourceOptions { Prefault = true, NumaPolicy = NumaPolicy.Bind(NumaNodeSet.Of(0)) });
+        var lazy = new MemoryMapSource();
+        nuint size = 64 * PageSize;
+
+        byte* populated = prefaulted.Obtain(size);
+        byte* untouched = lazy.Obtain(size);
+
+        Assert.Equal(64, MemoryMapSource.CountResidentPages(populated, size));
+        Assert.Equal(0, MemoryMapSource.CountResidentPages(untouched, size));
+        Assert.Equal(0, MemoryMapSource.GetNodeOfAddress(populated + (size / 2)));
+        prefaulted.Release(populated, size);
+        lazy.Release(untouched, size);
+    }
+
+    [LinuxFact]
+    public void Sizes_are_rounded_to_pages_and_counted_per_node()
+    {
+        var bound = new MemoryMapSource(new MemoryMapSourceOptions { NumaPolicy = NumaPolicy.Preferred(0) });
+        var unbound = new MemoryMapSource();
+
+        byte* a = bound.Obtain(1);
+        byte* b = unbound.Obtain(PageSize + 1);
+
+        Assert.Equal((long)PageSize, bound.MappedBytes);
+        Assert.Equal(new Dictionary<int, long> { [0] = (long)PageSize }, bound.GetMappedBytesByNode());
+        Assert.Equal(new Dictionary<int, long> { [-1] = 2 * (long)PageSize }, unbound.GetMappedBytesByNode());
+        var process = MemoryMapSource.GetProcessMappedBytesByNode();
+        Assert.True(process[0] >= (long)PageSize);
+        Assert.True(process[-1] >= 2 * (long)PageSize);
+
+        bound.Release(a, 1);
+        unbound.Release(b, PageSize + 1);
+        Assert.Equal(0, bound.MappedBytes);
+        Assert.Equal(0, unbound.MappedBytes);
+    }
+
+    [LinuxFact]
+    public void Aligned_obtain_returns_an_aligned_region_and_maps_only_its_size()
+    {
+        var source = new MemoryMapSource();
+        nuint alignment = 1u << 20;
+
+        byte* region = source.ObtainAligned(3 * PageSize, alignment);
+
+        Assert.True(Allocator.IsAligned((nuint)region, alignment));
+        Assert.Equal(3 * (long)PageSize, source.MappedBytes);
+        region[(3 * PageSize) - 1] = 1;
+        source.Release(region, 3 * PageSize);
+    }
+
+    [LinuxFact]
+    public void Remap_grows_and_shrinks_keeping_contents()
+    {
+        var source = new MemoryMapSource();
+        byte* region = source.Obtain(2 * PageSize);
+        FillPattern(region, 2 * PageSize);
+
+        byte* grown = source.Remap(region, 2 * PageSize, 256 * PageSize);
+        AssertPattern(grown, 2 * PageSize);
+        grown[(256 * PageSize) - 1] = 3;
+        Assert.Equal(256 * (long)PageSize, source.MappedBytes);
+
+        byte* shrunk = source.Remap(grown, 256 * PageSize, PageSize);
+        AssertPattern(shrunk, PageSize);
+        Assert.Equal((long)PageSize, source.MappedBytes);
+
+        Assert.True(source.TryResizeInPlace(shrunk, PageSize, PageSize));
+        source.Release(shrunk, PageSize);
+        Assert.Equal(0, source.MappedBytes);
+    }
+
+    [LinuxFact]
+    public void Remap_by_copy_copies_only_the_smaller_size_W_MM4()
+    {
+        var source = new MemoryMapSource();
+        byte* region = source.Obtain(8 * PageSize);
+        FillPattern(region, 8 * PageSize);
+
+        // W-MM4: the seed copied the old size (8 pages) into the one-page new region.
+        Assert.True(source.TryRemapByCopy(region, 8 * PageSize, PageSize, out byte* shrunk, out string? failure), failure);
+        AssertPattern(shrunk, PageSize);
+        Assert.Equal((long)PageSize, source.MappedBytes);
+
+        Assert.True(source.TryRemapByCopy(shrunk, PageSize, 4 * PageSize, out byte* grown, out failure), failure);
+        AssertPattern(grown, PageSize);
+        Assert.Equal(4 * (long)PageSize, source.MappedBytes);
+        source.Release(grown, 4 * PageSize);
+    }
+
+    [LinuxFact]
+    public void Release_rejects_bad_regions_with_a_clear_message()
+    {
+        var source = new MemoryMapSource();
+
+        Assert.Throws<ArgumentNullException>(() => source.Release(null, PageSize));
+        Assert.Throws<ArgumentOutOfRangeException>(() => source.Release((byte*)PageSize, 0));
+        var unaligned = Assert.Throws<ArgumentException>(() => source.Release((byte*)(PageSize + 8), PageSize));
+        Assert.Contains("aligned", unaligned.Message, StringComparison.Ordinal);
+
+        // An address in the kernel half: munmap says EINVAL.
+        byte* kernelHalf = (byte*)(1UL << 63);
+        var einval = Assert.Throws<ArgumentException>(() => source.Release(kernelHalf, PageSize));
+        Assert.Contains("munmap failed with EINVAL", einval.Message, StringComparison.Ordinal);
+        Assert.Equal(0, source.MappedBytes);
+    }
+
+    [LinuxFact]
+    public void Obtain_rejects_zero_and_oversized_requests()
+    {
+        var source = new MemoryMapSource();
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => source.Obtain(0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => source.TryObtain(nuint.MaxValue, out _));
+        Assert.Throws<ArgumentException>(() => source.ObtainAligned(PageSize, 3));
+    }
+
+    [LinuxFact]
+    public void Obtain_and_release_from_four_threads_keep_the_counters_exact()
+    {
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { NumaPolicy = NumaPolicy.Local });
+
+        Parallel.For(0, 4, new ParallelOptions { MaxDegreeOfParallelism = 4 }, worker =>
+        {
+            for (int i = 0; i < 100; i++)
+            {
+                nuint size = (nuint)(((i % 7) + 1) * 1000);
+                byte* region = source.Obtain(size);
+                new Span<byte>(region, (int)size).Fill((byte)worker);
+                Assert.True(new Span<byte>(region, (int)size).IndexOfAnyExcept((byte)worker) < 0);
+                source.Release(region, size);
+            }
+        });
+
+        Assert.Equal(0, source.MappedBytes);
+    }
+
+    // The VmFlags of the mapping containing address, from /proc/self/smaps.
+    private static string[] VmFlagsOf(void* address)
+    {
+        ulong target = (ulong)address;
+        bool inside = false;
+        foreach (string line in File.ReadLines("/proc/self/smaps"))
+        {
+            int dash = line.IndexOf('-', StringComparison.Ordinal);
+            int space = line.IndexOf(' ', StringComparison.Ordinal);
+            if (dash > 0 && space > dash
+                && ulong.TryParse(line.AsSpan(0, dash), System.Globalization.NumberStyles.HexNumber, null, out ulong start)
+                && ulong.TryParse(line.AsSpan(dash + 1, space - dash - 1), System.Globalization.NumberStyles.HexNumber, null, out ulong end))
+            {
+                inside = target >= start && target < end;
+            }
+            else if (inside && line.StartsWith("VmFlags:", StringComparison.Ordinal))
+            {
+                return line["VmFlags:".Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            }
+        }
+
+        throw new InvalidOperationException($"No mapping contains 0x{target:X}.");
+    }
+
+    private static NumaPolicy ParsePolicy(string name) => name switch
+    {
+        "Default" => NumaPolicy.Default,
+        "Preferred{0}" => NumaPolicy.Preferred(0),
+        "Bind{0}" => NumaPolicy.Bind(NumaNodeSet.Of(0)),
+        "Interleave{0}" => NumaPolicy.Interleave(NumaNodeSet.Of(0)),
+        "Local" => NumaPolicy.Local,
+        _ => throw new ArgumentOutOfRangeException(nameof(name)),
+    };
+
+    private static void FillPattern(byte* region, nuint size)
+    {
+        for (nuint i = 0; i < size; i++)
+        {
+            region[i] = (byte)(i * 31 % 251);
+        }
+    }
+
+    private static void AssertPattern(byte* region, nuint size)
+    {
+        for (nuint i = 0; i < size; i++)
+        {
+            if (region[i] != (byte)(i * 31 % 251))
+            {
+                Assert.Fail($"byte {i} lost its value");
+            }
+        }
+    }
+}
