@@ -1,0 +1,157 @@
+using System.Buffers;
+using System.Runtime.InteropServices;
+using AllocHosting.Allocators.Benchmarks.Peers;
+using AllocHosting.Allocators.MemorySources;
+using BenchmarkDotNet.Attributes;
+
+namespace AllocHosting.Allocators.Benchmarks;
+
+/// <summary>
+/// One allocation, a touch of its first and last byte, and its free, at 64 B, 1 KiB, 16 KiB and
+/// 256 KiB: our allocators against the peers of performance.md in the same run.
+/// </summary>
+[MemoryDiagnoser]
+public unsafe class SingleAllocFreeBenchmarks
+{
+    private const nuint Alignment = 16;
+
+    private BumpAllocator _bump = null!;
+    private BitSetAllocator _bitSet = null!;
+    private BareBump _bare = null!;
+    private NativePeers.Mimalloc? _mi;
+    private NativePeers.Jemalloc? _je;
+
+    [Params(64, 1024, 16 * 1024, 256 * 1024)]
+    public int Size { get; set; }
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _bump = new BumpAllocator(NativeMemorySource.Shared, 1 << 20);
+        _bitSet = new BitSetAllocator(NativeMemorySource.Shared, 64, 4 << 20);
+        _bare = new BareBump(1 << 20);
+        _mi = NativePeers.Mi;
+        _je = NativePeers.Je;
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _bump.Dispose();
+        _bitSet.Dispose();
+        _bare.Dispose();
+    }
+
+    [Benchmark(Baseline = true, Description = "ArrayPool.Shared")]
+    public byte ArrayPoolShared()
+    {
+        byte[] array = ArrayPool<byte>.Shared.Rent(Size);
+        byte result = Touch(array.AsSpan(0, Size));
+        ArrayPool<byte>.Shared.Return(array);
+        return result;
+    }
+
+    [Benchmark(Description = "new byte[]")]
+    public byte NewArray() => Touch(new byte[Size]);
+
+    [Benchmark(Description = "NativeMemory (glibc)")]
+    public byte Glibc()
+    {
+        byte* p = (byte*)NativeMemory.Alloc((nuint)Size);
+        byte result = Touch(p);
+        NativeMemory.Free(p);
+        return result;
+    }
+
+    [Benchmark(Description = "mimalloc")]
+    public byte Mimalloc()
+    {
+        if (_mi is null)
+        {
+            return 0;
+        }
+
+        byte* p = (byte*)_mi.Malloc((nuint)Size);
+        byte result = Touch(p);
+        _mi.Free(p);
+        return result;
+    }
+
+    [Benchmark(Description = "mimalloc, no GC transition")]
+    public byte MimallocNoTransition()
+    {
+        if (_mi is null)
+        {
+            return 0;
+        }
+
+        byte* p = (byte*)_mi.MallocNoTransition((nuint)Size);
+        byte result = Touch(p);
+        _mi.FreeNoTransition(p);
+        return result;
+    }
+
+    [Benchmark(Description = "jemalloc")]
+    public byte Jemalloc()
+    {
+        if (_je is null)
+        {
+            return 0;
+        }
+
+        byte* p = (byte*)_je.Malloc((nuint)Size);
+        byte result = Touch(p);
+        _je.Free(p);
+        return result;
+    }
+
+    [Benchmark(Description = "jemalloc, no GC transition")]
+    public byte JemallocNoTransition()
+    {
+        if (_je is null)
+        {
+            return 0;
+        }
+
+        byte* p = (byte*)_je.MallocNoTransition((nuint)Size);
+        byte result = Touch(p);
+        _je.FreeNoTransition(p);
+        return result;
+    }
+
+    [Benchmark(Description = "bare bump pointer")]
+    public byte BareBumpPointer()
+    {
+        byte* p = _bare.Allocate((nuint)Size, Alignment);
+        byte result = Touch(p);
+        _bare.Reset();
+        return result;
+    }
+
+    [Benchmark(Description = "BumpAllocator")]
+    public byte Bump()
+    {
+        byte* p = _bump.Allocate((nuint)Size, Alignment);
+        byte result = Touch(p);
+        _bump.Deallocate(p, (nuint)Size, Alignment);
+        return result;
+    }
+
+    [Benchmark(Description = "BitSetAllocator (64 B blocks)")]
+    public byte BitSet()
+    {
+        byte* p = _bitSet.Allocate((nuint)Size, Alignment);
+        byte result = Touch(p);
+        _bitSet.Deallocate(p, (nuint)Size, Alignment);
+        return result;
+    }
+
+    private byte Touch(byte* p) => Touch(new Span<byte>(p, Size));
+
+    private static byte Touch(Span<byte> block)
+    {
+        block[0] = 1;
+        block[^1] = 2;
+        return (byte)(block[0] + block[^1]);
+    }
+}
