@@ -179,14 +179,6 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
             return true;
         }
 
-        // Forget the most recent block so that no later single-threaded free or resize can
-        // rewind the offset over blocks handed out here. Written only when set, to keep the
-        // cache line shared between concurrent callers.
-        if (_mostRecent != 0)
-        {
-            _mostRecent = 0;
-        }
-
         nuint next = Volatile.Read(ref _next);
         while (true)
         {
@@ -201,6 +193,14 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
             nuint observed = Interlocked.CompareExchange(ref _next, next + needed, next);
             if (observed == next)
             {
+                // Forget the most recent block so that no later single-threaded free or resize
+                // can rewind the offset over this block. Written only when set, so concurrent
+                // callers keep the cache line shared.
+                if (_mostRecent != 0)
+                {
+                    _mostRecent = 0;
+                }
+
                 pointer = (byte*)(next + padding);
                 Interlocked.Increment(ref _allocationCount);
                 Interlocked.Add(ref _totalBytesAllocated, (long)size);
