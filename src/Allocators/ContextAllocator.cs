@@ -152,15 +152,14 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected override byte* AllocateCore(nuint size, nuint alignment)
     {
-        byte* pointer;
         switch (_kind)
         {
             case ContextAllocatorKind.ShortLived:
-                _bump!.TryAllocate(size, alignment, out pointer);
-                return pointer;
+                // Skips the second validation of the request: the base class did it.
+                return _bump!.AllocateValidated(size, alignment);
 #if BITSET_AVAILABLE
             case ContextAllocatorKind.MediumLived:
-                _bitSet!.TryAllocate(size, alignment, out pointer);
+                _bitSet!.TryAllocate(size, alignment, out byte* pointer);
                 return pointer;
 #endif
             default:
