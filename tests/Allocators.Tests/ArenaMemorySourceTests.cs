@@ -175,6 +175,10 @@ public unsafe class ArenaMemorySourceTests
     }
 
     [Fact]
+    public void Backing_source_with_granularity_below_8_is_rejected() =>
+        Assert.Throws<ArgumentException>(() => new ArenaMemorySource(new TinyGranularitySource(), 64, 1));
+
+    [Fact]
     public void Failing_initializer_gives_the_region_back()
     {
         var backing = new NativeMemorySource();
@@ -318,6 +322,17 @@ public unsafe class ArenaMemorySourceTests
         }
 
         Assert.False(arena.TryObtain(64, out _));
+    }
+
+    private sealed class TinyGranularitySource : IMemorySource
+    {
+        public nuint Granularity => 4;
+
+        public byte* Obtain(nuint size) => throw new NotSupportedException();
+
+        public bool TryObtain(nuint size, out byte* region) => throw new NotSupportedException();
+
+        public void Release(byte* region, nuint size) => throw new NotSupportedException();
     }
 
     private enum ArenaOperation

@@ -166,6 +166,42 @@ public unsafe class BumpAllocatorTests
     }
 
     [Fact]
+    public void High_water_remembers_freed_most_recent_blocks_until_reset()
+    {
+        using var allocator = Create();
+        allocator.Allocate(100, 1);
+        byte* recent = allocator.Allocate(300, 1);
+        allocator.Deallocate(recent, 300, 1);
+
+        Assert.Equal((nuint)100, allocator.Used);
+        Assert.Equal((nuint)400, allocator.HighWater);
+
+        allocator.Reset();
+        Assert.Equal((nuint)0, allocator.HighWater);
+        allocator.Allocate(50, 1);
+        Assert.Equal((nuint)50, allocator.HighWater);
+        Assert.Equal(400, allocator.Statistics.PeakBytesInUse);
+    }
+
+    [Fact]
+    public void Reset_with_clear_zeroes_every_byte_written_since_the_last_reset()
+    {
+        using var allocator = Create();
+        byte* older = allocator.Allocate(100, 1);
+        byte* recent = allocator.Allocate(300, 1);
+        new Span<byte>(older, 400).Fill(0xEE);
+        allocator.Deallocate(recent, 300, 1);
+        byte* untouched = older + 400;
+        *untouched = 0x11;
+
+        allocator.Reset(clear: true);
+
+        Assert.True(new ReadOnlySpan<byte>(older, 400).IndexOfAnyExcept((byte)0) < 0);
+        Assert.Equal(0x11, *untouched);
+        Assert.Equal((nuint)0, allocator.Used);
+    }
+
+    [Fact]
     public void Reset_forgets_the_most_recent_block()
     {
         using var allocator = Create();

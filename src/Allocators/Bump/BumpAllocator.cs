@@ -1,21 +1,22 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using AllocHosting.Allocators.MemorySources;
 
 namespace AllocHosting.Allocators;
 
 /// <summary>
 /// A bump (arena) allocator: hands out memory from one fixed region by moving an offset
-/// forward, and releases everything at once with <see cref="Reset"/>. The allocator for
+/// forward, and releases everything at once with <see cref="Reset()"/>. The allocator for
 /// short-lived contexts such as one HTTP request.
 /// </summary>
 /// <remarks>
 /// <para>
 /// Allocation rounds the offset up to the alignment and moves it past the block; a request
 /// that ends exactly at the end of the region fits. Only the <em>most recent</em> block can
-/// give memory back before <see cref="Reset"/>: freeing it rewinds the offset (padding
+/// give memory back before <see cref="Reset()"/>: freeing it rewinds the offset (padding
 /// included), and it can grow or shrink in place. Growing an older block allocates a new
-/// block and copies; the old block's space is not reclaimed until <see cref="Reset"/>.
+/// block and copies; the old block's space is not reclaimed until <see cref="Reset()"/>.
 /// Shrinking always stays in place.
 /// </para>
 /// <example>
@@ -35,7 +36,7 @@ namespace AllocHosting.Allocators;
 /// with <see cref="ArgumentException"/>.
 /// </para>
 /// <para>
-/// Threads: the ordinary <see cref="IAllocator"/> members and <see cref="Reset"/> are for
+/// Threads: the ordinary <see cref="IAllocator"/> members and <see cref="Reset()"/> are for
 /// one thread at a time. <see cref="TryAllocateConcurrent"/> and
 /// <see cref="AllocateConcurrent"/> are lock-free and may run on many threads at once (the
 /// tasks of one request fanning out), but never at the same time as the single-threaded
@@ -64,8 +65,10 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
     private nuint _mostRecent;
     private nuint _mostRecentStart;
 
-    // Statistics. The peak is folded in only when the offset moves back, so the allocation
-    // path pays nothing for it.
+    // Statistics. High-water marks are folded in only when the offset moves back, so the
+    // allocation path pays nothing for them: _highWater is the largest Used since the last
+    // reset (before the current offset), _peakUsed the largest before that reset.
+    private nuint _highWater;
     private nuint _peakUsed;
     private long _allocationCount;
     private long _deallocationCount;
@@ -128,6 +131,13 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
     /// <summary>Bytes still available at the end of the region (before alignment).</summary>
     public nuint Remaining => _end - _next;
 
+    /// <summary>
+    /// The largest <see cref="Used"/> since the last reset: the bytes at the start of the region
+    /// that blocks handed out since then may have written, freed ones included. Clearing this
+    /// many bytes wipes everything callers wrote.
+    /// </summary>
+    public nuint HighWater => Math.Max(Used, _highWater);
+
     /// <inheritdoc />
     public override AllocatorStatistics Statistics
     {
@@ -136,7 +146,7 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
             nuint used = Used;
             return new AllocatorStatistics(
                 BytesInUse: (long)used,
-                PeakBytesInUse: (long)Math.Max(used, _peakUsed),
+                PeakBytesInUse: (long)Math.Max(Math.Max(used, _highWater), _peakUsed),
                 Capacity: (long)Capacity,
                 AllocationCount: Volatile.Read(ref _allocationCount),
                 DeallocationCount: _deallocationCount,
@@ -153,10 +163,32 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
     /// <remarks>Every pointer handed out before becomes invalid. Not to be called while concurrent allocations run.</remarks>
     public void Reset()
     {
-        NoteOffsetMovingBack();
+        nuint highWater = HighWater;
+        if (highWater > _peakUsed)
+        {
+            _peakUsed = highWater;
+        }
+
+        _highWater = 0;
         _next = _start;
         _mostRecent = 0;
         _mostRecentStart = 0;
+    }
+
+    /// <summary>
+    /// Releases every block at once like <see cref="Reset()"/>, first setting to zero the
+    /// <see cref="HighWater"/> bytes written since the last reset when <paramref name="clear"/>
+    /// is set, so the next user of the region never sees this user's data.
+    /// </summary>
+    /// <param name="clear">Whether to zero the bytes used since the last reset.</param>
+    public void Reset(bool clear)
+    {
+        if (clear)
+        {
+            NativeMemory.Clear((void*)_start, HighWater);
+        }
+
+        Reset();
     }
 
     /// <summary>
@@ -169,7 +201,7 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
     /// <returns><see langword="true"/> when the block was allocated.</returns>
     /// <exception cref="ArgumentException"><paramref name="alignment"/> is not a supported power of two.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="size"/> exceeds <see cref="Allocator.MaximumSize"/>.</exception>
-    /// <remarks>Blocks allocated this way can only be released by <see cref="Reset"/>; freeing one is accepted and ignored.</remarks>
+    /// <remarks>Blocks allocated this way can only be released by <see cref="Reset()"/>; freeing one is accepted and ignored.</remarks>
     public bool TryAllocateConcurrent(nuint size, nuint alignment, out byte* pointer)
     {
         Allocator.ValidateRequest(size, alignment);
@@ -359,9 +391,9 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
     private void NoteOffsetMovingBack()
     {
         nuint used = _next - _start;
-        if (used > _peakUsed)
+        if (used > _highWater)
         {
-            _peakUsed = used;
+            _highWater = used;
         }
     }
 

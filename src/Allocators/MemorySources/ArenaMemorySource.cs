@@ -89,6 +89,7 @@ public sealed unsafe class ArenaMemorySource : IMemorySource, IDisposable
     /// <param name="slotCount">The number of slots.</param>
     /// <param name="initializer">Runs once for every slot, before the slot is linked into the free list; optional.</param>
     /// <exception cref="ArgumentNullException"><paramref name="backing"/> is null.</exception>
+    /// <exception cref="ArgumentException">The backing source's granularity is below 8 bytes.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="slotSize"/> or <paramref name="slotCount"/> is not positive, or the region would be too large.</exception>
     /// <exception cref="OutOfMemoryException">The backing source could not provide the region.</exception>
     public ArenaMemorySource(IMemorySource backing, nuint slotSize, int slotCount, SlotInitializer? initializer = null)
@@ -98,6 +99,11 @@ public sealed unsafe class ArenaMemorySource : IMemorySource, IDisposable
         if (slotSize == 0 || slotSize > Allocator.MaximumSize)
         {
             throw new ArgumentOutOfRangeException(nameof(slotSize), slotSize, $"A slot must be between 1 and {Allocator.MaximumSize} bytes.");
+        }
+
+        if (backing.Granularity < 8)
+        {
+            throw new ArgumentException($"The backing source's granularity ({backing.Granularity}) must be at least 8 so that every slot can hold its free-list link.", nameof(backing));
         }
 
         _slotSize = RoundSlotSize(slotSize);
