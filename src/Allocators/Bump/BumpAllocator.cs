@@ -36,12 +36,22 @@ namespace AllocHosting.Allocators;
 /// with <see cref="ArgumentException"/>.
 /// </para>
 /// <para>
-/// Threads: the ordinary <see cref="IAllocator"/> members and <see cref="Reset()"/> are for
-/// one thread at a time. <see cref="TryAllocateConcurrent"/> and
+/// Threads: the ordinary <see cref="IAllocator"/> members and the resets are for one thread
+/// at a time. <see cref="TryAllocateConcurrent"/> and
 /// <see cref="AllocateConcurrent"/> are lock-free and may run on many threads at once (the
 /// tasks of one request fanning out), but never at the same time as the single-threaded
 /// members. Because a concurrent allocation forgets the most recent block, a later
 /// single-threaded free or in-place resize cannot rewind over concurrently allocated blocks.
+/// </para>
+/// <para>
+/// Statistics: <see cref="AllocatorStatistics.BytesInUse"/> is <see cref="Used"/> (padding and
+/// the space of freed older blocks included) and costs nothing to keep; the peak is tracked
+/// only when the offset moves back. The single-threaded path counts with plain fields; the
+/// concurrent path counts with two atomic additions besides its compare-exchange.
+/// </para>
+/// <para>
+/// Isolation: <see cref="Reset(bool)"/> with <c>clear</c> zeroes the <see cref="HighWater"/>
+/// bytes written since the last reset (not the whole region) before releasing them.
 /// </para>
 /// <para>
 /// Lifetime: a region obtained from an <see cref="IMemorySource"/> is released by
@@ -55,7 +65,7 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
     // When _mostRecent != 0 it is the most recent block, which alone can be freed (rewinding to
     // _mostRecentStart, so its padding comes back too) or resized in place:
     // _start <= _mostRecentStart <= _mostRecent < _next. It is cleared by freeing that block, by
-    // Reset and by any concurrent allocation, but never by a failed allocation (W-BU1).
+    // Reset and by any successful concurrent allocation, but never by a failed allocation (W-BU1).
     // After Dispose all four addresses are zero, so every allocation fails.
     private nuint _start;
     private nuint _end;

@@ -60,7 +60,8 @@ public sealed unsafe class ArenaMemorySource : IMemorySource, IDisposable
     // The free list is a Treiber stack threaded through the free slots: the first 8 bytes of a
     // free slot hold the index of the next free slot (EmptyIndex ends the list). The head packs
     // the index of the top slot (low 32 bits) and a version tag (high 32 bits) that changes on
-    // every push and pop, so a pop that read a stale "next" (ABA) fails its compare-exchange.
+    // every push and pop, so a pop that read a stale "next" (ABA) fails its compare-exchange
+    // (unless that thread slept through exactly 2^32 pushes and pops).
     private const uint EmptyIndex = uint.MaxValue;
     private const byte SlotFree = 0;
     private const byte SlotInUse = 1;
