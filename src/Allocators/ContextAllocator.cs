@@ -1,0 +1,276 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+
+namespace AllocHosting.Allocators;
+
+/// <summary>Which allocator a <see cref="ContextAllocator"/> wraps, by the expected lifetime of its context.</summary>
+public enum ContextAllocatorKind
+{
+    /// <summary>A <see cref="BumpAllocator"/>: very fast allocation, frees that only rewind the most recent block, O(1) reset; runs out of memory soonest.</summary>
+    ShortLived,
+
+    /// <summary>A bit set allocator: slower allocation and free than bump, but frees really return memory and reallocation is cheaper.</summary>
+    MediumLived,
+
+    /// <summary>Reserved for the red-black-tree free-list allocator, for long-lived contexts.</summary>
+    LongLived,
+}
+
+/// <summary>
+/// One allocator for a context (an async flow such as a request), chosen by how long the
+/// context lives: the seed's closed sum type over the bump, bit set and tree allocators.
+/// </summary>
+/// <remarks>
+/// <para>
+/// The wrapped allocator is held in a field of its concrete sealed type and every operation
+/// switches on <see cref="Kind"/>, so calls are direct (no interface dispatch, no boxing).
+/// Every <see cref="IAllocator"/> member, <see cref="Range"/>, <see cref="Reset"/> and
+/// <see cref="Statistics"/> are those of the wrapped allocator; disposing the context
+/// allocator disposes it.
+/// </para>
+/// <example>
+/// <code>
+/// using var context = ContextAllocator.ShortLived(new BumpAllocator(NativeMemorySource.Shared, 64 * 1024));
+/// byte* buffer = context.Allocate(1024, 8);
+/// context.Reset();
+/// </code>
+/// </example>
+/// <para>It never grows its region and, like the allocators it wraps, is not thread-safe.</para>
+/// </remarks>
+public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
+{
+    // Exactly one of the typed fields is set, the one Kind names; it never changes.
+    private readonly ContextAllocatorKind _kind;
+    private readonly BumpAllocator? _bump;
+#if BITSET_AVAILABLE
+    private readonly BitSetAllocator? _bitSet;
+#endif
+
+    private ContextAllocator(BumpAllocator bump)
+    {
+        _kind = ContextAllocatorKind.ShortLived;
+        _bump = bump;
+    }
+
+#if BITSET_AVAILABLE
+    private ContextAllocator(BitSetAllocator bitSet)
+    {
+        _kind = ContextAllocatorKind.MediumLived;
+        _bitSet = bitSet;
+    }
+#endif
+
+    /// <summary>Which allocator is wrapped.</summary>
+    public ContextAllocatorKind Kind => _kind;
+
+    /// <summary>The wrapped allocator.</summary>
+    public IAllocator Inner => _kind switch
+    {
+        ContextAllocatorKind.ShortLived => _bump!,
+#if BITSET_AVAILABLE
+        ContextAllocatorKind.MediumLived => _bitSet!,
+#endif
+        _ => ThrowUnsupportedKind<IAllocator>(),
+    };
+
+    /// <summary>The region of the wrapped allocator.</summary>
+    public MemoryRange Range => _kind switch
+    {
+        ContextAllocatorKind.ShortLived => _bump!.Range,
+#if BITSET_AVAILABLE
+        ContextAllocatorKind.MediumLived => _bitSet!.Range,
+#endif
+        _ => ThrowUnsupportedKind<MemoryRange>(),
+    };
+
+    /// <summary>The statistics of the wrapped allocator (its failure count included).</summary>
+    public override AllocatorStatistics Statistics => _kind switch
+    {
+        ContextAllocatorKind.ShortLived => _bump!.Statistics,
+#if BITSET_AVAILABLE
+        ContextAllocatorKind.MediumLived => _bitSet!.Statistics,
+#endif
+        _ => ThrowUnsupportedKind<AllocatorStatistics>(),
+    };
+
+    /// <inheritdoc />
+    protected override string Name => $"{nameof(ContextAllocator)}({_kind})";
+
+    /// <summary>Wraps a bump allocator for short-lived contexts; the context allocator takes ownership of it.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="allocator"/> is null.</exception>
+    public static ContextAllocator ShortLived(BumpAllocator allocator)
+    {
+        ArgumentNullException.ThrowIfNull(allocator);
+        return new ContextAllocator(allocator);
+    }
+
+#if BITSET_AVAILABLE
+    /// <summary>Wraps a bit set allocator for medium-lived contexts; the context allocator takes ownership of it.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="allocator"/> is null.</exception>
+    public static ContextAllocator MediumLived(BitSetAllocator allocator)
+    {
+        ArgumentNullException.ThrowIfNull(allocator);
+        return new ContextAllocator(allocator);
+    }
+#endif
+
+    /// <summary>Releases every block of the wrapped allocator at once.</summary>
+    public void Reset()
+    {
+        switch (_kind)
+        {
+            case ContextAllocatorKind.ShortLived:
+                _bump!.Reset();
+                break;
+#if BITSET_AVAILABLE
+            case ContextAllocatorKind.MediumLived:
+                _bitSet!.Reset();
+                break;
+#endif
+            default:
+                ThrowUnsupportedKind();
+                break;
+        }
+    }
+
+    /// <inheritdoc />
+    public override bool Owns(byte* pointer) => _kind switch
+    {
+        ContextAllocatorKind.ShortLived => _bump!.Owns(pointer),
+#if BITSET_AVAILABLE
+        ContextAllocatorKind.MediumLived => _bitSet!.Owns(pointer),
+#endif
+        _ => ThrowUnsupportedKind<bool>(),
+    };
+
+    // The core members forward to the wrapped allocator's public members (its core members
+    // are protected). The wrapped allocator counts its own failures and Statistics reports
+    // its counters only, so this wrapper's failure counter (bumped by the base class when a
+    // core member returns null) never shows up twice.
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    protected override byte* AllocateCore(nuint size, nuint alignment)
+    {
+        switch (_kind)
+        {
+            case ContextAllocatorKind.ShortLived:
+                // Skips the second validation of the request: the base class did it.
+                return _bump!.AllocateValidated(size, alignment);
+#if BITSET_AVAILABLE
+            case ContextAllocatorKind.MediumLived:
+                _bitSet!.TryAllocate(size, alignment, out byte* pointer);
+                return pointer;
+#endif
+            default:
+                ThrowUnsupportedKind();
+                return null;
+        }
+    }
+
+    /// <inheritdoc />
+    protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
+    {
+        switch (_kind)
+        {
+            case ContextAllocatorKind.ShortLived:
+                _bump!.Deallocate(pointer, size, alignment);
+                break;
+#if BITSET_AVAILABLE
+            case ContextAllocatorKind.MediumLived:
+                _bitSet!.Deallocate(pointer, size, alignment);
+                break;
+#endif
+            default:
+                ThrowUnsupportedKind();
+                break;
+        }
+    }
+
+    /// <inheritdoc />
+    protected override byte* GrowCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        byte* moved;
+        switch (_kind)
+        {
+            case ContextAllocatorKind.ShortLived:
+                _bump!.TryGrowingReallocate(pointer, currentSize, newSize, alignment, out moved);
+                return moved;
+#if BITSET_AVAILABLE
+            case ContextAllocatorKind.MediumLived:
+                _bitSet!.TryGrowingReallocate(pointer, currentSize, newSize, alignment, out moved);
+                return moved;
+#endif
+            default:
+                ThrowUnsupportedKind();
+                return null;
+        }
+    }
+
+    /// <inheritdoc />
+    protected override byte* ShrinkCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) => _kind switch
+    {
+        // The wrapped allocator throws (and counts) itself if it cannot shrink.
+        ContextAllocatorKind.ShortLived => _bump!.ShrinkingReallocate(pointer, currentSize, newSize, alignment),
+#if BITSET_AVAILABLE
+        ContextAllocatorKind.MediumLived => _bitSet!.ShrinkingReallocate(pointer, currentSize, newSize, alignment),
+#endif
+        _ => (byte*)ThrowUnsupportedKind<nint>(),
+    };
+
+    /// <inheritdoc />
+    protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) => _kind switch
+    {
+        ContextAllocatorKind.ShortLived => _bump!.TryGrowInPlace(pointer, currentSize, newSize, alignment),
+#if BITSET_AVAILABLE
+        ContextAllocatorKind.MediumLived => _bitSet!.TryGrowInPlace(pointer, currentSize, newSize, alignment),
+#endif
+        _ => ThrowUnsupportedKind<bool>(),
+    };
+
+    /// <inheritdoc />
+    protected override bool TryShrinkInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) => _kind switch
+    {
+        ContextAllocatorKind.ShortLived => _bump!.TryShrinkInPlace(pointer, currentSize, newSize, alignment),
+#if BITSET_AVAILABLE
+        ContextAllocatorKind.MediumLived => _bitSet!.TryShrinkInPlace(pointer, currentSize, newSize, alignment),
+#endif
+        _ => ThrowUnsupportedKind<bool>(),
+    };
+
+    /// <inheritdoc />
+    protected override nuint GetUsableSizeCore(nuint size, nuint alignment) => _kind switch
+    {
+        ContextAllocatorKind.ShortLived => _bump!.GetUsableSize(size, alignment),
+#if BITSET_AVAILABLE
+        ContextAllocatorKind.MediumLived => _bitSet!.GetUsableSize(size, alignment),
+#endif
+        _ => (nuint)ThrowUnsupportedKind<nint>(),
+    };
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            _bump?.Dispose();
+#if BITSET_AVAILABLE
+            _bitSet?.Dispose();
+#endif
+        }
+
+        base.Dispose(disposing);
+    }
+
+    // Only reachable for LongLived (and MediumLived before the bit set allocator is merged):
+    // the factories never create those kinds.
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowUnsupportedKind() =>
+        throw new NotSupportedException($"{nameof(ContextAllocator)} does not support the {_kind} kind yet.");
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private T ThrowUnsupportedKind<T>() =>
+        throw new NotSupportedException($"{nameof(ContextAllocator)} does not support the {_kind} kind yet.");
+}

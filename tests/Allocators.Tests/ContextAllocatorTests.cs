@@ -1,0 +1,149 @@
+using AllocHosting.Allocators.MemorySources;
+using AllocHosting.Allocators.Tests.Model;
+
+namespace AllocHosting.Allocators.Tests;
+
+public unsafe class ContextAllocatorTests
+{
+    private const nuint Capacity = 4096;
+
+    private static ContextAllocator CreateShortLived(out BumpAllocator bump, nuint capacity = Capacity)
+    {
+        bump = new BumpAllocator(NativeMemorySource.Shared, capacity);
+        return ContextAllocator.ShortLived(bump);
+    }
+
+    [Fact]
+    public void Short_lived_context_dispatches_to_its_bump_allocator()
+    {
+        using var context = CreateShortLived(out var bump);
+
+        Assert.Equal(ContextAllocatorKind.ShortLived, context.Kind);
+        Assert.Same(bump, context.Inner);
+        byte* first = context.Allocate(1, 1);
+        byte* second = context.Allocate(8, 8);
+        Assert.True(first == (byte*)bump.Range.From);
+        Assert.True(second == first + 8);
+        Assert.Equal((nuint)16, bump.Used);
+    }
+
+    [Fact]
+    public void Bump_semantics_come_through_the_context()
+    {
+        using var context = CreateShortLived(out var bump);
+        byte* older = context.Allocate(16, 8);
+        byte* recent = context.Allocate(16, 8);
+
+        Assert.True(context.GrowingReallocate(recent, 16, 32, 8) == recent, "the most recent block grows in place");
+        Assert.False(context.TryGrowInPlace(older, 16, 32, 8));
+        byte* moved = context.GrowingReallocate(older, 16, 32, 8);
+        Assert.True(moved != older);
+        Assert.True(context.ShrinkingReallocate(moved, 32, 8, 8) == moved);
+        Assert.True(context.TryShrinkInPlace(moved, 8, 4, 8));
+        Assert.Equal((nuint)100, context.GetUsableSize(100, 8));
+        context.Deallocate(moved, 4, 8);
+        Assert.Equal((nuint)48, bump.Used);
+    }
+
+    [Fact]
+    public void Reset_resets_the_inner_allocator()
+    {
+        using var context = CreateShortLived(out var bump);
+        byte* first = context.Allocate(1000, 8);
+
+        context.Reset();
+
+        Assert.Equal((nuint)0, bump.Used);
+        Assert.True(context.Allocate(Capacity, 1) == first);
+    }
+
+    [Fact]
+    public void Statistics_are_the_inner_allocators_and_count_each_failure_once()
+    {
+        using var context = CreateShortLived(out var bump);
+        byte* block = context.Allocate(100, 4);
+        Assert.False(context.TryAllocate(Capacity, 1, out _));
+        Assert.Throws<AllocatorExhaustedException>(() => context.Allocate(Capacity, 1));
+        Assert.False(context.TryGrowingReallocate(block, 100, Capacity + 1, 4, out _));
+        context.Deallocate(block, 100, 4);
+
+        Assert.Equal(bump.Statistics, context.Statistics);
+        var statistics = context.Statistics;
+        Assert.Equal(3, statistics.FailureCount);
+        Assert.Equal(1, statistics.AllocationCount);
+        Assert.Equal(1, statistics.DeallocationCount);
+        Assert.Equal(0, statistics.BytesInUse);
+        Assert.Equal(100, statistics.PeakBytesInUse);
+        Assert.Equal((long)Capacity, statistics.Capacity);
+    }
+
+    [Fact]
+    public void Owns_and_Range_are_the_inner_allocators()
+    {
+        using var context = CreateShortLived(out var bump);
+
+        Assert.Equal(bump.Range, context.Range);
+        Assert.True(context.Owns((byte*)bump.Range.From));
+        Assert.True(context.Owns((byte*)bump.Range.To - 1));
+        Assert.False(context.Owns((byte*)bump.Range.To));
+    }
+
+    [Fact]
+    public void Free_of_foreign_pointer_throws_and_changes_nothing()
+    {
+        using var context = CreateShortLived(out var bump);
+        context.Allocate(32, 8);
+        var before = context.Statistics;
+
+        Assert.Throws<ArgumentException>(() => context.Deallocate((byte*)bump.Range.To + 64, 8, 8));
+
+        Assert.Equal(before, context.Statistics);
+        Assert.Equal((nuint)32, bump.Used);
+    }
+
+    [Fact]
+    public void Exhaustion_message_names_the_context_kind()
+    {
+        using var context = CreateShortLived(out _);
+
+        var error = Assert.Throws<AllocatorExhaustedException>(() => context.Allocate(Capacity + 1, 1));
+
+        Assert.Equal("ContextAllocator(ShortLived)", error.AllocatorName);
+    }
+
+    [Fact]
+    public void Dispose_disposes_the_inner_allocator()
+    {
+        var source = new NativeMemorySource();
+        var context = ContextAllocator.ShortLived(new BumpAllocator(source, 4096));
+        Assert.Equal(4096, source.BytesObtained);
+
+        context.Dispose();
+        context.Dispose();
+
+        Assert.Equal(0, source.BytesObtained);
+    }
+
+    [Fact]
+    public void Short_lived_factory_rejects_null() =>
+        Assert.Throws<ArgumentNullException>(() => ContextAllocator.ShortLived(null!));
+
+    // Model: AllocatorModel's list of live blocks (aligned, owned, disjoint, contents intact),
+    // with resets, through the context; afterwards the whole capacity is one block again.
+    [Fact]
+    public void Random_operation_sequences_on_a_short_lived_context_match_the_live_block_model()
+    {
+        const nuint capacity = 32 * 1024;
+        long steps = AllocatorModel.Run(
+            new ModelSettings { ResetWeight = 1, Iterations = 60, MaxSteps = 120 },
+            () => CreateShortLived(out _, capacity),
+            context => context.Reset(),
+            context =>
+            {
+                context.Reset();
+                Assert.True(context.TryAllocate(capacity, 1, out _));
+            });
+
+        Assert.True(steps >= 2000, $"ran {steps} steps");
+    }
+}
