@@ -671,57 +671,72 @@ public unsafe class BitSetAllocatorTests
         Assert.True(steps >= 3000, $"only {steps} steps ran");
     }
 
-    [Fact]
-    public void Random_operations_agree_with_a_block_occupancy_model()
+    [Theory]
+    [InlineData(0)]
+    [InlineData(8)]
+    [InlineData(40)]
+    public void Random_operations_agree_with_a_block_occupancy_model(int regionOffset)
     {
         // Model: bool[] of block occupancy. Allocating n blocks marks exactly those blocks, freeing
         // clears them; the raw bit set words must match (block 64w + j is bit 63 − j of word w,
         // padding bits set), and an allocation fails only when no aligned free run exists.
+        // The blocks start regionOffset bytes past a page, so block indices and address
+        // alignment disagree unless the offset is zero.
         const int BlockCount = 300;
         const nuint BlockSize = 8;
+        const nuint RegionSize = (BlockCount * BlockSize) + (5 * sizeof(ulong));
+        byte* page = (byte*)NativeMemory.AlignedAlloc(RegionSize + 64, 4096);
         var step = Gen.Select(Gen.Int[0, 9], Gen.Int[1, 150], Gen.Int[0, 10], Gen.Int[0, 1 << 20]);
-        long executed = 0;
-        step.Array[1, 150].Sample(steps =>
+        try
         {
-            using var allocator = new BitSetAllocator(new NativeMemorySource(), BlockSize, BlockCount * BlockSize);
-            var model = new bool[BlockCount];
-            var live = new List<(nuint First, nuint Count)>();
-            foreach (var (kind, blocks, alignmentLog2, pick) in steps)
+            long executed = 0;
+            step.Array[1, 150].Sample(steps =>
             {
-                if (kind < 6 || live.Count == 0)
+                using var allocator = new BitSetAllocator(page + regionOffset, RegionSize, BlockSize);
+                Assert.Equal((nuint)BlockCount, allocator.BlockCount);
+                var model = new bool[BlockCount];
+                var live = new List<(nuint First, nuint Count)>();
+                foreach (var (kind, blocks, alignmentLog2, pick) in steps)
                 {
-                    nuint alignment = (nuint)1 << alignmentLog2;
-                    bool fits = ModelHasAlignedRun(model, allocator.Range.From, BlockSize, (nuint)blocks, alignment);
-                    bool allocated = allocator.TryAllocate((nuint)blocks * BlockSize, alignment, out byte* pointer);
-                    Assert.Equal(fits, allocated);
-                    if (allocated)
+                    if (kind < 6 || live.Count == 0)
                     {
-                        Assert.True(Allocator.IsAligned((nuint)pointer, alignment));
-                        nuint first = BlockIndex(allocator, pointer);
-                        for (nuint b = first; b < first + (nuint)blocks; b++)
+                        nuint alignment = (nuint)1 << alignmentLog2;
+                        bool fits = ModelHasAlignedRun(model, allocator.Range.From, BlockSize, (nuint)blocks, alignment);
+                        bool allocated = allocator.TryAllocate((nuint)blocks * BlockSize, alignment, out byte* pointer);
+                        Assert.Equal(fits, allocated);
+                        if (allocated)
                         {
-                            Assert.False(model[b], $"block {b} handed out twice");
-                            model[b] = true;
+                            Assert.True(Allocator.IsAligned((nuint)pointer, alignment));
+                            nuint first = BlockIndex(allocator, pointer);
+                            for (nuint b = first; b < first + (nuint)blocks; b++)
+                            {
+                                Assert.False(model[b], $"block {b} handed out twice");
+                                model[b] = true;
+                            }
+
+                            live.Add((first, (nuint)blocks));
                         }
-
-                        live.Add((first, (nuint)blocks));
                     }
-                }
-                else
-                {
-                    int index = pick % live.Count;
-                    var (first, count) = live[index];
-                    allocator.Deallocate((byte*)(allocator.Range.From + (first * BlockSize)), count * BlockSize, 8);
-                    Array.Fill(model, false, (int)first, (int)count);
-                    live.RemoveAt(index);
+                    else
+                    {
+                        int index = pick % live.Count;
+                        var (first, count) = live[index];
+                        allocator.Deallocate((byte*)(allocator.Range.From + (first * BlockSize)), count * BlockSize, 8);
+                        Array.Fill(model, false, (int)first, (int)count);
+                        live.RemoveAt(index);
+                    }
+
+                    AssertBitSetMatches(allocator, model);
                 }
 
-                AssertBitSetMatches(allocator, model);
-            }
-
-            Interlocked.Add(ref executed, steps.Length);
-        }, iter: 60, threads: 1);
-        Assert.True(executed >= 3000, $"only {executed} steps ran");
+                Interlocked.Add(ref executed, steps.Length);
+            }, iter: 60, threads: 1);
+            Assert.True(executed >= 3000, $"only {executed} steps ran");
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(page);
+        }
     }
 
     private static bool ModelHasAlignedRun(bool[] model, nuint blocksStart, nuint blockSize, nuint count, nuint alignment)
