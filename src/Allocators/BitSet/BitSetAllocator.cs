@@ -322,6 +322,30 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
     }
 
     /// <inheritdoc />
+    /// <remarks>
+    /// In place when the following blocks are free; otherwise into a new run (allocate, copy,
+    /// free); and when only a run overlapping the block's own blocks fits, into that run with an
+    /// overlap-safe copy. On failure the block is untouched.
+    /// </remarks>
+    protected override byte* GrowCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        if (TryGrowInPlaceCore(pointer, currentSize, newSize, alignment))
+        {
+            return pointer;
+        }
+
+        byte* moved = AllocateCore(newSize, alignment);
+        if (moved != null)
+        {
+            NativeMemory.Copy(pointer, moved, currentSize);
+            DeallocateCore(pointer, currentSize, alignment);
+            return moved;
+        }
+
+        return GrowOverOwnBlocks(pointer, currentSize, newSize, alignment);
+    }
+
+    /// <inheritdoc />
     /// <remarks>The size rounded up to whole blocks.</remarks>
     protected override nuint GetUsableSizeCore(nuint size, nuint alignment) =>
         Allocator.AlignUp(size, _blockSize);
@@ -382,30 +406,6 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
 
         _freeBlocks = _blockCount;
         _cursor = 0;
-    }
-
-    /// <inheritdoc />
-    /// <remarks>
-    /// In place when the following blocks are free; otherwise into a new run (allocate, copy,
-    /// free); and when only a run overlapping the block's own blocks fits, into that run with an
-    /// overlap-safe copy. On failure the block is untouched.
-    /// </remarks>
-    protected override byte* GrowCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
-    {
-        if (TryGrowInPlaceCore(pointer, currentSize, newSize, alignment))
-        {
-            return pointer;
-        }
-
-        byte* moved = AllocateCore(newSize, alignment);
-        if (moved != null)
-        {
-            NativeMemory.Copy(pointer, moved, currentSize);
-            DeallocateCore(pointer, currentSize, alignment);
-            return moved;
-        }
-
-        return GrowOverOwnBlocks(pointer, currentSize, newSize, alignment);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
