@@ -602,6 +602,17 @@ public unsafe class BitSetAllocatorTests
     }
 
     [Fact]
+    public void Reset_frees_blocks_taken_by_growing_in_place_beyond_the_cursor_word()
+    {
+        using var allocator = Create(8, 300);
+        byte* block = allocator.Allocate(8, 8);
+        Assert.True(allocator.TryGrowInPlace(block, 8, 250 * 8, 8)); // words 0..3, cursor still in word 0
+        allocator.Reset();
+        Assert.Equal(allocator.BlockCount, allocator.CountFreeBlocks());
+        Assert.True(allocator.TryAllocate(300 * 8, 8, out _));
+    }
+
+    [Fact]
     public void Zero_size_returns_the_sentinel_and_takes_no_block()
     {
         using var allocator = Create(8, 10);

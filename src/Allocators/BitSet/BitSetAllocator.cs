@@ -73,6 +73,10 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
     // Invariant: _cursor < _wordCount (or 0): the word where the last allocation ended.
     private nuint _cursor;
 
+    // Invariant: _cursor <= _highWord, and no word after _highWord holds an allocated block
+    // (padding bits aside), so Reset clears only the words a burst of allocations touched.
+    private nuint _highWord;
+
     // The allowed-start masks for alignments of 2^e blocks, e = 0 … 6, relative to the blocks'
     // real address (so a region aligned only to the block size still gives aligned results).
     private AlignedStartMasks _alignedStarts;
@@ -89,7 +93,7 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
     /// <param name="memorySize">Bytes of blocks wanted (greater than zero); the bit set is added to it.</param>
     /// <exception cref="ArgumentNullException"><paramref name="source"/> is null.</exception>
     /// <exception cref="ArgumentException"><paramref name="blockSize"/> is not a power of two between 8 and <see cref="Allocator.MaximumAlignment"/>.</exception>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="memorySize"/> is zero or larger than <see cref="Allocator.MaximumSize"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="memorySize"/> is zero or larger than half of <see cref="Allocator.MaximumSize"/>.</exception>
     /// <exception cref="OutOfMemoryException">The source could not provide the region.</exception>
     public BitSetAllocator(IMemorySource source, nuint blockSize, nuint memorySize)
     {
@@ -124,7 +128,7 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
 
     /// <summary>
     /// Creates an allocator over memory the caller owns: as many blocks as fit in
-    /// <paramref name="region"/> together with their bit set (stored at the end of the region).
+    /// <paramref name="region"/> together with their bit set (stored right after the blocks).
     /// Disposing the allocator does not free the region.
     /// </summary>
     /// <param name="region">The first byte of the memory; need not be aligned (the blocks start at the next multiple of <paramref name="blockSize"/>).</param>
@@ -197,7 +201,7 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
     public void Reset()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        ClearBitSet();
+        ClearBitSet(_highWord + 1);
         _counters.BytesInUse = 0;
     }
 
@@ -299,6 +303,12 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
         }
 
         BitSetWord.SetRun(_words, next, extra);
+        nuint lastWord = (next + extra - 1) >> 6;
+        if (lastWord > _highWord)
+        {
+            _highWord = lastWord;
+        }
+
         _freeBlocks -= extra;
         _counters.Resized((long)(extra << _blockShift));
         return true;
@@ -363,6 +373,7 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
         _wordCount = 0;
         _freeBlocks = 0;
         _cursor = 0;
+        _highWord = 0;
         if (_source is not null && _region != null)
         {
             _source.Release(_region, _regionSize);
@@ -391,21 +402,23 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
             _alignedStarts[e] = BitSetWord.AllowedStarts(step, residue);
         }
 
-        ClearBitSet();
+        ClearBitSet(_wordCount);
     }
 
-    private void ClearBitSet()
+    /// <summary>Frees every block, given that words from <paramref name="touchedWords"/> on are already free.</summary>
+    private void ClearBitSet(nuint touchedWords)
     {
-        NativeMemory.Clear(_words, _wordCount * sizeof(ulong));
+        NativeMemory.Clear(_words, touchedWords * sizeof(ulong));
         int used = (int)(_blockCount & 63);
         if (used != 0)
         {
             // Padding blocks past the end look allocated forever (W-BS3).
-            _words[_wordCount - 1] = BitSetWord.BottomMask(64 - used);
+            _words[_wordCount - 1] |= BitSetWord.BottomMask(64 - used);
         }
 
         _freeBlocks = _blockCount;
         _cursor = 0;
+        _highWord = 0;
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -426,6 +439,10 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
     {
         BitSetWord.SetRun(_words, first, count);
         _cursor = (first + count - 1) >> 6;
+        if (_cursor > _highWord)
+        {
+            _highWord = _cursor;
+        }
         _freeBlocks -= count;
         _counters.Allocated(size, count << _blockShift);
         return _blocks + (first << _blockShift);
