@@ -165,14 +165,18 @@ public unsafe class BitSetWordTests
     [InlineData(64u, 64u)]
     [InlineData(10u, 140u)]
     [InlineData(63u, 129u)]
+    [InlineData(5u, 600u)]
+    [InlineData(0u, 640u)]
+    [InlineData(64u, 576u)]
     public void Run_operations_touch_exactly_the_run_across_words(uint first, uint count)
     {
-        ulong* words = stackalloc ulong[5];
-        new Span<ulong>(words, 5).Clear();
+        const int WordCount = 12;
+        ulong* words = stackalloc ulong[WordCount];
+        new Span<ulong>(words, WordCount).Clear();
         Assert.True(BitSetWord.IsRunClear(words, first, count));
         BitSetWord.SetRun(words, first, count);
         Assert.True(BitSetWord.IsRunSet(words, first, count));
-        for (uint block = 0; block < 320; block++)
+        for (uint block = 0; block < WordCount * 64; block++)
         {
             bool set = (words[block >> 6] & (1UL << (63 - (int)(block & 63)))) != 0;
             Assert.Equal(block >= first && block < first + count, set);
@@ -185,6 +189,26 @@ public unsafe class BitSetWordTests
 
         Assert.False(BitSetWord.IsRunClear(words, first + count - 1, 2));
         BitSetWord.ClearRun(words, first, count);
-        Assert.True(new Span<ulong>(words, 5).IndexOfAnyExcept(0UL) < 0);
+        Assert.True(new Span<ulong>(words, WordCount).IndexOfAnyExcept(0UL) < 0);
+    }
+
+    [Theory]
+    [InlineData(3u, 700u, 300u)]
+    [InlineData(3u, 700u, 650u)]
+    [InlineData(0u, 200u, 100u)]
+    public void Run_tests_see_one_odd_block_anywhere_in_a_long_run(uint first, uint count, uint odd)
+    {
+        const int WordCount = 12;
+        ulong* words = stackalloc ulong[WordCount];
+        new Span<ulong>(words, WordCount).Clear();
+        BitSetWord.SetRun(words, first, count);
+        words[odd >> 6] &= ~(1UL << (63 - (int)(odd & 63)));
+        Assert.False(BitSetWord.IsRunSet(words, first, count));
+        Assert.True(BitSetWord.IsRunSet(words, first, odd - first));
+
+        new Span<ulong>(words, WordCount).Clear();
+        words[odd >> 6] |= 1UL << (63 - (int)(odd & 63));
+        Assert.False(BitSetWord.IsRunClear(words, first, count));
+        Assert.True(BitSetWord.IsRunClear(words, odd + 1, first + count - odd - 1));
     }
 }

@@ -27,6 +27,9 @@ internal static unsafe class BitSetWord
     /// <summary>Blocks per word.</summary>
     public const int BlocksPerWord = 64;
 
+    // From this many whole words on, run operations use vectorised span methods.
+    private const int VectorisedWords = 8;
+
     /// <summary>The bits of the first <paramref name="count"/> (0 … 64) blocks of a word: bits <c>[64 − count, 64)</c>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong TopMask(int count)
@@ -177,6 +180,20 @@ internal static unsafe class BitSetWord
 
         count -= room;
         word++;
+        nuint wholeWords = count >> 6;
+        if (wholeWords >= VectorisedWords)
+        {
+            // Long runs (a 16 KiB block of 16-byte blocks is 16 words) use the vectorised span
+            // operations; for a few words the plain loop is cheaper than the call.
+            if (!TOperation.ApplyWhole(new Span<ulong>(word, (int)wholeWords)))
+            {
+                return false;
+            }
+
+            word += wholeWords;
+            count &= 63;
+        }
+
         while (count >= 64)
         {
             if (!TOperation.Apply(ref *word, ulong.MaxValue))
@@ -194,6 +211,8 @@ internal static unsafe class BitSetWord
     private interface IWordOperation
     {
         static abstract bool Apply(ref ulong word, ulong mask);
+
+        static abstract bool ApplyWhole(Span<ulong> words);
     }
 
     private readonly struct SetOperation : IWordOperation
@@ -201,6 +220,12 @@ internal static unsafe class BitSetWord
         public static bool Apply(ref ulong word, ulong mask)
         {
             word |= mask;
+            return true;
+        }
+
+        public static bool ApplyWhole(Span<ulong> words)
+        {
+            words.Fill(ulong.MaxValue);
             return true;
         }
     }
@@ -212,15 +237,25 @@ internal static unsafe class BitSetWord
             word &= ~mask;
             return true;
         }
+
+        public static bool ApplyWhole(Span<ulong> words)
+        {
+            words.Clear();
+            return true;
+        }
     }
 
     private readonly struct AllSetTest : IWordOperation
     {
         public static bool Apply(ref ulong word, ulong mask) => (word & mask) == mask;
+
+        public static bool ApplyWhole(Span<ulong> words) => !words.ContainsAnyExcept(ulong.MaxValue);
     }
 
     private readonly struct AllClearTest : IWordOperation
     {
         public static bool Apply(ref ulong word, ulong mask) => (word & mask) == 0;
+
+        public static bool ApplyWhole(Span<ulong> words) => !words.ContainsAnyExcept(0UL);
     }
 }
