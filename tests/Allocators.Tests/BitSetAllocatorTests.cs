@@ -27,6 +27,17 @@ public unsafe class BitSetAllocatorTests
 
     // ---- construction -------------------------------------------------------------------
 
+    [Fact]
+    public void Documentation_example_runs()
+    {
+        // The example in BitSetAllocator's type documentation.
+        using var allocator = new BitSetAllocator(NativeMemorySource.Shared, blockSize: 64, memorySize: 64 * 1024);
+        byte* buffer = allocator.Allocate(1000, 8);          // 16 blocks
+        buffer = allocator.GrowingReallocate(buffer, 1000, 3000, 8);
+        allocator.Deallocate(buffer, 3000, 8);
+        Assert.Equal(allocator.BlockCount, allocator.FreeBlockCount);
+    }
+
     [Theory]
     [InlineData(8u, 1u, 1u)]
     [InlineData(8u, 8u, 1u)]

@@ -38,8 +38,14 @@ namespace AllocHosting.Allocators;
 /// cursor.
 /// </para>
 /// <para>
+/// Growing extends the run in place when the following blocks are free, otherwise moves it
+/// (allocate, copy, free — so a failed grow leaves the block untouched); shrinking frees the
+/// tail blocks in place. <see cref="AllocatorBase.Dispose()"/> gives the region back to its
+/// source (a region passed in by the caller is left alone).
+/// </para>
+/// <para>
 /// It never grows its region, never touches the contents of blocks (except when a reallocation
-/// moves them), and is not thread-safe. Freeing checks that the pointer is a block start inside
+/// moves them), and is not thread-safe: callers that share one instance must serialise access. Freeing checks that the pointer is a block start inside
 /// the region and that every block of the run is allocated, but cannot tell a run's first block
 /// from a later one: freeing the tail of a live run with a smaller size frees just those blocks.
 /// Each allocation costs at least one block; alignments above 64 blocks are served by a slower
