@@ -271,7 +271,7 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
             ulong mask = BitSetWord.BlocksMask(offset, (int)count);
             if ((*word & mask) != mask)
             {
-                Allocator.ThrowDoubleFree(Name, pointer);
+                ThrowAlreadyFree(pointer);
             }
 
             *word &= ~mask;
@@ -280,7 +280,7 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
         {
             if (!BitSetWord.IsRunSet(_words, first, count))
             {
-                Allocator.ThrowDoubleFree(Name, pointer);
+                ThrowAlreadyFree(pointer);
             }
 
             BitSetWord.ClearRun(_words, first, count);
@@ -595,11 +595,15 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
 
         if (!BitSetWord.IsRunSet(_words, first, count))
         {
-            Allocator.ThrowDoubleFree(Name, pointer);
+            ThrowAlreadyFree(pointer);
         }
 
         return first;
     }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowAlreadyFree(byte* pointer) => Allocator.ThrowDoubleFree(Name, pointer);
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
