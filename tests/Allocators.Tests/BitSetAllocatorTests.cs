@@ -1,4 +1,3 @@
-using System.Numerics;
 using System.Runtime.InteropServices;
 using AllocHosting.Allocators.MemorySources;
 using AllocHosting.Allocators.Tests.Model;

@@ -1,3 +1,4 @@
+using System.Numerics;
 using CsCheck;
 
 namespace AllocHosting.Allocators.Tests;
@@ -50,15 +51,15 @@ public unsafe class BitSetWordTests
     {
         ulong word = 0;
         BitSetWord.SetTop(ref word, count);
-        Assert.Equal(count, System.Numerics.BitOperations.PopCount(word));
-        Assert.Equal(0, System.Numerics.BitOperations.LeadingZeroCount(word));
+        Assert.Equal(count, BitOperations.PopCount(word));
+        Assert.Equal(0, BitOperations.LeadingZeroCount(word));
         BitSetWord.ClearTop(ref word, count);
         Assert.Equal(0UL, word);
 
         word = ulong.MaxValue;
         BitSetWord.ClearBottom(ref word, count);
-        Assert.Equal(64 - count, System.Numerics.BitOperations.PopCount(word));
-        Assert.Equal(count, System.Numerics.BitOperations.TrailingZeroCount(word));
+        Assert.Equal(64 - count, BitOperations.PopCount(word));
+        Assert.Equal(count, BitOperations.TrailingZeroCount(word));
         BitSetWord.SetBottom(ref word, count);
         Assert.Equal(ulong.MaxValue, word);
     }
