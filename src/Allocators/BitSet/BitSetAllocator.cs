@@ -1,0 +1,622 @@
+using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using AllocHosting.Allocators.MemorySources;
+
+namespace AllocHosting.Allocators;
+
+/// <summary>
+/// A bitmap allocator: one region divided into equal blocks, with one bit per block, that
+/// allocates runs of contiguous blocks by next-fit search and frees them individually (the
+/// seed's <c>BitSetAllocator</c>, with its defects W-BS1 … W-BS6 fixed).
+/// </summary>
+/// <remarks>
+/// <para>
+/// Use it for medium-lived memory that is freed in any order and sometimes resized, such as the
+/// buffers of one request; <see cref="Reset"/> frees everything at once.
+/// </para>
+/// <code>
+/// using var allocator = new BitSetAllocator(NativeMemorySource.Shared, blockSize: 64, memorySize: 64 * 1024);
+/// byte* buffer = allocator.Allocate(1000, 8);          // 16 blocks
+/// buffer = allocator.GrowingReallocate(buffer, 1000, 3000, 8);
+/// allocator.Deallocate(buffer, 3000, 8);
+/// </code>
+/// <para>
+/// Layout: the region holds the blocks, then the bit set (<c>ceil(blocks / 64)</c> 64-bit words).
+/// Block <c>64w + j</c> is bit <c>63 − j</c> of word <c>w</c> (the most significant bit is the
+/// lowest address); a set bit is an allocated block. The padding bits of a partial last word are
+/// permanently set, so memory past the last block is never handed out. See <see cref="BitSetWord"/>.
+/// </para>
+/// <para>
+/// Allocation takes <c>ceil(size / BlockSize)</c> blocks. It first looks in the word where the
+/// previous allocation ended (the next-fit cursor), then scans to the end of the bit set, then
+/// wraps around and scans from the start; the lowest-addressed fit in each scanned word wins.
+/// Runs may cross word boundaries. An alignment larger than the block size is honoured by the
+/// address of the first block, whatever the region's own alignment. Freeing does not move the
+/// cursor.
+/// </para>
+/// <para>
+/// Growing extends the run in place when the following blocks are free, otherwise moves it
+/// (allocate, copy, free — so a failed grow leaves the block untouched); shrinking frees the
+/// tail blocks in place. <see cref="AllocatorBase.Dispose()"/> gives the region back to its
+/// source (a region passed in by the caller is left alone).
+/// </para>
+/// <para>
+/// It never grows its region, never touches the contents of blocks (except when a reallocation
+/// moves them), and is not thread-safe: callers that share one instance must serialise access. Freeing checks that the pointer is a block start inside
+/// the region and that every block of the run is allocated, but cannot tell a run's first block
+/// from a later one: freeing the tail of a live run with a smaller size frees just those blocks.
+/// Each allocation costs at least one block; alignments above 64 blocks are served by a slower
+/// scan over aligned positions.
+/// </para>
+/// </remarks>
+public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
+{
+    private static readonly nuint NotFound = nuint.MaxValue;
+
+    // The region obtained from _source (null when the caller owns the memory); released on Dispose.
+    private readonly IMemorySource? _source;
+    private byte* _region;
+    private readonly nuint _regionSize;
+
+    // Invariant: _blocks is aligned to BlockSize; blocks are [_blocks, _blocks + _blockCount << _blockShift).
+    private readonly byte* _blocks;
+    private readonly nuint _blockSize;
+    private readonly int _blockShift;
+
+    // Invariant: _words holds _wordCount = ceil(_blockCount / 64) words right after the blocks;
+    // the padding bits of a partial last word are always set. All three become 0 on Dispose so
+    // that every later call fails without a check on the fast paths.
+    private readonly ulong* _words;
+    private nuint _wordCount;
+    private nuint _blockCount;
+
+    // Invariant: _freeBlocks = number of clear bits in the bit set (padding bits are set).
+    private nuint _freeBlocks;
+
+    // Invariant: _cursor < _wordCount (or 0): the word where the last allocation ended.
+    private nuint _cursor;
+
+    // Invariant: _cursor <= _highWord, and no word after _highWord holds an allocated block
+    // (padding bits aside), so Reset clears only the words a burst of allocations touched.
+    private nuint _highWord;
+
+    // The allowed-start masks for alignments of 2^e blocks, e = 0 … 6, relative to the blocks'
+    // real address (so a region aligned only to the block size still gives aligned results).
+    private AlignedStartMasks _alignedStarts;
+
+    private AllocatorCounters _counters;
+    private bool _disposed;
+
+    /// <summary>
+    /// Creates an allocator of <c>ceil(<paramref name="memorySize"/> / <paramref name="blockSize"/>)</c>
+    /// blocks over one region obtained from <paramref name="source"/>, which it releases on <see cref="AllocatorBase.Dispose()"/>.
+    /// </summary>
+    /// <param name="source">Where the region comes from.</param>
+    /// <param name="blockSize">Bytes per block: a power of two of at least 8 (and at most <see cref="Allocator.MaximumAlignment"/>).</param>
+    /// <param name="memorySize">Bytes of blocks wanted (greater than zero); the bit set is added to it.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="source"/> is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="blockSize"/> is not a power of two between 8 and <see cref="Allocator.MaximumAlignment"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="memorySize"/> is zero or larger than half of <see cref="Allocator.MaximumSize"/>.</exception>
+    /// <exception cref="OutOfMemoryException">The source could not provide the region.</exception>
+    public BitSetAllocator(IMemorySource source, nuint blockSize, nuint memorySize)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ValidateBlockSize(blockSize);
+        if (memorySize == 0 || memorySize > Allocator.MaximumSize / 2)
+        {
+            throw new ArgumentOutOfRangeException(
+                nameof(memorySize), memorySize, $"The memory size must be between 1 and {Allocator.MaximumSize / 2} bytes.");
+        }
+
+        int shift = BitOperations.TrailingZeroCount(blockSize);
+        nuint blockCount = (memorySize + blockSize - 1) >> shift;
+        nuint wordCount = (blockCount + 63) >> 6;
+
+        // A source aligned more coarsely than a block needs no slack; otherwise room to align up.
+        nuint slack = source.Granularity >= blockSize ? 0 : blockSize - source.Granularity;
+        nuint regionSize = (blockCount << shift) + (wordCount * sizeof(ulong)) + slack;
+        byte* region = source.Obtain(regionSize);
+
+        _source = source;
+        _region = region;
+        _regionSize = regionSize;
+        _blockSize = blockSize;
+        _blockShift = shift;
+        _blocks = (byte*)Allocator.AlignUp((nuint)region, blockSize);
+        _blockCount = blockCount;
+        _wordCount = wordCount;
+        _words = (ulong*)(_blocks + (blockCount << shift));
+        Initialise();
+    }
+
+    /// <summary>
+    /// Creates an allocator over memory the caller owns: as many blocks as fit in
+    /// <paramref name="region"/> together with their bit set (stored right after the blocks).
+    /// Disposing the allocator does not free the region.
+    /// </summary>
+    /// <param name="region">The first byte of the memory; need not be aligned (the blocks start at the next multiple of <paramref name="blockSize"/>).</param>
+    /// <param name="regionSize">Bytes available at <paramref name="region"/>.</param>
+    /// <param name="blockSize">Bytes per block: a power of two of at least 8 (and at most <see cref="Allocator.MaximumAlignment"/>).</param>
+    /// <exception cref="ArgumentNullException"><paramref name="region"/> is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="blockSize"/> is invalid, or the region cannot hold one block and its bit set.</exception>
+    public BitSetAllocator(byte* region, nuint regionSize, nuint blockSize)
+    {
+        if (region == null)
+        {
+            throw new ArgumentNullException(nameof(region));
+        }
+
+        ValidateBlockSize(blockSize);
+        int shift = BitOperations.TrailingZeroCount(blockSize);
+        nuint padding = Allocator.AlignUp((nuint)region, blockSize) - (nuint)region;
+        nuint available = regionSize > padding ? regionSize - padding : 0;
+
+        // Every full word of the bit set costs 64 blocks plus 8 bytes; a partial word whatever is left.
+        nuint groupBytes = (blockSize * 64) + sizeof(ulong);
+        nuint groups = available / groupBytes;
+        nuint rest = available - (groups * groupBytes);
+        nuint extra = rest > sizeof(ulong) ? Math.Min((rest - sizeof(ulong)) >> shift, 63) : 0;
+        nuint blockCount = (groups * 64) + extra;
+        if (blockCount == 0)
+        {
+            throw new ArgumentException(
+                $"A region of {regionSize} bytes cannot hold one block of {blockSize} bytes and its bit set.", nameof(regionSize));
+        }
+
+        _region = region;
+        _regionSize = regionSize;
+        _blockSize = blockSize;
+        _blockShift = shift;
+        _blocks = region + padding;
+        _blockCount = blockCount;
+        _wordCount = (blockCount + 63) >> 6;
+        _words = (ulong*)(_blocks + (blockCount << shift));
+        Initialise();
+    }
+
+    /// <summary>Bytes per block; every allocation is a whole number of blocks.</summary>
+    public nuint BlockSize => _blockSize;
+
+    /// <summary>Blocks in the region (zero once disposed).</summary>
+    public nuint BlockCount => _blockCount;
+
+    /// <summary>Blocks free now.</summary>
+    public nuint FreeBlockCount => _freeBlocks;
+
+    /// <inheritdoc />
+    /// <remarks>The blocks only: the bit set that follows them is not part of the range.</remarks>
+    public MemoryRange Range => new((nuint)_blocks, (nuint)_blocks + (_blockCount << _blockShift));
+
+    /// <inheritdoc />
+    /// <remarks><see cref="AllocatorStatistics.BytesInUse"/> counts whole blocks; the capacity is <c>BlockCount × BlockSize</c>.</remarks>
+    public override AllocatorStatistics Statistics =>
+        _counters.ToStatistics((long)(_blockCount << _blockShift), FailureCount);
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public override bool Owns(byte* pointer) => (nuint)(pointer - _blocks) < (_blockCount << _blockShift);
+
+    /// <summary>
+    /// Frees every block at once and moves the cursor to the start. Every pointer handed out
+    /// before becomes invalid; statistics keep their totals and report nothing in use.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The allocator was disposed.</exception>
+    public void Reset()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ClearBitSet(_highWord + 1);
+        _counters.BytesInUse = 0;
+    }
+
+    /// <summary>Whether block <paramref name="block"/> is allocated (for tests and diagnostics).</summary>
+    internal bool IsBlockAllocated(nuint block)
+    {
+        Debug.Assert(block < _blockCount);
+        return (_words[block >> 6] & (1UL << (63 - (int)(block & 63)))) != 0;
+    }
+
+    /// <summary>Counts the free blocks by scanning the bit set (for tests: must equal <see cref="FreeBlockCount"/>).</summary>
+    internal nuint CountFreeBlocks()
+    {
+        nuint free = 0;
+        for (nuint w = 0; w < _wordCount; w++)
+        {
+            free += (nuint)(64 - BitOperations.PopCount(_words[w]));
+        }
+
+        return free;
+    }
+
+    /// <inheritdoc />
+    protected override byte* AllocateCore(nuint size, nuint alignment)
+    {
+        nuint count = (size + _blockSize - 1) >> _blockShift;
+
+        // Fast path: a run inside the cursor word, no alignment beyond a block.
+        if (alignment <= _blockSize && count <= 64 && _wordCount != 0)
+        {
+            ulong* word = _words + _cursor;
+            ulong starts = BitSetWord.FreeRunStarts(*word, (int)count);
+            if (starts != 0)
+            {
+                int first = BitOperations.LeadingZeroCount(starts);
+                *word |= BitSetWord.BlocksMask(first, (int)count);
+                _freeBlocks -= count;
+                _counters.Allocated(size, count << _blockShift);
+                return _blocks + (((_cursor << 6) + (nuint)first) << _blockShift);
+            }
+        }
+
+        return AllocateSlow(size, count, alignment);
+    }
+
+    /// <inheritdoc />
+    protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
+    {
+        nuint first = BlockOf(pointer);
+        nuint count = (size + _blockSize - 1) >> _blockShift;
+        if (count > _blockCount - first)
+        {
+            ThrowInvalidPointer(pointer);
+        }
+
+        int offset = (int)(first & 63);
+        if (count <= (nuint)(64 - offset))
+        {
+            // Fast path: the run lies in one word.
+            ulong* word = _words + (first >> 6);
+            ulong mask = BitSetWord.BlocksMask(offset, (int)count);
+            if ((*word & mask) != mask)
+            {
+                ThrowAlreadyFree(pointer);
+            }
+
+            *word &= ~mask;
+        }
+        else
+        {
+            if (!BitSetWord.IsRunSet(_words, first, count))
+            {
+                ThrowAlreadyFree(pointer);
+            }
+
+            BitSetWord.ClearRun(_words, first, count);
+        }
+
+        _freeBlocks += count;
+        _counters.Freed(count << _blockShift);
+    }
+
+    /// <inheritdoc />
+    /// <remarks>Succeeds when the blocks after the run are free (or no more blocks are needed).</remarks>
+    protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        nuint first = ValidateLiveRun(pointer, currentSize, out nuint currentCount);
+        nuint newCount = (newSize + _blockSize - 1) >> _blockShift;
+        if (newCount <= currentCount)
+        {
+            return true;
+        }
+
+        nuint extra = newCount - currentCount;
+        nuint next = first + currentCount;
+        if (extra > _blockCount - next || !BitSetWord.IsRunClear(_words, next, extra))
+        {
+            return false;
+        }
+
+        BitSetWord.SetRun(_words, next, extra);
+        nuint lastWord = (next + extra - 1) >> 6;
+        if (lastWord > _highWord)
+        {
+            _highWord = lastWord;
+        }
+
+        _freeBlocks -= extra;
+        _counters.Resized((long)(extra << _blockShift));
+        return true;
+    }
+
+    /// <inheritdoc />
+    /// <remarks>Always succeeds: the blocks no longer needed are freed.</remarks>
+    protected override bool TryShrinkInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        nuint first = ValidateLiveRun(pointer, currentSize, out nuint currentCount);
+        nuint newCount = (newSize + _blockSize - 1) >> _blockShift;
+        if (newCount < currentCount)
+        {
+            nuint freed = currentCount - newCount;
+            BitSetWord.ClearRun(_words, first + newCount, freed);
+            _freeBlocks += freed;
+            _counters.Resized(-(long)(freed << _blockShift));
+        }
+
+        return true;
+    }
+
+    /// <inheritdoc />
+    /// <remarks>
+    /// In place when the following blocks are free; otherwise into a new run (allocate, copy,
+    /// free); and when only a run overlapping the block's own blocks fits, into that run with an
+    /// overlap-safe copy. On failure the block is untouched.
+    /// </remarks>
+    protected override byte* GrowCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        if (TryGrowInPlaceCore(pointer, currentSize, newSize, alignment))
+        {
+            return pointer;
+        }
+
+        byte* moved = AllocateCore(newSize, alignment);
+        if (moved != null)
+        {
+            NativeMemory.Copy(pointer, moved, currentSize);
+            DeallocateCore(pointer, currentSize, alignment);
+            return moved;
+        }
+
+        return GrowOverOwnBlocks(pointer, currentSize, newSize, alignment);
+    }
+
+    /// <inheritdoc />
+    /// <remarks>The size rounded up to whole blocks.</remarks>
+    protected override nuint GetUsableSizeCore(nuint size, nuint alignment) =>
+        Allocator.AlignUp(size, _blockSize);
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _blockCount = 0;
+        _wordCount = 0;
+        _freeBlocks = 0;
+        _cursor = 0;
+        _highWord = 0;
+        if (_source is not null && _region != null)
+        {
+            _source.Release(_region, _regionSize);
+        }
+
+        _region = null;
+        base.Dispose(disposing);
+    }
+
+    private static void ValidateBlockSize(nuint blockSize)
+    {
+        if (!Allocator.IsValidAlignment(blockSize) || blockSize < 8)
+        {
+            throw new ArgumentException(
+                $"The block size {blockSize} must be a power of two between 8 and {Allocator.MaximumAlignment}.", nameof(blockSize));
+        }
+    }
+
+    private void Initialise()
+    {
+        nuint phase = (nuint)_blocks >> _blockShift;
+        for (int e = 0; e <= 6; e++)
+        {
+            int step = 1 << e;
+            int residue = (int)((0 - phase) & (nuint)(step - 1));
+            _alignedStarts[e] = BitSetWord.AllowedStarts(step, residue);
+        }
+
+        ClearBitSet(_wordCount);
+    }
+
+    /// <summary>Frees every block, given that words from <paramref name="touchedWords"/> on are already free.</summary>
+    private void ClearBitSet(nuint touchedWords)
+    {
+        NativeMemory.Clear(_words, touchedWords * sizeof(ulong));
+        int used = (int)(_blockCount & 63);
+        if (used != 0)
+        {
+            // Padding blocks past the end look allocated forever (W-BS3).
+            _words[_wordCount - 1] |= BitSetWord.BottomMask(64 - used);
+        }
+
+        _freeBlocks = _blockCount;
+        _cursor = 0;
+        _highWord = 0;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* AllocateSlow(nuint size, nuint count, nuint alignment)
+    {
+        nuint first = FindFree(count, alignment);
+        if (first == NotFound)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return null;
+        }
+
+        return Take(first, count, size);
+    }
+
+    /// <summary>Marks a found run allocated and moves the cursor to the word where it ends.</summary>
+    private byte* Take(nuint first, nuint count, nuint size)
+    {
+        BitSetWord.SetRun(_words, first, count);
+        _cursor = (first + count - 1) >> 6;
+        if (_cursor > _highWord)
+        {
+            _highWord = _cursor;
+        }
+        _freeBlocks -= count;
+        _counters.Allocated(size, count << _blockShift);
+        return _blocks + (first << _blockShift);
+    }
+
+    /// <summary>The first block of a free run of <paramref name="count"/> blocks whose address is aligned to <paramref name="alignment"/>, or <see cref="NotFound"/>.</summary>
+    private nuint FindFree(nuint count, nuint alignment)
+    {
+        if (count > _freeBlocks)
+        {
+            return NotFound;
+        }
+
+        int exponent = alignment <= _blockSize ? 0 : BitOperations.TrailingZeroCount(alignment) - _blockShift;
+        return exponent <= 6 ? FindRun(count, _alignedStarts[exponent]) : FindWidelyAlignedRun(count, alignment);
+    }
+
+    /// <summary>
+    /// The last resort of a grow: frees the block's own blocks for a moment so that a run
+    /// overlapping them can be found, and puts them back when none fits.
+    /// </summary>
+    private byte* GrowOverOwnBlocks(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        nuint first = BlockOf(pointer);
+        nuint currentCount = (currentSize + _blockSize - 1) >> _blockShift;
+        nuint newCount = (newSize + _blockSize - 1) >> _blockShift;
+        BitSetWord.ClearRun(_words, first, currentCount);
+        _freeBlocks += currentCount;
+        nuint found = FindFree(newCount, alignment);
+        if (found == NotFound)
+        {
+            BitSetWord.SetRun(_words, first, currentCount);
+            _freeBlocks -= currentCount;
+            return null;
+        }
+
+        _counters.Freed(currentCount << _blockShift);
+        byte* moved = Take(found, newCount, newSize);
+
+        // The runs may overlap; Buffer.MemoryCopy handles that like memmove.
+        Buffer.MemoryCopy(pointer, moved, newCount << _blockShift, currentSize);
+        return moved;
+    }
+
+    /// <summary>Next-fit: from the cursor to the end, then from the start past the cursor (so runs straddling the cursor word are found).</summary>
+    private nuint FindRun(nuint count, ulong allowedStarts)
+    {
+        nuint first = Scan(_cursor, _wordCount, count, allowedStarts);
+        if (first == NotFound && _cursor != 0)
+        {
+            // The first pass found every run starting at or after the cursor word, so the wrap
+            // pass only needs runs starting before it; those end at most count/64 + 1 words later.
+            nuint end = Math.Min(_wordCount, _cursor + (count >> 6) + 2);
+            first = Scan(0, end, count, allowedStarts);
+        }
+
+        return first;
+    }
+
+    /// <summary>The first block of the lowest-addressed fitting run starting in words <c>[from, to)</c>, or <see cref="NotFound"/>.</summary>
+    private nuint Scan(nuint from, nuint to, nuint count, ulong allowedStarts)
+    {
+        ulong* words = _words;
+
+        // Free blocks at the end of the previous word(s), starting at an allowed block.
+        nuint carried = 0;
+        for (nuint w = from; w < to; w++)
+        {
+            ulong word = words[w];
+            nuint leading = (nuint)BitOperations.LeadingZeroCount(word);
+            if (carried != 0 && carried + leading >= count)
+            {
+                return (w << 6) - carried;
+            }
+
+            if (count <= 64)
+            {
+                ulong starts = BitSetWord.FreeRunStarts(word, (int)count) & allowedStarts;
+                if (starts != 0)
+                {
+                    return (w << 6) + (nuint)BitOperations.LeadingZeroCount(starts);
+                }
+            }
+
+            carried = word == 0 && carried != 0
+                ? carried + 64
+                : (nuint)BitSetWord.AlignedFreeTail(word, allowedStarts);
+        }
+
+        return NotFound;
+    }
+
+    /// <summary>Alignments above 64 blocks: tries every aligned start, from the cursor then from the beginning.</summary>
+    private nuint FindWidelyAlignedRun(nuint count, nuint alignment)
+    {
+        nuint cursorBlock = _cursor << 6;
+        nuint first = ScanAligned(cursorBlock, _blockCount, count, alignment);
+        return first != NotFound || cursorBlock == 0 ? first : ScanAligned(0, cursorBlock, count, alignment);
+    }
+
+    private nuint ScanAligned(nuint from, nuint to, nuint count, nuint alignment)
+    {
+        nuint blocks = (nuint)_blocks;
+        nuint start = Allocator.AlignUp(blocks + (from << _blockShift), alignment);
+        if (start < blocks)
+        {
+            return NotFound;
+        }
+
+        nuint step = alignment >> _blockShift;
+        for (nuint first = (start - blocks) >> _blockShift; first < to && count <= _blockCount - first; first += step)
+        {
+            if (BitSetWord.IsRunClear(_words, first, count))
+            {
+                return first;
+            }
+        }
+
+        return NotFound;
+    }
+
+    /// <summary>The block index of <paramref name="pointer"/>; throws unless it is a block start inside the region.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private nuint BlockOf(byte* pointer)
+    {
+        nuint offset = (nuint)(pointer - _blocks);
+        if (offset >= (_blockCount << _blockShift) || (offset & (_blockSize - 1)) != 0)
+        {
+            ThrowInvalidPointer(pointer);
+        }
+
+        return offset >> _blockShift;
+    }
+
+    /// <summary>Checks that a block of <paramref name="size"/> bytes at <paramref name="pointer"/> is live; returns its first block.</summary>
+    private nuint ValidateLiveRun(byte* pointer, nuint size, out nuint count)
+    {
+        nuint first = BlockOf(pointer);
+        count = (size + _blockSize - 1) >> _blockShift;
+        if (count > _blockCount - first)
+        {
+            ThrowInvalidPointer(pointer);
+        }
+
+        if (!BitSetWord.IsRunSet(_words, first, count))
+        {
+            ThrowAlreadyFree(pointer);
+        }
+
+        return first;
+    }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowAlreadyFree(byte* pointer) => Allocator.ThrowDoubleFree(Name, pointer);
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowInvalidPointer(byte* pointer)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Allocator.ThrowNotOwned(Name, pointer);
+    }
+
+    /// <summary>One allowed-start mask per alignment exponent 0 … 6 (see <see cref="BitSetWord.AllowedStarts"/>).</summary>
+    [InlineArray(7)]
+    private struct AlignedStartMasks
+    {
+        private ulong _mask;
+    }
+}

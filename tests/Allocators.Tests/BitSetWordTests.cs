@@ -1,0 +1,215 @@
+using System.Numerics;
+using CsCheck;
+
+namespace AllocHosting.Allocators.Tests;
+
+public unsafe class BitSetWordTests
+{
+    [Theory]
+    [InlineData(0, 0x0000_0000_0000_0000UL)]
+    [InlineData(1, 0x8000_0000_0000_0000UL)]
+    [InlineData(4, 0xF000_0000_0000_0000UL)]
+    [InlineData(63, 0xFFFF_FFFF_FFFF_FFFEUL)]
+    [InlineData(64, 0xFFFF_FFFF_FFFF_FFFFUL)]
+    public void Top_mask_covers_the_first_blocks_of_a_word(int count, ulong expected) =>
+        Assert.Equal(expected, BitSetWord.TopMask(count));
+
+    [Theory]
+    [InlineData(0, 0x0000_0000_0000_0000UL)]
+    [InlineData(1, 0x0000_0000_0000_0001UL)]
+    [InlineData(4, 0x0000_0000_0000_000FUL)]
+    [InlineData(63, 0x7FFF_FFFF_FFFF_FFFFUL)]
+    [InlineData(64, 0xFFFF_FFFF_FFFF_FFFFUL)]
+    public void Bottom_mask_covers_the_last_blocks_of_a_word(int count, ulong expected) =>
+        Assert.Equal(expected, BitSetWord.BottomMask(count));
+
+    [Fact]
+    public void W_BS2_set_top_64_bits_sets_the_whole_word()
+    {
+        ulong word = 0;
+        BitSetWord.SetTop(ref word, 64);
+        Assert.Equal(ulong.MaxValue, word);
+        BitSetWord.ClearTop(ref word, 64);
+        Assert.Equal(0UL, word);
+        BitSetWord.SetBottom(ref word, 64);
+        Assert.Equal(ulong.MaxValue, word);
+        BitSetWord.ClearBottom(ref word, 64);
+        Assert.Equal(0UL, word);
+        BitSetWord.SetMiddle(ref word, 64, 64);
+        Assert.Equal(ulong.MaxValue, word);
+        BitSetWord.ClearMiddle(ref word, 64, 64);
+        Assert.Equal(0UL, word);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(7)]
+    [InlineData(33)]
+    [InlineData(63)]
+    public void Set_and_clear_top_and_bottom_change_exactly_n_bits(int count)
+    {
+        ulong word = 0;
+        BitSetWord.SetTop(ref word, count);
+        Assert.Equal(count, BitOperations.PopCount(word));
+        Assert.Equal(0, BitOperations.LeadingZeroCount(word));
+        BitSetWord.ClearTop(ref word, count);
+        Assert.Equal(0UL, word);
+
+        word = ulong.MaxValue;
+        BitSetWord.ClearBottom(ref word, count);
+        Assert.Equal(64 - count, BitOperations.PopCount(word));
+        Assert.Equal(count, BitOperations.TrailingZeroCount(word));
+        BitSetWord.SetBottom(ref word, count);
+        Assert.Equal(ulong.MaxValue, word);
+    }
+
+    [Theory]
+    [InlineData(10, 3, 0b111UL << 7)]
+    [InlineData(64, 1, 1UL << 63)]
+    [InlineData(1, 1, 1UL)]
+    [InlineData(40, 40, (1UL << 40) - 1)]
+    public void Middle_mask_is_n_bits_ending_below_the_given_bit(int below, int count, ulong expected)
+    {
+        Assert.Equal(expected, BitSetWord.MiddleMask(below, count));
+        ulong word = 0;
+        BitSetWord.SetMiddle(ref word, below, count);
+        Assert.Equal(expected, word);
+    }
+
+    [Fact]
+    public void W_BS1_clear_middle_clears_every_bit_of_the_run_not_only_the_first()
+    {
+        ulong word = ulong.MaxValue;
+        BitSetWord.ClearMiddle(ref word, 20, 5);
+        Assert.Equal(~(0b11111UL << 15), word);
+    }
+
+    [Theory]
+    [InlineData(0, 1, 1UL << 63)]
+    [InlineData(0, 64, ulong.MaxValue)]
+    [InlineData(63, 1, 1UL)]
+    [InlineData(3, 2, 0b11UL << 59)]
+    [InlineData(60, 4, 0b1111UL)]
+    public void Blocks_mask_maps_block_j_to_bit_63_minus_j(int first, int count, ulong expected) =>
+        Assert.Equal(expected, BitSetWord.BlocksMask(first, count));
+
+    [Fact]
+    public void Free_run_starts_agree_with_a_loop_over_positions()
+    {
+        // Reference model: for every start block, test the run block by block.
+        Gen.Select(Gen.ULong, Gen.ULong, Gen.Int[1, 64]).Sample((a, b, length) =>
+        {
+            ulong word = a & b; // more free blocks than a uniform word, so long runs occur
+            ulong expected = 0;
+            for (int first = 0; first + length <= 64; first++)
+            {
+                bool free = true;
+                for (int k = 0; k < length; k++)
+                {
+                    free &= (word & (1UL << (63 - first - k))) == 0;
+                }
+
+                if (free)
+                {
+                    expected |= 1UL << (63 - first);
+                }
+            }
+
+            Assert.Equal(expected, BitSetWord.FreeRunStarts(word, length));
+        }, iter: 3000);
+    }
+
+    [Fact]
+    public void Free_run_starts_of_an_empty_word_for_64_blocks_is_block_zero_only()
+    {
+        Assert.Equal(1UL << 63, BitSetWord.FreeRunStarts(0, 64));
+        Assert.Equal(0UL, BitSetWord.FreeRunStarts(1, 64));
+        Assert.Equal(ulong.MaxValue, BitSetWord.FreeRunStarts(0, 1));
+    }
+
+    [Theory]
+    [InlineData(0UL, ulong.MaxValue)]
+    [InlineData(1UL, 0UL)]
+    [InlineData(0b1000UL, 0b0111UL)]
+    [InlineData(1UL << 63, ~(1UL << 63))]
+    public void Free_tail_mask_is_the_bits_below_the_lowest_allocated_block(ulong word, ulong expected) =>
+        Assert.Equal(expected, BitSetWord.FreeTailMask(word));
+
+    [Theory]
+    [InlineData(1, 0, ulong.MaxValue)]
+    [InlineData(2, 0, 0xAAAA_AAAA_AAAA_AAAAUL)]
+    [InlineData(2, 1, 0x5555_5555_5555_5555UL)]
+    [InlineData(8, 0, 0x8080_8080_8080_8080UL)]
+    [InlineData(8, 3, 0x1010_1010_1010_1010UL)]
+    [InlineData(64, 0, 1UL << 63)]
+    [InlineData(64, 63, 1UL)]
+    public void Allowed_starts_mark_blocks_congruent_to_the_residue(int step, int residue, ulong expected) =>
+        Assert.Equal(expected, BitSetWord.AllowedStarts(step, residue));
+
+    [Fact]
+    public void Aligned_free_tail_starts_at_an_allowed_block()
+    {
+        // Word with blocks 0..49 allocated, 50..63 free (14 free blocks).
+        ulong word = BitSetWord.TopMask(50);
+        Assert.Equal(14, BitSetWord.AlignedFreeTail(word, ulong.MaxValue));
+        Assert.Equal(8, BitSetWord.AlignedFreeTail(word, BitSetWord.AllowedStarts(8, 0))); // from block 56
+        Assert.Equal(0, BitSetWord.AlignedFreeTail(word, BitSetWord.AllowedStarts(64, 0)));
+        Assert.Equal(64, BitSetWord.AlignedFreeTail(0, BitSetWord.AllowedStarts(64, 0)));
+        Assert.Equal(0, BitSetWord.AlignedFreeTail(1, ulong.MaxValue));
+    }
+
+    [Theory]
+    [InlineData(0u, 1u)]
+    [InlineData(5u, 3u)]
+    [InlineData(60u, 10u)]
+    [InlineData(64u, 64u)]
+    [InlineData(10u, 140u)]
+    [InlineData(63u, 129u)]
+    [InlineData(5u, 600u)]
+    [InlineData(0u, 640u)]
+    [InlineData(64u, 576u)]
+    public void Run_operations_touch_exactly_the_run_across_words(uint first, uint count)
+    {
+        const int WordCount = 12;
+        ulong* words = stackalloc ulong[WordCount];
+        new Span<ulong>(words, WordCount).Clear();
+        Assert.True(BitSetWord.IsRunClear(words, first, count));
+        BitSetWord.SetRun(words, first, count);
+        Assert.True(BitSetWord.IsRunSet(words, first, count));
+        for (uint block = 0; block < WordCount * 64; block++)
+        {
+            bool set = (words[block >> 6] & (1UL << (63 - (int)(block & 63)))) != 0;
+            Assert.Equal(block >= first && block < first + count, set);
+        }
+
+        if (first > 0)
+        {
+            Assert.False(BitSetWord.IsRunSet(words, first - 1, count));
+        }
+
+        Assert.False(BitSetWord.IsRunClear(words, first + count - 1, 2));
+        BitSetWord.ClearRun(words, first, count);
+        Assert.True(new Span<ulong>(words, WordCount).IndexOfAnyExcept(0UL) < 0);
+    }
+
+    [Theory]
+    [InlineData(3u, 700u, 300u)]
+    [InlineData(3u, 700u, 650u)]
+    [InlineData(0u, 200u, 100u)]
+    public void Run_tests_see_one_odd_block_anywhere_in_a_long_run(uint first, uint count, uint odd)
+    {
+        const int WordCount = 12;
+        ulong* words = stackalloc ulong[WordCount];
+        new Span<ulong>(words, WordCount).Clear();
+        BitSetWord.SetRun(words, first, count);
+        words[odd >> 6] &= ~(1UL << (63 - (int)(odd & 63)));
+        Assert.False(BitSetWord.IsRunSet(words, first, count));
+        Assert.True(BitSetWord.IsRunSet(words, first, odd - first));
+
+        new Span<ulong>(words, WordCount).Clear();
+        words[odd >> 6] |= 1UL << (63 - (int)(odd & 63));
+        Assert.False(BitSetWord.IsRunClear(words, first, count));
+        Assert.True(BitSetWord.IsRunClear(words, odd + 1, first + count - odd - 1));
+    }
+}
