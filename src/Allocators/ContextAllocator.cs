@@ -42,9 +42,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     // Exactly one of the typed fields is set, the one Kind names; it never changes.
     private readonly ContextAllocatorKind _kind;
     private readonly BumpAllocator? _bump;
-#if BITSET_AVAILABLE
     private readonly BitSetAllocator? _bitSet;
-#endif
 
     private ContextAllocator(BumpAllocator bump)
     {
@@ -52,13 +50,11 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         _bump = bump;
     }
 
-#if BITSET_AVAILABLE
     private ContextAllocator(BitSetAllocator bitSet)
     {
         _kind = ContextAllocatorKind.MediumLived;
         _bitSet = bitSet;
     }
-#endif
 
     /// <summary>Which allocator is wrapped.</summary>
     public ContextAllocatorKind Kind => _kind;
@@ -67,9 +63,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     public IAllocator Inner => _kind switch
     {
         ContextAllocatorKind.ShortLived => _bump!,
-#if BITSET_AVAILABLE
         ContextAllocatorKind.MediumLived => _bitSet!,
-#endif
         _ => ThrowUnsupportedKind<IAllocator>(),
     };
 
@@ -77,9 +71,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     public MemoryRange Range => _kind switch
     {
         ContextAllocatorKind.ShortLived => _bump!.Range,
-#if BITSET_AVAILABLE
         ContextAllocatorKind.MediumLived => _bitSet!.Range,
-#endif
         _ => ThrowUnsupportedKind<MemoryRange>(),
     };
 
@@ -87,9 +79,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     public override AllocatorStatistics Statistics => _kind switch
     {
         ContextAllocatorKind.ShortLived => _bump!.Statistics,
-#if BITSET_AVAILABLE
         ContextAllocatorKind.MediumLived => _bitSet!.Statistics,
-#endif
         _ => ThrowUnsupportedKind<AllocatorStatistics>(),
     };
 
@@ -104,7 +94,6 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         return new ContextAllocator(allocator);
     }
 
-#if BITSET_AVAILABLE
     /// <summary>Wraps a bit set allocator for medium-lived contexts; the context allocator takes ownership of it.</summary>
     /// <exception cref="ArgumentNullException"><paramref name="allocator"/> is null.</exception>
     public static ContextAllocator MediumLived(BitSetAllocator allocator)
@@ -112,7 +101,6 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         ArgumentNullException.ThrowIfNull(allocator);
         return new ContextAllocator(allocator);
     }
-#endif
 
     /// <summary>Releases every block of the wrapped allocator at once.</summary>
     public void Reset()
@@ -122,11 +110,9 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
             case ContextAllocatorKind.ShortLived:
                 _bump!.Reset();
                 break;
-#if BITSET_AVAILABLE
             case ContextAllocatorKind.MediumLived:
                 _bitSet!.Reset();
                 break;
-#endif
             default:
                 ThrowUnsupportedKind();
                 break;
@@ -137,9 +123,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     public override bool Owns(byte* pointer) => _kind switch
     {
         ContextAllocatorKind.ShortLived => _bump!.Owns(pointer),
-#if BITSET_AVAILABLE
         ContextAllocatorKind.MediumLived => _bitSet!.Owns(pointer),
-#endif
         _ => ThrowUnsupportedKind<bool>(),
     };
 
@@ -157,11 +141,9 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
             case ContextAllocatorKind.ShortLived:
                 // Skips the second validation of the request: the base class did it.
                 return _bump!.AllocateValidated(size, alignment);
-#if BITSET_AVAILABLE
             case ContextAllocatorKind.MediumLived:
                 _bitSet!.TryAllocate(size, alignment, out byte* pointer);
                 return pointer;
-#endif
             default:
                 ThrowUnsupportedKind();
                 return null;
@@ -176,11 +158,9 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
             case ContextAllocatorKind.ShortLived:
                 _bump!.Deallocate(pointer, size, alignment);
                 break;
-#if BITSET_AVAILABLE
             case ContextAllocatorKind.MediumLived:
                 _bitSet!.Deallocate(pointer, size, alignment);
                 break;
-#endif
             default:
                 ThrowUnsupportedKind();
                 break;
@@ -196,11 +176,9 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
             case ContextAllocatorKind.ShortLived:
                 _bump!.TryGrowingReallocate(pointer, currentSize, newSize, alignment, out moved);
                 return moved;
-#if BITSET_AVAILABLE
             case ContextAllocatorKind.MediumLived:
                 _bitSet!.TryGrowingReallocate(pointer, currentSize, newSize, alignment, out moved);
                 return moved;
-#endif
             default:
                 ThrowUnsupportedKind();
                 return null;
@@ -212,9 +190,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     {
         // The wrapped allocator throws (and counts) itself if it cannot shrink.
         ContextAllocatorKind.ShortLived => _bump!.ShrinkingReallocate(pointer, currentSize, newSize, alignment),
-#if BITSET_AVAILABLE
         ContextAllocatorKind.MediumLived => _bitSet!.ShrinkingReallocate(pointer, currentSize, newSize, alignment),
-#endif
         _ => (byte*)ThrowUnsupportedKind<nint>(),
     };
 
@@ -222,9 +198,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) => _kind switch
     {
         ContextAllocatorKind.ShortLived => _bump!.TryGrowInPlace(pointer, currentSize, newSize, alignment),
-#if BITSET_AVAILABLE
         ContextAllocatorKind.MediumLived => _bitSet!.TryGrowInPlace(pointer, currentSize, newSize, alignment),
-#endif
         _ => ThrowUnsupportedKind<bool>(),
     };
 
@@ -232,9 +206,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     protected override bool TryShrinkInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) => _kind switch
     {
         ContextAllocatorKind.ShortLived => _bump!.TryShrinkInPlace(pointer, currentSize, newSize, alignment),
-#if BITSET_AVAILABLE
         ContextAllocatorKind.MediumLived => _bitSet!.TryShrinkInPlace(pointer, currentSize, newSize, alignment),
-#endif
         _ => ThrowUnsupportedKind<bool>(),
     };
 
@@ -242,9 +214,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     protected override nuint GetUsableSizeCore(nuint size, nuint alignment) => _kind switch
     {
         ContextAllocatorKind.ShortLived => _bump!.GetUsableSize(size, alignment),
-#if BITSET_AVAILABLE
         ContextAllocatorKind.MediumLived => _bitSet!.GetUsableSize(size, alignment),
-#endif
         _ => (nuint)ThrowUnsupportedKind<nint>(),
     };
 
@@ -254,9 +224,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         if (disposing)
         {
             _bump?.Dispose();
-#if BITSET_AVAILABLE
             _bitSet?.Dispose();
-#endif
         }
 
         base.Dispose(disposing);
