@@ -548,6 +548,21 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
     }
 
     [Fact]
+    public void Free_with_a_larger_size_class_than_the_block_is_refused_when_the_pointer_is_not_aligned_to_it()
+    {
+        using var allocator = Create(4096);
+        byte* lower = allocator.Allocate(32, 8);
+        byte* upper = allocator.Allocate(32, 8);
+        Assert.True(upper == lower + 32);
+        var counts = allocator.FreeBlockCounts();
+        Assert.Throws<ArgumentException>(() => allocator.Deallocate(upper, 64, 8));
+        Assert.Throws<ArgumentException>(() => allocator.TryGrowInPlace(upper, 64, 128, 8));
+        Assert.Equal(counts, allocator.FreeBlockCounts());
+        Assert.Equal(64, allocator.Statistics.BytesInUse);
+        allocator.Validate();
+    }
+
+    [Fact]
     public void Double_free_throws_and_changes_nothing()
     {
         using var allocator = Create(4096);

@@ -47,9 +47,9 @@ namespace AllocHosting.Allocators;
 /// bytes. Not thread-safe.
 /// </para>
 /// <para>
-/// <b>Checks.</b> A pointer outside the region, not aligned to the minimum block size or to the
-/// alignment passed, or whose block would run past the region's end throws
-/// <see cref="ArgumentException"/>. Freeing a block that is still free as a block of its own size
+/// <b>Checks.</b> A pointer outside the region, not aligned to its block size (so to the minimum
+/// block size at least) or to the alignment passed, or whose block would run past the region's
+/// end throws <see cref="ArgumentException"/>. Freeing a block that is still free as a block of its own size
 /// (or that overlaps a free block of its size) throws as a double free; a double free of a block
 /// that was merged into a larger free block cannot be detected and corrupts the allocator, as
 /// does freeing with a size of another size class than the allocation's.
@@ -464,11 +464,14 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private int ClassOf(nuint blockSize) => BitOperations.Log2(blockSize) - _minimumShift;
 
+    // Every block is aligned to its own size (over-size blocks to the top class), so a pointer that
+    // is not cannot be a block of that size: this also catches many frees with a wrong size.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void CheckBlock(byte* pointer, nuint blockSize, nuint alignment)
     {
         nuint offset = (nuint)pointer - _start;
-        if (offset >= _length || blockSize > _length - offset || ((nuint)pointer & ((_minimumBlockSize - 1) | (alignment - 1))) != 0)
+        nuint mask = (Math.Min(blockSize, _maximumBlockSize) - 1) | (alignment - 1);
+        if (offset >= _length || blockSize > _length - offset || ((nuint)pointer & mask) != 0)
         {
             Allocator.ThrowNotOwned(Name, pointer);
         }
