@@ -649,32 +649,47 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
 
     // Model: AllocatorModel's list of live blocks (no overlap, alignment, contents preserved); in
     // addition every red-black tree and the allocator's own invariants (size-aligned, unmerged
-    // buddies, free + in use = capacity) are checked after every step.
-    [Fact]
-    public void Random_operations_keep_every_tree_valid_after_every_step()
+    // buddies, free + in use = capacity) are checked after every step, and freeing everything must
+    // give back exactly the initial carving. The region starts `offset` bytes into a 4 KiB-aligned
+    // buffer, so a non-zero offset also exercises edge blocks whose buddies lie outside the region.
+    [Theory]
+    [InlineData(0)]
+    [InlineData(96)]
+    public void Random_operations_keep_every_tree_valid_after_every_step(int offset)
     {
-        var settings = new ModelSettings { MaxSize = 6000, MaxAlignmentLog2 = 12, MaxSteps = 150, Iterations = 60 };
-        long executed = 0;
-        AllocatorModel.Steps(settings).Array[settings.MinSteps, settings.MaxSteps].Sample(
-            steps =>
-            {
-                using var allocator = new MultipleBinarySearchTreeAllocator(PageSource, (48 * KiB) + 96, 32, 4 * KiB);
-                var runner = new AllocatorModel.Runner(allocator);
-                foreach (var step in steps)
+        var settings = new ModelSettings { MaxSize = 6000, MaxAlignmentLog2 = 12, MaxSteps = 150, Iterations = 50 };
+        nuint size = (48 * KiB) + 96;
+        byte* buffer = (byte*)NativeMemory.AlignedAlloc(size + (nuint)offset, 4096);
+        try
+        {
+            long executed = 0;
+            AllocatorModel.Steps(settings).Array[settings.MinSteps, settings.MaxSteps].Sample(
+                steps =>
                 {
-                    runner.Apply(step, null);
-                    runner.CheckInvariants();
-                    allocator.Validate();
-                }
+                    using var allocator = new MultipleBinarySearchTreeAllocator(buffer + offset, size, 32, 4 * KiB);
+                    int[] initial = allocator.FreeBlockCounts();
+                    var runner = new AllocatorModel.Runner(allocator);
+                    foreach (var step in steps)
+                    {
+                        runner.Apply(step, null);
+                        runner.CheckInvariants();
+                        allocator.Validate();
+                    }
 
-                runner.FreeAll();
-                allocator.Validate();
-                Assert.Equal(0, allocator.Statistics.BytesInUse);
-                executed += steps.Length;
-            },
-            iter: settings.Iterations,
-            threads: 1);
-        Assert.True(executed >= 2000, $"only {executed} steps ran");
+                    runner.FreeAll();
+                    allocator.Validate();
+                    Assert.Equal(0, allocator.Statistics.BytesInUse);
+                    Assert.Equal(initial, allocator.FreeBlockCounts());
+                    executed += steps.Length;
+                },
+                iter: settings.Iterations,
+                threads: 1);
+            Assert.True(executed >= 2000, $"only {executed} steps ran");
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(buffer);
+        }
     }
 
     // Model: AllocatorModel's list of live blocks; after freeing everything the allocator must be
