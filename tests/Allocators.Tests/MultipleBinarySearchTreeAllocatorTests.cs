@@ -414,7 +414,31 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
         allocator.Validate();
     }
 
+    [Fact]
+    public void An_alignment_larger_than_the_top_class_is_served_from_an_aligned_top_block()
+    {
+        using var allocator = new MultipleBinarySearchTreeAllocator(MiBSource, 4 * MiB);
+        byte* pointer = allocator.Allocate(32, 2 * MiB);
+        Assert.True(Allocator.IsAligned((nuint)pointer, 2 * MiB));
+        allocator.Validate();
+        allocator.Deallocate(pointer, 32, 2 * MiB);
+        Assert.Equal(4, allocator.FreeBlockCount(15));
+    }
+
     // ---- Reallocation ----
+
+    [Fact]
+    public void The_type_documentation_example_runs()
+    {
+        using var heap = new MultipleBinarySearchTreeAllocator(NativeMemorySource.Shared, 4 << 20);
+        byte* p = heap.Allocate(100, 16);
+        Assert.Equal(128, heap.Statistics.BytesInUse);
+        byte* grown = heap.GrowingReallocate(p, 100, 200, 16);
+        Assert.True(grown == p, "the first block's buddy is free, so it grows in place");
+        heap.Deallocate(grown, 200, 16);
+        Assert.Equal(0, heap.Statistics.BytesInUse);
+        heap.Validate();
+    }
 
     [Fact]
     public void Growing_absorbs_successive_free_buddies_in_place()

@@ -22,7 +22,7 @@ namespace AllocHosting.Allocators;
 /// <code>
 /// using var heap = new MultipleBinarySearchTreeAllocator(NativeMemorySource.Shared, 4 &lt;&lt; 20);
 /// byte* p = heap.Allocate(100, 16);               // a 128-byte block
-/// p = heap.GrowingReallocate(p, 100, 200, 16);    // in place when the next 128 bytes are free
+/// p = heap.GrowingReallocate(p, 100, 200, 16);    // in place when its 128-byte buddy is free
 /// heap.Deallocate(p, 200, 16);
 /// </code>
 /// <para>
