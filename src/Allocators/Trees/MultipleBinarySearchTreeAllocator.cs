@@ -1,0 +1,683 @@
+using System.Diagnostics;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics.X86;
+using AllocHosting.Allocators.MemorySources;
+
+namespace AllocHosting.Allocators;
+
+/// <summary>
+/// A region allocator with one address-ordered red-black tree of free blocks per power-of-two
+/// size class, keeping no bookkeeping at all for allocated blocks (the seed's
+/// <c>MultipleBinarySearchTreeAllocator</c>, the "long-lived" context allocator).
+/// </summary>
+/// <remarks>
+/// <para>
+/// <b>What it is for.</b> Long-lived, mixed-size allocations inside one region, such as a
+/// thread's or a context's private heap. Every request is served by one block of
+/// <c>next_pow2(max(size, MinimumBlockSize))</c> bytes; freeing a block merges it with its free
+/// buddy (the adjacent block of the same size, in the same tree), cascading upwards, so that
+/// freeing everything restores the initial carving.
+/// </para>
+/// <code>
+/// using var heap = new MultipleBinarySearchTreeAllocator(NativeMemorySource.Shared, 4 &lt;&lt; 20);
+/// byte* p = heap.Allocate(100, 16);               // a 128-byte block
+/// p = heap.GrowingReallocate(p, 100, 200, 16);    // in place when its 128-byte buddy is free
+/// heap.Deallocate(p, 200, 16);
+/// </code>
+/// <para>
+/// <b>Layout.</b> A free block holds its tree node (left, right, parent and colour: 24 bytes)
+/// in its first bytes, hence the 32-byte minimum block. Every block is aligned to its own size.
+/// Construction carves the region greedily into the largest size-aligned blocks: for a region
+/// aligned to <see cref="MaximumBlockSize"/> that is as many top-class blocks as fit (kept
+/// separate, never merged), then at most one block of each smaller class; a less aligned region
+/// also gets smaller blocks at its start. Allocation takes the lowest suitably aligned block of
+/// the exact class (its lowest block is cached, so the common case is O(1) plus the unlink), else
+/// splits the lowest usable block of the next non-empty larger class, giving the tail back as
+/// power-of-two pieces.
+/// </para>
+/// <para>
+/// <b>Over-size requests</b> (larger than <see cref="MaximumBlockSize"/>) take k physically
+/// contiguous top-class blocks, found by an address-ordered scan of the top tree, and are given
+/// back as k separate top-class blocks. They fail when no such run exists.
+/// </para>
+/// <para>
+/// <b>Never.</b> It never obtains more memory than its one region, never moves a block except
+/// in a growing reallocation that cannot be done in place, and never touches an allocated block's
+/// bytes. Not thread-safe.
+/// </para>
+/// <para>
+/// <b>Checks.</b> A pointer outside the region, not aligned to its block size (so to the minimum
+/// block size at least) or to the alignment passed, or whose block would run past the region's
+/// end throws <see cref="ArgumentException"/>. Freeing a block that is still free as a block of its own size
+/// (or that overlaps a free block of its size) throws as a double free; a double free of a block
+/// that was merged into a larger free block cannot be detected and corrupts the allocator, as
+/// does freeing with a size of another size class than the allocation's.
+/// </para>
+/// <para>
+/// <b>Statistics.</b> <see cref="AllocatorStatistics.BytesInUse"/> counts whole blocks (the usable
+/// sizes); <see cref="AllocatorStatistics.Capacity"/> is the carved part of the region.
+/// </para>
+/// </remarks>
+public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IRegionAllocator
+{
+    /// <summary>The smallest block size allowed: a block must hold its tree node.</summary>
+    public const nuint SmallestMinimumBlockSize = 32;
+
+    /// <summary>The largest top-class block size allowed (1 GiB).</summary>
+    public const nuint LargestMaximumBlockSize = 1u << 30;
+
+    /// <summary>The default minimum block size (32 bytes), as in the seed.</summary>
+    public const nuint DefaultMinimumBlockSize = 32;
+
+    /// <summary>The default top-class block size (1 MiB), as in the seed.</summary>
+    public const nuint DefaultMaximumBlockSize = 1u << 20;
+
+    private const int MaximumClassCount = 26; // 2^5 … 2^30
+
+    // The memory source the region came from, or null when the caller owns the region.
+    private readonly IMemorySource? _source;
+
+    // What was obtained from _source (released on Dispose); unused when _source is null.
+    private readonly byte* _obtained;
+    private readonly nuint _obtainedSize;
+
+    // The region: [_start, _start + _length). _start is aligned to _minimumBlockSize; _length is
+    // set to zero on Dispose so that every later pointer is foreign.
+    private readonly nuint _start;
+    private nuint _length;
+
+    private readonly nuint _minimumBlockSize;
+    private readonly nuint _maximumBlockSize;
+    private readonly int _minimumShift;
+    private readonly int _topClass;
+    private readonly long _capacity;
+
+    // Tree k holds the free blocks of _minimumBlockSize << k bytes. Below the top class no tree
+    // holds two physically adjacent blocks (they would have been merged); the top tree may.
+    // Every byte of the carved region is in exactly one free block or one allocated block.
+    private TreeArray _trees;
+
+    // BytesInUse is the sum of the usable sizes of the live allocations.
+    private AllocatorCounters _counters;
+    private bool _disposed;
+
+    /// <summary>Creates an allocator over a region of <paramref name="size"/> bytes obtained from <paramref name="source"/>, with the seed's size classes (32 B … 1 MiB).</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="source"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="size"/> is smaller than one minimum block or too large.</exception>
+    public MultipleBinarySearchTreeAllocator(IMemorySource source, nuint size)
+        : this(source, size, DefaultMinimumBlockSize, DefaultMaximumBlockSize)
+    {
+    }
+
+    /// <summary>Creates an allocator over a region of <paramref name="size"/> bytes obtained from <paramref name="source"/>, with the size classes <paramref name="minimumBlockSize"/> … <paramref name="maximumBlockSize"/>.</summary>
+    /// <param name="source">Where the region comes from; it is released on <see cref="AllocatorBase.Dispose()"/>.</param>
+    /// <param name="size">The region's size in bytes.</param>
+    /// <param name="minimumBlockSize">The smallest block, a power of two of at least <see cref="SmallestMinimumBlockSize"/>.</param>
+    /// <param name="maximumBlockSize">The top-class block, a power of two between <paramref name="minimumBlockSize"/> and <see cref="LargestMaximumBlockSize"/>.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="source"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A size or block size is out of range or not a power of two.</exception>
+    public MultipleBinarySearchTreeAllocator(IMemorySource source, nuint size, nuint minimumBlockSize, nuint maximumBlockSize)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ValidateSizes(size, minimumBlockSize, maximumBlockSize);
+
+        // A source with a coarser granularity than the minimum block always returns aligned
+        // regions; otherwise obtain slack for aligning the start.
+        nuint slack = source.Granularity >= minimumBlockSize ? 0 : minimumBlockSize;
+        _obtainedSize = size + slack;
+        _obtained = source.Obtain(_obtainedSize);
+        _source = source;
+        _start = Allocator.AlignUp((nuint)_obtained, minimumBlockSize);
+        _length = size;
+        _minimumBlockSize = minimumBlockSize;
+        _maximumBlockSize = maximumBlockSize;
+        _minimumShift = BitOperations.Log2(minimumBlockSize);
+        _topClass = BitOperations.Log2(maximumBlockSize) - _minimumShift;
+        _capacity = (long)Carve();
+    }
+
+    /// <summary>Creates an allocator over a caller-owned region with the seed's size classes (32 B … 1 MiB).</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="region"/> is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="region"/> is not aligned to 32 bytes.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="size"/> is smaller than one minimum block or too large.</exception>
+    public MultipleBinarySearchTreeAllocator(byte* region, nuint size)
+        : this(region, size, DefaultMinimumBlockSize, DefaultMaximumBlockSize)
+    {
+    }
+
+    /// <summary>
+    /// Creates an allocator over the caller-owned region <c>[region, region + size)</c>, which it
+    /// never frees: the caller keeps it alive for the allocator's lifetime and releases it afterwards.
+    /// </summary>
+    /// <param name="region">The region's start, aligned to <paramref name="minimumBlockSize"/>.</param>
+    /// <param name="size">The region's size in bytes.</param>
+    /// <param name="minimumBlockSize">The smallest block, a power of two of at least <see cref="SmallestMinimumBlockSize"/>.</param>
+    /// <param name="maximumBlockSize">The top-class block, a power of two between <paramref name="minimumBlockSize"/> and <see cref="LargestMaximumBlockSize"/>.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="region"/> is null.</exception>
+    /// <exception cref="ArgumentException"><paramref name="region"/> is not aligned to <paramref name="minimumBlockSize"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A size or block size is out of range or not a power of two, or the region wraps around the address space.</exception>
+    public MultipleBinarySearchTreeAllocator(byte* region, nuint size, nuint minimumBlockSize, nuint maximumBlockSize)
+    {
+        if (region == null)
+        {
+            throw new ArgumentNullException(nameof(region));
+        }
+
+        ValidateSizes(size, minimumBlockSize, maximumBlockSize);
+        if (!Allocator.IsAligned((nuint)region, minimumBlockSize))
+        {
+            throw new ArgumentException($"The region 0x{(nuint)region:X} must be aligned to the minimum block size ({minimumBlockSize} bytes).", nameof(region));
+        }
+
+        if (size > nuint.MaxValue - (nuint)region)
+        {
+            throw new ArgumentOutOfRangeException(nameof(size), size, "The region runs past the end of the address space.");
+        }
+
+        _start = (nuint)region;
+        _length = size;
+        _minimumBlockSize = minimumBlockSize;
+        _maximumBlockSize = maximumBlockSize;
+        _minimumShift = BitOperations.Log2(minimumBlockSize);
+        _topClass = BitOperations.Log2(maximumBlockSize) - _minimumShift;
+        _capacity = (long)Carve();
+    }
+
+    /// <summary>The smallest block (and the alignment every block has).</summary>
+    public nuint MinimumBlockSize => _minimumBlockSize;
+
+    /// <summary>The top-class block size: larger requests are served by runs of contiguous top-class blocks.</summary>
+    public nuint MaximumBlockSize => _maximumBlockSize;
+
+    /// <summary>The number of size classes (trees): log2(<see cref="MaximumBlockSize"/> / <see cref="MinimumBlockSize"/>) + 1.</summary>
+    public int SizeClassCount => _topClass + 1;
+
+    /// <summary>The region blocks are carved from: <c>[start, start + size)</c> as requested at construction.</summary>
+    public MemoryRange Range => new(_start, _start + _length);
+
+    /// <inheritdoc />
+    public override AllocatorStatistics Statistics => _counters.ToStatistics(_capacity, FailureCount);
+
+    /// <summary>Whether <paramref name="pointer"/> lies in the region (not whether it is a live block).</summary>
+    public override bool Owns(byte* pointer) => (nuint)pointer - _start < _length;
+
+    /// <summary>The block size an allocation of <paramref name="size"/> (&gt; 0) bytes occupies.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private nuint BlockSizeOf(nuint size)
+    {
+        if (size <= _minimumBlockSize)
+        {
+            return _minimumBlockSize;
+        }
+
+        return size <= _maximumBlockSize ? BitOperations.RoundUpToPowerOf2(size) : Allocator.AlignUp(size, _maximumBlockSize);
+    }
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    protected override byte* AllocateCore(nuint size, nuint alignment)
+    {
+        nuint blockSize = BlockSizeOf(size);
+        if (blockSize > _maximumBlockSize)
+        {
+            return AllocateOverSize(size, blockSize, alignment);
+        }
+
+        int sizeClass = BitOperations.Log2(blockSize) - _minimumShift;
+        ref RedBlackTree tree = ref Tree(sizeClass);
+        FreeNode* node = tree.First;
+        if (node != null && Allocator.IsAligned((nuint)node, alignment))
+        {
+            tree.Remove(node);
+            _counters.Allocated(size, blockSize);
+            return (byte*)node;
+        }
+
+        return AllocateSlow(size, blockSize, sizeClass, alignment);
+    }
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
+    {
+        nuint blockSize = BlockSizeOf(size);
+        CheckBlock(pointer, blockSize, alignment);
+        if (blockSize <= _maximumBlockSize)
+        {
+            FreeBlock((nuint)pointer, BitOperations.Log2(blockSize) - _minimumShift);
+        }
+        else
+        {
+            FreeTopBlocks(pointer, blockSize);
+        }
+
+        _counters.Freed(blockSize);
+    }
+
+    /// <summary>
+    /// Grows in place when the new size fits the current block, or when the blocks that would double
+    /// it (repeatedly) are free: the adjacent block of the same size, then of twice the size, and so
+    /// on, then top-class blocks.
+    /// </summary>
+    protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        nuint oldBlock = BlockSizeOf(currentSize);
+        CheckBlock(pointer, oldBlock, alignment);
+        nuint newBlock = BlockSizeOf(newSize);
+        if (newBlock == oldBlock)
+        {
+            return true;
+        }
+
+        nuint address = (nuint)pointer;
+
+        // Only the lower buddy can double in place (the merged block must stay size-aligned);
+        // over-size blocks only need to start a top-class block.
+        if (newBlock > _start + _length - address || !Allocator.IsAligned(address, Math.Min(newBlock, _maximumBlockSize)))
+        {
+            return false;
+        }
+
+        // First make sure every piece is free, then take them: a failure changes nothing.
+        for (nuint offset = oldBlock; offset < newBlock; offset += Math.Min(offset, _maximumBlockSize))
+        {
+            if (Tree(ClassOf(Math.Min(offset, _maximumBlockSize))).Find(address + offset) == null)
+            {
+                return false;
+            }
+        }
+
+        for (nuint offset = oldBlock; offset < newBlock; offset += Math.Min(offset, _maximumBlockSize))
+        {
+            ref RedBlackTree tree = ref Tree(ClassOf(Math.Min(offset, _maximumBlockSize)));
+            tree.Remove(tree.Find(address + offset));
+        }
+
+        _counters.Resized((long)(newBlock - oldBlock));
+        return true;
+    }
+
+    /// <summary>Always shrinks in place: the tail beyond the new block size is freed.</summary>
+    protected override bool TryShrinkInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        nuint oldBlock = BlockSizeOf(currentSize);
+        CheckBlock(pointer, oldBlock, alignment);
+        nuint newBlock = BlockSizeOf(newSize);
+        if (newBlock == oldBlock)
+        {
+            return true;
+        }
+
+        nuint address = (nuint)pointer;
+        if (newBlock < _maximumBlockSize)
+        {
+            FreeRange(address + newBlock, address + Math.Min(oldBlock, _maximumBlockSize));
+        }
+
+        for (nuint offset = Math.Max(newBlock, _maximumBlockSize); offset < oldBlock; offset += _maximumBlockSize)
+        {
+            FreeBlock(address + offset, _topClass);
+        }
+
+        _counters.Resized((long)newBlock - (long)oldBlock);
+        return true;
+    }
+
+    /// <summary>The block size: <c>next_pow2(max(size, MinimumBlockSize))</c>, or a multiple of <see cref="MaximumBlockSize"/> for over-size requests.</summary>
+    protected override nuint GetUsableSizeCore(nuint size, nuint alignment) => BlockSizeOf(size);
+
+    /// <summary>Releases the region to its memory source (a caller-owned region is left alone). Blocks handed out become invalid.</summary>
+    protected override void Dispose(bool disposing)
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _trees = default;
+        _length = 0;
+        _source?.Release(_obtained, _obtainedSize);
+        base.Dispose(disposing);
+    }
+
+    /// <summary>The number of free blocks of size class <paramref name="sizeClass"/> (0 = the minimum block).</summary>
+    internal int FreeBlockCount(int sizeClass)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(sizeClass);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(sizeClass, _topClass);
+        return Tree(sizeClass).Count();
+    }
+
+    /// <summary>The number of free blocks of each size class, index 0 being the minimum block.</summary>
+    internal int[] FreeBlockCounts()
+    {
+        int[] counts = new int[_topClass + 1];
+        for (int k = 0; k <= _topClass; k++)
+        {
+            counts[k] = Tree(k).Count();
+        }
+
+        return counts;
+    }
+
+    /// <summary>
+    /// Checks every tree's red-black invariants and the allocator's own: free blocks lie in the
+    /// region, are aligned to their size, do not overlap, no free block's buddy is free below the
+    /// top class, and free plus in-use bytes equal the capacity.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">An invariant is violated.</exception>
+    internal void Validate()
+    {
+        var blocks = new List<(nuint Address, nuint Size)>();
+        nuint freeBytes = 0;
+        for (int k = 0; k <= _topClass; k++)
+        {
+            ref RedBlackTree tree = ref Tree(k);
+            nuint blockSize = _minimumBlockSize << k;
+            string? error = tree.Validate();
+            if (error != null)
+            {
+                throw new InvalidOperationException($"Tree of {blockSize}-byte blocks: {error}.");
+            }
+
+            for (FreeNode* node = tree.First; node != null; node = RedBlackTree.Successor(node))
+            {
+                nuint address = (nuint)node;
+                if (address < _start || blockSize > _start + _length - address || !Allocator.IsAligned(address, blockSize))
+                {
+                    throw new InvalidOperationException($"Free {blockSize}-byte block 0x{address:X} is outside the region or not aligned to its size.");
+                }
+
+                if (k != _topClass && (address & blockSize) == 0 && tree.Find(address + blockSize) != null)
+                {
+                    throw new InvalidOperationException($"Free {blockSize}-byte block 0x{address:X} and its buddy are both free but not merged.");
+                }
+
+                blocks.Add((address, blockSize));
+                freeBytes += blockSize;
+            }
+        }
+
+        blocks.Sort((a, b) => a.Address.CompareTo(b.Address));
+        for (int i = 1; i < blocks.Count; i++)
+        {
+            if (blocks[i - 1].Address + blocks[i - 1].Size > blocks[i].Address)
+            {
+                throw new InvalidOperationException($"Free blocks 0x{blocks[i - 1].Address:X} ({blocks[i - 1].Size} bytes) and 0x{blocks[i].Address:X} overlap.");
+            }
+        }
+
+        if ((long)freeBytes + _counters.BytesInUse != _capacity)
+        {
+            throw new InvalidOperationException($"Free bytes ({freeBytes}) plus bytes in use ({_counters.BytesInUse}) differ from the capacity ({_capacity}).");
+        }
+    }
+
+    private static void ValidateSizes(nuint size, nuint minimumBlockSize, nuint maximumBlockSize)
+    {
+        if (!BitOperations.IsPow2(minimumBlockSize) || minimumBlockSize < SmallestMinimumBlockSize || minimumBlockSize > LargestMaximumBlockSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(minimumBlockSize), minimumBlockSize, $"The minimum block size must be a power of two between {SmallestMinimumBlockSize} (the size of a free block's tree node) and {LargestMaximumBlockSize}.");
+        }
+
+        if (!BitOperations.IsPow2(maximumBlockSize) || maximumBlockSize < minimumBlockSize || maximumBlockSize > LargestMaximumBlockSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(maximumBlockSize), maximumBlockSize, $"The maximum block size must be a power of two between the minimum block size ({minimumBlockSize}) and {LargestMaximumBlockSize}.");
+        }
+
+        if (size < minimumBlockSize || size > Allocator.MaximumSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(size), size, $"The region must hold at least one minimum block ({minimumBlockSize} bytes) and at most {Allocator.MaximumSize} bytes.");
+        }
+    }
+
+    // Greedy carving (seed §7.3), restricted to size-aligned blocks: at each position the largest
+    // block that is aligned to its size and fits. For a region aligned to the top block this is
+    // exactly the seed's carving (top blocks while they fit, then at most one of each smaller class).
+    private nuint Carve()
+    {
+        nuint cursor = _start;
+        nuint end = _start + _length;
+        nuint carved = 0;
+        while (end - cursor >= _minimumBlockSize)
+        {
+            nuint blockSize = Math.Min(LowestSetBit(cursor), _maximumBlockSize);
+            while (blockSize > end - cursor)
+            {
+                blockSize >>= 1;
+            }
+
+            Tree(ClassOf(blockSize)).Insert(cursor);
+            cursor += blockSize;
+            carved += blockSize;
+        }
+
+        return carved;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref RedBlackTree Tree(int sizeClass) =>
+        ref Unsafe.Add(ref Unsafe.As<TreeArray, RedBlackTree>(ref _trees), sizeClass);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int ClassOf(nuint blockSize) => BitOperations.Log2(blockSize) - _minimumShift;
+
+    // Every block is aligned to its own size (over-size blocks to the top class), so a pointer that
+    // is not cannot be a block of that size: this also catches many frees with a wrong size.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void CheckBlock(byte* pointer, nuint blockSize, nuint alignment)
+    {
+        nuint offset = (nuint)pointer - _start;
+        nuint mask = (Math.Min(blockSize, _maximumBlockSize) - 1) | (alignment - 1);
+        if (offset >= _length || blockSize > _length - offset || ((nuint)pointer & mask) != 0)
+        {
+            Allocator.ThrowNotOwned(Name, pointer);
+        }
+    }
+
+    // The exact class had no block at its cached first position with the alignment: search the
+    // exact class in address order, then split the lowest usable block of a larger class.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* AllocateSlow(nuint size, nuint blockSize, int sizeClass, nuint alignment)
+    {
+        ref RedBlackTree exact = ref Tree(sizeClass);
+        if (alignment > _minimumBlockSize)
+        {
+            for (FreeNode* node = exact.First; node != null; node = RedBlackTree.Successor(node))
+            {
+                if (Allocator.IsAligned((nuint)node, alignment))
+                {
+                    exact.Remove(node);
+                    _counters.Allocated(size, blockSize);
+                    return (byte*)node;
+                }
+            }
+        }
+
+        // W-MB3: round the candidate up to the alignment instead of stepping from an unaligned
+        // start (which never became aligned, and never ended when the alignment exceeded the block).
+        nuint step = Math.Max(alignment, _minimumBlockSize);
+        for (int k = sizeClass + 1; k <= _topClass; k++)
+        {
+            ref RedBlackTree tree = ref Tree(k);
+            nuint largerSize = _minimumBlockSize << k;
+            for (FreeNode* node = tree.First; node != null; node = RedBlackTree.Successor(node))
+            {
+                nuint start = (nuint)node;
+                nuint candidate = Allocator.AlignUp(start, step);
+                if (candidate >= start && candidate - start <= largerSize - blockSize)
+                {
+                    // The start is aligned to largerSize, so a candidate that fits is the start
+                    // itself: there is never a front remainder, and the tail splits into
+                    // size-aligned pieces.
+                    Debug.Assert(candidate == start, "a size-aligned block has no front remainder");
+                    tree.Remove(node);
+                    FreeRange(candidate + blockSize, start + largerSize);
+                    _counters.Allocated(size, blockSize);
+                    return (byte*)candidate;
+                }
+            }
+        }
+
+        return null;
+    }
+
+    // Over-size request: the lowest run of `blockSize / top` contiguous top-class blocks whose first is aligned.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* AllocateOverSize(nuint size, nuint blockSize, nuint alignment)
+    {
+        if (blockSize > _length)
+        {
+            return null;
+        }
+
+        nuint count = blockSize / _maximumBlockSize;
+        ref RedBlackTree top = ref Tree(_topClass);
+        FreeNode* first = top.First;
+        while (first != null)
+        {
+            if (!Allocator.IsAligned((nuint)first, alignment))
+            {
+                first = RedBlackTree.Successor(first);
+                continue;
+            }
+
+            FreeNode* last = first;
+            nuint run = 1;
+            while (run < count)
+            {
+                FreeNode* next = RedBlackTree.Successor(last);
+                if (next == null)
+                {
+                    return null;
+                }
+
+                if ((nuint)last + _maximumBlockSize != (nuint)next)
+                {
+                    break;
+                }
+
+                last = next;
+                run++;
+            }
+
+            if (run == count)
+            {
+                FreeNode* node = first;
+                for (nuint i = 0; i < count; i++)
+                {
+                    FreeNode* next = RedBlackTree.Successor(node);
+                    top.Remove(node);
+                    node = next;
+                }
+
+                _counters.Allocated(size, blockSize);
+                return (byte*)first;
+            }
+
+            // No run can start inside the one that just broke.
+            first = RedBlackTree.Successor(last);
+        }
+
+        return null;
+    }
+
+    // Gives [from, to) (a multiple of the minimum block, less than a top block) back as power-of-two
+    // pieces, smallest first (the seed's split_up).
+    private void FreeRange(nuint from, nuint to)
+    {
+        nuint remaining = to - from;
+        while (remaining != 0)
+        {
+            nuint piece = LowestSetBit(remaining);
+            FreeBlock(from, ClassOf(piece));
+            from += piece;
+            remaining -= piece;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static nuint LowestSetBit(nuint value)
+    {
+        if (Bmi1.X64.IsSupported)
+        {
+            return (nuint)Bmi1.X64.ExtractLowestSetBit(value);
+        }
+
+        return value & (0 - value);
+    }
+
+    // Frees one block of class `sizeClass` at `address`, merging it with its buddy (the adjacent
+    // block of the same size with which it forms a block aligned to twice the size) when that is
+    // free, and freeing the merged block one class up, until the buddy is not free or the top class
+    // is reached (top blocks are never merged: W-MB1, W-MB2, W-MB4). The buddy is the block's
+    // in-order predecessor or successor, so the descent that finds the insertion point also finds it.
+    //
+    // Why buddies only, not any adjacent block of the same size as the seed intended: merging
+    // non-buddies produces blocks that are not size-aligned, after which freeing everything can
+    // leave the region fragmented for good (128 bytes as 32@0, 64@32, 32@96: no two blocks of one
+    // size are adjacent). With buddies, freeing everything always restores the initial carving.
+    private void FreeBlock(nuint address, int sizeClass)
+    {
+        while (true)
+        {
+            ref RedBlackTree tree = ref Tree(sizeClass);
+            nuint blockSize = _minimumBlockSize << sizeClass;
+            FreeNode* existing = tree.Locate(address, out FreeNode* predecessor, out FreeNode* successor, out FreeNode* parent, out bool asLeftChild);
+            if (existing != null
+                || (predecessor != null && (nuint)predecessor + blockSize > address)
+                || (successor != null && address + blockSize > (nuint)successor))
+            {
+                // At the first class the allocator is still unchanged; above it, only a double free
+                // that went undetected earlier can lead here.
+                Allocator.ThrowDoubleFree(Name, (void*)address);
+            }
+
+            if (sizeClass != _topClass)
+            {
+                nuint buddy = address ^ blockSize;
+                FreeNode* neighbour = buddy > address ? successor : predecessor;
+                if ((nuint)neighbour == buddy)
+                {
+                    tree.Remove(neighbour);
+                    address &= ~blockSize;
+                    sizeClass++;
+                    continue;
+                }
+            }
+
+            tree.InsertAt(address, parent, asLeftChild);
+            return;
+        }
+    }
+
+    // Frees an over-size block as individual top-class blocks, after checking none is already free.
+    private void FreeTopBlocks(byte* pointer, nuint blockSize)
+    {
+        ref RedBlackTree top = ref Tree(_topClass);
+        nuint address = (nuint)pointer;
+        for (nuint offset = 0; offset < blockSize; offset += _maximumBlockSize)
+        {
+            FreeNode* existing = top.Locate(address + offset, out FreeNode* predecessor, out FreeNode* successor, out _, out _);
+            if (existing != null
+                || (predecessor != null && (nuint)predecessor + _maximumBlockSize > address + offset)
+                || (successor != null && address + offset + _maximumBlockSize > (nuint)successor))
+            {
+                Allocator.ThrowDoubleFree(Name, pointer);
+            }
+        }
+
+        for (nuint offset = 0; offset < blockSize; offset += _maximumBlockSize)
+        {
+            FreeBlock(address + offset, _topClass);
+        }
+    }
+
+    [InlineArray(MaximumClassCount)]
+    private struct TreeArray
+    {
+        private RedBlackTree _element;
+    }
+}
