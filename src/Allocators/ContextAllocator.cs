@@ -9,10 +9,10 @@ public enum ContextAllocatorKind
     /// <summary>A <see cref="BumpAllocator"/>: very fast allocation, frees that only rewind the most recent block, O(1) reset; runs out of memory soonest.</summary>
     ShortLived,
 
-    /// <summary>A bit set allocator: slower allocation and free than bump, but frees really return memory and reallocation is cheaper.</summary>
+    /// <summary>A <see cref="BitSetAllocator"/>: slower allocation and free than bump, but frees really return memory and reallocation is cheaper.</summary>
     MediumLived,
 
-    /// <summary>Reserved for the red-black-tree free-list allocator, for long-lived contexts.</summary>
+    /// <summary>A <see cref="MultipleBinarySearchTreeAllocator"/>: size-class free lists with coalescing, for long-lived contexts that free and reallocate a lot.</summary>
     LongLived,
 }
 
@@ -43,6 +43,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     private readonly ContextAllocatorKind _kind;
     private readonly BumpAllocator? _bump;
     private readonly BitSetAllocator? _bitSet;
+    private readonly MultipleBinarySearchTreeAllocator? _tree;
 
     private ContextAllocator(BumpAllocator bump)
     {
@@ -56,6 +57,12 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         _bitSet = bitSet;
     }
 
+    private ContextAllocator(MultipleBinarySearchTreeAllocator tree)
+    {
+        _kind = ContextAllocatorKind.LongLived;
+        _tree = tree;
+    }
+
     /// <summary>Which allocator is wrapped.</summary>
     public ContextAllocatorKind Kind => _kind;
 
@@ -64,6 +71,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     {
         ContextAllocatorKind.ShortLived => _bump!,
         ContextAllocatorKind.MediumLived => _bitSet!,
+        ContextAllocatorKind.LongLived => _tree!,
         _ => ThrowUnsupportedKind<IAllocator>(),
     };
 
@@ -72,6 +80,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     {
         ContextAllocatorKind.ShortLived => _bump!.Range,
         ContextAllocatorKind.MediumLived => _bitSet!.Range,
+        ContextAllocatorKind.LongLived => _tree!.Range,
         _ => ThrowUnsupportedKind<MemoryRange>(),
     };
 
@@ -80,6 +89,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     {
         ContextAllocatorKind.ShortLived => _bump!.Statistics,
         ContextAllocatorKind.MediumLived => _bitSet!.Statistics,
+        ContextAllocatorKind.LongLived => _tree!.Statistics,
         _ => ThrowUnsupportedKind<AllocatorStatistics>(),
     };
 
@@ -102,6 +112,14 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         return new ContextAllocator(allocator);
     }
 
+    /// <summary>Wraps a red-black-tree free-list allocator for long-lived contexts; the context allocator takes ownership of it.</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="allocator"/> is null.</exception>
+    public static ContextAllocator LongLived(MultipleBinarySearchTreeAllocator allocator)
+    {
+        ArgumentNullException.ThrowIfNull(allocator);
+        return new ContextAllocator(allocator);
+    }
+
     /// <summary>Releases every block of the wrapped allocator at once.</summary>
     public void Reset()
     {
@@ -112,6 +130,9 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
                 break;
             case ContextAllocatorKind.MediumLived:
                 _bitSet!.Reset();
+                break;
+            case ContextAllocatorKind.LongLived:
+                _tree!.Reset();
                 break;
             default:
                 ThrowUnsupportedKind();
@@ -124,6 +145,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     {
         ContextAllocatorKind.ShortLived => _bump!.Owns(pointer),
         ContextAllocatorKind.MediumLived => _bitSet!.Owns(pointer),
+        ContextAllocatorKind.LongLived => _tree!.Owns(pointer),
         _ => ThrowUnsupportedKind<bool>(),
     };
 
@@ -144,6 +166,9 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
             case ContextAllocatorKind.MediumLived:
                 _bitSet!.TryAllocate(size, alignment, out byte* pointer);
                 return pointer;
+            case ContextAllocatorKind.LongLived:
+                _tree!.TryAllocate(size, alignment, out pointer);
+                return pointer;
             default:
                 ThrowUnsupportedKind();
                 return null;
@@ -160,6 +185,9 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
                 break;
             case ContextAllocatorKind.MediumLived:
                 _bitSet!.Deallocate(pointer, size, alignment);
+                break;
+            case ContextAllocatorKind.LongLived:
+                _tree!.Deallocate(pointer, size, alignment);
                 break;
             default:
                 ThrowUnsupportedKind();
@@ -179,6 +207,9 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
             case ContextAllocatorKind.MediumLived:
                 _bitSet!.TryGrowingReallocate(pointer, currentSize, newSize, alignment, out moved);
                 return moved;
+            case ContextAllocatorKind.LongLived:
+                _tree!.TryGrowingReallocate(pointer, currentSize, newSize, alignment, out moved);
+                return moved;
             default:
                 ThrowUnsupportedKind();
                 return null;
@@ -191,6 +222,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         // The wrapped allocator throws (and counts) itself if it cannot shrink.
         ContextAllocatorKind.ShortLived => _bump!.ShrinkingReallocate(pointer, currentSize, newSize, alignment),
         ContextAllocatorKind.MediumLived => _bitSet!.ShrinkingReallocate(pointer, currentSize, newSize, alignment),
+        ContextAllocatorKind.LongLived => _tree!.ShrinkingReallocate(pointer, currentSize, newSize, alignment),
         _ => (byte*)ThrowUnsupportedKind<nint>(),
     };
 
@@ -199,6 +231,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     {
         ContextAllocatorKind.ShortLived => _bump!.TryGrowInPlace(pointer, currentSize, newSize, alignment),
         ContextAllocatorKind.MediumLived => _bitSet!.TryGrowInPlace(pointer, currentSize, newSize, alignment),
+        ContextAllocatorKind.LongLived => _tree!.TryGrowInPlace(pointer, currentSize, newSize, alignment),
         _ => ThrowUnsupportedKind<bool>(),
     };
 
@@ -207,6 +240,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     {
         ContextAllocatorKind.ShortLived => _bump!.TryShrinkInPlace(pointer, currentSize, newSize, alignment),
         ContextAllocatorKind.MediumLived => _bitSet!.TryShrinkInPlace(pointer, currentSize, newSize, alignment),
+        ContextAllocatorKind.LongLived => _tree!.TryShrinkInPlace(pointer, currentSize, newSize, alignment),
         _ => ThrowUnsupportedKind<bool>(),
     };
 
@@ -215,6 +249,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     {
         ContextAllocatorKind.ShortLived => _bump!.GetUsableSize(size, alignment),
         ContextAllocatorKind.MediumLived => _bitSet!.GetUsableSize(size, alignment),
+        ContextAllocatorKind.LongLived => _tree!.GetUsableSize(size, alignment),
         _ => (nuint)ThrowUnsupportedKind<nint>(),
     };
 
@@ -225,20 +260,20 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         {
             _bump?.Dispose();
             _bitSet?.Dispose();
+            _tree?.Dispose();
         }
 
         base.Dispose(disposing);
     }
 
-    // Only reachable for LongLived (and MediumLived before the bit set allocator is merged):
-    // the factories never create those kinds.
+    // Unreachable: the factories only create the three kinds handled above.
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowUnsupportedKind() =>
-        throw new NotSupportedException($"{nameof(ContextAllocator)} does not support the {_kind} kind yet.");
+        throw new NotSupportedException($"{nameof(ContextAllocator)} has an unknown kind {_kind}.");
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
     private T ThrowUnsupportedKind<T>() =>
-        throw new NotSupportedException($"{nameof(ContextAllocator)} does not support the {_kind} kind yet.");
+        throw new NotSupportedException($"{nameof(ContextAllocator)} has an unknown kind {_kind}.");
 }

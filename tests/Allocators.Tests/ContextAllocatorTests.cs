@@ -7,6 +7,9 @@ public unsafe class ContextAllocatorTests
 {
     private const nuint Capacity = 4096;
 
+    // The tree allocator carves size-aligned blocks: a 64 KiB-aligned region is one 64 KiB block.
+    private static readonly NativeMemorySource AlignedSource = new(64 * 1024);
+
     private static ContextAllocator CreateShortLived(out BumpAllocator bump, nuint capacity = Capacity)
     {
         bump = new BumpAllocator(NativeMemorySource.Shared, capacity);
@@ -145,5 +148,69 @@ public unsafe class ContextAllocatorTests
             });
 
         Assert.True(steps >= 2000, $"ran {steps} steps");
+    }
+    [Fact]
+    public void Medium_lived_context_dispatches_to_its_bit_set_allocator()
+    {
+        using var context = ContextAllocator.MediumLived(new BitSetAllocator(NativeMemorySource.Shared, 64, 4096));
+        var bitSet = Assert.IsType<BitSetAllocator>(context.Inner);
+
+        Assert.Equal(ContextAllocatorKind.MediumLived, context.Kind);
+        byte* first = context.Allocate(100, 8);
+        byte* second = context.Allocate(10, 8);
+        Assert.Equal((nuint)128, context.GetUsableSize(100, 8));
+        Assert.Equal(bitSet.BlockCount - 3, bitSet.FreeBlockCount);
+        Assert.True(context.Owns(first) && context.Range == bitSet.Range);
+
+        // Bit set frees really return memory, unlike bump frees of older blocks.
+        context.Deallocate(first, 100, 8);
+        Assert.Equal(bitSet.BlockCount - 1, bitSet.FreeBlockCount);
+        Assert.Throws<ArgumentException>(() => context.Deallocate(first, 100, 8));
+        Assert.Equal(bitSet.BlockCount - 1, bitSet.FreeBlockCount);
+
+        context.Reset();
+        Assert.Equal(bitSet.BlockCount, bitSet.FreeBlockCount);
+        Assert.Equal(0, context.Statistics.BytesInUse);
+        _ = second;
+    }
+
+    [Fact]
+    public void Long_lived_context_dispatches_to_its_tree_allocator_and_reset_recarves()
+    {
+        using var context = ContextAllocator.LongLived(new MultipleBinarySearchTreeAllocator(AlignedSource, 64 * 1024));
+        var tree = Assert.IsType<MultipleBinarySearchTreeAllocator>(context.Inner);
+
+        Assert.Equal(ContextAllocatorKind.LongLived, context.Kind);
+        byte* block = context.Allocate(100, 16);
+        Assert.Equal((nuint)128, context.GetUsableSize(100, 16));
+        block = context.GrowingReallocate(block, 100, 1000, 16);
+        Assert.True(context.Owns(block));
+        Assert.Equal(1024, context.Statistics.BytesInUse);
+
+        context.Reset();
+        tree.Validate();
+        Assert.Equal(0, context.Statistics.BytesInUse);
+        Assert.True(context.TryAllocate(64 * 1024, 1, out _), "after a reset the whole region is one block again");
+    }
+
+    [Fact]
+    public void Medium_and_long_lived_factories_reject_null()
+    {
+        Assert.Throws<ArgumentNullException>(() => ContextAllocator.MediumLived(null!));
+        Assert.Throws<ArgumentNullException>(() => ContextAllocator.LongLived(null!));
+    }
+
+    // Model: the live-block model through a tree-backed context, with resets.
+    [Fact]
+    public void Random_operation_sequences_on_a_long_lived_context_match_the_live_block_model()
+    {
+        const nuint capacity = 64 * 1024;
+        long steps = AllocatorModel.Run(
+            new ModelSettings { ResetWeight = 1, Iterations = 40, MaxSteps = 100, MaxSize = 2048 },
+            () => ContextAllocator.LongLived(new MultipleBinarySearchTreeAllocator(AlignedSource, capacity)),
+            context => context.Reset(),
+            context => Assert.True(context.TryAllocate(capacity, 1, out _)));
+
+        Assert.True(steps >= 1000, $"ran {steps} steps");
     }
 }
