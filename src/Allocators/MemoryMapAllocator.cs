@@ -44,12 +44,8 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     // is never still in the set.
     private readonly ConcurrentDictionary<nuint, nuint> _live = new();
 
-    // Counters, all Interlocked. _bytesInUse counts mapped bytes.
-    private long _bytesInUse;
-    private long _peakBytesInUse;
-    private long _allocationCount;
-    private long _deallocationCount;
-    private long _totalBytesAllocated;
+    // Counters, all Interlocked; bytes in use counts mapped (page-rounded) bytes.
+    private AtomicAllocatorCounters _counters;
     private int _disposed;
 
     /// <summary>Creates an allocator over a new <see cref="MemoryMapSource"/> with <paramref name="options"/>.</summary>
@@ -81,14 +77,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     public int LiveBlockCount => _live.Count;
 
     /// <inheritdoc />
-    public override AllocatorStatistics Statistics => new(
-        Interlocked.Read(ref _bytesInUse),
-        Interlocked.Read(ref _peakBytesInUse),
-        Capacity: null,
-        Interlocked.Read(ref _allocationCount),
-        Interlocked.Read(ref _deallocationCount),
-        FailureCount,
-        Interlocked.Read(ref _totalBytesAllocated));
+    public override AllocatorStatistics Statistics => _counters.ToStatistics(null, FailureCount);
 
     /// <inheritdoc />
     /// <remarks>True for any address inside a live block; a block's start is found in O(1), an interior address by scanning the live blocks.</remarks>
@@ -122,9 +111,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
 
         nuint mapped = Allocator.AlignUp(size, Granularity);
         _live[(nuint)block] = mapped;
-        Interlocked.Increment(ref _allocationCount);
-        Interlocked.Add(ref _totalBytesAllocated, (long)size);
-        AddBytesInUse((long)mapped);
+        _counters.Allocated(size, mapped);
         return block;
     }
 
@@ -139,8 +126,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
         }
 
         Source.Release(pointer, mapped);
-        Interlocked.Increment(ref _deallocationCount);
-        AddBytesInUse(-(long)mapped);
+        _counters.Freed(mapped);
     }
 
     /// <inheritdoc />
@@ -201,12 +187,10 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
         _live[(nuint)moved] = newMapped;
         if (moved != pointer)
         {
-            Interlocked.Increment(ref _allocationCount);
-            Interlocked.Increment(ref _deallocationCount);
-            Interlocked.Add(ref _totalBytesAllocated, (long)newSize);
+            _counters.Moved(newSize);
         }
 
-        AddBytesInUse((long)newMapped - (long)mapped);
+        _counters.Resized((long)newMapped - (long)mapped);
         return moved;
     }
 
@@ -228,7 +212,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
             if (_live.TryRemove(address, out nuint mapped))
             {
                 Source.Release((byte*)address, mapped);
-                AddBytesInUse(-(long)mapped);
+                _counters.Resized(-(long)mapped);
             }
         }
 
@@ -243,7 +227,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
         }
 
         _live[(nuint)pointer] = newMapped;
-        AddBytesInUse((long)newMapped - (long)mapped);
+        _counters.Resized((long)newMapped - (long)mapped);
         return true;
     }
 
@@ -261,22 +245,6 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
         }
 
         return mapped;
-    }
-
-    private void AddBytesInUse(long delta)
-    {
-        long inUse = Interlocked.Add(ref _bytesInUse, delta);
-        long peak = Interlocked.Read(ref _peakBytesInUse);
-        while (inUse > peak)
-        {
-            long seen = Interlocked.CompareExchange(ref _peakBytesInUse, inUse, peak);
-            if (seen == peak)
-            {
-                break;
-            }
-
-            peak = seen;
-        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

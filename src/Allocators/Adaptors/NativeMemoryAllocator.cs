@@ -75,13 +75,8 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
     private readonly Dictionary<nuint, TrackedBlock>? _blocks;
     private readonly Lock _blocksLock = new();
 
-    // Counters, updated with Interlocked so that any thread may allocate and free.
-    // _bytesInUse is the sum of the requested sizes of live blocks; _peakBytesInUse only grows.
-    private long _bytesInUse;
-    private long _peakBytesInUse;
-    private long _allocationCount;
-    private long _deallocationCount;
-    private long _totalBytesAllocated;
+    // Counters of requested sizes, updated with Interlocked so that any thread may allocate and free.
+    private AtomicAllocatorCounters _counters;
 
     /// <summary>Creates an allocator over the process allocator.</summary>
     /// <param name="trackOwnership">
@@ -100,14 +95,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
     public bool TracksOwnership => _blocks is not null;
 
     /// <inheritdoc />
-    public override AllocatorStatistics Statistics => new(
-        Volatile.Read(ref _bytesInUse),
-        Volatile.Read(ref _peakBytesInUse),
-        null,
-        Volatile.Read(ref _allocationCount),
-        Volatile.Read(ref _deallocationCount),
-        FailureCount,
-        Volatile.Read(ref _totalBytesAllocated));
+    public override AllocatorStatistics Statistics => _counters.ToStatistics(null, FailureCount);
 
     /// <summary>
     /// Whether <paramref name="pointer"/> is the address of a live block. Only a tracking instance
@@ -141,7 +129,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
             Track(pointer, size, alignment);
         }
 
-        CountAllocated(size);
+        _counters.Allocated(size, size);
         return pointer;
     }
 
@@ -155,8 +143,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
         }
 
         Free(pointer, alignment);
-        Interlocked.Increment(ref _deallocationCount);
-        Interlocked.Add(ref _bytesInUse, -(long)size);
+        _counters.Freed(size);
     }
 
     /// <summary>Always <see langword="false"/>: the C runtime does not promise room after a block.</summary>
@@ -185,7 +172,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
             }
         }
 
-        Interlocked.Add(ref _bytesInUse, (long)newSize - (long)currentSize);
+        _counters.Resized((long)newSize - (long)currentSize);
         return true;
     }
 
@@ -215,8 +202,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
             foreach (var (address, block) in _blocks!)
             {
                 Free((byte*)address, block.Alignment);
-                Interlocked.Increment(ref _deallocationCount);
-                Interlocked.Add(ref _bytesInUse, -(long)block.Size);
+                _counters.Freed(block.Size);
             }
 
             _blocks.Clear();
@@ -252,37 +238,11 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
 
         if (resized != pointer)
         {
-            Interlocked.Increment(ref _allocationCount);
-            Interlocked.Increment(ref _deallocationCount);
-            Interlocked.Add(ref _totalBytesAllocated, (long)newSize);
+            _counters.Moved(newSize);
         }
 
-        AddBytesInUse((long)newSize - (long)currentSize);
+        _counters.Resized((long)newSize - (long)currentSize);
         return resized;
-    }
-
-    private void CountAllocated(nuint size)
-    {
-        Interlocked.Increment(ref _allocationCount);
-        Interlocked.Add(ref _totalBytesAllocated, (long)size);
-        AddBytesInUse((long)size);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void AddBytesInUse(long delta)
-    {
-        long inUse = Interlocked.Add(ref _bytesInUse, delta);
-        long peak = Volatile.Read(ref _peakBytesInUse);
-        while (inUse > peak)
-        {
-            long seen = Interlocked.CompareExchange(ref _peakBytesInUse, inUse, peak);
-            if (seen == peak)
-            {
-                break;
-            }
-
-            peak = seen;
-        }
     }
 
     private void Track(byte* pointer, nuint size, nuint alignment)
