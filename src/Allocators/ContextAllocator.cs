@@ -1,5 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
+using AllocHosting.Allocators.Switchable;
 
 namespace AllocHosting.Allocators;
 
@@ -45,6 +46,11 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
 #if BITSET_AVAILABLE
     private readonly BitSetAllocator? _bitSet;
 #endif
+
+    // Whether Range is registered to this allocator in OwnerRegistry (done by SwitchableAllocator
+    // when it first installs the allocator, undone by Dispose), so that frees are routed here from
+    // any flow and any thread. Registering twice is harmless (same owner).
+    private volatile bool _registered;
 
     private ContextAllocator(BumpAllocator bump)
     {
@@ -248,11 +254,37 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         _ => (nuint)ThrowUnsupportedKind<nint>(),
     };
 
+    /// <summary>
+    /// Registers <see cref="Range"/> as this allocator's in <see cref="OwnerRegistry"/> unless it already is;
+    /// <see cref="Dispose(bool)"/> unregisters it.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The allocator was disposed (its range is empty).</exception>
+    /// <exception cref="InvalidOperationException">The range shares a 4 KiB granule with memory another owner registered.</exception>
+    internal void EnsureRegistered()
+    {
+        if (_registered)
+        {
+            return;
+        }
+
+        MemoryRange range = Range;
+        ObjectDisposedException.ThrowIf(range.Length == 0, this);
+        OwnerRegistry.Register(range.From, range.Length, this);
+        _registered = true;
+    }
+
     /// <inheritdoc />
     protected override void Dispose(bool disposing)
     {
         if (disposing)
         {
+            if (_registered)
+            {
+                MemoryRange range = Range;
+                OwnerRegistry.Unregister(range.From, range.Length, this);
+                _registered = false;
+            }
+
             _bump?.Dispose();
 #if BITSET_AVAILABLE
             _bitSet?.Dispose();
