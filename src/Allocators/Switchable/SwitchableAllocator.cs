@@ -111,6 +111,10 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     private static FlowState? t_current;
 
     private readonly IAllocator _global;
+
+    // _global when it is an untracked NativeMemoryAllocator (the default), else null: the global-mode
+    // paths call it through its sealed type, so the call devirtualises and inlines.
+    private readonly NativeMemoryAllocator? _plainNativeGlobal;
     private readonly IAllocator? _threadLocal;
     private readonly bool _globalKnowsOwnership;
 
@@ -132,6 +136,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         _global = global ?? NativeMemoryAllocator.Shared;
         _threadLocal = threadLocal ?? DefaultThreadLocal();
         _globalKnowsOwnership = KnowsItsBlocks(_global);
+        _plainNativeGlobal = _global is NativeMemoryAllocator { TracksOwnership: false } native ? native : null;
         _globalState = new FlowState(this, AllocatorKind.Global, null);
         _flow = new AsyncLocal<FlowState?>(OnFlowChanged);
     }
@@ -299,19 +304,52 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     protected override byte* AllocateCore(nuint size, nuint alignment)
     {
         FlowState state = CurrentState();
+        byte* pointer;
         if (state.Kind == AllocatorKind.Global)
         {
-            _global.TryAllocate(size, alignment, out byte* pointer);
+            if (_plainNativeGlobal is { } native)
+            {
+                native.TryAllocate(size, alignment, out pointer);
+            }
+            else
+            {
+                _global.TryAllocate(size, alignment, out pointer);
+            }
+
             return pointer;
         }
 
-        return AllocateLocal(state, size, alignment);
+        if (state.Kind == AllocatorKind.Context)
+        {
+            state.Context!.TryAllocate(size, alignment, out pointer);
+        }
+        else
+        {
+            _threadLocal!.TryAllocate(size, alignment, out pointer);
+        }
+
+        return pointer != null || !FallBackToGlobal ? pointer : AllocateFallback(size, alignment);
     }
 
     /// <summary>Frees the block into the allocator that owns it, whatever the current kind.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment) =>
-        OwnerOf(pointer).Deallocate(pointer, size, alignment);
+    protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
+    {
+        // The common owners get direct (devirtualised) calls; the rest goes through OwnerOf.
+        object? owner = OwnerRegistry.Find((nuint)pointer);
+        if (owner is null && _plainNativeGlobal is { } native)
+        {
+            native.Deallocate(pointer, size, alignment);
+        }
+        else if (owner is ContextAllocator context)
+        {
+            context.Deallocate(pointer, size, alignment);
+        }
+        else
+        {
+            Route(owner, pointer).Deallocate(pointer, size, alignment);
+        }
+    }
 
     /// <summary>Grows the block in the allocator that owns it (and, with <see cref="FallBackToGlobal"/>, moves it to the global allocator when the owner cannot).</summary>
     protected override byte* GrowCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
@@ -394,23 +432,10 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         return new AllocatorScope(this, previous, next);
     }
 
-    private byte* AllocateLocal(FlowState state, nuint size, nuint alignment)
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* AllocateFallback(nuint size, nuint alignment)
     {
-        byte* pointer;
-        if (state.Kind == AllocatorKind.Context)
-        {
-            state.Context!.TryAllocate(size, alignment, out pointer);
-        }
-        else
-        {
-            _threadLocal!.TryAllocate(size, alignment, out pointer);
-        }
-
-        if (pointer == null && FallBackToGlobal)
-        {
-            _global.TryAllocate(size, alignment, out pointer);
-        }
-
+        _global.TryAllocate(size, alignment, out byte* pointer);
         return pointer;
     }
 
@@ -426,19 +451,28 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         return moved;
     }
 
-    // Registered owners: context allocators (and any allocator registering itself) are IAllocators;
-    // anything else registered is taken to be a heap of the thread-local allocator, which finds its
-    // own heap again from the pointer. Unregistered pointers belong to the global allocator.
+    // Routing: unregistered pointers belong to the global allocator. Registered owners are context
+    // allocators, the thread-local allocator, or other allocators that register themselves (all
+    // IAllocators); anything else registered is taken to be a heap of the thread-local allocator,
+    // which finds its own heap again from the pointer. Exact type and reference tests come before
+    // the interface cast, which costs more.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private IAllocator OwnerOf(byte* pointer)
+    private IAllocator OwnerOf(byte* pointer) => Route(OwnerRegistry.Find((nuint)pointer), pointer);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private IAllocator Route(object? owner, byte* pointer)
     {
-        object? owner = OwnerRegistry.Find((nuint)pointer);
         if (owner is null)
         {
             return _globalKnowsOwnership ? CheckedGlobalOwner(pointer) : _global;
         }
 
-        return owner as IAllocator ?? HeapOwner(owner, pointer);
+        if (owner is ContextAllocator context)
+        {
+            return context;
+        }
+
+        return ReferenceEquals(owner, _threadLocal) ? _threadLocal : owner as IAllocator ?? HeapOwner(owner, pointer);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
