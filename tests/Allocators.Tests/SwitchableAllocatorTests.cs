@@ -129,7 +129,7 @@ public class SwitchableAllocatorTests
     }
 
     [Fact]
-    public unsafe void Freeing_memory_of_a_context_allocator_no_longer_installed_goes_to_that_allocator()
+    public unsafe void W_SW2_freeing_memory_of_a_context_allocator_no_longer_installed_goes_to_that_allocator()
     {
         using var global = new NativeMemoryAllocator(trackOwnership: true);
         using var first = NewContext();
@@ -205,7 +205,7 @@ public class SwitchableAllocatorTests
     }
 
     [Fact]
-    public unsafe void Pointer_nobody_owns_throws_ArgumentException_with_a_tracking_global()
+    public unsafe void W_SW2_pointer_nobody_owns_throws_ArgumentException_with_a_tracking_global()
     {
         using var global = new NativeMemoryAllocator(trackOwnership: true);
         using var other = new NativeMemoryAllocator(trackOwnership: true);
@@ -320,7 +320,7 @@ public class SwitchableAllocatorTests
     }
 
     [Fact]
-    public void Scopes_restore_the_previous_state_when_an_exception_is_thrown()
+    public void W_SW3_scopes_restore_the_previous_state_when_an_exception_is_thrown()
     {
         using var context = NewContext();
         var switchable = new SwitchableAllocator(threadLocal: NativeMemoryAllocator.Shared);
@@ -417,7 +417,7 @@ public class SwitchableAllocatorTests
     }
 
     [Fact]
-    public void Switching_to_a_kind_that_is_not_available_throws_at_switch_time()
+    public void W_SW5_switching_to_a_kind_that_is_not_available_throws_at_switch_time()
     {
         var switchable = new SwitchableAllocator();
 
