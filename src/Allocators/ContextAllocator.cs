@@ -1,5 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
+using AllocHosting.Allocators.Switchable;
 
 namespace AllocHosting.Allocators;
 
@@ -44,6 +45,11 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     private readonly BumpAllocator? _bump;
     private readonly BitSetAllocator? _bitSet;
     private readonly MultipleBinarySearchTreeAllocator? _tree;
+
+    // Whether Range is registered to this allocator in OwnerRegistry (done by SwitchableAllocator
+    // when it first installs the allocator, undone by Dispose), so that frees are routed here from
+    // any flow and any thread. Registering twice is harmless (same owner).
+    private volatile bool _registered;
 
     private ContextAllocator(BumpAllocator bump)
     {
@@ -253,11 +259,37 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         _ => (nuint)ThrowUnsupportedKind<nint>(),
     };
 
+    /// <summary>
+    /// Registers <see cref="Range"/> as this allocator's in <see cref="OwnerRegistry"/> unless it already is;
+    /// <see cref="Dispose(bool)"/> unregisters it.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The allocator was disposed (its range is empty).</exception>
+    /// <exception cref="InvalidOperationException">The range shares a 4 KiB granule with memory another owner registered.</exception>
+    internal void EnsureRegistered()
+    {
+        if (_registered)
+        {
+            return;
+        }
+
+        MemoryRange range = Range;
+        ObjectDisposedException.ThrowIf(range.Length == 0, this);
+        OwnerRegistry.Register(range.From, range.Length, this);
+        _registered = true;
+    }
+
     /// <inheritdoc />
     protected override void Dispose(bool disposing)
     {
         if (disposing)
         {
+            if (_registered)
+            {
+                MemoryRange range = Range;
+                OwnerRegistry.Unregister(range.From, range.Length, this);
+                _registered = false;
+            }
+
             _bump?.Dispose();
             _bitSet?.Dispose();
             _tree?.Dispose();

@@ -1,0 +1,23 @@
+namespace AllocHosting.Allocators.Switchable;
+
+/// <summary>
+/// What one async flow has chosen in one <see cref="SwitchableAllocator"/>: the kind serving new
+/// allocations and the installed context allocator.
+/// </summary>
+/// <remarks>
+/// Immutable: every switch creates a new object, so two flows that inherited the same state never
+/// see each other's later changes, and a scope can tell by reference whether the state it installed
+/// is still the current one. <see cref="Owner"/> lets the per-thread cache (shared by all
+/// instances) say which switchable allocator it belongs to.
+/// </remarks>
+internal sealed class FlowState(SwitchableAllocator owner, AllocatorKind kind, ContextAllocator? context)
+{
+    /// <summary>The switchable allocator this state belongs to.</summary>
+    public readonly SwitchableAllocator Owner = owner;
+
+    /// <summary>The kind serving new allocations; <see cref="AllocatorKind.Context"/> only when <see cref="Context"/> is set.</summary>
+    public readonly AllocatorKind Kind = kind;
+
+    /// <summary>The flow's context allocator, or <see langword="null"/> when none is installed.</summary>
+    public readonly ContextAllocator? Context = context;
+}

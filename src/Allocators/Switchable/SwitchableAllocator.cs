@@ -1,0 +1,540 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using AllocHosting.Allocators.MemorySources;
+using AllocHosting.Allocators.Switchable;
+
+namespace AllocHosting.Allocators;
+
+/// <summary>
+/// One allocator in front of three: a global allocator, a thread-local allocator and the
+/// <see cref="ContextAllocator"/> of the current async flow. Each async flow chooses which of them
+/// serves its new allocations (<see cref="Use"/>, <see cref="UseContext"/>); frees and resizes
+/// always go to the allocator that owns the block. The seed's
+/// <c>GlobalThreadAndCoroutineSwitchableAllocator</c>, with the async flow as the coroutine.
+/// Thread-safe.
+/// </summary>
+/// <remarks>
+/// <para>
+/// <b>Use.</b> Code that allocates through the switchable allocator does not know where its memory
+/// comes from; the code around it decides, with <see langword="using"/> scopes that restore the
+/// previous choice on exit, exceptions included:
+/// </para>
+/// <code>
+/// var allocator = new SwitchableAllocator();                      // every flow starts in global mode
+/// using var request = ContextAllocator.ShortLived(new BumpAllocator(NativeMemorySource.Shared, 64 * 1024));
+/// using (allocator.UseContext(request))                           // this flow now allocates from the request
+/// {
+///     byte* buffer = allocator.Allocate(1024, 8);                 // from the bump allocator
+///     using (allocator.Use(AllocatorKind.Global))                 // switched again, until the scope ends
+///     {
+///         byte* shared = allocator.Allocate(64, 8);               // from the global allocator
+///         allocator.Deallocate(buffer, 1024, 8);                  // still goes back to the bump allocator
+///         allocator.Deallocate(shared, 64, 8);
+///     }
+/// }                                                               // global mode again, even after an exception
+/// </code>
+/// <para>
+/// <b>What flows where.</b> The choice (the kind and the installed context allocator) lives in an
+/// <see cref="AsyncLocal{T}"/>, so it flows with the <see cref="ExecutionContext"/>: through
+/// <see langword="await"/>, into <see cref="Task.Run(Action)"/> and
+/// <see cref="ThreadPool.QueueUserWorkItem(WaitCallback)"/>, but not into
+/// <see cref="ThreadPool.UnsafeQueueUserWorkItem(WaitCallback, object?)"/> or work started while flow
+/// is suppressed; there, carry it by hand with <see cref="Save"/> and <see cref="Restore"/>. As with
+/// every <see cref="AsyncLocal{T}"/>, a switch made inside an <see langword="async"/> method (or a
+/// task) is seen by what it awaits and starts, but not by its caller once it returns: a child never
+/// changes its parent's choice. The state of a flow is an immutable object replaced on every switch,
+/// so flows that inherited the same state never share changes.
+/// </para>
+/// <para>
+/// <b>Cost.</b> The allocation path never reads the <see cref="AsyncLocal{T}"/>: it reads a
+/// <c>[ThreadStatic]</c> copy of the current flow's state, which the <see cref="AsyncLocal{T}"/>'s
+/// change notification refreshes whenever the thread switches execution context (and on every
+/// switch of allocator). The copy is shared by all instances on a thread and tagged with its owner;
+/// an instance that finds another's copy reads its <see cref="AsyncLocal{T}"/> once and takes the
+/// cache over. In global mode an allocation is that read, one comparison and the call to the global
+/// allocator.
+/// </para>
+/// <para>
+/// <b>Routing by owner</b> (the fix of the seed's W-SW2). <see cref="AllocatorBase.Deallocate"/>,
+/// the reallocations, the in-place resizes and <see cref="Owns"/> look the pointer up in the
+/// process-wide owner registry (O(1), no lock): context allocators register their region the first
+/// time one is installed with <see cref="UseContext"/> and unregister when disposed; the
+/// thread-local allocator registers its heaps. A registered block goes to its owner whatever the
+/// current kind and whichever thread frees it, also when its context allocator is no longer
+/// installed. Shrinking goes to the owner's shrinking reallocation (the seed called its growing one,
+/// W-SW1). Everything else goes to the global allocator. When the global allocator can tell its
+/// own blocks (a <see cref="NativeMemoryAllocator"/> created with <c>trackOwnership: true</c>, a
+/// <see cref="MemoryMapAllocator"/>, a region allocator; see <see cref="RejectsUnownedPointers"/>), a
+/// pointer it does not own is rejected with <see cref="ArgumentException"/> ("nobody owns this
+/// pointer") before anything is touched. The default global allocator,
+/// <see cref="NativeMemoryAllocator.Shared"/>, cannot tell: a pointer nobody owns (memory of a
+/// context allocator already disposed, a stray address) is passed to the C runtime's <c>free</c>,
+/// which is undefined behaviour exactly as calling <c>free</c> on it directly would be.
+/// </para>
+/// <para>
+/// <b>Exhaustion.</b> By default an allocation fails when the chosen allocator is exhausted (a
+/// request that outgrows its context allocator is an error to see, not to hide). With
+/// <see cref="FallBackToGlobal"/> set, an allocation or growth that the thread-local or context
+/// allocator cannot serve is served by the global allocator instead; such a block then lives
+/// until it is freed, not until the context is reset, and routing still finds its owner.
+/// </para>
+/// <para>
+/// <b>Threads.</b> The switchable allocator and its global and thread-local allocators are
+/// thread-safe; a <see cref="ContextAllocator"/> is not. Tasks forked inside a context scope
+/// (<see cref="Task.WhenAll(Task[])"/>) share the flow's context allocator: switch them to
+/// <see cref="AllocatorKind.ThreadLocal"/> or <see cref="AllocatorKind.Global"/>, or give each its
+/// own context allocator, before they allocate concurrently. A context block freed from another
+/// thread is freed into the context allocator on that thread, so do it only when the flow that uses
+/// the context allocator is not running at the same time.
+/// </para>
+/// <para>
+/// <b>Statistics</b> are the sum of the global allocator's and the thread-local allocator's
+/// statistics (the peak is the sum of the two peaks, an upper bound). These allocators are usually
+/// shared with other users, whose traffic is included. Context allocators report their own
+/// statistics (<see cref="Context"/>).
+/// </para>
+/// <para>
+/// What it never does: it never disposes the allocators it dispatches to (<see cref="AllocatorBase.Dispose()"/>
+/// does nothing), never moves a block between allocators unless <see cref="FallBackToGlobal"/> is set,
+/// and never changes the choice of another flow.
+/// </para>
+/// </remarks>
+public sealed unsafe class SwitchableAllocator : AllocatorBase
+{
+    // The current flow's state for the switchable allocator named by its Owner, or null before the
+    // thread first asked. Invariant: when t_current.Owner is X, t_current is X's _flow.Value on this
+    // thread (or X._globalState when that is null). X's change callback writes it on every change of
+    // X's value on this thread; another instance overwrites it only with its own state, which X
+    // detects by the Owner tag.
+    [ThreadStatic]
+    private static FlowState? t_current;
+
+    private readonly IAllocator _global;
+
+    // _global when it is an untracked NativeMemoryAllocator (the default), else null: the global-mode
+    // paths call it through its sealed type, so the call devirtualises and inlines.
+    private readonly NativeMemoryAllocator? _plainNativeGlobal;
+    private readonly IAllocator? _threadLocal;
+    private readonly bool _globalKnowsOwnership;
+
+    // The per-flow choice; null in a flow that never switched (= _globalState).
+    private readonly AsyncLocal<FlowState?> _flow;
+
+    // The state of a flow that never switched: global mode, no context allocator.
+    private readonly FlowState _globalState;
+
+    /// <summary>Creates a switchable allocator; every flow starts in <see cref="AllocatorKind.Global"/> mode.</summary>
+    /// <param name="global">The thread-safe global allocator; <see cref="NativeMemoryAllocator.Shared"/> when null.</param>
+    /// <param name="threadLocal">
+    /// The thread-safe allocator behind <see cref="AllocatorKind.ThreadLocal"/> mode, which serves each
+    /// calling thread from its own heap; when null there is none and
+    /// <see cref="Use"/>(<see cref="AllocatorKind.ThreadLocal"/>) throws.
+    /// </param>
+    public SwitchableAllocator(IAllocator? global = null, IAllocator? threadLocal = null)
+    {
+        _global = global ?? NativeMemoryAllocator.Shared;
+        _threadLocal = threadLocal ?? DefaultThreadLocal();
+        _globalKnowsOwnership = KnowsItsBlocks(_global);
+        _plainNativeGlobal = _global is NativeMemoryAllocator { TracksOwnership: false } native ? native : null;
+        _globalState = new FlowState(this, AllocatorKind.Global, null);
+        _flow = new AsyncLocal<FlowState?>(OnFlowChanged);
+    }
+
+    /// <summary>The global allocator: serves <see cref="AllocatorKind.Global"/> mode and every pointer no other allocator owns.</summary>
+    public IAllocator Global => _global;
+
+    /// <summary>The allocator serving <see cref="AllocatorKind.ThreadLocal"/> mode, or <see langword="null"/> when there is none.</summary>
+    public IAllocator? ThreadLocal => _threadLocal;
+
+    /// <summary>The context allocator installed in the current async flow, or <see langword="null"/>.</summary>
+    public ContextAllocator? Context => CurrentState().Context;
+
+    /// <summary>Which allocator serves new allocations in the current async flow.</summary>
+    public AllocatorKind Current => CurrentState().Kind;
+
+    /// <summary>
+    /// Whether an allocation or growth that the thread-local or context allocator cannot serve is
+    /// served by the global allocator instead of failing. Off by default (see the type's remarks).
+    /// </summary>
+    public bool FallBackToGlobal { get; init; }
+
+    /// <summary>
+    /// Whether a pointer that no registered allocator owns and the global allocator does not own
+    /// either is rejected with <see cref="ArgumentException"/>. True when the global allocator can
+    /// tell its own blocks: a tracking <see cref="NativeMemoryAllocator"/>, a
+    /// <see cref="MemoryMapAllocator"/> or a region allocator; false for the default
+    /// <see cref="NativeMemoryAllocator.Shared"/>.
+    /// </summary>
+    public bool RejectsUnownedPointers => _globalKnowsOwnership;
+
+    /// <summary>The sum of the global and thread-local allocators' statistics (see the type's remarks).</summary>
+    public override AllocatorStatistics Statistics
+    {
+        get
+        {
+            AllocatorStatistics global = _global.Statistics;
+            if (_threadLocal is null || ReferenceEquals(_threadLocal, _global))
+            {
+                return global;
+            }
+
+            AllocatorStatistics local = _threadLocal.Statistics;
+            return new AllocatorStatistics(
+                global.BytesInUse + local.BytesInUse,
+                global.PeakBytesInUse + local.PeakBytesInUse,
+                global.Capacity is { } a && local.Capacity is { } b ? a + b : null,
+                global.AllocationCount + local.AllocationCount,
+                global.DeallocationCount + local.DeallocationCount,
+                global.FailureCount + local.FailureCount,
+                global.TotalBytesAllocated + local.TotalBytesAllocated);
+        }
+    }
+
+    /// <summary>
+    /// Switches the current async flow to <paramref name="kind"/> for new allocations, keeping its
+    /// context allocator; disposing the returned scope restores the previous kind.
+    /// </summary>
+    /// <exception cref="InvalidOperationException"><paramref name="kind"/> is <see cref="AllocatorKind.Context"/> and the flow has no context allocator installed (use <see cref="UseContext"/>), or <see cref="AllocatorKind.ThreadLocal"/> and there is no thread-local allocator.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="kind"/> is not a defined kind.</exception>
+    public AllocatorScope Use(AllocatorKind kind)
+    {
+        FlowState? previous = _flow.Value;
+        ContextAllocator? context = previous?.Context;
+        switch (kind)
+        {
+            case AllocatorKind.Global:
+                break;
+            case AllocatorKind.ThreadLocal:
+                if (_threadLocal is null)
+                {
+                    ThrowNoThreadLocal();
+                }
+
+                break;
+            case AllocatorKind.Context:
+                if (context is null)
+                {
+                    ThrowNoContext();
+                }
+
+                break;
+            default:
+                throw new ArgumentOutOfRangeException(nameof(kind), kind, "Not a defined AllocatorKind.");
+        }
+
+        return Switch(previous, new FlowState(this, kind, context));
+    }
+
+    /// <summary>
+    /// Installs <paramref name="context"/> as the current async flow's context allocator and switches
+    /// the flow to <see cref="AllocatorKind.Context"/>; disposing the returned scope restores the
+    /// previous context allocator and kind.
+    /// </summary>
+    /// <remarks>
+    /// The first installation registers the context allocator's region in the owner registry (its
+    /// <see cref="AllocatorBase.Dispose()"/> unregisters it), so that its blocks are routed back to it
+    /// from any flow and thread while it lives. Its region must not share a 4 KiB page with memory of
+    /// another registered allocator: regions from <see cref="NativeMemorySource"/>,
+    /// <see cref="MemoryMapSource"/> or an <see cref="ArenaMemorySource"/> with page-sized slots never do.
+    /// </remarks>
+    /// <exception cref="ArgumentNullException"><paramref name="context"/> is null.</exception>
+    /// <exception cref="ObjectDisposedException"><paramref name="context"/> was disposed.</exception>
+    /// <exception cref="InvalidOperationException">The context allocator's region shares a page with memory another allocator registered.</exception>
+    public AllocatorScope UseContext(ContextAllocator context)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        Register(context);
+        return Switch(_flow.Value, new FlowState(this, AllocatorKind.Context, context));
+    }
+
+    /// <summary>The current async flow's allocator state (context allocator and kind), to carry into work that does not inherit the flow.</summary>
+    public SwitchableAllocatorState Save() => new(this, _flow.Value);
+
+    /// <summary>
+    /// Makes <paramref name="state"/> the current async flow's allocator state: typically inside a
+    /// work item run without execution-context flow, with a state saved by the flow that scheduled it.
+    /// </summary>
+    /// <remarks>
+    /// Like any switch, it lasts until the flow ends or switches again; a scheduler that runs several
+    /// work items on one thread without resetting the execution context should save the state it
+    /// finds and restore it after each item. <c>default(SwitchableAllocatorState)</c> is global mode
+    /// without a context allocator.
+    /// </remarks>
+    /// <exception cref="ArgumentException"><paramref name="state"/> was saved from another switchable allocator.</exception>
+    public void Restore(SwitchableAllocatorState state)
+    {
+        if (state.Owner is not null && !ReferenceEquals(state.Owner, this))
+        {
+            throw new ArgumentException("The state was saved from another SwitchableAllocator; restore it on the instance that saved it.", nameof(state));
+        }
+
+        _flow.Value = state.Flow;
+    }
+
+    /// <summary>
+    /// Whether <paramref name="pointer"/> lies in memory an allocator reachable by routing hands out:
+    /// a registered context or thread-local allocator, or the global allocator (which, by default,
+    /// cannot tell and says no).
+    /// </summary>
+    public override bool Owns(byte* pointer) => OwnerRegistry.Find((nuint)pointer) switch
+    {
+        null => _global.Owns(pointer),
+        IAllocator owner => owner.Owns(pointer),
+        _ => _threadLocal?.Owns(pointer) ?? false,
+    };
+
+    /// <summary>Ends a scope: restores <paramref name="previous"/> if <paramref name="installed"/> is still the flow's state.</summary>
+    internal void EndScope(FlowState? previous, FlowState installed)
+    {
+        FlowState? current = _flow.Value;
+        if (ReferenceEquals(current, installed))
+        {
+            _flow.Value = previous;
+        }
+        else if (!ReferenceEquals(current, previous))
+        {
+            // Equal to previous: a copy of this scope was disposed already; nothing to do.
+            ThrowScopeOutOfOrder();
+        }
+    }
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    protected override byte* AllocateCore(nuint size, nuint alignment)
+    {
+        FlowState state = CurrentState();
+        byte* pointer;
+        if (state.Kind == AllocatorKind.Global)
+        {
+            if (_plainNativeGlobal is { } native)
+            {
+                native.TryAllocate(size, alignment, out pointer);
+            }
+            else
+            {
+                _global.TryAllocate(size, alignment, out pointer);
+            }
+
+            return pointer;
+        }
+
+        if (state.Kind == AllocatorKind.Context)
+        {
+            state.Context!.TryAllocate(size, alignment, out pointer);
+        }
+        else
+        {
+            _threadLocal!.TryAllocate(size, alignment, out pointer);
+        }
+
+        return pointer != null || !FallBackToGlobal ? pointer : AllocateFallback(size, alignment);
+    }
+
+    /// <summary>Frees the block into the allocator that owns it, whatever the current kind.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
+    {
+        // The common owners get direct (devirtualised) calls; the rest goes through OwnerOf.
+        object? owner = OwnerRegistry.Find((nuint)pointer);
+        if (owner is null && _plainNativeGlobal is { } native)
+        {
+            native.Deallocate(pointer, size, alignment);
+        }
+        else if (owner is ContextAllocator context)
+        {
+            context.Deallocate(pointer, size, alignment);
+        }
+        else
+        {
+            Route(owner, pointer).Deallocate(pointer, size, alignment);
+        }
+    }
+
+    /// <summary>Grows the block in the allocator that owns it (and, with <see cref="FallBackToGlobal"/>, moves it to the global allocator when the owner cannot).</summary>
+    protected override byte* GrowCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        IAllocator owner = OwnerOf(pointer);
+        if (owner.TryGrowingReallocate(pointer, currentSize, newSize, alignment, out byte* grown))
+        {
+            return grown;
+        }
+
+        return FallBackToGlobal && !ReferenceEquals(owner, _global)
+            ? MoveToGlobal(owner, pointer, currentSize, newSize, alignment)
+            : null;
+    }
+
+    /// <summary>Shrinks the block with the shrinking reallocation of the allocator that owns it (W-SW1).</summary>
+    protected override byte* ShrinkCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
+        OwnerOf(pointer).ShrinkingReallocate(pointer, currentSize, newSize, alignment);
+
+    /// <inheritdoc />
+    protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
+        OwnerOf(pointer).TryGrowInPlace(pointer, currentSize, newSize, alignment);
+
+    /// <inheritdoc />
+    protected override bool TryShrinkInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
+        OwnerOf(pointer).TryShrinkInPlace(pointer, currentSize, newSize, alignment);
+
+    /// <summary>The usable size of the request in the allocator that would serve it now (the current flow's kind).</summary>
+    protected override nuint GetUsableSizeCore(nuint size, nuint alignment)
+    {
+        FlowState state = CurrentState();
+        IAllocator allocator = state.Kind switch
+        {
+            AllocatorKind.Context => state.Context!,
+            AllocatorKind.ThreadLocal => _threadLocal!,
+            _ => _global,
+        };
+        return allocator.GetUsableSize(size, alignment);
+    }
+
+    // Where the thread-local allocator comes from when the constructor gets none: no default yet,
+    // the thread-local allocator is merged separately (it becomes ThreadLocalAllocator.Shared).
+    private static IAllocator? DefaultThreadLocal() => null;
+
+    // Only allocators whose Owns answers exactly for every block they hand out may reject pointers:
+    // an untracked NativeMemoryAllocator says no to everything.
+    private static bool KnowsItsBlocks(IAllocator allocator) => allocator switch
+    {
+        NativeMemoryAllocator native => native.TracksOwnership,
+        MemoryMapAllocator or IRegionAllocator => true,
+        _ => false,
+    };
+
+    // The fast path: a thread-static read and a tag check; the AsyncLocal is read only when another
+    // instance (or nobody yet) filled this thread's cache.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private FlowState CurrentState()
+    {
+        FlowState? state = t_current;
+        return state is not null && ReferenceEquals(state.Owner, this) ? state : RefreshCurrentState();
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private FlowState RefreshCurrentState()
+    {
+        FlowState state = _flow.Value ?? _globalState;
+        t_current = state;
+        return state;
+    }
+
+    // Runs on the thread whose view of _flow changed: when this code sets it, and when the thread
+    // switches to an execution context where it has another value (await continuations, thread
+    // pool items, the pool's reset to the default context after an item).
+    private void OnFlowChanged(AsyncLocalValueChangedArgs<FlowState?> args) =>
+        t_current = args.CurrentValue ?? _globalState;
+
+    private AllocatorScope Switch(FlowState? previous, FlowState next)
+    {
+        _flow.Value = next;
+        return new AllocatorScope(this, previous, next);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* AllocateFallback(nuint size, nuint alignment)
+    {
+        _global.TryAllocate(size, alignment, out byte* pointer);
+        return pointer;
+    }
+
+    private byte* MoveToGlobal(IAllocator owner, byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        if (!_global.TryAllocate(newSize, alignment, out byte* moved))
+        {
+            return null;
+        }
+
+        NativeMemory.Copy(pointer, moved, currentSize);
+        owner.Deallocate(pointer, currentSize, alignment);
+        return moved;
+    }
+
+    // Routing: unregistered pointers belong to the global allocator. Registered owners are context
+    // allocators, the thread-local allocator, or other allocators that register themselves (all
+    // IAllocators); anything else registered is taken to be a heap of the thread-local allocator,
+    // which finds its own heap again from the pointer. Exact type and reference tests come before
+    // the interface cast, which costs more.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private IAllocator OwnerOf(byte* pointer) => Route(OwnerRegistry.Find((nuint)pointer), pointer);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private IAllocator Route(object? owner, byte* pointer)
+    {
+        if (owner is null)
+        {
+            return _globalKnowsOwnership ? CheckedGlobalOwner(pointer) : _global;
+        }
+
+        if (owner is ContextAllocator context)
+        {
+            return context;
+        }
+
+        return ReferenceEquals(owner, _threadLocal) ? _threadLocal : owner as IAllocator ?? HeapOwner(owner, pointer);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private IAllocator CheckedGlobalOwner(byte* pointer)
+    {
+        if (!_global.Owns(pointer))
+        {
+            ThrowNobodyOwns(pointer);
+        }
+
+        return _global;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private IAllocator HeapOwner(object owner, byte* pointer)
+    {
+        if (_threadLocal is null)
+        {
+            throw new ArgumentException(
+                $"The pointer 0x{(nuint)pointer:X} belongs to a {owner.GetType().Name}, which is not an allocator, and this {nameof(SwitchableAllocator)} has no thread-local allocator to route it to.",
+                nameof(pointer));
+        }
+
+        return _threadLocal;
+    }
+
+    private static void Register(ContextAllocator context)
+    {
+        try
+        {
+            context.EnsureRegistered();
+        }
+        catch (InvalidOperationException e) when (e is not ObjectDisposedException)
+        {
+            throw new InvalidOperationException(
+                $"The context allocator's region {context.Range.From:X}..{context.Range.To:X} shares a 4 KiB page with memory of another allocator; frees are routed by page, so give each context allocator page-aligned memory of its own.",
+                e);
+        }
+    }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowNobodyOwns(byte* pointer) =>
+        throw new ArgumentException(
+            $"Nobody owns this pointer (0x{(nuint)pointer:X}): no registered allocator covers it and the global {_global.GetType().Name} did not allocate it (or it was already freed, or its context allocator was disposed).",
+            nameof(pointer));
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowNoContext() =>
+        throw new InvalidOperationException(
+            "No context allocator is installed in this async flow, so it cannot switch to AllocatorKind.Context; install one with UseContext(allocator).");
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowNoThreadLocal() =>
+        throw new InvalidOperationException(
+            "This SwitchableAllocator has no thread-local allocator, so it cannot switch to AllocatorKind.ThreadLocal; pass one to the constructor.");
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowScopeOutOfOrder() =>
+        throw new InvalidOperationException(
+            "An AllocatorScope was disposed while a scope created after it is still active in this flow (or in another flow than the one that created it); dispose scopes in reverse order, ideally with using.");
+}

@@ -1,0 +1,99 @@
+using AllocHosting.Allocators.MemorySources;
+using AllocHosting.Allocators.Switchable;
+
+namespace AllocHosting.Allocators.Tests.TestDoubles;
+
+/// <summary>
+/// A thread-safe stand-in for the thread-local allocator: a bump allocator behind a lock whose region
+/// is registered in <see cref="OwnerRegistry"/>, with itself as owner or, like a heap of the real
+/// thread-local allocator, with an object that is not an allocator.
+/// </summary>
+internal sealed unsafe class SynchronizedBumpAllocator : AllocatorBase
+{
+    private readonly BumpAllocator _inner;
+    private readonly Lock _lock = new();
+    private readonly object _owner;
+
+    public SynchronizedBumpAllocator(nuint capacity = 256 * 1024, bool registerAsHeap = false)
+    {
+        _inner = new BumpAllocator(NativeMemorySource.Shared, capacity);
+        _owner = registerAsHeap ? new object() : this;
+        OwnerRegistry.Register(_inner.Range.From, _inner.Range.Length, _owner);
+    }
+
+    public MemoryRange Range => _inner.Range;
+
+    public override AllocatorStatistics Statistics
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _inner.Statistics;
+            }
+        }
+    }
+
+    public override bool Owns(byte* pointer) => _inner.Owns(pointer);
+
+    protected override byte* AllocateCore(nuint size, nuint alignment)
+    {
+        lock (_lock)
+        {
+            _inner.TryAllocate(size, alignment, out byte* pointer);
+            return pointer;
+        }
+    }
+
+    protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
+    {
+        lock (_lock)
+        {
+            _inner.Deallocate(pointer, size, alignment);
+        }
+    }
+
+    protected override byte* GrowCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        lock (_lock)
+        {
+            _inner.TryGrowingReallocate(pointer, currentSize, newSize, alignment, out byte* grown);
+            return grown;
+        }
+    }
+
+    protected override byte* ShrinkCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        lock (_lock)
+        {
+            return _inner.ShrinkingReallocate(pointer, currentSize, newSize, alignment);
+        }
+    }
+
+    protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        lock (_lock)
+        {
+            return _inner.TryGrowInPlace(pointer, currentSize, newSize, alignment);
+        }
+    }
+
+    protected override bool TryShrinkInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        lock (_lock)
+        {
+            return _inner.TryShrinkInPlace(pointer, currentSize, newSize, alignment);
+        }
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            OwnerRegistry.Unregister(_inner.Range.From, _inner.Range.Length, _owner);
+            _inner.Dispose();
+        }
+
+        base.Dispose(disposing);
+    }
+}
