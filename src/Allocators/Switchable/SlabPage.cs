@@ -20,6 +20,9 @@ internal sealed unsafe class SlabPage
     /// <summary>The heap that owns the page (null only for <see cref="Empty"/>).</summary>
     public readonly ThreadHeap? Heap;
 
+    /// <summary>The allocator of the heap (null only for <see cref="Empty"/>), kept here so the free path needs no further load.</summary>
+    public readonly ThreadLocalAllocator? Allocator;
+
     /// <summary>The segment the page lies in.</summary>
     public readonly HeapSegment? Segment;
 
@@ -63,6 +66,7 @@ internal sealed unsafe class SlabPage
     public SlabPage(ThreadHeap heap, HeapSegment segment, int firstUnit, int unitCount, int classIndex)
     {
         Heap = heap;
+        Allocator = heap.Allocator;
         Segment = segment;
         FirstUnit = firstUnit;
         UnitCount = unitCount;
@@ -116,7 +120,8 @@ internal sealed unsafe class SlabPage
 
 /// <summary>
 /// A segment of a <see cref="ThreadHeap"/>: one region aligned to its size, registered in
-/// <see cref="OwnerRegistry"/> with this object as owner, divided into 64 KiB units.
+/// <see cref="OwnerRegistry"/> with the <see cref="ThreadLocalAllocator"/> as owner (so that
+/// address-routed frees elsewhere find it), divided into 64 KiB units.
 /// </summary>
 internal sealed unsafe class HeapSegment(ThreadHeap heap, nuint start, nuint size)
 {
@@ -139,10 +144,6 @@ internal sealed unsafe class HeapSegment(ThreadHeap heap, nuint start, nuint siz
     /// <summary>Pages in the segment. Owner only.</summary>
     public int PageCount;
 
-    /// <summary>The page holding <paramref name="address"/> (which lies in the segment), or null when its unit is free.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public SlabPage? PageOf(nuint address) => Units[(int)((address - Start) >> SlabSizeClasses.UnitShift)];
-
     /// <summary>Finds <paramref name="count"/> consecutive free units (first fit). Owner only.</summary>
     public bool TryTakeUnits(int count, out int first)
     {
@@ -160,4 +161,11 @@ internal sealed unsafe class HeapSegment(ThreadHeap heap, nuint start, nuint siz
         first = -1;
         return false;
     }
+}
+
+/// <summary>The page each size class of a heap allocates from, inline in the heap object (one load fewer than an array).</summary>
+[InlineArray(SlabSizeClasses.Count)]
+internal struct PageTable
+{
+    private SlabPage _first;
 }

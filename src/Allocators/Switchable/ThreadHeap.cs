@@ -9,15 +9,18 @@ namespace AllocHosting.Allocators.Switchable;
 //   ThreadHeap ──► HeapSegment*   each a region of SegmentSize bytes (default 4 MiB), aligned to its
 //                                 size, from the heap's own memory source (NUMA policy of the creating
 //                                 thread), registered in OwnerRegistry with the segment as owner
-//   HeapSegment ──► Units[]       one entry per 64 KiB unit: the SlabPage covering it, or null (free)
+//   HeapSegment ──► Units[]       one entry per 64 KiB unit: the SlabPage covering it, or null (free);
+//                                 SlabPageMap holds the same entries by address, for frees
 //   SlabPage                      1..16 consecutive units cut into blocks of ONE size class
 //                                 (SlabSizeClasses: 16 B steps to 128 B, then 4 per power of two to
 //                                 256 KiB); pages of classes ≤ 16 KiB are one unit, larger ones hold 4 blocks
 //   ThreadHeap.Current[class]     the page the fast path allocates from (SlabPage.Empty when none)
 //
-// Metadata lives in managed objects, not in the segments: the OwnerRegistry lookup that validates
-// a freed pointer already yields its HeapSegment, so a header in the segment would cost a second
-// lookup, and a buffer overrun in user memory cannot corrupt the page table.
+// Metadata lives in managed objects, not in the segments: SlabPageMap (a two-level radix table
+// with 64 KiB units) yields a freed pointer's SlabPage in two loads without touching the pointer,
+// so a foreign pointer is rejected instead of faulting, and a buffer overrun in user memory cannot
+// corrupt the page table. Segments are also registered in OwnerRegistry with the allocator as
+// owner, for routers (SwitchableAllocator) that only know addresses.
 //
 // A free block holds in its first word the link of the list it is on and in its second word a
 // stamp (allocator key XOR its address); allocation clears the stamp, so a block freed twice is
@@ -65,7 +68,7 @@ internal sealed unsafe class ThreadHeap
     // ---- Owner (under Lock once abandoned). ----
 
     /// <summary>The page each class allocates from; <see cref="SlabPage.Empty"/> when it has none.</summary>
-    public readonly SlabPage[] Current;
+    public PageTable Current;
 
     /// <summary>Counters of this heap; remote frees are counted when drained. Read racily by <see cref="ThreadLocalAllocator.Statistics"/>.</summary>
     public AllocatorCounters Counters;
@@ -98,9 +101,8 @@ internal sealed unsafe class ThreadHeap
         _segmentSize = segmentSize;
         _stampKey = stampKey;
         _servingAllocator = allocator;
-        Current = new SlabPage[SlabSizeClasses.Count];
         _pages = new List<SlabPage>[SlabSizeClasses.Count];
-        for (int i = 0; i < Current.Length; i++)
+        for (int i = 0; i < SlabSizeClasses.Count; i++)
         {
             Current[i] = SlabPage.Empty;
             _pages[i] = [];
@@ -359,6 +361,7 @@ internal sealed unsafe class ThreadHeap
 
         segment.PageCount++;
         _pages[classIndex].Add(page);
+        SlabPageMap.Set(page, page);
         return page;
     }
 
@@ -395,7 +398,7 @@ internal sealed unsafe class ThreadHeap
         var segment = new HeapSegment(this, (nuint)region, _segmentSize);
         try
         {
-            OwnerRegistry.Register(segment.Start, segment.Size, segment);
+            OwnerRegistry.Register(segment.Start, segment.Size, Allocator);
         }
         catch
         {
@@ -431,6 +434,7 @@ internal sealed unsafe class ThreadHeap
                 }
 
                 HeapSegment segment = page.Segment!;
+                SlabPageMap.Set(page, null);
                 Array.Clear(segment.Units, page.FirstUnit, page.UnitCount);
                 segment.PageCount--;
                 released++;
@@ -442,7 +446,15 @@ internal sealed unsafe class ThreadHeap
 
     private void ReleaseSegment(HeapSegment segment)
     {
-        OwnerRegistry.Unregister(segment.Start, segment.Size, segment);
+        for (int u = 0; u < segment.Units.Length; u++)
+        {
+            if (segment.Units[u] is { } page && page.FirstUnit == u)
+            {
+                SlabPageMap.Set(page, null);
+            }
+        }
+
+        OwnerRegistry.Unregister(segment.Start, segment.Size, Allocator);
         _source.Release((byte*)segment.Start, segment.Size);
         _segments.Remove(segment);
         MappedBytes -= (long)segment.Size;

@@ -25,8 +25,8 @@ namespace AllocHosting.Allocators;
 /// (4 MiB, aligned to their size), cuts them into 64 KiB pages, and gives each page to one size
 /// class (16-byte steps to 128 B, then four classes per power of two up to 256 KiB: a block's usable
 /// size is its class size, at most 25 % above the request). The allocation fast path pops the
-/// class's current page's free list; the free fast path finds the page in O(1) through
-/// <c>OwnerRegistry</c> (so a foreign pointer is rejected, not dereferenced) and pushes the block on
+/// class's current page's free list; the free fast path finds the page in O(1) through a radix
+/// table of pages (so a foreign pointer is rejected, not dereferenced) and pushes the block on
 /// that list. A block freed by another thread is pushed on the page's remote list with one
 /// compare-and-swap; the owner takes such lists whole when a page runs dry, or in <see cref="Collect"/>.
 /// The data layout and ownership rules are described at the top of ThreadHeap.cs.
@@ -227,12 +227,8 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     /// <remarks>True for addresses in a page of one of this allocator's heaps, or owned by the fallback.</remarks>
     public override bool Owns(byte* pointer)
     {
-        if (OwnerRegistry.Find((nuint)pointer) is HeapSegment segment)
-        {
-            return segment.Heap.Allocator == this && segment.PageOf((nuint)pointer) is not null;
-        }
-
-        return _fallback.Owns(pointer);
+        SlabPage? page = SlabPageMap.Find((nuint)pointer);
+        return page is not null ? page.Allocator == this : _fallback.Owns(pointer);
     }
 
     // ---- Fast paths. ----
@@ -419,7 +415,7 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     }
 
     /// <summary>The page of a slab block (tests).</summary>
-    internal static SlabPage? PageOf(byte* pointer) => (OwnerRegistry.Find((nuint)pointer) as HeapSegment)?.PageOf((nuint)pointer);
+    internal static SlabPage? PageOf(byte* pointer) => SlabPageMap.Find((nuint)pointer);
 
     /// <summary>Called by a heap, under its lock, when it has released its segments.</summary>
     internal void OnHeapReleased(ThreadHeap heap)
@@ -511,19 +507,14 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
 
     // The page of a slab block of this allocator; null for anything else, which then belongs to
     // the fallback. Throws for blocks of another thread-local allocator and for addresses inside
-    // our segments that are not a live block's start or whose size exceeds the block.
+    // our pages that are not a block's start or whose size exceeds the block.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private SlabPage? FindPage(nuint address, nuint size)
     {
-        if (OwnerRegistry.Find(address) is not HeapSegment segment)
+        SlabPage? page = SlabPageMap.Find(address);
+        if (page is not null && (page.Allocator != this || !page.IsBlockStart(address) || size > page.BlockSize))
         {
-            return null;
-        }
-
-        SlabPage? page = segment.PageOf(address);
-        if (page is null || segment.Heap.Allocator != this || !page.IsBlockStart(address) || size > page.BlockSize)
-        {
-            ThrowNotSlabBlock(segment, page, address, size);
+            ThrowNotSlabBlock(page, address, size);
         }
 
         return page;
@@ -571,15 +562,15 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowNotSlabBlock(HeapSegment segment, SlabPage? page, nuint pointer, nuint size)
+    private void ThrowNotSlabBlock(SlabPage page, nuint pointer, nuint size)
     {
         nuint address = pointer;
-        if (segment.Heap.Allocator != this)
+        if (page.Allocator != this)
         {
             Allocator.ThrowNotOwned(Name, (void*)address);
         }
 
-        if (page is null || !page.IsBlockStart(address))
+        if (!page.IsBlockStart(address))
         {
             throw new ArgumentException(
                 $"0x{address:X} lies in this {Name}'s memory but is not the start of a block (an interior pointer, or a block whose page was already freed).",
