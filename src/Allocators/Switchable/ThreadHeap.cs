@@ -28,6 +28,8 @@ namespace AllocHosting.Allocators.Switchable;
 //
 // Ownership rules
 // ---------------
+//   * Statistics cost the fast path one page counter (Used) and two heap counters (allocations,
+//     requested bytes); bytes in use are summed over the pages when read.
 //   * Fields marked "owner" are read and written by the heap's thread without locks or atomics.
 //   * Other threads free into SlabPage.Remote (lock-free push); the owner takes the whole list with
 //     one exchange when a page it needs has no local free block, or in Collect.
@@ -70,13 +72,23 @@ internal sealed unsafe class ThreadHeap
     /// <summary>The page each class allocates from; <see cref="SlabPage.Empty"/> when it has none.</summary>
     public PageTable Current;
 
-    /// <summary>Counters of this heap; remote frees are counted when drained. Read racily by <see cref="ThreadLocalAllocator.Statistics"/>.</summary>
-    public AllocatorCounters Counters;
+    // Statistics: only two counters are kept on the fast path. Blocks in use are the pages' Used
+    // counts (summed on read); deallocations are allocations minus blocks in use.
+
+    /// <summary>Blocks handed out by the heap since creation. Read racily by <see cref="ThreadLocalAllocator.Statistics"/>.</summary>
+    public long AllocationCount;
+
+    /// <summary>Sum of the sizes requested from the heap since creation. Read racily.</summary>
+    public long TotalBytesAllocated;
 
     /// <summary>Bytes of segments held. Read racily by other threads.</summary>
     public long MappedBytes;
 
     private readonly List<SlabPage>[] _pages;
+
+    // Every page of the heap, replaced (never modified) when a page is added or removed, so that
+    // other threads can sum the pages' Used counts safely.
+    private SlabPage[] _allPages = [];
     private readonly List<HeapSegment> _segments = [];
 
     // ---- Any thread. ----
@@ -140,7 +152,8 @@ internal sealed unsafe class ThreadHeap
         page.Free = *(nuint*)block;
         ((nuint*)block)[1] = 0;
         page.Used++;
-        Counters.Allocated(size, page.BlockSize);
+        AllocationCount++;
+        TotalBytesAllocated += (long)size;
         return (byte*)block;
     }
 
@@ -150,7 +163,21 @@ internal sealed unsafe class ThreadHeap
         *(nuint*)block = page.Free;
         page.Free = block;
         page.Used--;
-        Counters.Freed(page.BlockSize);
+    }
+
+    /// <summary>Bytes and blocks in use now (any thread; approximate while the owner runs). Blocks other threads freed count until drained.</summary>
+    public (long Bytes, long Blocks) CountInUse()
+    {
+        long bytes = 0;
+        long blocks = 0;
+        foreach (SlabPage page in Volatile.Read(ref _allPages))
+        {
+            int used = Volatile.Read(ref page.Used);
+            bytes += used * (long)page.BlockSize;
+            blocks += used;
+        }
+
+        return (bytes, blocks);
     }
 
     /// <summary>Frees a block of an abandoned heap (any thread): under the lock, releasing the heap when it was the last live block.</summary>
@@ -159,7 +186,7 @@ internal sealed unsafe class ThreadHeap
         lock (Lock)
         {
             FreeLocal(page, block);
-            if (Counters.BytesInUse == 0)
+            if (page.Used == 0)
             {
                 ReleaseIfEmpty();
             }
@@ -313,8 +340,6 @@ internal sealed unsafe class ThreadHeap
         *(nuint*)tail = page.Free;
         page.Free = list;
         page.Used -= count;
-        Counters.DeallocationCount += count;
-        Counters.BytesInUse -= count * (long)page.BlockSize;
         return count;
     }
 
@@ -361,6 +386,7 @@ internal sealed unsafe class ThreadHeap
 
         segment.PageCount++;
         _pages[classIndex].Add(page);
+        Volatile.Write(ref _allPages, [.. _allPages, page]);
         SlabPageMap.Set(page, page);
         return page;
     }
@@ -415,6 +441,7 @@ internal sealed unsafe class ThreadHeap
     private int ReleaseEmptyPages()
     {
         int released = 0;
+        var remaining = new List<SlabPage>(_allPages.Length);
         for (int c = 0; c < _pages.Length; c++)
         {
             List<SlabPage> pages = _pages[c];
@@ -424,6 +451,7 @@ internal sealed unsafe class ThreadHeap
                 DrainRemote(page);
                 if (page.Used != 0)
                 {
+                    remaining.Add(page);
                     continue;
                 }
 
@@ -439,6 +467,11 @@ internal sealed unsafe class ThreadHeap
                 segment.PageCount--;
                 released++;
             }
+        }
+
+        if (released != 0)
+        {
+            Volatile.Write(ref _allPages, remaining.ToArray());
         }
 
         return released;
@@ -476,7 +509,7 @@ internal sealed unsafe class ThreadHeap
             }
         }
 
-        if (Counters.BytesInUse == 0)
+        if (CountInUse().Blocks == 0)
         {
             ReleaseCore();
         }
@@ -502,6 +535,8 @@ internal sealed unsafe class ThreadHeap
             _pages[c].Clear();
             Current[c] = SlabPage.Empty;
         }
+
+        Volatile.Write(ref _allPages, []);
 
         Allocator.OnHeapReleased(this);
     }

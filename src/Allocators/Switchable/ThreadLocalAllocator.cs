@@ -92,7 +92,11 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     // Live heaps and the counters of released ones, under _heapsLock.
     private readonly Lock _heapsLock = new();
     private readonly List<ThreadHeap> _heaps = [];
-    private AllocatorCounters _released;
+    private long _releasedAllocations;
+    private long _releasedBytesAllocated;
+
+    // The largest bytes-in-use seen by a statistics read (Interlocked).
+    private long _observedPeak;
     private int _disposed;
 
     /// <summary>Creates an allocator with <paramref name="options"/> (or <see cref="ThreadLocalAllocatorOptions.Default"/>).</summary>
@@ -164,36 +168,38 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     /// counters are written by its thread without synchronisation and blocks freed by other threads are
     /// counted when drained, so while threads run the figures are approximate; after
     /// <see cref="Collect"/> on every thread (or after abandoned heaps are released) they are exact.
-    /// <see cref="AllocatorStatistics.PeakBytesInUse"/> is the sum of the heaps' peaks, an upper bound.
+    /// To keep the fast path to three counter updates, the slabs' peak is sampled: it is the largest
+    /// bytes-in-use figure any read of this property has seen (plus the fallback's own peak).
     /// </remarks>
     public override AllocatorStatistics Statistics
     {
         get
         {
-            AllocatorCounters sum;
+            long allocations, requested, bytesInUse = 0, blocksInUse = 0;
             lock (_heapsLock)
             {
-                sum = _released;
+                allocations = _releasedAllocations;
+                requested = _releasedBytesAllocated;
                 foreach (ThreadHeap heap in _heaps)
                 {
-                    AllocatorCounters c = heap.Counters;
-                    sum.BytesInUse += c.BytesInUse;
-                    sum.PeakBytesInUse += c.PeakBytesInUse;
-                    sum.AllocationCount += c.AllocationCount;
-                    sum.DeallocationCount += c.DeallocationCount;
-                    sum.TotalBytesAllocated += c.TotalBytesAllocated;
+                    allocations += Volatile.Read(ref heap.AllocationCount);
+                    requested += Volatile.Read(ref heap.TotalBytesAllocated);
+                    (long bytes, long blocks) = heap.CountInUse();
+                    bytesInUse += bytes;
+                    blocksInUse += blocks;
                 }
             }
 
+            long peak = RaisePeak(bytesInUse);
             AllocatorStatistics fallback = _fallback.Statistics;
             return new AllocatorStatistics(
-                sum.BytesInUse + fallback.BytesInUse,
-                sum.PeakBytesInUse + fallback.PeakBytesInUse,
+                bytesInUse + fallback.BytesInUse,
+                peak + fallback.PeakBytesInUse,
                 Capacity: null,
-                sum.AllocationCount + fallback.AllocationCount,
-                sum.DeallocationCount + fallback.DeallocationCount,
+                allocations + fallback.AllocationCount,
+                allocations - blocksInUse + fallback.DeallocationCount,
                 FailureCount,
-                sum.TotalBytesAllocated + fallback.TotalBytesAllocated);
+                requested + fallback.TotalBytesAllocated);
         }
     }
 
@@ -247,7 +253,8 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
                 page.Free = *(nuint*)block;
                 ((nuint*)block)[1] = 0;
                 page.Used++;
-                heap.Counters.Allocated(size, page.BlockSize);
+                heap.AllocationCount++;
+                heap.TotalBytesAllocated += (long)size;
                 return (byte*)block;
             }
         }
@@ -424,17 +431,31 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
         {
             if (_heaps.Remove(heap))
             {
-                AllocatorCounters c = heap.Counters;
-                _released.AllocationCount += c.AllocationCount;
-                _released.DeallocationCount += c.DeallocationCount;
-                _released.TotalBytesAllocated += c.TotalBytesAllocated;
-                _released.BytesInUse += c.BytesInUse;
-                _released.PeakBytesInUse = Math.Max(_released.PeakBytesInUse, c.PeakBytesInUse);
+                // A released heap has no block in use (blocks left at disposal are gone with it).
+                _releasedAllocations += heap.AllocationCount;
+                _releasedBytesAllocated += heap.TotalBytesAllocated;
             }
         }
     }
 
     // ---- Slow paths. ----
+
+    private long RaisePeak(long bytesInUse)
+    {
+        long peak = Interlocked.Read(ref _observedPeak);
+        while (bytesInUse > peak)
+        {
+            long seen = Interlocked.CompareExchange(ref _observedPeak, bytesInUse, peak);
+            if (seen == peak)
+            {
+                return bytesInUse;
+            }
+
+            peak = seen;
+        }
+
+        return peak;
+    }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private byte* AllocateGeneric(nuint size, nuint alignment)
