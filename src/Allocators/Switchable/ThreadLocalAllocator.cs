@@ -334,7 +334,7 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
         int classIndex = SlabClassOf(newSize, alignment);
         if (page is not null)
         {
-            if ((nuint)SlabSizeClasses.SizeOf(classIndex) * 2 > page.BlockSize)
+            if (classIndex < 0 || (nuint)SlabSizeClasses.SizeOf(classIndex) * 2 > page.BlockSize)
             {
                 return pointer;
             }
@@ -554,10 +554,9 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
         }
         else
         {
+            // The compare-and-swap in PushRemote is a full fence and pairs with the exchange in
+            // ThreadHeap.Abandon: either this thread sees the flag or the abandoning thread sees the block.
             page.PushRemote(block);
-
-            // Pairs with the exchange in ThreadHeap.Abandon: one of us sees the other.
-            Interlocked.MemoryBarrier();
             if (heap.IsAbandoned)
             {
                 heap.CollectAbandoned();
