@@ -441,6 +441,51 @@ public unsafe class ThreadLocalAllocatorTests
     }
 
     [Fact]
+    public void Frees_racing_with_thread_exit_never_strand_a_heap()
+    {
+        // Remote frees race with the finaliser that abandons the heap: whichever comes last
+        // must find the heap empty and release it.
+        using var allocator = new ThreadLocalAllocator();
+        for (int round = 0; round < 10; round++)
+        {
+            var blocks = new nint[2000];
+            RunOnNewThread(() =>
+            {
+                for (int i = 0; i < blocks.Length; i++)
+                {
+                    blocks[i] = (nint)allocator.Allocate((nuint)(16 + (i % 300)), 16);
+                }
+            });
+
+            var freers = Enumerable.Range(0, 2).Select(part => new Thread(() =>
+            {
+                for (int i = part; i < blocks.Length; i += 2)
+                {
+                    allocator.Deallocate((byte*)blocks[i], (nuint)(16 + (i % 300)), 16);
+                }
+            })).ToArray();
+            foreach (var freer in freers)
+            {
+                freer.Start();
+            }
+
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            foreach (var freer in freers)
+            {
+                freer.Join();
+            }
+
+            CollectUntil(() => allocator.HeapCount == 0);
+            Assert.Equal(0, allocator.HeapCount);
+            Assert.Equal(0, allocator.MappedBytes);
+        }
+
+        Assert.Equal(0, allocator.Statistics.BytesInUse);
+        Assert.Equal(20_000, allocator.Statistics.DeallocationCount);
+    }
+
+    [Fact]
     public void Two_threads_have_two_heaps_that_never_share_a_block()
     {
         using var allocator = new ThreadLocalAllocator();
