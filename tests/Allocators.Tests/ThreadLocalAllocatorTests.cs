@@ -651,6 +651,22 @@ public unsafe class ThreadLocalAllocatorTests
     }
 
     [Fact]
+    public void Type_doc_example_runs()
+    {
+        // The example in ThreadLocalAllocator's doc comment.
+        ThreadLocalAllocator allocator = ThreadLocalAllocator.Shared;
+        byte* buffer = allocator.Allocate(1024, 16);                 // from this thread's heap
+        buffer[0] = 42;
+        nint address = (nint)buffer;
+        var other = new Thread(() => allocator.Deallocate((byte*)address, 1024, 16)); // routed back, lock-free
+        other.Start();
+        other.Join();
+
+        var page = ThreadLocalAllocator.PageOf(buffer)!;
+        Assert.True(page.Heap!.IsOnFreeList(page, (nuint)buffer), "the block went back to the allocating heap");
+    }
+
+    [Fact]
     public void Shared_instance_serves_this_thread()
     {
         byte* block = ThreadLocalAllocator.Shared.Allocate(1024, 16);

@@ -45,9 +45,13 @@ namespace AllocHosting.Allocators;
 /// segments are unmapped. The seed leaked the whole region instead (W-SW4).
 /// </para>
 /// <example><code>
-/// byte* buffer = ThreadLocalAllocator.Shared.Allocate(1024, 16);
-/// await SomethingAsync();                                      // may resume on another thread
-/// ThreadLocalAllocator.Shared.Deallocate(buffer, 1024, 16);    // routed back to the allocating heap
+/// ThreadLocalAllocator allocator = ThreadLocalAllocator.Shared;
+/// byte* buffer = allocator.Allocate(1024, 16);                 // from this thread's heap
+/// buffer[0] = 42;
+/// nint address = (nint)buffer;
+/// var other = new Thread(() => allocator.Deallocate((byte*)address, 1024, 16)); // routed back, lock-free
+/// other.Start();
+/// other.Join();
 /// </code></example>
 /// <para>
 /// What it never does: it never returns a block to another heap than the one it came from, never
