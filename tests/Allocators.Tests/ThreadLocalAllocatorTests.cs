@@ -234,6 +234,37 @@ public unsafe class ThreadLocalAllocatorTests
         Assert.Equal(0, allocator.Statistics.BytesInUse);
     }
 
+    [LinuxFact]
+    public void Slab_segments_and_over_size_blocks_are_registered_for_address_routing()
+    {
+        // OwnerRegistry is how SwitchableAllocator routes a free by address (W-SW2): every byte this
+        // allocator hands out, slab or fallback, must name it as owner while the block is live.
+        using var allocator = new ThreadLocalAllocator();
+        byte* small = allocator.Allocate(64, 16);
+        byte* large = allocator.Allocate(1024 * KiB, 16);
+
+        Assert.Same(allocator, OwnerRegistry.Find((nuint)small));
+        Assert.Same(allocator, OwnerRegistry.Find((nuint)large));
+        Assert.Same(allocator, OwnerRegistry.Find((nuint)large + (1024 * KiB) - 1));
+
+        byte* grown = allocator.GrowingReallocate(large, 1024 * KiB, 4096 * KiB, 16);
+        Assert.Same(allocator, OwnerRegistry.Find((nuint)grown + (4096 * KiB) - 1));
+        if (grown != large)
+        {
+            Assert.Null(OwnerRegistry.Find((nuint)large));
+        }
+
+        byte* shrunk = allocator.ShrinkingReallocate(grown, 4096 * KiB, 512 * KiB, 16);
+        Assert.Same(allocator, OwnerRegistry.Find((nuint)shrunk));
+        Assert.Null(OwnerRegistry.Find((nuint)shrunk + (1024 * KiB)));
+
+        allocator.Deallocate(shrunk, 512 * KiB, 16);
+        Assert.Null(OwnerRegistry.Find((nuint)shrunk));
+        allocator.Deallocate(small, 64, 16);
+        allocator.Collect();
+        Assert.Null(OwnerRegistry.Find((nuint)small));
+    }
+
     [Fact]
     public void Exhausted_heap_falls_back_and_frees_are_routed_back()
     {

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -89,6 +90,11 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     private readonly ThreadLocalAllocatorOptions _options;
     private readonly IAllocator _fallback;
     private readonly bool _ownsFallback;
+
+    // Blocks of the owned MemoryMapAllocator fallback, registered in OwnerRegistry with this allocator
+    // as owner so that address-routed frees elsewhere find them: address → registered length. Null
+    // for other fallbacks, whose blocks may share 4 KiB granules with memory we do not own.
+    private readonly ConcurrentDictionary<nuint, nuint>? _registeredFallbackBlocks;
     private readonly nuint _maximumSlabSize;
     private readonly nuint _segmentSize;
     private readonly nuint _stampKey;
@@ -120,10 +126,16 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
         }
         else
         {
-            _fallback = MemoryMapAllocator.IsSupported
-                ? new MemoryMapAllocator(options.MemoryMap)
-                : new NativeMemoryAllocator(trackOwnership: true);
             _ownsFallback = true;
+            if (MemoryMapAllocator.IsSupported)
+            {
+                _fallback = new MemoryMapAllocator(options.MemoryMap);
+                _registeredFallbackBlocks = new ConcurrentDictionary<nuint, nuint>();
+            }
+            else
+            {
+                _fallback = new NativeMemoryAllocator(trackOwnership: true);
+            }
         }
     }
 
@@ -308,15 +320,47 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
         SlabPage? page = FindPage((nuint)pointer, currentSize);
-        return page is null
-            ? _fallback.TryGrowInPlace(pointer, currentSize, newSize, alignment)
-            : newSize <= page.BlockSize;
+        if (page is not null)
+        {
+            return newSize <= page.BlockSize;
+        }
+
+        nuint registered = UnregisterFallbackBlock(pointer);
+        bool grown = false;
+        try
+        {
+            grown = _fallback.TryGrowInPlace(pointer, currentSize, newSize, alignment);
+        }
+        finally
+        {
+            RestoreFallbackBlock(pointer, registered, grown ? newSize : 0, alignment);
+        }
+
+        return grown;
     }
 
     /// <inheritdoc />
     /// <remarks>A slab block keeps its page when shrunk in place; <see cref="AllocatorBase.ShrinkingReallocate"/> moves it to a smaller class when that at least halves it.</remarks>
-    protected override bool TryShrinkInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
-        FindPage((nuint)pointer, currentSize) is not null || _fallback.TryShrinkInPlace(pointer, currentSize, newSize, alignment);
+    protected override bool TryShrinkInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        if (FindPage((nuint)pointer, currentSize) is not null)
+        {
+            return true;
+        }
+
+        nuint registered = UnregisterFallbackBlock(pointer);
+        bool shrunk = false;
+        try
+        {
+            shrunk = _fallback.TryShrinkInPlace(pointer, currentSize, newSize, alignment);
+        }
+        finally
+        {
+            RestoreFallbackBlock(pointer, registered, shrunk ? newSize : 0, alignment);
+        }
+
+        return shrunk;
+    }
 
     /// <inheritdoc />
     protected override byte* GrowCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
@@ -327,8 +371,25 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
             return newSize <= page.BlockSize ? pointer : MoveBlock(pointer, currentSize, newSize, alignment);
         }
 
-        // A fallback block stays there (mremap moves pages, not bytes).
-        return _fallback.TryGrowingReallocate(pointer, currentSize, newSize, alignment, out byte* moved) ? moved : null;
+        // A fallback block stays there (mremap moves pages, not bytes). Its registration is
+        // withdrawn first: once the kernel moves it, the old address may be mapped by anyone.
+        nuint registered = UnregisterFallbackBlock(pointer);
+        byte* moved = null;
+        try
+        {
+            return _fallback.TryGrowingReallocate(pointer, currentSize, newSize, alignment, out moved) ? moved : null;
+        }
+        finally
+        {
+            if (moved is not null)
+            {
+                RestoreFallbackBlock(moved, registered, newSize, alignment);
+            }
+            else
+            {
+                RestoreFallbackBlock(pointer, registered, 0, alignment);
+            }
+        }
     }
 
     /// <inheritdoc />
@@ -357,7 +418,24 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
             }
         }
 
-        return _fallback.ShrinkingReallocate(pointer, currentSize, newSize, alignment);
+        nuint registered = UnregisterFallbackBlock(pointer);
+        byte* shrunk = null;
+        try
+        {
+            shrunk = _fallback.ShrinkingReallocate(pointer, currentSize, newSize, alignment);
+            return shrunk;
+        }
+        finally
+        {
+            if (shrunk is not null)
+            {
+                RestoreFallbackBlock(shrunk, registered, newSize, alignment);
+            }
+            else
+            {
+                RestoreFallbackBlock(pointer, registered, 0, alignment);
+            }
+        }
     }
 
     /// <inheritdoc />
@@ -377,6 +455,14 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
         foreach (ThreadHeap heap in heaps)
         {
             heap.ReleaseAll();
+        }
+
+        if (_registeredFallbackBlocks is not null)
+        {
+            foreach (nuint address in _registeredFallbackBlocks.Keys)
+            {
+                UnregisterFallbackBlock((byte*)address);
+            }
         }
 
         if (_ownsFallback && _fallback is IDisposable disposable)
@@ -479,8 +565,58 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
 
     private byte* AllocateSlab(int classIndex, nuint size) => CurrentHeap().Allocate(classIndex, size);
 
-    private byte* AllocateFallback(nuint size, nuint alignment) =>
-        _fallback.TryAllocate(size, alignment, out byte* block) ? block : null;
+    private byte* AllocateFallback(nuint size, nuint alignment)
+    {
+        if (!_fallback.TryAllocate(size, alignment, out byte* block))
+        {
+            return null;
+        }
+
+        if (_registeredFallbackBlocks is not null)
+        {
+            try
+            {
+                RegisterFallbackBlock(block, _fallback.GetUsableSize(size, alignment));
+            }
+            catch (InvalidOperationException)
+            {
+                // Someone left a stale registration in memory the kernel just gave us.
+                _fallback.Deallocate(block, size, alignment);
+                throw;
+            }
+        }
+
+        return block;
+    }
+
+    // Withdraws a fallback block's OwnerRegistry entry; returns its length (0 when it had none).
+    private nuint UnregisterFallbackBlock(byte* block)
+    {
+        if (_registeredFallbackBlocks is null || !_registeredFallbackBlocks.TryRemove((nuint)block, out nuint length))
+        {
+            return 0;
+        }
+
+        OwnerRegistry.Unregister((nuint)block, length, this);
+        return length;
+    }
+
+    // Registers a fallback block again after a resize: with the usable size of newSize, or with
+    // its previous length when newSize is 0 (the resize failed). Nothing when it had no entry.
+    private void RestoreFallbackBlock(byte* block, nuint previousLength, nuint newSize, nuint alignment)
+    {
+        if (previousLength != 0)
+        {
+            RegisterFallbackBlock(block, newSize != 0 ? _fallback.GetUsableSize(newSize, alignment) : previousLength);
+        }
+    }
+
+    // The usable size never exceeds the mapping, so no granule outside the block is claimed.
+    private void RegisterFallbackBlock(byte* block, nuint length)
+    {
+        OwnerRegistry.Register((nuint)block, length, this);
+        _registeredFallbackBlocks![(nuint)block] = length;
+    }
 
     // The slab class serving (size, alignment), or -1 when the request goes to the fallback.
     private int SlabClassOf(nuint size, nuint alignment)
@@ -572,7 +708,22 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     private void DeallocateFallback(byte* pointer, nuint size, nuint alignment)
     {
         ThrowIfDisposed();
-        _fallback.Deallocate(pointer, size, alignment);
+
+        // Unregistered before the unmap: afterwards the address may be mapped and registered by anyone.
+        nuint registered = UnregisterFallbackBlock(pointer);
+        bool freed = false;
+        try
+        {
+            _fallback.Deallocate(pointer, size, alignment);
+            freed = true;
+        }
+        finally
+        {
+            if (!freed)
+            {
+                RestoreFallbackBlock(pointer, registered, 0, alignment);
+            }
+        }
     }
 
     private byte* Move(byte* from, byte* to, nuint newSize, nuint currentSize, nuint alignment)
