@@ -16,6 +16,14 @@ namespace AllocHosting.Allocators.Switchable;
 //                                 256 KiB); pages of classes ≤ 16 KiB are one unit, larger ones hold 4 blocks
 //   ThreadHeap.Current[class]     the page the fast path allocates from (SlabPage.Empty when none)
 //
+// Why size-class slabs rather than the tree allocator (MultipleBinarySearchTreeAllocator): the
+// fast paths here are a free-list pop and push on a page found by two loads, with no search, no
+// splitting and no coalescing, which is what jemalloc and mimalloc do for the same sizes and what
+// the targets (≤ jemalloc at 64 B–1 KiB, ≤ ArrayPool.Shared up to 256 KiB) require; a tree
+// allocation is O(log n) plus splitting, and a remote free into a tree needs a lock or a deferred
+// queue anyway. Rough Stopwatch figures on the development machine (one thread, alloc+touch+free):
+// about 10.5–11 ns at 64 B–256 KiB against 9–10 ns for ArrayPool.Shared and 13–26 ns for glibc.
+//
 // Metadata lives in managed objects, not in the segments: SlabPageMap (a two-level radix table
 // with 64 KiB units) yields a freed pointer's SlabPage in two loads without touching the pointer,
 // so a foreign pointer is rejected instead of faulting, and a buffer overrun in user memory cannot

@@ -23,8 +23,8 @@ namespace AllocHosting.Allocators;
 /// <para>
 /// How: a thread's first allocation creates its heap, whose memory source applies the NUMA policy
 /// of that thread (<see cref="ThreadLocalAllocatorOptions.NumaPolicy"/>). A heap maps segments
-/// (4 MiB, aligned to their size), cuts them into 64 KiB pages, and gives each page to one size
-/// class (16-byte steps to 128 B, then four classes per power of two up to 256 KiB: a block's usable
+/// (4 MiB, aligned to their size), cuts them into pages of one or more 64 KiB units, and gives each
+/// page to one size class (16-byte steps to 128 B, then four classes per power of two up to 256 KiB: a block's usable
 /// size is its class size, at most 25 % above the request). The allocation fast path pops the
 /// class's current page's free list; the free fast path finds the page in O(1) through a radix
 /// table of pages (so a foreign pointer is rejected, not dereferenced) and pushes the block on
@@ -37,7 +37,9 @@ namespace AllocHosting.Allocators;
 /// <see cref="MaximumSlabAlignment"/>, or made when a heap cannot obtain a segment go to the fallback
 /// allocator (a <see cref="MemoryMapAllocator"/> by default, the seed's "over-size fallback"), and
 /// frees, growth and shrinking of those blocks are routed back to it by address. Growing or
-/// shrinking moves blocks between slabs and the fallback as their size requires.
+/// shrinking moves blocks between slabs and the fallback as their size requires. Segments, and the
+/// blocks of the default fallback, are registered in the process-wide owner registry with this
+/// allocator as owner, so a router that only knows an address (<c>SwitchableAllocator</c>) finds it.
 /// </para>
 /// <para>
 /// When a thread exits its heap is abandoned (detected by the finaliser of an object only that
@@ -56,8 +58,9 @@ namespace AllocHosting.Allocators;
 /// </code></example>
 /// <para>
 /// What it never does: it never returns a block to another heap than the one it came from, never
-/// frees through the global allocator a pointer it does not know (foreign pointers throw
-/// <see cref="ArgumentException"/>), and never blocks a thread that frees its own memory.
+/// dereferences a pointer before finding it in its own page table (a pointer that is neither a slab
+/// block nor a block of the fallback throws <see cref="ArgumentException"/>; the default fallback
+/// tracks its blocks), and never locks or uses atomics when a thread frees its own memory.
 /// </para>
 /// <para>
 /// Limits: a double free is detected when the block was not reallocated in between (a stamp in the
