@@ -108,8 +108,8 @@ internal sealed unsafe class SlabPage
         }
     }
 
-    /// <summary>A word on a cache line of its own, so that remote pushes do not evict the owner's fields.</summary>
-    [StructLayout(LayoutKind.Explicit, Size = 128)]
+    /// <summary>A word with 64 bytes of padding on either side (a cache line of its own wherever the object lands), so that remote pushes do not evict the owner's fields.</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 136)]
     public struct PaddedAddress
     {
         /// <summary>The head of the list (0 when empty).</summary>
