@@ -408,6 +408,40 @@ public unsafe class ThreadLocalAllocatorTests
     }
 
     [Fact]
+    public void Blocks_can_be_resized_and_freed_on_another_thread()
+    {
+        using var allocator = new ThreadLocalAllocator();
+        var blocks = new nint[200];
+        for (int i = 0; i < blocks.Length; i++)
+        {
+            byte* block = allocator.Allocate(100, 16);
+            Fill(block, 100);
+            blocks[i] = (nint)block;
+        }
+
+        ThreadHeap mine = allocator.FindCurrentHeap()!;
+        RunOnNewThread(() =>
+        {
+            for (int i = 0; i < blocks.Length; i++)
+            {
+                nuint target = i % 2 == 0 ? 5000 : 300 * KiB;
+                byte* grown = allocator.GrowingReallocate((byte*)blocks[i], 100, target, 16);
+                Check(grown, 100);
+                Assert.NotSame(mine, ThreadLocalAllocator.PageOf(grown)?.Heap);
+                byte* shrunk = allocator.ShrinkingReallocate(grown, target, 50, 16);
+                Check(shrunk, 50);
+                allocator.Deallocate(shrunk, 50, 16);
+            }
+
+            allocator.Collect();
+        });
+
+        allocator.Collect();
+        Assert.Equal(0, allocator.Statistics.BytesInUse);
+        Assert.Equal(allocator.Statistics.AllocationCount, allocator.Statistics.DeallocationCount);
+    }
+
+    [Fact]
     public void Thread_exit_releases_the_heap_once_its_blocks_are_freed_W_SW4()
     {
         // W-SW4: the seed leaked a thread's whole region when the thread ended.
