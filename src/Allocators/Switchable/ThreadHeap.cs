@@ -8,7 +8,7 @@ namespace AllocHosting.Allocators.Switchable;
 //   ThreadLocalAllocator ──(one per OS thread that allocates)──► ThreadHeap
 //   ThreadHeap ──► HeapSegment*   each a region of SegmentSize bytes (default 4 MiB), aligned to its
 //                                 size, from the heap's own memory source (NUMA policy of the creating
-//                                 thread), registered in OwnerRegistry with the segment as owner
+//                                 thread), registered in OwnerRegistry with the allocator as owner
 //   HeapSegment ──► Units[]       one entry per 64 KiB unit: the SlabPage covering it, or null (free);
 //                                 SlabPageMap holds the same entries by address, for frees
 //   SlabPage                      1..16 consecutive units cut into blocks of ONE size class
