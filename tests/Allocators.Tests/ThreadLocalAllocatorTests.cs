@@ -610,6 +610,31 @@ public unsafe class ThreadLocalAllocatorTests
         Assert.True(steps >= 3000, $"only {steps} steps ran");
     }
 
+    [Fact]
+    public void Model_based_sequences_with_a_heap_that_runs_out_of_segments()
+    {
+        // The same reference model as above, with one 2 MiB segment per heap and sizes up to
+        // 300 KiB, so that exhaustion sends slab-sized requests to the fallback and growth and
+        // shrinking cross between slabs and the fallback in both directions.
+        using var fallback = new MemoryMapAllocator();
+        long steps = AllocatorModel.Run(
+            new ModelSettings { MaxSize = 300_000, MaxAlignmentLog2 = 6, Iterations = 40 },
+            () => new ThreadLocalAllocator(new ThreadLocalAllocatorOptions
+            {
+                SegmentSize = 2 << 20,
+                MaximumSegmentsPerHeap = 1,
+                Fallback = fallback,
+            }),
+            afterAllFreed: allocator =>
+            {
+                Assert.Equal(0, allocator.Statistics.BytesInUse);
+                Assert.Equal(0, fallback.LiveBlockCount);
+            });
+
+        Assert.True(steps >= 1000, $"only {steps} steps ran");
+        Assert.True(fallback.Statistics.AllocationCount > 0, "some requests fell back");
+    }
+
     [LinuxFact]
     public void Heap_memory_lands_on_the_node_its_policy_names_chosen_on_the_creating_thread()
     {
