@@ -276,7 +276,10 @@ internal sealed unsafe class ThreadHeap
     }
 
     // Finds a page of the class with a free block: the current one (after draining its remote
-    // frees or carving its tail), another page of the class, or a new page.
+    // frees or carving its tail), another page of the class, or a new page. The scan is linear in
+    // the class's pages and runs once per page-full of allocations; a heap holding very many full
+    // pages of one class pays it (mimalloc keeps full pages on a separate queue instead, which
+    // needs a flag remote freers set: a possible refinement).
     private SlabPage? Refill(int classIndex)
     {
         SlabPage current = Current[classIndex];
