@@ -1,0 +1,362 @@
+using System.Buffers;
+using System.Runtime.InteropServices;
+using AllocHosting.Allocators.Benchmarks.Peers;
+using BenchmarkDotNet.Attributes;
+
+namespace AllocHosting.Allocators.Benchmarks;
+
+/// <summary>
+/// <see cref="ThreadLocalAllocator"/> against the peers of performance.md: one allocation, a touch
+/// of its first and last byte, and its free, at 64 B, 1 KiB, 16 KiB and 256 KiB (targets: ≤ jemalloc
+/// at 64 B–1 KiB, ≤ ArrayPool.Shared at every size).
+/// </summary>
+[MemoryDiagnoser]
+public unsafe class ThreadLocalBenchmarks
+{
+    private const nuint Alignment = 16;
+
+    private ThreadLocalAllocator _threadLocal = null!;
+    private NativePeers.Mimalloc? _mi;
+    private NativePeers.Jemalloc? _je;
+
+    [Params(64, 1024, 16 * 1024, 256 * 1024)]
+    public int Size { get; set; }
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _threadLocal = new ThreadLocalAllocator();
+        _mi = NativePeers.Mi;
+        _je = NativePeers.Je;
+    }
+
+    [GlobalCleanup]
+    public void Cleanup() => _threadLocal.Dispose();
+
+    [Benchmark(Baseline = true, Description = "ArrayPool.Shared")]
+    public byte ArrayPoolShared()
+    {
+        byte[] array = ArrayPool<byte>.Shared.Rent(Size);
+        byte result = Touch(array.AsSpan(0, Size));
+        ArrayPool<byte>.Shared.Return(array);
+        return result;
+    }
+
+    [Benchmark(Description = "NativeMemory (glibc)")]
+    public byte Glibc()
+    {
+        byte* p = (byte*)NativeMemory.Alloc((nuint)Size);
+        byte result = Touch(p);
+        NativeMemory.Free(p);
+        return result;
+    }
+
+    [Benchmark(Description = "mimalloc")]
+    public byte Mimalloc()
+    {
+        if (_mi is null)
+        {
+            return 0;
+        }
+
+        byte* p = (byte*)_mi.Malloc((nuint)Size);
+        byte result = Touch(p);
+        _mi.Free(p);
+        return result;
+    }
+
+    [Benchmark(Description = "jemalloc")]
+    public byte Jemalloc()
+    {
+        if (_je is null)
+        {
+            return 0;
+        }
+
+        byte* p = (byte*)_je.Malloc((nuint)Size);
+        byte result = Touch(p);
+        _je.Free(p);
+        return result;
+    }
+
+    [Benchmark(Description = "jemalloc, no GC transition")]
+    public byte JemallocNoTransition()
+    {
+        if (_je is null)
+        {
+            return 0;
+        }
+
+        byte* p = (byte*)_je.MallocNoTransition((nuint)Size);
+        byte result = Touch(p);
+        _je.FreeNoTransition(p);
+        return result;
+    }
+
+    [Benchmark(Description = "ThreadLocalAllocator")]
+    public byte ThreadLocal()
+    {
+        byte* p = _threadLocal.Allocate((nuint)Size, Alignment);
+        byte result = Touch(p);
+        _threadLocal.Deallocate(p, (nuint)Size, Alignment);
+        return result;
+    }
+
+    private byte Touch(byte* p) => Touch(new Span<byte>(p, Size));
+
+    private static byte Touch(Span<byte> block)
+    {
+        block[0] = 1;
+        block[^1] = 2;
+        return (byte)(block[0] + block[^1]);
+    }
+}
+
+/// <summary>
+/// Scaling: each thread loops <see cref="PairsPerThread"/> alloc+touch+free pairs of 64 bytes, on
+/// one thread and on two threads at once. Times are per pair (OperationsPerInvoke), so the
+/// two-thread speed-up is the one-thread time divided by the two-thread time (target ≥ 1.8 for
+/// <see cref="ThreadLocalAllocator"/>). The second thread is a long-lived worker released by an
+/// event, so thread start-up is not measured.
+/// </summary>
+public sealed unsafe class ThreadLocalScalingBenchmarks : IDisposable
+{
+    private const int PairsPerThread = 100_000;
+    private const nuint Size = 64;
+    private const nuint Alignment = 16;
+
+    private ThreadLocalAllocator _threadLocal = null!;
+    private SecondThread _second = null!;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _threadLocal = new ThreadLocalAllocator();
+        _second = new SecondThread();
+    }
+
+    [GlobalCleanup]
+    public void Cleanup() => Dispose();
+
+    public void Dispose()
+    {
+        _second?.Dispose();
+        _threadLocal?.Dispose();
+    }
+
+    [Benchmark(Baseline = true, OperationsPerInvoke = PairsPerThread, Description = "ThreadLocalAllocator, 1 thread")]
+    public void ThreadLocalOneThread() => ThreadLocalLoop();
+
+    [Benchmark(OperationsPerInvoke = 2 * PairsPerThread, Description = "ThreadLocalAllocator, 2 threads")]
+    public void ThreadLocalTwoThreads() => _second.RunWith(ThreadLocalLoop);
+
+    [Benchmark(OperationsPerInvoke = PairsPerThread, Description = "ArrayPool.Shared, 1 thread")]
+    public void ArrayPoolOneThread() => ArrayPoolLoop();
+
+    [Benchmark(OperationsPerInvoke = 2 * PairsPerThread, Description = "ArrayPool.Shared, 2 threads")]
+    public void ArrayPoolTwoThreads() => _second.RunWith(ArrayPoolLoop);
+
+    [Benchmark(OperationsPerInvoke = PairsPerThread, Description = "NativeMemory (glibc), 1 thread")]
+    public void GlibcOneThread() => GlibcLoop();
+
+    [Benchmark(OperationsPerInvoke = 2 * PairsPerThread, Description = "NativeMemory (glibc), 2 threads")]
+    public void GlibcTwoThreads() => _second.RunWith(GlibcLoop);
+
+    private void ThreadLocalLoop()
+    {
+        ThreadLocalAllocator allocator = _threadLocal;
+        for (int i = 0; i < PairsPerThread; i++)
+        {
+            byte* p = allocator.Allocate(Size, Alignment);
+            p[0] = 1;
+            p[Size - 1] = 2;
+            allocator.Deallocate(p, Size, Alignment);
+        }
+    }
+
+    private static void ArrayPoolLoop()
+    {
+        for (int i = 0; i < PairsPerThread; i++)
+        {
+            byte[] array = ArrayPool<byte>.Shared.Rent((int)Size);
+            array[0] = 1;
+            array[Size - 1] = 2;
+            ArrayPool<byte>.Shared.Return(array);
+        }
+    }
+
+    private static void GlibcLoop()
+    {
+        for (int i = 0; i < PairsPerThread; i++)
+        {
+            byte* p = (byte*)NativeMemory.Alloc(Size);
+            p[0] = 1;
+            p[Size - 1] = 2;
+            NativeMemory.Free(p);
+        }
+    }
+
+    /// <summary>A worker thread that runs one action while the caller runs the same action.</summary>
+    private sealed class SecondThread : IDisposable
+    {
+        private readonly Thread _thread;
+        private readonly SemaphoreSlim _start = new(0);
+        private readonly SemaphoreSlim _done = new(0);
+        private Action? _work;
+        private volatile bool _stopping;
+
+        public SecondThread()
+        {
+            _thread = new Thread(Run) { IsBackground = true, Name = "benchmark second thread" };
+            _thread.Start();
+        }
+
+        public void RunWith(Action work)
+        {
+            _work = work;
+            _start.Release();
+            work();
+            _done.Wait();
+        }
+
+        public void Dispose()
+        {
+            _stopping = true;
+            _start.Release();
+            _thread.Join();
+            _start.Dispose();
+            _done.Dispose();
+        }
+
+        private void Run()
+        {
+            while (true)
+            {
+                _start.Wait();
+                if (_stopping)
+                {
+                    return;
+                }
+
+                _work!();
+                _done.Release();
+            }
+        }
+    }
+}
+
+/// <summary>
+/// Cross-thread frees: a producer allocates batches of <see cref="BatchSize"/> 64-byte blocks and a
+/// consumer on another thread frees them (the async-continuation pattern), against one thread
+/// allocating and freeing the same batches locally. Times are per block (target: cross-thread
+/// ≤ 2× local for <see cref="ThreadLocalAllocator"/>). Batches circulate through two bounded
+/// single-producer queues, so the hand-off is amortised over a batch.
+/// </summary>
+public sealed unsafe class ThreadLocalCrossThreadBenchmarks : IDisposable
+{
+    private const int BatchSize = 256;
+    private const int Batches = 400;
+    private const nuint Size = 64;
+    private const nuint Alignment = 16;
+
+    private ThreadLocalAllocator _threadLocal = null!;
+    private readonly nint[] _local = new nint[BatchSize];
+
+    [GlobalSetup]
+    public void Setup() => _threadLocal = new ThreadLocalAllocator();
+
+    [GlobalCleanup]
+    public void Cleanup() => Dispose();
+
+    public void Dispose() => _threadLocal?.Dispose();
+
+    [Benchmark(Baseline = true, OperationsPerInvoke = BatchSize * Batches, Description = "ThreadLocalAllocator, local free")]
+    public void LocalFree()
+    {
+        ThreadLocalAllocator allocator = _threadLocal;
+        nint[] blocks = _local;
+        for (int b = 0; b < Batches; b++)
+        {
+            for (int i = 0; i < blocks.Length; i++)
+            {
+                byte* p = allocator.Allocate(Size, Alignment);
+                p[0] = 1;
+                blocks[i] = (nint)p;
+            }
+
+            for (int i = 0; i < blocks.Length; i++)
+            {
+                allocator.Deallocate((byte*)blocks[i], Size, Alignment);
+            }
+        }
+    }
+
+    [Benchmark(OperationsPerInvoke = BatchSize * Batches, Description = "ThreadLocalAllocator, freed by another thread")]
+    public void CrossThreadFree() => ProducerConsumer(
+        (allocator, blocks) =>
+        {
+            for (int i = 0; i < blocks.Length; i++)
+            {
+                byte* p = allocator.Allocate(Size, Alignment);
+                p[0] = 1;
+                blocks[i] = (nint)p;
+            }
+        },
+        (allocator, blocks) =>
+        {
+            for (int i = 0; i < blocks.Length; i++)
+            {
+                allocator.Deallocate((byte*)blocks[i], Size, Alignment);
+            }
+        });
+
+    [Benchmark(OperationsPerInvoke = BatchSize * Batches, Description = "NativeMemory (glibc), freed by another thread")]
+    public void GlibcCrossThreadFree() => ProducerConsumer(
+        (_, blocks) =>
+        {
+            for (int i = 0; i < blocks.Length; i++)
+            {
+                byte* p = (byte*)NativeMemory.Alloc(Size);
+                p[0] = 1;
+                blocks[i] = (nint)p;
+            }
+        },
+        (_, blocks) =>
+        {
+            for (int i = 0; i < blocks.Length; i++)
+            {
+                NativeMemory.Free((void*)blocks[i]);
+            }
+        });
+
+    // The calling thread produces; a new consumer thread frees. Four batches circulate.
+    private void ProducerConsumer(Action<ThreadLocalAllocator, nint[]> produce, Action<ThreadLocalAllocator, nint[]> consume)
+    {
+        using var full = new System.Collections.Concurrent.BlockingCollection<nint[]>(4);
+        using var empty = new System.Collections.Concurrent.BlockingCollection<nint[]>(4);
+        for (int i = 0; i < 4; i++)
+        {
+            empty.Add(new nint[BatchSize]);
+        }
+
+        ThreadLocalAllocator allocator = _threadLocal;
+        var consumer = new Thread(() =>
+        {
+            foreach (nint[] batch in full.GetConsumingEnumerable())
+            {
+                consume(allocator, batch);
+                empty.Add(batch);
+            }
+        });
+        consumer.Start();
+        for (int b = 0; b < Batches; b++)
+        {
+            nint[] batch = empty.Take();
+            produce(allocator, batch);
+            full.Add(batch);
+        }
+
+        full.CompleteAdding();
+        consumer.Join();
+    }
+}

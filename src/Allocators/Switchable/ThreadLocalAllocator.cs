@@ -1,0 +1,768 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using AllocHosting.Allocators.MemorySources;
+using AllocHosting.Allocators.Switchable;
+
+namespace AllocHosting.Allocators;
+
+/// <summary>
+/// A general-purpose allocator that serves each OS thread from that thread's own heap of size-class
+/// slabs, placed on the thread's NUMA node: no locks and no atomics when a thread frees what it
+/// allocated, a lock-free hand-off when another thread frees it. Every member may be called from any thread.
+/// </summary>
+/// <remarks>
+/// <para>
+/// What it is for: many threads allocating and freeing small and medium buffers (16 B to 256 KiB)
+/// at high rates, including async code whose continuations free on another thread than the one
+/// that allocated (architecture decision 4). One instance serves every thread, like
+/// <see cref="System.Buffers.ArrayPool{T}.Shared"/>; <see cref="Shared"/> is a process-wide one.
+/// </para>
+/// <para>
+/// How: a thread's first allocation creates its heap, whose memory source applies the NUMA policy
+/// of that thread (<see cref="ThreadLocalAllocatorOptions.NumaPolicy"/>). A heap maps segments
+/// (4 MiB, aligned to their size), cuts them into pages of one or more 64 KiB units, and gives each
+/// page to one size class (16-byte steps to 128 B, then four classes per power of two up to 256 KiB: a block's usable
+/// size is its class size, at most 25 % above the request). The allocation fast path pops the
+/// class's current page's free list; the free fast path finds the page in O(1) through a radix
+/// table of pages (so a foreign pointer is rejected, not dereferenced) and pushes the block on
+/// that list. A block freed by another thread is pushed on the page's remote list with one
+/// compare-and-swap; the owner takes such lists whole when a page runs dry, or in <see cref="Collect"/>.
+/// The data layout and ownership rules are described at the top of ThreadHeap.cs.
+/// </para>
+/// <para>
+/// Requests above <see cref="ThreadLocalAllocatorOptions.MaximumSlabSize"/>, with alignments above
+/// <see cref="MaximumSlabAlignment"/>, or made when a heap cannot obtain a segment go to the fallback
+/// allocator (a <see cref="MemoryMapAllocator"/> by default, the seed's "over-size fallback"), and
+/// frees, growth and shrinking of those blocks are routed back to it by address. Growing or
+/// shrinking moves blocks between slabs and the fallback as their size requires. Segments, and the
+/// blocks of the default fallback, are registered in the process-wide owner registry with this
+/// allocator as owner, so a router that only knows an address (<c>SwitchableAllocator</c>) finds it.
+/// </para>
+/// <para>
+/// When a thread exits its heap is abandoned (detected by the finaliser of an object only that
+/// thread's <see cref="ThreadStaticAttribute"/> state references, so after the next garbage
+/// collection): blocks still live may be freed from any thread, and once none is left the heap's
+/// segments are unmapped. The seed leaked the whole region instead (W-SW4).
+/// </para>
+/// <example><code>
+/// ThreadLocalAllocator allocator = ThreadLocalAllocator.Shared;
+/// byte* buffer = allocator.Allocate(1024, 16);                 // from this thread's heap
+/// buffer[0] = 42;
+/// nint address = (nint)buffer;
+/// var other = new Thread(() => allocator.Deallocate((byte*)address, 1024, 16)); // routed back, lock-free
+/// other.Start();
+/// other.Join();
+/// </code></example>
+/// <para>
+/// What it never does: it never returns a block to another heap than the one it came from, never
+/// dereferences a pointer before finding it in its own page table (a pointer that is neither a slab
+/// block nor a block of the fallback throws <see cref="ArgumentException"/>; the default fallback
+/// tracks its blocks), and never locks or uses atomics when a thread frees its own memory.
+/// </para>
+/// <para>
+/// Limits: a double free is detected when the block was not reallocated in between (a stamp in the
+/// free block), except when two threads free the same block at the same moment. Memory freed by
+/// other threads is reused, and counted in <see cref="Statistics"/>, only once the owning thread
+/// drains it (its next allocation that needs it, or <see cref="Collect"/>), so statistics are
+/// approximate while threads run. Empty pages are returned to their segment under pressure or in
+/// <see cref="Collect"/>; segments are unmapped by <see cref="Collect"/>, when an abandoned heap empties,
+/// and by <see cref="AllocatorBase.Dispose()"/>, which invalidates every block and must only be called
+/// when no thread uses the allocator. An abandoned heap that still holds live blocks keeps its
+/// segments (and is not adopted by other threads).
+/// </para>
+/// </remarks>
+public sealed unsafe class ThreadLocalAllocator : AllocatorBase
+{
+    /// <summary>The alignment every slab block has without asking: 16 bytes.</summary>
+    public const int MinimumAlignment = SlabSizeClasses.SmallestSize;
+
+    /// <summary>The largest alignment served from slabs (4 KiB); larger alignments go to the fallback.</summary>
+    public const int MaximumSlabAlignment = 4096;
+
+    // The heap this thread used last (its ServingAllocator says for which allocator); a cache of t_lifetimes.
+    [ThreadStatic]
+    private static ThreadHeap? t_heap;
+
+    // Every heap this thread created, one per allocator; the only strong references to the lifetimes.
+    [ThreadStatic]
+    private static List<HeapLifetime>? t_lifetimes;
+
+    private readonly ThreadLocalAllocatorOptions _options;
+    private readonly IAllocator _fallback;
+    private readonly bool _ownsFallback;
+
+    // Blocks of the owned MemoryMapAllocator fallback, registered in OwnerRegistry with this allocator
+    // as owner so that address-routed frees elsewhere find them: address → registered length. Null
+    // for other fallbacks, whose blocks may share 4 KiB granules with memory we do not own.
+    private readonly ConcurrentDictionary<nuint, nuint>? _registeredFallbackBlocks;
+    private readonly nuint _maximumSlabSize;
+    private readonly nuint _segmentSize;
+    private readonly nuint _stampKey;
+
+    // Live heaps and the counters of released ones, under _heapsLock.
+    private readonly Lock _heapsLock = new();
+    private readonly List<ThreadHeap> _heaps = [];
+    private long _releasedAllocations;
+    private long _releasedBytesAllocated;
+
+    // The largest bytes-in-use seen by a statistics read (Interlocked).
+    private long _observedPeak;
+    private int _disposed;
+
+    /// <summary>Creates an allocator with <paramref name="options"/> (or <see cref="ThreadLocalAllocatorOptions.Default"/>).</summary>
+    /// <exception cref="ArgumentException">The options are invalid.</exception>
+    public ThreadLocalAllocator(ThreadLocalAllocatorOptions? options = null)
+    {
+        options ??= ThreadLocalAllocatorOptions.Default;
+        options.Validate();
+        _options = options;
+        _segmentSize = (nuint)options.SegmentSize;
+        int largestClass = SlabSizeClasses.IndexOf((nuint)options.MaximumSlabSize);
+        _maximumSlabSize = (nuint)SlabSizeClasses.SizeOf(largestClass);
+        _stampKey = (nuint)BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(sizeof(ulong))) | 1;
+        if (options.Fallback is not null)
+        {
+            _fallback = options.Fallback;
+        }
+        else
+        {
+            _ownsFallback = true;
+            if (MemoryMapAllocator.IsSupported)
+            {
+                _fallback = new MemoryMapAllocator(options.MemoryMap);
+                _registeredFallbackBlocks = new ConcurrentDictionary<nuint, nuint>();
+            }
+            else
+            {
+                _fallback = new NativeMemoryAllocator(trackOwnership: true);
+            }
+        }
+    }
+
+    /// <summary>A process-wide instance with the default options; never disposed.</summary>
+    public static ThreadLocalAllocator Shared => SharedInstance.Value;
+
+    /// <summary>The allocator serving requests the slabs do not take.</summary>
+    public IAllocator Fallback => _fallback;
+
+    /// <summary>The largest request served from slabs: <see cref="ThreadLocalAllocatorOptions.MaximumSlabSize"/> rounded up to its size class.</summary>
+    public nuint MaximumSlabSize => _maximumSlabSize;
+
+    /// <summary>Heaps alive now: one per thread that allocated, until the heap is released after its thread exits.</summary>
+    public int HeapCount
+    {
+        get
+        {
+            lock (_heapsLock)
+            {
+                return _heaps.Count;
+            }
+        }
+    }
+
+    /// <summary>Bytes of segments mapped by all heaps (address space; the fallback's blocks are not included). Approximate while threads run.</summary>
+    public long MappedBytes
+    {
+        get
+        {
+            long sum = 0;
+            lock (_heapsLock)
+            {
+                foreach (ThreadHeap heap in _heaps)
+                {
+                    sum += Volatile.Read(ref heap.MappedBytes);
+                }
+            }
+
+            return sum;
+        }
+    }
+
+    /// <inheritdoc />
+    /// <remarks>
+    /// The sum over every heap (including released ones) plus the fallback's statistics. Each heap's
+    /// counters are written by its thread without synchronisation and blocks freed by other threads are
+    /// counted when drained, so while threads run the figures are approximate; after
+    /// <see cref="Collect"/> on every thread (or after abandoned heaps are released) they are exact.
+    /// To keep the fast path to three counter updates, the slabs' peak is sampled: it is the largest
+    /// bytes-in-use figure any read of this property has seen (plus the fallback's own peak).
+    /// </remarks>
+    public override AllocatorStatistics Statistics
+    {
+        get
+        {
+            long allocations, requested, bytesInUse = 0, blocksInUse = 0;
+            lock (_heapsLock)
+            {
+                allocations = _releasedAllocations;
+                requested = _releasedBytesAllocated;
+                foreach (ThreadHeap heap in _heaps)
+                {
+                    allocations += Volatile.Read(ref heap.AllocationCount);
+                    requested += Volatile.Read(ref heap.TotalBytesAllocated);
+                    (long bytes, long blocks) = heap.CountInUse();
+                    bytesInUse += bytes;
+                    blocksInUse += blocks;
+                }
+            }
+
+            long peak = RaisePeak(bytesInUse);
+            AllocatorStatistics fallback = _fallback.Statistics;
+            return new AllocatorStatistics(
+                bytesInUse + fallback.BytesInUse,
+                peak + fallback.PeakBytesInUse,
+                Capacity: null,
+                allocations + fallback.AllocationCount,
+                allocations - blocksInUse + fallback.DeallocationCount,
+                FailureCount,
+                requested + fallback.TotalBytesAllocated);
+        }
+    }
+
+    /// <summary>Bytes of segments mapped, by the NUMA node they are attributed to (-1: no single node). Approximate while threads run.</summary>
+    public IReadOnlyDictionary<int, long> GetMappedBytesByNode()
+    {
+        var byNode = new Dictionary<int, long>();
+        lock (_heapsLock)
+        {
+            foreach (ThreadHeap heap in _heaps)
+            {
+                byNode[heap.Node] = byNode.GetValueOrDefault(heap.Node) + Volatile.Read(ref heap.MappedBytes);
+            }
+        }
+
+        return byNode;
+    }
+
+    /// <summary>
+    /// On the calling thread's heap (if it has one): takes every block other threads freed, gives
+    /// empty pages back to their segments and unmaps empty segments. Other threads' heaps are untouched.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The allocator was disposed.</exception>
+    public void Collect()
+    {
+        ThrowIfDisposed();
+        FindCurrentHeap()?.Collect();
+    }
+
+    /// <inheritdoc />
+    /// <remarks>True for addresses in a page of one of this allocator's heaps, or owned by the fallback.</remarks>
+    public override bool Owns(byte* pointer)
+    {
+        SlabPage? page = SlabPageMap.Find((nuint)pointer);
+        return page is not null ? page.Allocator == this : _fallback.Owns(pointer);
+    }
+
+    // ---- Fast paths. ----
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    protected override byte* AllocateCore(nuint size, nuint alignment)
+    {
+        ThreadHeap? heap = t_heap;
+        if (heap is not null && heap.ServingAllocator == this && size <= _maximumSlabSize && alignment <= MinimumAlignment)
+        {
+            SlabPage page = heap.Current[SlabSizeClasses.IndexOf(size)];
+            nuint block = page.Free;
+            if (block != 0)
+            {
+                page.Free = *(nuint*)block;
+                ((nuint*)block)[1] = 0;
+                page.Used++;
+                heap.AllocationCount++;
+                heap.TotalBytesAllocated += (long)size;
+                return (byte*)block;
+            }
+        }
+
+        return AllocateGeneric(size, alignment);
+    }
+
+    /// <inheritdoc />
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
+    {
+        nuint block = (nuint)pointer;
+        SlabPage? page = FindPage(block, size);
+        if (page is null)
+        {
+            DeallocateFallback(pointer, size, alignment);
+            return;
+        }
+
+        nuint stamp = _stampKey ^ block;
+        if (((nuint*)block)[1] == stamp)
+        {
+            Allocator.ThrowDoubleFree(Name, pointer);
+        }
+
+        ((nuint*)block)[1] = stamp;
+        ThreadHeap heap = page.Heap!;
+        if (heap == t_heap)
+        {
+            heap.FreeLocal(page, block);
+            return;
+        }
+
+        DeallocateNonLocal(heap, page, block);
+    }
+
+    // ---- Resizing. ----
+
+    /// <inheritdoc />
+    protected override nuint GetUsableSizeCore(nuint size, nuint alignment)
+    {
+        int classIndex = SlabClassOf(size, alignment);
+        return classIndex >= 0 ? (nuint)SlabSizeClasses.SizeOf(classIndex) : _fallback.GetUsableSize(size, alignment);
+    }
+
+    /// <inheritdoc />
+    protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        SlabPage? page = FindPage((nuint)pointer, currentSize);
+        if (page is not null)
+        {
+            return newSize <= page.BlockSize;
+        }
+
+        nuint registered = UnregisterFallbackBlock(pointer);
+        bool grown = false;
+        try
+        {
+            grown = _fallback.TryGrowInPlace(pointer, currentSize, newSize, alignment);
+        }
+        finally
+        {
+            RestoreFallbackBlock(pointer, registered, grown ? newSize : 0, alignment);
+        }
+
+        return grown;
+    }
+
+    /// <inheritdoc />
+    /// <remarks>A slab block keeps its page when shrunk in place; <see cref="AllocatorBase.ShrinkingReallocate"/> moves it to a smaller class when that at least halves it.</remarks>
+    protected override bool TryShrinkInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        if (FindPage((nuint)pointer, currentSize) is not null)
+        {
+            return true;
+        }
+
+        nuint registered = UnregisterFallbackBlock(pointer);
+        bool shrunk = false;
+        try
+        {
+            shrunk = _fallback.TryShrinkInPlace(pointer, currentSize, newSize, alignment);
+        }
+        finally
+        {
+            RestoreFallbackBlock(pointer, registered, shrunk ? newSize : 0, alignment);
+        }
+
+        return shrunk;
+    }
+
+    /// <inheritdoc />
+    protected override byte* GrowCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        SlabPage? page = FindPage((nuint)pointer, currentSize);
+        if (page is not null)
+        {
+            return newSize <= page.BlockSize ? pointer : MoveBlock(pointer, currentSize, newSize, alignment);
+        }
+
+        // A fallback block stays there (mremap moves pages, not bytes). Its registration is
+        // withdrawn first: once the kernel moves it, the old address may be mapped by anyone.
+        nuint registered = UnregisterFallbackBlock(pointer);
+        byte* moved = null;
+        try
+        {
+            return _fallback.TryGrowingReallocate(pointer, currentSize, newSize, alignment, out moved) ? moved : null;
+        }
+        finally
+        {
+            if (moved is not null)
+            {
+                RestoreFallbackBlock(moved, registered, newSize, alignment);
+            }
+            else
+            {
+                RestoreFallbackBlock(pointer, registered, 0, alignment);
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    protected override byte* ShrinkCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        SlabPage? page = FindPage((nuint)pointer, currentSize);
+        int classIndex = SlabClassOf(newSize, alignment);
+        if (page is not null)
+        {
+            if (classIndex < 0 || (nuint)SlabSizeClasses.SizeOf(classIndex) * 2 > page.BlockSize)
+            {
+                return pointer;
+            }
+
+            // Best effort: when no smaller block can be had the block simply stays where it is.
+            byte* smaller = AllocateSlab(classIndex, newSize);
+            return smaller is null ? pointer : Move(pointer, smaller, newSize, currentSize, alignment);
+        }
+
+        if (classIndex >= 0)
+        {
+            byte* slab = AllocateSlab(classIndex, newSize);
+            if (slab is not null)
+            {
+                return Move(pointer, slab, newSize, currentSize, alignment);
+            }
+        }
+
+        nuint registered = UnregisterFallbackBlock(pointer);
+        byte* shrunk = null;
+        try
+        {
+            shrunk = _fallback.ShrinkingReallocate(pointer, currentSize, newSize, alignment);
+            return shrunk;
+        }
+        finally
+        {
+            if (shrunk is not null)
+            {
+                RestoreFallbackBlock(shrunk, registered, newSize, alignment);
+            }
+            else
+            {
+                RestoreFallbackBlock(pointer, registered, 0, alignment);
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        ThreadHeap[] heaps;
+        lock (_heapsLock)
+        {
+            heaps = [.. _heaps];
+        }
+
+        foreach (ThreadHeap heap in heaps)
+        {
+            heap.ReleaseAll();
+        }
+
+        if (_registeredFallbackBlocks is not null)
+        {
+            foreach (nuint address in _registeredFallbackBlocks.Keys)
+            {
+                UnregisterFallbackBlock((byte*)address);
+            }
+        }
+
+        if (_ownsFallback && _fallback is IDisposable disposable)
+        {
+            disposable.Dispose();
+        }
+
+        base.Dispose(disposing);
+    }
+
+    // ---- Internal hooks. ----
+
+    /// <summary>The calling thread's heap of this allocator, or null when it has none (tests).</summary>
+    internal ThreadHeap? FindCurrentHeap()
+    {
+        ThreadHeap? heap = t_heap;
+        if (heap is not null && heap.ServingAllocator == this)
+        {
+            return heap;
+        }
+
+        List<HeapLifetime>? lifetimes = t_lifetimes;
+        if (lifetimes is null)
+        {
+            return null;
+        }
+
+        foreach (HeapLifetime lifetime in lifetimes)
+        {
+            if (lifetime.Heap.ServingAllocator == this)
+            {
+                t_heap = lifetime.Heap;
+                return lifetime.Heap;
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>The live heaps (tests).</summary>
+    internal ThreadHeap[] FindHeapsForTesting()
+    {
+        lock (_heapsLock)
+        {
+            return [.. _heaps];
+        }
+    }
+
+    /// <summary>The page of a slab block (tests).</summary>
+    internal static SlabPage? PageOf(byte* pointer) => SlabPageMap.Find((nuint)pointer);
+
+    /// <summary>Called by a heap, under its lock, when it has released its segments.</summary>
+    internal void OnHeapReleased(ThreadHeap heap)
+    {
+        lock (_heapsLock)
+        {
+            if (_heaps.Remove(heap))
+            {
+                // A released heap has no block in use (blocks left at disposal are gone with it).
+                _releasedAllocations += heap.AllocationCount;
+                _releasedBytesAllocated += heap.TotalBytesAllocated;
+            }
+        }
+    }
+
+    // ---- Slow paths. ----
+
+    private long RaisePeak(long bytesInUse)
+    {
+        long peak = Interlocked.Read(ref _observedPeak);
+        while (bytesInUse > peak)
+        {
+            long seen = Interlocked.CompareExchange(ref _observedPeak, bytesInUse, peak);
+            if (seen == peak)
+            {
+                return bytesInUse;
+            }
+
+            peak = seen;
+        }
+
+        return peak;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* AllocateGeneric(nuint size, nuint alignment)
+    {
+        ThrowIfDisposed();
+        int classIndex = SlabClassOf(size, alignment);
+        if (classIndex < 0)
+        {
+            return AllocateFallback(size, alignment);
+        }
+
+        byte* block = AllocateSlab(classIndex, size);
+
+        // An exhausted heap: the fallback takes the class size, so the usable size promised holds.
+        return block is not null ? block : AllocateFallback((nuint)SlabSizeClasses.SizeOf(classIndex), alignment);
+    }
+
+    private byte* AllocateSlab(int classIndex, nuint size) => CurrentHeap().Allocate(classIndex, size);
+
+    private byte* AllocateFallback(nuint size, nuint alignment)
+    {
+        if (!_fallback.TryAllocate(size, alignment, out byte* block))
+        {
+            return null;
+        }
+
+        if (_registeredFallbackBlocks is not null)
+        {
+            try
+            {
+                RegisterFallbackBlock(block, _fallback.GetUsableSize(size, alignment));
+            }
+            catch (InvalidOperationException)
+            {
+                // Someone left a stale registration in memory the kernel just gave us.
+                _fallback.Deallocate(block, size, alignment);
+                throw;
+            }
+        }
+
+        return block;
+    }
+
+    // Withdraws a fallback block's OwnerRegistry entry; returns its length (0 when it had none).
+    private nuint UnregisterFallbackBlock(byte* block)
+    {
+        if (_registeredFallbackBlocks is null || !_registeredFallbackBlocks.TryRemove((nuint)block, out nuint length))
+        {
+            return 0;
+        }
+
+        OwnerRegistry.Unregister((nuint)block, length, this);
+        return length;
+    }
+
+    // Registers a fallback block again after a resize: with the usable size of newSize, or with
+    // its previous length when newSize is 0 (the resize failed). Nothing when it had no entry.
+    private void RestoreFallbackBlock(byte* block, nuint previousLength, nuint newSize, nuint alignment)
+    {
+        if (previousLength != 0)
+        {
+            RegisterFallbackBlock(block, newSize != 0 ? _fallback.GetUsableSize(newSize, alignment) : previousLength);
+        }
+    }
+
+    // The usable size never exceeds the mapping, so no granule outside the block is claimed.
+    private void RegisterFallbackBlock(byte* block, nuint length)
+    {
+        OwnerRegistry.Register((nuint)block, length, this);
+        _registeredFallbackBlocks![(nuint)block] = length;
+    }
+
+    // The slab class serving (size, alignment), or -1 when the request goes to the fallback.
+    private int SlabClassOf(nuint size, nuint alignment)
+    {
+        if (size > _maximumSlabSize || alignment > MaximumSlabAlignment)
+        {
+            return -1;
+        }
+
+        int classIndex = alignment <= MinimumAlignment ? SlabSizeClasses.IndexOf(size) : SlabSizeClasses.IndexOf(size, alignment);
+        return classIndex < SlabSizeClasses.Count && (nuint)SlabSizeClasses.SizeOf(classIndex) <= _maximumSlabSize ? classIndex : -1;
+    }
+
+    private ThreadHeap CurrentHeap() => FindCurrentHeap() ?? CreateHeap();
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ThreadHeap CreateHeap()
+    {
+        NumaPolicy policy = _options.NumaPolicy ?? _options.NumaPolicySelector?.Invoke() ?? NumaTopology.Current.ForCurrentThread();
+        IMemorySource source = _options.UseMemoryMap && MemoryMapSource.IsSupported
+            ? new MemoryMapSource(WithPolicy(_options.MemoryMap ?? MemoryMapSourceOptions.Default, policy))
+            : new NativeMemorySource(_segmentSize);
+        var heap = new ThreadHeap(this, policy, source, _segmentSize, _options.MaximumSegmentsPerHeap, _stampKey);
+        lock (_heapsLock)
+        {
+            ThrowIfDisposed();
+            _heaps.Add(heap);
+        }
+
+        List<HeapLifetime> lifetimes = t_lifetimes ??= [];
+        lifetimes.RemoveAll(static l => l.Heap.ServingAllocator is null);
+        lifetimes.Add(new HeapLifetime(heap));
+        t_heap = heap;
+        return heap;
+    }
+
+    private static MemoryMapSourceOptions WithPolicy(MemoryMapSourceOptions template, NumaPolicy policy) => new()
+    {
+        NumaPolicy = policy,
+        StrictNumaPolicy = template.StrictNumaPolicy,
+        TransparentHugePages = template.TransparentHugePages,
+        ExplicitHugePages = template.ExplicitHugePages,
+        Prefault = template.Prefault,
+        Lock = template.Lock,
+        ExcludeFromCoreDumps = template.ExcludeFromCoreDumps,
+        NoReserve = template.NoReserve,
+        Warning = template.Warning,
+    };
+
+    // The page of a slab block of this allocator; null for anything else, which then belongs to
+    // the fallback. Throws for blocks of another thread-local allocator and for addresses inside
+    // our pages that are not a block's start or whose size exceeds the block.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private SlabPage? FindPage(nuint address, nuint size)
+    {
+        SlabPage? page = SlabPageMap.Find(address);
+        if (page is not null && (page.Allocator != this || !page.IsBlockStart(address) || size > page.BlockSize))
+        {
+            ThrowNotSlabBlock(page, address, size);
+        }
+
+        return page;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void DeallocateNonLocal(ThreadHeap heap, SlabPage page, nuint block)
+    {
+        if (FindCurrentHeap() == heap)
+        {
+            heap.FreeLocal(page, block);
+        }
+        else if (heap.IsAbandoned)
+        {
+            heap.FreeAbandoned(page, block);
+        }
+        else
+        {
+            // The compare-and-swap in PushRemote is a full fence and pairs with the exchange in
+            // ThreadHeap.Abandon: either this thread sees the flag or the abandoning thread sees the block.
+            page.PushRemote(block);
+            if (heap.IsAbandoned)
+            {
+                heap.CollectAbandoned();
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void DeallocateFallback(byte* pointer, nuint size, nuint alignment)
+    {
+        ThrowIfDisposed();
+
+        // Unregistered before the unmap: afterwards the address may be mapped and registered by anyone.
+        nuint registered = UnregisterFallbackBlock(pointer);
+        bool freed = false;
+        try
+        {
+            _fallback.Deallocate(pointer, size, alignment);
+            freed = true;
+        }
+        finally
+        {
+            if (!freed)
+            {
+                RestoreFallbackBlock(pointer, registered, 0, alignment);
+            }
+        }
+    }
+
+    private byte* Move(byte* from, byte* to, nuint newSize, nuint currentSize, nuint alignment)
+    {
+        NativeMemory.Copy(from, to, Math.Min(newSize, currentSize));
+        DeallocateCore(from, currentSize, alignment);
+        return to;
+    }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowNotSlabBlock(SlabPage page, nuint pointer, nuint size)
+    {
+        nuint address = pointer;
+        if (page.Allocator != this)
+        {
+            Allocator.ThrowNotOwned(Name, (void*)address);
+        }
+
+        if (!page.IsBlockStart(address))
+        {
+            throw new ArgumentException(
+                $"0x{address:X} lies in this {Name}'s memory but is not the start of a block (an interior pointer, or a block whose page was already freed).",
+                nameof(pointer));
+        }
+
+        throw new ArgumentException(
+            $"The block at 0x{address:X} holds {page.BlockSize} bytes in this {Name}, fewer than the size {size} given for it.",
+            nameof(pointer));
+    }
+
+    // Created on first use, so that allocators built with their own options do not map anything for it.
+    private static class SharedInstance
+    {
+        public static readonly ThreadLocalAllocator Value = new();
+    }
+}
