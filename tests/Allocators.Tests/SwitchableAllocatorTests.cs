@@ -48,6 +48,36 @@ public class SwitchableAllocatorTests
     }
 
     [Fact]
+    public async Task Default_thread_local_allocator_is_the_shared_per_thread_heap_and_frees_find_it_from_any_thread()
+    {
+        var switchable = new SwitchableAllocator();
+        Assert.Same(ThreadLocalAllocator.Shared, switchable.ThreadLocal);
+
+        nuint block;
+        unsafe
+        {
+            using (switchable.Use(AllocatorKind.ThreadLocal))
+            {
+                byte* p = switchable.Allocate(100, 16);
+                Assert.True(ThreadLocalAllocator.Shared.Owns(p));
+                p[0] = 7;
+                block = (nuint)p;
+            }
+        }
+
+        // Freed in global mode on another thread: routed to the thread-local allocator by address.
+        await Task.Run(() =>
+        {
+            unsafe
+            {
+                Assert.Equal(AllocatorKind.Global, switchable.Current);
+                Assert.Equal(7, *(byte*)block);
+                switchable.Deallocate((byte*)block, 100, 16);
+            }
+        });
+    }
+
+    [Fact]
     public unsafe void Allocations_are_dispatched_by_the_current_kind()
     {
         using var global = new NativeMemoryAllocator(trackOwnership: true);

@@ -128,8 +128,8 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     /// <param name="global">The thread-safe global allocator; <see cref="NativeMemoryAllocator.Shared"/> when null.</param>
     /// <param name="threadLocal">
     /// The thread-safe allocator behind <see cref="AllocatorKind.ThreadLocal"/> mode, which serves each
-    /// calling thread from its own heap; when null there is none and
-    /// <see cref="Use"/>(<see cref="AllocatorKind.ThreadLocal"/>) throws.
+    /// calling thread from its own heap; <see cref="ThreadLocalAllocator.Shared"/> (NUMA-local per-thread
+    /// heaps) when null.
     /// </param>
     public SwitchableAllocator(IAllocator? global = null, IAllocator? threadLocal = null)
     {
@@ -390,9 +390,8 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         return allocator.GetUsableSize(size, alignment);
     }
 
-    // Where the thread-local allocator comes from when the constructor gets none: no default yet,
-    // the thread-local allocator is merged separately (it becomes ThreadLocalAllocator.Shared).
-    private static IAllocator? DefaultThreadLocal() => null;
+    // Where the thread-local allocator comes from when the constructor gets none.
+    private static ThreadLocalAllocator DefaultThreadLocal() => ThreadLocalAllocator.Shared;
 
     // Only allocators whose Owns answers exactly for every block they hand out may reject pointers:
     // an untracked NativeMemoryAllocator says no to everything.
