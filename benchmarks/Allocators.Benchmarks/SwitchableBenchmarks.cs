@@ -36,13 +36,8 @@ public unsafe class SwitchableBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        // The default thread-local allocator when there is one; otherwise a thread-safe stand-in so
-        // the benchmark still measures the dispatch (an unregistered NativeMemoryAllocator: its
-        // blocks are freed by way of the global allocator, which is the same malloc).
-        var probe = new SwitchableAllocator();
-        _switchable = probe.ThreadLocal is null
-            ? new SwitchableAllocator(threadLocal: new NativeMemoryAllocator())
-            : probe;
+        // The defaults: NativeMemoryAllocator.Shared as global, ThreadLocalAllocator.Shared as thread-local.
+        _switchable = new SwitchableAllocator();
         _threadLocal = _switchable.ThreadLocal!;
         _context = ContextAllocator.ShortLived(new BumpAllocator(NativeMemorySource.Shared, 1 << 20));
     }
