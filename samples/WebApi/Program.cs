@@ -2,6 +2,8 @@ using System.Buffers;
 using System.Security.Cryptography;
 using System.Text.Json;
 using AllocHosting;
+using AllocHosting.Allocators.MemorySources;
+using Microsoft.Extensions.Options;
 using OpenTelemetry.Metrics;
 
 // The AllocHosting sample: every request gets its own native-memory arena (the one line below),
@@ -56,6 +58,7 @@ app.MapGet("/", () => Results.Text(
       POST /transform         JSON {"name": ..., "values": [...]} -> {"name": NAME, "count": n, "sum": s, "values": [2x ...]}
       GET  /render?kb=N       an N KiB text response built in request buffers
       GET  /noop              nothing (the middleware's cost)
+      GET  /allocators        GC count, working set, mapped arena memory, arena options
       GET  /metrics           Prometheus metrics (allochosting_*, http_server_*, dotnet_*)
       GET  /health            the allochosting health check
     """));
@@ -144,6 +147,19 @@ app.MapGet("/render", async (int? kb, HttpResponse response, IRequestBuffers buf
 });
 
 app.MapGet("/noop", () => Results.Empty);
+
+// Process figures for the README and the load script: GCs so far, working set, mapped arena memory.
+app.MapGet("/allocators", (IOptions<SwitchableAllocatorOptions> options) => Results.Json(new
+{
+    gen0Collections = GC.CollectionCount(0),
+    workingSetBytes = Environment.WorkingSet,
+    mappedBytesByNode = MemoryMapSource.IsSupported ? MemoryMapSource.GetProcessMappedBytesByNode() : null,
+    numaNodes = NumaTopology.Current.NodeCount,
+    arenaKind = options.Value.ArenaKind.ToString(),
+    arenaChunkSize = options.Value.InitialArenaSize,
+    memoryBudget = options.Value.MemoryBudget,
+    clearPolicy = options.Value.ClearPolicy.ToString(),
+}));
 app.MapHealthChecks("/health");
 
 app.Run();

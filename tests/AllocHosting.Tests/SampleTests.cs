@@ -100,6 +100,17 @@ public sealed class SampleTests(SampleTests.Factory factory) : IClassFixture<Sam
     }
 
     [Fact]
+    public async Task Allocators_reports_process_figures_and_the_arena_options()
+    {
+        using JsonDocument json = JsonDocument.Parse(await _client.GetStringAsync("/allocators"));
+
+        Assert.Equal("Bump", json.RootElement.GetProperty("arenaKind").GetString());
+        Assert.Equal(65536, json.RootElement.GetProperty("arenaChunkSize").GetInt32());
+        Assert.True(json.RootElement.GetProperty("workingSetBytes").GetInt64() > 0);
+        Assert.True(json.RootElement.TryGetProperty("gen0Collections", out _));
+    }
+
+    [Fact]
     public async Task Health_reports_the_allocators()
     {
         Assert.Equal("Healthy", await _client.GetStringAsync("/health"));
