@@ -7,10 +7,10 @@ internal static partial class AllocHostingLoggingExtensions
     [LoggerMessage(1, LogLevel.Debug, "Request arena pool ready: {Kind} chunks of {ChunkSize} bytes, budget {Budget} bytes ({MaxChunks} chunks), memory from {Source}.", EventName = "ArenaPoolCreated")]
     public static partial void ArenaPoolCreated(this ILogger logger, string kind, int chunkSize, long budget, int maxChunks, string source);
 
-    [LoggerMessage(2, LogLevel.Warning, "The request arena budget of {Budget} bytes is spent: a rent found no free chunk.", EventName = "ArenaBudgetSpent")]
+    [LoggerMessage(2, LogLevel.Warning, "The request arena budget of {Budget} bytes is spent: rents are refused (logged once until a chunk comes back).", EventName = "ArenaBudgetSpent")]
     public static partial void ArenaBudgetSpent(this ILogger logger, long budget);
 
-    [LoggerMessage(3, LogLevel.Information, "Request {TraceIdentifier} was rejected with 503: the request arena budget is spent.", EventName = "RequestRejected")]
+    [LoggerMessage(3, LogLevel.Debug, "Request {TraceIdentifier} was rejected with 503: the request arena budget is spent.", EventName = "RequestRejected")]
     public static partial void RequestRejected(this ILogger logger, string traceIdentifier);
 
     [LoggerMessage(4, LogLevel.Debug, "Trimmed {Chunks} idle arena chunks and {Segments} empty segments; {Remaining} chunks remain.", EventName = "ArenaChunksTrimmed")]

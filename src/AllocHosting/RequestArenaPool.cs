@@ -48,6 +48,10 @@ internal sealed class RequestArenaPool : IDisposable
     private int _idleCount;
     private int _idleLowWater;
     private int _waiters;
+
+    // Set when the spent budget was logged; cleared when a chunk comes back, so an overload logs
+    // one warning per episode instead of one per refused rent.
+    private bool _budgetSpentLogged;
     private long _rejectedSinceHealthCheck;
 
     // Arena objects, reused across requests.
@@ -229,7 +233,7 @@ internal sealed class RequestArenaPool : IDisposable
         if (chunk is null)
         {
             _metrics.Failure("budget_exhausted");
-            _logger.ArenaBudgetSpent(_options.MemoryBudget);
+            LogBudgetSpentOnce();
             arena.MarkRejected(_options.RetryAfter);
             throw new RequestArenaBudgetExceededException(
                 $"The request arena budget ({_options.MemoryBudget} bytes, {MaxChunks} chunks of {ChunkSize} bytes; setting {SwitchableAllocatorOptions.SectionName}:MemoryBudget) is spent; the request is refused with 503.");
@@ -249,6 +253,7 @@ internal sealed class RequestArenaPool : IDisposable
             }
 
             _idle[_idleCount++] = chunk;
+            _budgetSpentLogged = false;
             if (_waiters > 0)
             {
                 Monitor.Pulse(_lock);
@@ -418,6 +423,21 @@ internal sealed class RequestArenaPool : IDisposable
             NumaPolicy = policy,
             Warning = message => logger.MemorySourceDegraded(message),
         });
+    }
+
+    private void LogBudgetSpentOnce()
+    {
+        lock (_lock)
+        {
+            if (_budgetSpentLogged)
+            {
+                return;
+            }
+
+            _budgetSpentLogged = true;
+        }
+
+        _logger.ArenaBudgetSpent(_options.MemoryBudget);
     }
 
     private ArenaChunk? TryTakeChunk()

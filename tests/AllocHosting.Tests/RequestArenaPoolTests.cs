@@ -99,6 +99,30 @@ public sealed class RequestArenaPoolTests : IDisposable
         Assert.Equal(2, pool.ChunkCount);
     }
 
+    [Fact]
+    public void A_spent_budget_is_logged_once_per_episode()
+    {
+        var logger = new Microsoft.Extensions.Logging.Testing.FakeLogger<RequestArenaPool>();
+        using var pool = new RequestArenaPool(
+            Options.Create(new SwitchableAllocatorOptions { InitialArenaSize = 16 * 1024, MemoryBudget = 16 * 1024, MaxArenaSizePerRequest = 16 * 1024, BudgetPolicy = ArenaBudgetPolicy.Reject }),
+            new AllocHostingMetrics(_meters),
+            logger,
+            _time);
+        var arena = pool.RentArena(new DefaultHttpContext());
+        ArenaChunk held = pool.TakeChunk(arena);
+
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Throws<RequestArenaBudgetExceededException>(() => pool.TakeChunk(arena));
+        }
+
+        pool.ReturnChunk(held);
+        held = pool.TakeChunk(arena);
+        Assert.Throws<RequestArenaBudgetExceededException>(() => pool.TakeChunk(arena));
+
+        Assert.Equal(2, logger.Collector.GetSnapshot().Count(r => r.Id.Name == "ArenaBudgetSpent"));
+    }
+
     private void UseTwoChunks(RequestArena arena)
     {
         ArenaChunk x = _pool.TakeChunk(arena);
