@@ -87,6 +87,27 @@ public class RequestBuffersTests
     }
 
     [Fact]
+    public async Task Renting_allocates_nothing_on_the_GC_heap()
+    {
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/", (IRequestBuffers buffers) =>
+        {
+            buffers.Rent(16); // resolves the arena and takes the first chunk
+            buffers.Rent<int>(4);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            int total = 0;
+            for (int i = 0; i < 1000; i++)
+            {
+                total += buffers.Rent(32).Length + buffers.Rent<int>(2).Length;
+            }
+
+            long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+            return $"{total} {allocated}";
+        }));
+
+        Assert.Equal("34000 0", await app.Client.GetStringAsync("/"));
+    }
+
+    [Fact]
     public async Task Used_and_Capacity_report_the_requests_figures()
     {
         await using var app = await TestApp.StartAsync(a => a.MapGet("/", (IRequestBuffers buffers) =>
