@@ -11,10 +11,11 @@ namespace AllocHosting;
 /// requests in turn, so a request costs no allocation until it rents.
 /// </summary>
 /// <remarks>
-/// Threads: the rents may run on several tasks of the request
-/// at once (the current chunk is lock-free for bump; chaining takes <see cref="_chainLock"/>).
-/// <see cref="Activate"/> and <see cref="Release"/> run on the middleware's flow, before and
-/// after the request's work.
+/// Threads: the rents may run on several tasks of the request at once (the current chunk is
+/// lock-free for bump; chaining takes <see cref="_chainLock"/>). <see cref="Activate"/> and
+/// <see cref="Release"/> run on the middleware's flow, before and after the request's work. A
+/// rent after the release is refused (the lease check); one that races with the release itself
+/// (work that outlives its request by less than the release takes) is not guaranteed to be.
 /// </remarks>
 internal sealed class RequestArena : IRequestArenaFeature
 {
