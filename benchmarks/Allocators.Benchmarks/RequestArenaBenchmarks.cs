@@ -1,0 +1,197 @@
+using System.Buffers;
+using System.Diagnostics.Metrics;
+using BenchmarkDotNet.Attributes;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+
+namespace AllocHosting.Allocators.Benchmarks;
+
+/// <summary>
+/// The request arena of AllocHosting on the per-request pattern of performance.md (32 rents
+/// cycling 64 B … 16 KiB, each touched, then the request ends), exactly as the middleware drives
+/// it: take the arena object, rent through it, return it (release, clear by policy, record the
+/// usage histogram). Peers: ArrayPool.Shared with and without clearing, and new byte[].
+/// Also: one Rent including the Memory&lt;byte&gt; it returns, and the cost of metrics with a
+/// listener (a MeterListener enabling every AllocHosting instrument, as an OpenTelemetry
+/// MeterProvider would) against none.
+/// </summary>
+[MemoryDiagnoser]
+public class RequestArenaBenchmarks
+{
+    private const int Rents = 32;
+    private static readonly int[] s_sizes = [64, 256, 1024, 4096, 16384];
+
+    private readonly byte[][] _arrays = new byte[Rents][];
+    private readonly DefaultHttpContext _context = new();
+    private BenchmarkMeterFactory _meters = null!;
+    private MeterListener? _listener;
+    private RequestArenaPool _bump = null!;
+    private RequestArenaPool _bumpCleared = null!;
+    private RequestArenaPool _bitSet = null!;
+    private RequestArenaPool _bumpListened = null!;
+    private RequestArena _rentArena = null!;
+    private int _rentLease;
+    private int _rentCount;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _meters = new BenchmarkMeterFactory();
+        _bump = CreatePool(RequestArenaKind.Bump, ArenaClearPolicy.None, new BenchmarkMeterFactory());
+        _bumpCleared = CreatePool(RequestArenaKind.Bump, ArenaClearPolicy.ClearUsed, new BenchmarkMeterFactory());
+        _bitSet = CreatePool(RequestArenaKind.BitSet, ArenaClearPolicy.None, new BenchmarkMeterFactory());
+        _bumpListened = CreatePool(RequestArenaKind.Bump, ArenaClearPolicy.None, _meters);
+
+        // Only the last pool's meter is listened to, so the metrics-on and metrics-off runs differ
+        // in that alone.
+        _listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, listener) =>
+            {
+                if (instrument.Meter.Scope == _meters)
+                {
+                    listener.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        _listener.SetMeasurementEventCallback<long>(static (_, _, _, _) => { });
+        _listener.Start();
+
+        _rentArena = _bump.RentArena(_context);
+        _rentLease = _rentArena.Lease;
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _bump.ReturnArena(_rentArena, _context);
+        _listener?.Dispose();
+        _bump.Dispose();
+        _bumpCleared.Dispose();
+        _bitSet.Dispose();
+        _bumpListened.Dispose();
+        _meters.Dispose();
+    }
+
+    [Benchmark(Baseline = true, Description = "ArrayPool.Shared")]
+    public int ArrayPoolShared() => ArrayPoolRequest(clear: false);
+
+    [Benchmark(Description = "ArrayPool.Shared, clearArray")]
+    public int ArrayPoolSharedCleared() => ArrayPoolRequest(clear: true);
+
+    [Benchmark(Description = "new byte[]")]
+    public int NewArray()
+    {
+        int sum = 0;
+        for (int i = 0; i < Rents; i++)
+        {
+            byte[] array = new byte[s_sizes[i % s_sizes.Length]];
+            sum += Touch(array);
+            _arrays[i] = array;
+        }
+
+        return sum;
+    }
+
+    [Benchmark(Description = "request arena, bump, clearing off")]
+    public int ArenaBump() => ArenaRequest(_bump);
+
+    [Benchmark(Description = "request arena, bump, clearing on")]
+    public int ArenaBumpCleared() => ArenaRequest(_bumpCleared);
+
+    [Benchmark(Description = "request arena, bit set, clearing off")]
+    public int ArenaBitSet() => ArenaRequest(_bitSet);
+
+    [Benchmark(Description = "request arena, bump, metrics listened")]
+    public int ArenaBumpMetricsOn() => ArenaRequest(_bumpListened);
+
+    /// <summary>One Rent of 64 bytes including the Memory it returns (the arena is reset out of band every 512 rents).</summary>
+    [Benchmark(Description = "IRequestBuffers.Rent(64)")]
+    public int RentOnce()
+    {
+        if (++_rentCount == 512)
+        {
+            _rentCount = 0;
+            _bump.ReturnArena(_rentArena, _context);
+            _rentArena = _bump.RentArena(_context);
+            _rentLease = _rentArena.Lease;
+        }
+
+        return _rentArena.Rent(64, _rentLease).Length;
+    }
+
+    private static RequestArenaPool CreatePool(RequestArenaKind kind, ArenaClearPolicy clear, IMeterFactory meters) =>
+        new(
+            Options.Create(new SwitchableAllocatorOptions
+            {
+                ArenaKind = kind,
+                ClearPolicy = clear,
+                InitialArenaSize = 256 * 1024,
+                MaxArenaSizePerRequest = 256 * 1024,
+                MemoryBudget = 16 * 256 * 1024,
+            }),
+            new AllocHostingMetrics(meters),
+            NullLogger<RequestArenaPool>.Instance,
+            TimeProvider.System);
+
+    private static int Touch(Span<byte> block)
+    {
+        block[0] = 1;
+        block[^1] = 2;
+        return block[0] + block[^1];
+    }
+
+    private int ArrayPoolRequest(bool clear)
+    {
+        int sum = 0;
+        for (int i = 0; i < Rents; i++)
+        {
+            int size = s_sizes[i % s_sizes.Length];
+            byte[] array = ArrayPool<byte>.Shared.Rent(size);
+            sum += Touch(array.AsSpan(0, size));
+            _arrays[i] = array;
+        }
+
+        for (int i = 0; i < Rents; i++)
+        {
+            ArrayPool<byte>.Shared.Return(_arrays[i], clear);
+        }
+
+        return sum;
+    }
+
+    private int ArenaRequest(RequestArenaPool pool)
+    {
+        RequestArena arena = pool.RentArena(_context);
+        int lease = arena.Lease;
+        int sum = 0;
+        for (int i = 0; i < Rents; i++)
+        {
+            sum += Touch(arena.Rent(s_sizes[i % s_sizes.Length], lease).Span);
+        }
+
+        pool.ReturnArena(arena, _context);
+        return sum;
+    }
+
+    private sealed class BenchmarkMeterFactory : IMeterFactory
+    {
+        private readonly List<Meter> _meters = [];
+
+        public Meter Create(MeterOptions options)
+        {
+            var meter = new Meter(options.Name, options.Version, options.Tags, scope: this);
+            _meters.Add(meter);
+            return meter;
+        }
+
+        public void Dispose()
+        {
+            foreach (Meter meter in _meters)
+            {
+                meter.Dispose();
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+using System.Diagnostics.Metrics;
+using System.Runtime.CompilerServices;
+
+namespace AllocHosting;
+
+/// <summary>
+/// The instruments of meter <see cref="MeterName"/> (see docs/metrics.md). Nothing here runs per
+/// rent: the request-arena instruments are recorded once per request that rented, the byte
+/// figures are observable and read the pool's plain counters when a listener collects.
+/// </summary>
+internal sealed class AllocHostingMetrics
+{
+    public const string MeterName = "AllocHosting";
+
+    public const string ArenaKindTag = "allochosting.arena.kind";
+    public const string AllocatorTag = "allochosting.allocator";
+    public const string NumaNodeTag = "allochosting.numa.node";
+    public const string ErrorTypeTag = "error.type";
+
+    // Powers of 4 from 256 B to 64 MiB: one bucket per factor of four in request usage.
+    private static readonly long[] s_usedBoundaries =
+        [256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864];
+
+    private readonly Meter _meter;
+    private readonly Histogram<long> _used;
+    private readonly Counter<long> _overflowed;
+    private readonly UpDownCounter<long> _active;
+    private readonly Counter<long> _failures;
+    private readonly Counter<long> _rejected;
+
+    public AllocHostingMetrics(IMeterFactory meterFactory)
+    {
+        _meter = meterFactory.Create(MeterName);
+        _used = _meter.CreateHistogram(
+            "allochosting.request_arena.used",
+            unit: "By",
+            description: "Bytes a request used from its arena (high-water).",
+            tags: null,
+            advice: new InstrumentAdvice<long> { HistogramBucketBoundaries = s_usedBoundaries });
+        _overflowed = _meter.CreateCounter<long>(
+            "allochosting.request_arena.overflowed",
+            unit: "{request}",
+            description: "Requests that needed memory beyond their first arena chunk.");
+        _active = _meter.CreateUpDownCounter<long>(
+            "allochosting.request_arena.active",
+            unit: "{arena}",
+            description: "Request arenas in use now.");
+        _failures = _meter.CreateCounter<long>(
+            "allochosting.failures",
+            unit: "{failure}",
+            description: "Failed allocations.");
+        _rejected = _meter.CreateCounter<long>(
+            "allochosting.rejected",
+            unit: "{request}",
+            description: "Requests refused because the memory budget was spent.");
+    }
+
+    /// <summary>Creates the observable instruments over <paramref name="pool"/>'s counters (once, by the pool).</summary>
+    public void Observe(RequestArenaPool pool)
+    {
+        _meter.CreateObservableCounter(
+            "allochosting.allocated",
+            pool.ObserveAllocated,
+            unit: "By",
+            description: "Bytes handed out.");
+        _meter.CreateObservableUpDownCounter(
+            "allochosting.live",
+            pool.ObserveLive,
+            unit: "By",
+            description: "Bytes handed out and not yet released.");
+        _meter.CreateObservableUpDownCounter(
+            "allochosting.mapped",
+            pool.ObserveMapped,
+            unit: "By",
+            description: "Bytes obtained from the operating system.");
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void ArenaActivated()
+    {
+        if (_active.Enabled)
+        {
+            _active.Add(1);
+        }
+    }
+
+    /// <summary>Records the end of a request that rented: once per such request.</summary>
+    public void ArenaReleased(long usedBytes, bool overflowed, string kind)
+    {
+        if (_active.Enabled)
+        {
+            _active.Add(-1);
+        }
+
+        if (_used.Enabled)
+        {
+            RecordUsed(usedBytes, kind);
+        }
+
+        if (overflowed && _overflowed.Enabled)
+        {
+            _overflowed.Add(1);
+        }
+    }
+
+    public void Failure(string errorType)
+    {
+        if (_failures.Enabled)
+        {
+            AddFailure(errorType);
+        }
+    }
+
+    public void Rejected()
+    {
+        if (_rejected.Enabled)
+        {
+            _rejected.Add(1);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void RecordUsed(long usedBytes, string kind) =>
+        _used.Record(usedBytes, new KeyValuePair<string, object?>(ArenaKindTag, kind));
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void AddFailure(string errorType) =>
+        _failures.Add(1, new KeyValuePair<string, object?>(ErrorTypeTag, errorType));
+}

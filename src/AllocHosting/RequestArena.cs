@@ -1,0 +1,362 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using AllocHosting.Allocators.Arenas;
+using Microsoft.AspNetCore.Http;
+
+namespace AllocHosting;
+
+/// <summary>
+/// The arena of one request: a chain of pool chunks taken on first need, plus fallback chunks
+/// from the process allocator past the per-request maximum. Pooled: one instance serves many
+/// requests in turn, so a request costs no allocation until it rents.
+/// </summary>
+/// <remarks>
+/// Threads: the rents may run on several tasks of the request at once (the current chunk is
+/// lock-free for bump; chaining takes <see cref="_chainLock"/>). <see cref="Activate"/> and
+/// <see cref="Release"/> run on the middleware's flow, before and after the request's work. A
+/// rent after the release is refused (the lease check); one that races with the release itself
+/// (work that outlives its request by less than the release takes) is not guaranteed to be.
+/// </remarks>
+internal sealed class RequestArena : IRequestArenaFeature
+{
+    private const int ByteAlignment = 16;
+
+    private readonly RequestArenaPool _pool;
+    private readonly Lock _chainLock = new();
+
+    // _chunks[0 .. _chunkCount) are the pool chunks of this request, _current the last of them
+    // (null until the first rent). Written under _chainLock; _current is also read without it.
+    private readonly ArenaChunk?[] _chunks;
+    private int _chunkCount;
+    private ArenaChunk? _current;
+
+    // Chunks from the process allocator (overflow policy FallBack), disposed at release.
+    private List<ArenaChunk>? _fallback;
+    private ArenaChunk? _currentFallback;
+
+    // Odd while a request is running; incremented at activation and at release, so a holder of
+    // an older value (an IRequestBuffers that outlived its request) can tell it is stale.
+    private int _lease;
+    private HttpContext? _context;
+    private bool _rejected;
+
+    // Whether this request took any memory (counted once in allochosting.request_arena.active).
+    private bool _holdsMemory;
+
+    public RequestArena(RequestArenaPool pool, int maxChunks)
+    {
+        _pool = pool;
+        _chunks = new ArenaChunk?[maxChunks];
+    }
+
+    public int Lease => Volatile.Read(ref _lease);
+
+    public bool IsActive => (Volatile.Read(ref _lease) & 1) != 0;
+
+    public RequestArenaKind Kind => _pool.Kind;
+
+    public bool WasRejected => _rejected;
+
+    /// <summary>Usable bytes of one chunk: the largest rent a chunk serves.</summary>
+    public int ChunkCapacityHint => _pool.ChunkCapacity;
+
+    public long Used
+    {
+        get
+        {
+            lock (_chainLock)
+            {
+                long used = 0;
+                for (int i = 0; i < _chunkCount; i++)
+                {
+                    used += _chunks[i]!.Used;
+                }
+
+                if (_fallback is not null)
+                {
+                    foreach (ArenaChunk chunk in _fallback)
+                    {
+                        used += chunk.Used;
+                    }
+                }
+
+                return used;
+            }
+        }
+    }
+
+    public long Capacity
+    {
+        get
+        {
+            lock (_chainLock)
+            {
+                long capacity = (long)_chunkCount * _pool.ChunkCapacity;
+                if (_fallback is not null)
+                {
+                    foreach (ArenaChunk chunk in _fallback)
+                    {
+                        capacity += chunk.Capacity;
+                    }
+                }
+
+                return capacity;
+            }
+        }
+    }
+
+    /// <summary>The current pool chunk's allocator, for installing as the flow's context allocator (takes a chunk if none yet).</summary>
+    public Allocators.ContextAllocator GetContextAllocator(int lease)
+    {
+        lock (_chainLock)
+        {
+            ThrowIfStale(lease);
+            return (_current ?? Chain()).ContextAllocator;
+        }
+    }
+
+    public Memory<byte> Rent(int length) => Rent(length, Volatile.Read(ref _lease));
+
+    public Memory<T> Rent<T>(int count)
+        where T : unmanaged => Rent<T>(count, Volatile.Read(ref _lease));
+
+    public RequestBufferWriter CreateWriter() => CreateWriter(Volatile.Read(ref _lease));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Memory<byte> Rent(int length, int lease)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ThrowIfStale(lease);
+        ArenaChunk? chunk = Volatile.Read(ref _current);
+        if (chunk is not null && chunk.TryRent(length, ByteAlignment, out Memory<byte> memory))
+        {
+            return memory;
+        }
+
+        return RentSlow(length, lease);
+    }
+
+    public Memory<T> Rent<T>(int count, int lease)
+        where T : unmanaged
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ThrowIfStale(lease);
+        ArenaChunk? chunk = Volatile.Read(ref _current);
+        if (chunk is not null && chunk.TryRent(count, out Memory<T> memory))
+        {
+            return memory;
+        }
+
+        return RentSlow<T>(count, lease);
+    }
+
+    public RequestBufferWriter CreateWriter(int lease)
+    {
+        ThrowIfStale(lease);
+        return new RequestBufferWriter(this, lease);
+    }
+
+    /// <summary>Starts serving a request.</summary>
+    public void Activate(HttpContext context)
+    {
+        _context = context;
+        _rejected = false;
+        Volatile.Write(ref _lease, _lease + 1);
+    }
+
+    /// <summary>
+    /// Ends the request: no rent is accepted afterwards; the chunks are released (managers
+    /// retired, used bytes cleared by policy) and go back to the pool; fallback chunks are freed.
+    /// </summary>
+    /// <returns>Whether the request rented at all (then <paramref name="usedBytes"/> and <paramref name="overflowed"/> are meaningful).</returns>
+    public bool Release(bool clear, out long usedBytes, out long allocatedBytes, out bool overflowed)
+    {
+        lock (_chainLock)
+        {
+            Volatile.Write(ref _lease, _lease + 1);
+            _context = null;
+            usedBytes = 0;
+            allocatedBytes = 0;
+            overflowed = _chunkCount > 1 || _fallback is not null;
+            bool rented = _holdsMemory;
+            _holdsMemory = false;
+            for (int i = 0; i < _chunkCount; i++)
+            {
+                ArenaChunk chunk = _chunks[i]!;
+                _chunks[i] = null;
+                allocatedBytes += chunk.Used;
+                usedBytes += chunk.Release(clear);
+                _pool.ReturnChunk(chunk);
+            }
+
+            _chunkCount = 0;
+            _current = null;
+            if (_fallback is not null)
+            {
+                foreach (ArenaChunk chunk in _fallback)
+                {
+                    usedBytes += chunk.HighWater;
+                    _pool.FreeFallback(chunk);
+                }
+
+                _fallback = null;
+                _currentFallback = null;
+            }
+
+            return rented;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Memory<byte> RentSlow(int length, int lease)
+    {
+        lock (_chainLock)
+        {
+            ThrowIfStale(lease);
+
+            // Another task may have chained a chunk while this one waited for the lock.
+            ArenaChunk? chunk = _current;
+            if (chunk is not null && chunk.TryRent(length, ByteAlignment, out Memory<byte> memory))
+            {
+                return memory;
+            }
+
+            if (length <= _pool.ChunkCapacity && _chunkCount < _chunks.Length)
+            {
+                if (Chain().TryRent(length, ByteAlignment, out memory))
+                {
+                    return memory;
+                }
+            }
+
+            chunk = Overflow(length);
+            if (!chunk.TryRent(length, ByteAlignment, out memory))
+            {
+                throw new InvalidOperationException("A fresh fallback chunk refused a rent it was sized for.");
+            }
+
+            return memory;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Memory<T> RentSlow<T>(int count, int lease)
+        where T : unmanaged
+    {
+        long bytes = ((long)count * Unsafe.SizeOf<T>()) + Unsafe.SizeOf<T>();
+        if (bytes > int.MaxValue)
+        {
+            throw new ArgumentOutOfRangeException(nameof(count), count, $"{count} values of {Unsafe.SizeOf<T>()} bytes exceed {int.MaxValue} bytes.");
+        }
+
+        lock (_chainLock)
+        {
+            ThrowIfStale(lease);
+            ArenaChunk? chunk = _current;
+            if (chunk is not null && chunk.TryRent(count, out Memory<T> memory))
+            {
+                return memory;
+            }
+
+            if (bytes <= _pool.ChunkCapacity && _chunkCount < _chunks.Length)
+            {
+                if (Chain().TryRent(count, out memory))
+                {
+                    return memory;
+                }
+            }
+
+            chunk = Overflow(bytes);
+            if (!chunk.TryRent(count, out memory))
+            {
+                throw new InvalidOperationException("A fresh fallback chunk refused a rent it was sized for.");
+            }
+
+            return memory;
+        }
+    }
+
+    // Under _chainLock: takes the next pool chunk and makes it current.
+    private ArenaChunk Chain()
+    {
+        if (_chunkCount == _chunks.Length)
+        {
+            return Overflow(_pool.ChunkCapacity);
+        }
+
+        ArenaChunk chunk = _pool.TakeChunk(this);
+        NoteHoldsMemory();
+        _chunks[_chunkCount++] = chunk;
+        Volatile.Write(ref _current, chunk);
+        return chunk;
+    }
+
+    // Under _chainLock: the request's arena is at its maximum (or the rent exceeds a chunk).
+    private ArenaChunk Overflow(long bytes)
+    {
+        ArenaChunk? fallback = _currentFallback;
+        if (fallback is not null && fallback.Capacity - fallback.Used >= bytes + 64)
+        {
+            return fallback;
+        }
+
+        fallback = _pool.CreateFallback(bytes);
+        NoteHoldsMemory();
+        (_fallback ??= []).Add(fallback);
+        _currentFallback = fallback;
+        return fallback;
+    }
+
+    private void NoteHoldsMemory()
+    {
+        if (!_holdsMemory)
+        {
+            _holdsMemory = true;
+            _pool.Metrics.ArenaActivated();
+        }
+    }
+
+    /// <summary>Called by the pool when it refuses a chunk because the budget is spent.</summary>
+    internal void MarkRejected(TimeSpan retryAfter)
+    {
+        if (_rejected)
+        {
+            return;
+        }
+
+        _rejected = true;
+        HttpContext? context = _context;
+        if (context is not null && !context.Response.HasStarted)
+        {
+            // Exception pages that catch the exception before the middleware clear the headers;
+            // this puts Retry-After back on whatever 503 response they send.
+            string seconds = ((long)retryAfter.TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            context.Response.OnStarting(static state =>
+            {
+                var (response, value) = ((HttpResponse, string))state;
+                if (response.StatusCode == StatusCodes.Status503ServiceUnavailable)
+                {
+                    response.Headers.RetryAfter = value;
+                }
+
+                return Task.CompletedTask;
+            }, (context.Response, seconds));
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void ThrowIfStale(int lease)
+    {
+        if (((lease & 1) == 0) || lease != Volatile.Read(ref _lease))
+        {
+            ThrowNotActive();
+        }
+    }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowNotActive() =>
+        throw new InvalidOperationException(
+            "No request arena is active: request buffers can only be rented while a request that runs through the request-arena middleware "
+            + "(services.AddSwitchableAllocators(), optionally app.UseRequestArena()) is in progress, not after it ended or from work that outlives it.");
+}

@@ -1,0 +1,549 @@
+using System.Diagnostics.Metrics;
+using AllocHosting.Allocators.Arenas;
+using AllocHosting.Allocators.MemorySources;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace AllocHosting;
+
+/// <summary>
+/// The process-wide pool behind the request arenas: arena objects (no memory, reused per
+/// request), and chunks of native memory within the budget.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Layout: memory comes from one <see cref="IMemorySource"/> (memory mapping with the NUMA
+/// placement of the options where supported) in segments, each an <see cref="ArenaMemorySource"/>
+/// of up to <see cref="SlotsPerSegment"/> chunk-sized slots, created as the pool grows. A chunk
+/// (<see cref="ArenaChunk"/>) holds one slot for its whole life; idle chunks wait on a stack and
+/// the most recently returned goes out first, so its pages and cache lines are warm.
+/// </para>
+/// <para>
+/// Budget: at most <see cref="MaxChunks"/> chunks exist. When none is idle and none can be
+/// created, a rent waits (policy Wait) for a chunk to come back, then is rejected.
+/// Trimming: every <c>IdleTrimInterval</c> the chunks that stayed idle through the whole interval
+/// (the low-water mark of the idle stack) are disposed, coldest first, and segments left empty go
+/// back to the operating system.
+/// </para>
+/// </remarks>
+internal sealed class RequestArenaPool : IDisposable
+{
+    internal const int SlotsPerSegment = 16;
+    private const int MaxPooledArenas = 256;
+
+    private readonly SwitchableAllocatorOptions _options;
+    private readonly AllocHostingMetrics _metrics;
+    private readonly ILogger _logger;
+    private readonly IMemorySource _source;
+    private readonly string _kindTag;
+    private readonly int _maxChunksPerRequest;
+    private readonly ITimer? _trimTimer;
+
+    // Guards everything below; waiting rents Monitor.Wait on it.
+    private readonly object _lock = new();
+    private readonly List<ArenaMemorySource> _segments = [];
+    private readonly List<ArenaChunk> _allChunks = [];
+    private readonly ArenaChunk[] _idle;
+    private int _idleCount;
+    private int _idleLowWater;
+    private int _waiters;
+
+    // Set when the spent budget was logged; cleared when a chunk comes back, so an overload logs
+    // one warning per episode instead of one per refused rent.
+    private bool _budgetSpentLogged;
+    private long _rejectedSinceHealthCheck;
+
+    // Arena objects, reused across requests.
+    private readonly Lock _arenaLock = new();
+    private readonly RequestArena?[] _arenas = new RequestArena?[MaxPooledArenas];
+    private int _arenaCount;
+
+    // Plain counters behind the observable instruments.
+    private long _releasedAllocatedBytes;
+    private long _fallbackAllocatedBytes;
+    private long _fallbackLiveBytes;
+    private long _unsupportedMappedBytes;
+    private bool _disposed;
+
+    public RequestArenaPool(IOptions<SwitchableAllocatorOptions> options, AllocHostingMetrics metrics, ILogger<RequestArenaPool> logger, TimeProvider timeProvider)
+    {
+        _options = options.Value;
+        _metrics = metrics;
+        _logger = logger;
+        Kind = _options.ArenaKind;
+        _kindTag = Kind == RequestArenaKind.Bump ? "bump" : "bit_set";
+        ChunkSize = _options.InitialArenaSize;
+        MaxChunks = (int)Math.Min(int.MaxValue, _options.MemoryBudget / ChunkSize);
+        _maxChunksPerRequest = (int)Math.Max(1, _options.MaxArenaSizePerRequest / ChunkSize);
+        _idle = new ArenaChunk[MaxChunks];
+        _source = CreateSource(_options, logger);
+
+        // The usable bytes of a chunk (a bit set chunk keeps its bit set inside).
+        using (ArenaChunk probe = CreateChunk(NativeMemorySource.Shared))
+        {
+            ChunkCapacity = probe.Capacity;
+        }
+
+        _metrics.Observe(this);
+        _trimTimer = timeProvider.CreateTimer(static state => ((RequestArenaPool)state!).Trim(), this, _options.IdleTrimInterval, _options.IdleTrimInterval);
+        _logger.ArenaPoolCreated(_kindTag, ChunkSize, _options.MemoryBudget, MaxChunks, _source.GetType().Name);
+    }
+
+    public RequestArenaKind Kind { get; }
+
+    public int ChunkSize { get; }
+
+    /// <summary>Usable bytes of one chunk.</summary>
+    public int ChunkCapacity { get; }
+
+    /// <summary>The budget in chunks.</summary>
+    public int MaxChunks { get; }
+
+    public string KindTag => _kindTag;
+
+    public AllocHostingMetrics Metrics => _metrics;
+
+    public SwitchableAllocatorOptions Options => _options;
+
+    /// <summary>Chunks that exist now (idle or in use).</summary>
+    public int ChunkCount
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _allChunks.Count;
+            }
+        }
+    }
+
+    /// <summary>Chunks idle in the pool now.</summary>
+    public int IdleChunkCount
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _idleCount;
+            }
+        }
+    }
+
+    /// <summary>Chunks held by requests now.</summary>
+    public int ChunksInUse
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _allChunks.Count - _idleCount;
+            }
+        }
+    }
+
+    /// <summary>Segments (memory regions) that exist now.</summary>
+    public int SegmentCount
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _segments.Count;
+            }
+        }
+    }
+
+    /// <summary>Bytes held by requests now: the figure of <c>allochosting.live</c> (request).</summary>
+    public long LiveBytes
+    {
+        get
+        {
+            lock (_lock)
+            {
+                long live = 0;
+                foreach (ArenaChunk chunk in _allChunks)
+                {
+                    live += chunk.Used;
+                }
+
+                return live;
+            }
+        }
+    }
+
+    public long FallbackLiveBytes => Interlocked.Read(ref _fallbackLiveBytes);
+
+    /// <summary>Requests rejected since the last call (for the health check).</summary>
+    public long TakeRejectedCount() => Interlocked.Exchange(ref _rejectedSinceHealthCheck, 0);
+
+    public RequestArena RentArena(HttpContext context)
+    {
+        RequestArena? arena = null;
+        lock (_arenaLock)
+        {
+            if (_arenaCount > 0)
+            {
+                arena = _arenas[--_arenaCount];
+                _arenas[_arenaCount] = null;
+            }
+        }
+
+        arena ??= new RequestArena(this, _maxChunksPerRequest);
+        arena.Activate(context);
+        return arena;
+    }
+
+    /// <summary>Ends the arena's request: releases its memory, records its usage, and keeps the object for the next request.</summary>
+    public void ReturnArena(RequestArena arena, HttpContext context)
+    {
+        bool rejected = arena.WasRejected;
+        if (arena.Release(_options.ClearPolicy == ArenaClearPolicy.ClearUsed, out long used, out long allocated, out bool overflowed))
+        {
+            Interlocked.Add(ref _releasedAllocatedBytes, allocated);
+            _metrics.ArenaReleased(used, overflowed, _kindTag);
+        }
+
+        if (rejected)
+        {
+            Interlocked.Increment(ref _rejectedSinceHealthCheck);
+            _metrics.Rejected();
+            _logger.RequestRejected(context.TraceIdentifier);
+        }
+
+        lock (_arenaLock)
+        {
+            if (_arenaCount < _arenas.Length)
+            {
+                _arenas[_arenaCount++] = arena;
+            }
+        }
+    }
+
+    /// <summary>Gives a request its next chunk: an idle one, a new one within the budget, or (policy Wait) one that comes back soon.</summary>
+    /// <exception cref="RequestArenaBudgetExceededException">The budget is spent.</exception>
+    public ArenaChunk TakeChunk(RequestArena arena)
+    {
+        ArenaChunk? chunk = TryTakeChunk();
+        if (chunk is null && _options.BudgetPolicy == ArenaBudgetPolicy.Wait && _options.BudgetWaitTimeout > TimeSpan.Zero)
+        {
+            chunk = WaitForChunk(_options.BudgetWaitTimeout);
+        }
+
+        if (chunk is null)
+        {
+            _metrics.Failure("budget_exhausted");
+            LogBudgetSpentOnce();
+            arena.MarkRejected(_options.RetryAfter);
+            throw new RequestArenaBudgetExceededException(
+                $"The request arena budget ({_options.MemoryBudget} bytes, {MaxChunks} chunks of {ChunkSize} bytes; setting {SwitchableAllocatorOptions.SectionName}:MemoryBudget) is spent; the request is refused with 503.");
+        }
+
+        return chunk;
+    }
+
+    public void ReturnChunk(ArenaChunk chunk)
+    {
+        lock (_lock)
+        {
+            if (_disposed)
+            {
+                DisposeChunk(chunk);
+                return;
+            }
+
+            _idle[_idleCount++] = chunk;
+            _budgetSpentLogged = false;
+            if (_waiters > 0)
+            {
+                Monitor.Pulse(_lock);
+            }
+        }
+    }
+
+    /// <summary>A chunk from the process allocator for a rent beyond the request's arena (policy FallBack), or the refusal (policy Fail).</summary>
+    public ArenaChunk CreateFallback(long bytes)
+    {
+        if (_options.OverflowPolicy == ArenaOverflowPolicy.Fail)
+        {
+            _metrics.Failure("arena_full");
+            throw new InsufficientMemoryException(
+                $"The request's arena is full: a rent of {bytes} bytes does not fit within {SwitchableAllocatorOptions.SectionName}:MaxArenaSizePerRequest ({_options.MaxArenaSizePerRequest} bytes) in chunks of {ChunkSize} bytes, and {SwitchableAllocatorOptions.SectionName}:OverflowPolicy is Fail.");
+        }
+
+        long size = Math.Max(bytes + 64, ChunkSize);
+        size = (size + 4095) & ~4095L;
+        if (size > int.MaxValue)
+        {
+            throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "A rent this large cannot be served.");
+        }
+
+        ArenaChunk chunk = ArenaChunk.CreateBump(NativeMemorySource.Shared, (nuint)size, zero: _options.ClearPolicy == ArenaClearPolicy.ClearUsed);
+        Interlocked.Add(ref _fallbackLiveBytes, size);
+        Interlocked.Add(ref _fallbackAllocatedBytes, size);
+        _logger.ArenaOverflowFallback(bytes);
+        return chunk;
+    }
+
+    public void FreeFallback(ArenaChunk chunk)
+    {
+        Interlocked.Add(ref _fallbackLiveBytes, -chunk.Capacity);
+        chunk.Release(clear: false);
+        chunk.Dispose();
+    }
+
+    /// <summary>Disposes the chunks idle through the whole interval since the last trim and gives empty segments back.</summary>
+    internal void Trim()
+    {
+        int trimmedChunks = 0;
+        int trimmedSegments = 0;
+        int remaining;
+        lock (_lock)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            int surplus = Math.Min(_idleLowWater, _idleCount);
+            if (surplus > 0)
+            {
+                // The bottom of the stack is the coldest.
+                for (int i = 0; i < surplus; i++)
+                {
+                    DisposeChunk(_idle[i]);
+                }
+
+                Array.Copy(_idle, surplus, _idle, 0, _idleCount - surplus);
+                Array.Clear(_idle, _idleCount - surplus, surplus);
+                _idleCount -= surplus;
+                trimmedChunks = surplus;
+            }
+
+            for (int i = _segments.Count - 1; i >= 0; i--)
+            {
+                ArenaMemorySource segment = _segments[i];
+                if (segment.FreeSlotCount == segment.SlotCount)
+                {
+                    ReleaseSegment(segment);
+                    _segments.RemoveAt(i);
+                    trimmedSegments++;
+                }
+            }
+
+            _idleLowWater = _idleCount;
+            remaining = _allChunks.Count;
+        }
+
+        if (trimmedChunks + trimmedSegments > 0)
+        {
+            _logger.ArenaChunksTrimmed(trimmedChunks, trimmedSegments, remaining);
+        }
+    }
+
+    public IEnumerable<Measurement<long>> ObserveAllocated()
+    {
+        long inUse = LiveBytes;
+        return
+        [
+            new(Interlocked.Read(ref _releasedAllocatedBytes) + inUse, new KeyValuePair<string, object?>(AllocHostingMetrics.AllocatorTag, "request")),
+            new(Interlocked.Read(ref _fallbackAllocatedBytes), new KeyValuePair<string, object?>(AllocHostingMetrics.AllocatorTag, "global")),
+        ];
+    }
+
+    public IEnumerable<Measurement<long>> ObserveLive() =>
+    [
+        new(LiveBytes, new KeyValuePair<string, object?>(AllocHostingMetrics.AllocatorTag, "request")),
+        new(FallbackLiveBytes, new KeyValuePair<string, object?>(AllocHostingMetrics.AllocatorTag, "global")),
+    ];
+
+    public IEnumerable<Measurement<long>> ObserveMapped()
+    {
+        if (!MemoryMapSource.IsSupported)
+        {
+            return [new(Interlocked.Read(ref _unsupportedMappedBytes), new KeyValuePair<string, object?>(AllocHostingMetrics.NumaNodeTag, -1))];
+        }
+
+        var measurements = new List<Measurement<long>>();
+        foreach (var (node, bytes) in MemoryMapSource.GetProcessMappedBytesByNode())
+        {
+            measurements.Add(new(bytes, new KeyValuePair<string, object?>(AllocHostingMetrics.NumaNodeTag, node)));
+        }
+
+        return measurements;
+    }
+
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            for (int i = 0; i < _idleCount; i++)
+            {
+                DisposeChunk(_idle[i]);
+            }
+
+            Array.Clear(_idle);
+            _idleCount = 0;
+            foreach (ArenaMemorySource segment in _segments)
+            {
+                // Gives the region back once the last chunk still held by a request comes home.
+                segment.Dispose();
+            }
+
+            _segments.Clear();
+            Monitor.PulseAll(_lock);
+        }
+
+        _trimTimer?.Dispose();
+    }
+
+    private static IMemorySource CreateSource(SwitchableAllocatorOptions options, ILogger logger)
+    {
+        NumaPolicy policy = options.NumaPlacement switch
+        {
+            ArenaNumaPlacement.LocalToRequestThread => NumaPolicy.Local,
+            ArenaNumaPlacement.Interleave => NumaPolicy.Interleave(NumaNodeSet.Of(NumaTopology.Current.Nodes.Select(node => node.Id))),
+            _ => NumaPolicy.Default,
+        };
+
+        // A single-node machine gains nothing from a policy but would pay an mbind per mapping.
+        if (!NumaTopology.Current.IsMultiNode)
+        {
+            policy = NumaPolicy.Default;
+        }
+
+        return MemorySource.CreateDefault(new MemoryMapSourceOptions
+        {
+            NumaPolicy = policy,
+            Warning = message => logger.MemorySourceDegraded(message),
+        });
+    }
+
+    private void LogBudgetSpentOnce()
+    {
+        lock (_lock)
+        {
+            if (_budgetSpentLogged)
+            {
+                return;
+            }
+
+            _budgetSpentLogged = true;
+        }
+
+        _logger.ArenaBudgetSpent(_options.MemoryBudget);
+    }
+
+    private ArenaChunk? TryTakeChunk()
+    {
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_idleCount > 0)
+            {
+                ArenaChunk chunk = _idle[--_idleCount];
+                _idle[_idleCount] = null!;
+                if (_idleCount < _idleLowWater)
+                {
+                    _idleLowWater = _idleCount;
+                }
+
+                return chunk;
+            }
+
+            return _allChunks.Count < MaxChunks ? CreatePoolChunk() : null;
+        }
+    }
+
+    private ArenaChunk? WaitForChunk(TimeSpan timeout)
+    {
+        long deadline = Environment.TickCount64 + (long)timeout.TotalMilliseconds;
+        lock (_lock)
+        {
+            _waiters++;
+            try
+            {
+                while (!_disposed)
+                {
+                    if (_idleCount > 0 || _allChunks.Count < MaxChunks)
+                    {
+                        break;
+                    }
+
+                    long remaining = deadline - Environment.TickCount64;
+                    if (remaining <= 0 || !Monitor.Wait(_lock, (int)remaining))
+                    {
+                        break;
+                    }
+                }
+            }
+            finally
+            {
+                _waiters--;
+            }
+
+            return _disposed ? null : TryTakeChunk();
+        }
+    }
+
+    // Under _lock: a new chunk on a free slot of some segment, or of a new segment.
+    private ArenaChunk CreatePoolChunk()
+    {
+        foreach (ArenaMemorySource segment in _segments)
+        {
+            if (segment.FreeSlotCount > 0)
+            {
+                return Register(CreateChunk(segment));
+            }
+        }
+
+        int slots = Math.Min(SlotsPerSegment, MaxChunks - (_segments.Count * SlotsPerSegment));
+        slots = Math.Max(1, Math.Min(slots, MaxChunks - _allChunks.Count));
+        var created = new ArenaMemorySource(_source, (nuint)ChunkSize, slots);
+        _segments.Add(created);
+        if (!MemoryMapSource.IsSupported)
+        {
+            Interlocked.Add(ref _unsupportedMappedBytes, (long)created.Range.Length);
+        }
+
+        return Register(CreateChunk(created));
+    }
+
+    private ArenaChunk Register(ArenaChunk chunk)
+    {
+        _allChunks.Add(chunk);
+        return chunk;
+    }
+
+    // Memory maps come zeroed; the portable source's memory must be zeroed once when clearing is on.
+    private ArenaChunk CreateChunk(IMemorySource source)
+    {
+        bool zero = !MemoryMapSource.IsSupported && _options.ClearPolicy == ArenaClearPolicy.ClearUsed;
+        return Kind == RequestArenaKind.Bump
+            ? ArenaChunk.CreateBump(source, (nuint)ChunkSize, zero)
+            : ArenaChunk.CreateBitSet(source, (nuint)ChunkSize, (nuint)_options.BitSetBlockSize, zero);
+    }
+
+    // Under _lock.
+    private void DisposeChunk(ArenaChunk chunk)
+    {
+        _allChunks.Remove(chunk);
+        chunk.Dispose();
+    }
+
+    private void ReleaseSegment(ArenaMemorySource segment)
+    {
+        if (!MemoryMapSource.IsSupported)
+        {
+            Interlocked.Add(ref _unsupportedMappedBytes, -(long)segment.Range.Length);
+        }
+
+        segment.Dispose();
+    }
+}

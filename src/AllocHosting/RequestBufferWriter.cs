@@ -1,0 +1,152 @@
+using System.Buffers;
+
+namespace AllocHosting;
+
+/// <summary>
+/// An <see cref="IBufferWriter{T}"/> of bytes that grows inside the request's arena: each time
+/// it runs out of room it rents a new segment (twice the previous, up to one arena chunk), so
+/// nothing written is ever copied while writing. What was written is exposed as one
+/// <see cref="ReadOnlySequence{T}"/> (no copy) or one contiguous <see cref="ReadOnlyMemory{T}"/>
+/// (copied once into the arena when there are several segments).
+/// </summary>
+/// <remarks>
+/// Like every request buffer it lives until the request ends and must not be used afterwards.
+/// It is for one writer at a time (not thread-safe), as <see cref="IBufferWriter{T}"/> implies.
+/// </remarks>
+public sealed class RequestBufferWriter : IBufferWriter<byte>
+{
+    private const int FirstSegmentSize = 4096;
+
+    private readonly RequestArena _arena;
+    private readonly int _lease;
+
+    // Filled segments (each written to its length), then the current one with _currentWritten bytes.
+    private readonly List<Memory<byte>> _segments = [];
+    private Memory<byte> _current;
+    private int _currentWritten;
+    private long _writtenBefore;
+    private int _nextSegmentSize = FirstSegmentSize;
+    private ReadOnlyMemory<byte>? _joined;
+
+    internal RequestBufferWriter(RequestArena arena, int lease)
+    {
+        _arena = arena;
+        _lease = lease;
+    }
+
+    /// <summary>Bytes written so far.</summary>
+    public long WrittenCount => _writtenBefore + _currentWritten;
+
+    /// <summary>What was written, as a sequence over the writer's segments (no copy).</summary>
+    public ReadOnlySequence<byte> WrittenSequence
+    {
+        get
+        {
+            if (_segments.Count == 0)
+            {
+                return new ReadOnlySequence<byte>(_current[.._currentWritten]);
+            }
+
+            var first = new Segment(_segments[0], 0);
+            Segment last = first;
+            for (int i = 1; i < _segments.Count; i++)
+            {
+                last = last.Append(_segments[i]);
+            }
+
+            if (_currentWritten > 0)
+            {
+                last = last.Append(_current[.._currentWritten]);
+            }
+
+            return new ReadOnlySequence<byte>(first, 0, last, last.Memory.Length);
+        }
+    }
+
+    /// <summary>What was written, contiguous: the single segment itself, or a copy into one arena rent when the writer grew into several.</summary>
+    /// <exception cref="InvalidOperationException">More than <see cref="int.MaxValue"/> bytes were written, or the request ended.</exception>
+    public ReadOnlyMemory<byte> WrittenMemory
+    {
+        get
+        {
+            if (_segments.Count == 0)
+            {
+                return _current[.._currentWritten];
+            }
+
+            if (_joined is { } joined)
+            {
+                return joined;
+            }
+
+            long total = WrittenCount;
+            if (total > int.MaxValue)
+            {
+                throw new InvalidOperationException($"{total} bytes were written: too many for one contiguous memory; use {nameof(WrittenSequence)}.");
+            }
+
+            Memory<byte> copy = _arena.Rent((int)total, _lease);
+            WrittenSequence.CopyTo(copy.Span);
+            _joined = copy;
+            return copy;
+        }
+    }
+
+    /// <inheritdoc />
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is negative or beyond what the last <see cref="GetMemory"/> returned.</exception>
+    public void Advance(int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(count, _current.Length - _currentWritten);
+        _currentWritten += count;
+        _joined = null;
+    }
+
+    /// <inheritdoc />
+    /// <exception cref="InvalidOperationException">The request ended.</exception>
+    public Memory<byte> GetMemory(int sizeHint = 0)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(sizeHint);
+        int wanted = Math.Max(sizeHint, 1);
+        if (_current.Length - _currentWritten < wanted)
+        {
+            Grow(wanted);
+        }
+
+        return _current[_currentWritten..];
+    }
+
+    /// <inheritdoc />
+    /// <exception cref="InvalidOperationException">The request ended.</exception>
+    public Span<byte> GetSpan(int sizeHint = 0) => GetMemory(sizeHint).Span;
+
+    private void Grow(int wanted)
+    {
+        if (_currentWritten > 0)
+        {
+            _segments.Add(_current[.._currentWritten]);
+            _writtenBefore += _currentWritten;
+        }
+
+        int size = Math.Max(wanted, _nextSegmentSize);
+        _current = _arena.Rent(size, _lease);
+        _currentWritten = 0;
+        _nextSegmentSize = (int)Math.Min((long)_nextSegmentSize * 2, Math.Max(FirstSegmentSize, _arena.ChunkCapacityHint));
+    }
+
+    private sealed class Segment : ReadOnlySequenceSegment<byte>
+    {
+        public Segment(ReadOnlyMemory<byte> memory, long runningIndex)
+        {
+            Memory = memory;
+            RunningIndex = runningIndex;
+        }
+
+        public Segment Append(ReadOnlyMemory<byte> memory)
+        {
+            var next = new Segment(memory, RunningIndex + Memory.Length);
+            Next = next;
+            return next;
+        }
+    }
+}

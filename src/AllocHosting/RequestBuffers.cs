@@ -1,0 +1,53 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using Microsoft.AspNetCore.Http;
+
+namespace AllocHosting;
+
+/// <summary>
+/// The scoped <see cref="IRequestBuffers"/>: finds the request's arena through
+/// <see cref="IHttpContextAccessor"/> on first use and remembers it with the lease it had, so
+/// that use after the request ended (when the pooled arena may serve another request) throws.
+/// </summary>
+internal sealed class RequestBuffers(IHttpContextAccessor accessor) : IRequestBuffers
+{
+    private RequestArena? _arena;
+    private int _lease;
+
+    public long Used => Arena().Used;
+
+    public long Capacity => Arena().Capacity;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Memory<byte> Rent(int length)
+    {
+        RequestArena? arena = _arena;
+        return arena is not null ? arena.Rent(length, _lease) : Resolve().Rent(length, _lease);
+    }
+
+    public Memory<T> Rent<T>(int count)
+        where T : unmanaged => Arena().Rent<T>(count, _lease);
+
+    public RequestBufferWriter CreateWriter() => Arena().CreateWriter(_lease);
+
+    private RequestArena Arena() => _arena ?? Resolve();
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private RequestArena Resolve()
+    {
+        if (accessor.HttpContext?.Features.Get<IRequestArenaFeature>() is not RequestArena arena || !arena.IsActive)
+        {
+            return ThrowNoArena();
+        }
+
+        _lease = arena.Lease;
+        _arena = arena;
+        return arena;
+    }
+
+    [DoesNotReturn]
+    private static RequestArena ThrowNoArena() =>
+        throw new InvalidOperationException(
+            "IRequestBuffers found no active request arena: rent only while handling a request that runs through the request-arena middleware "
+            + "(services.AddSwitchableAllocators() inserts it; app.UseRequestArena() places it explicitly), never after the request ended or from work that outlives it.");
+}

@@ -1,0 +1,53 @@
+using AllocHosting;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
+
+namespace Microsoft.Extensions.DependencyInjection;
+
+/// <summary>The one line: <c>builder.Services.AddSwitchableAllocators()</c>.</summary>
+public static class SwitchableAllocatorsServiceCollectionExtensions
+{
+    /// <summary>
+    /// Registers the request arenas and everything around them: the arena pool, the scoped
+    /// <see cref="IRequestBuffers"/>, the <c>AllocHosting</c> meter, the <c>allochosting</c> health
+    /// check, and the request-arena middleware at the start of the pipeline (through an
+    /// <see cref="IStartupFilter"/>; <c>app.UseRequestArena()</c> places it elsewhere instead).
+    /// Options bind from the configuration section <c>SwitchableAllocators</c>, then
+    /// <paramref name="configure"/> runs, and they are validated when the host starts.
+    /// Calling it again only adds <paramref name="configure"/>.
+    /// </summary>
+    /// <param name="services">The application's services.</param>
+    /// <param name="configure">Changes the options after configuration binding; optional.</param>
+    /// <returns><paramref name="services"/>.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="services"/> is null.</exception>
+    public static IServiceCollection AddSwitchableAllocators(this IServiceCollection services, Action<SwitchableAllocatorOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        services.AddOptions<SwitchableAllocatorOptions>()
+            .BindConfiguration(SwitchableAllocatorOptions.SectionName)
+            .ValidateOnStart();
+        if (configure is not null)
+        {
+            services.Configure(configure);
+        }
+
+        if (services.Any(descriptor => descriptor.ServiceType == typeof(RequestArenaPool)))
+        {
+            return services;
+        }
+
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<SwitchableAllocatorOptions>, SwitchableAllocatorOptionsValidator>());
+        services.AddMetrics();
+        services.AddHttpContextAccessor();
+        services.TryAddSingleton(TimeProvider.System);
+        services.TryAddSingleton<AllocHostingMetrics>();
+        services.TryAddSingleton<RequestArenaPool>();
+        services.TryAddSingleton<RequestArenaPlacement>();
+        services.TryAddSingleton<IRequestArenaActivator, NoRequestArenaActivator>();
+        services.TryAddScoped<IRequestBuffers, RequestBuffers>();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IStartupFilter, RequestArenaStartupFilter>());
+        services.AddHealthChecks().AddCheck<RequestArenaHealthCheck>(RequestArenaHealthCheck.Name, tags: ["allochosting", "memory"]);
+        return services;
+    }
+}

@@ -1,0 +1,397 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using AllocHosting.Allocators.MemorySources;
+
+namespace AllocHosting.Allocators.Arenas;
+
+/// <summary>Which allocator carves an <see cref="ArenaChunk"/>.</summary>
+public enum ArenaChunkKind
+{
+    /// <summary>A <see cref="BumpAllocator"/>: lock-free concurrent renting by a compare-exchange on the offset.</summary>
+    Bump,
+
+    /// <summary>A <see cref="BitSetAllocator"/>: renting takes a short lock.</summary>
+    BitSet,
+}
+
+/// <summary>
+/// One chunk of a request arena: a region of native memory, an allocator over it, and a single
+/// <see cref="System.Buffers.MemoryManager{T}"/> covering it, so that memory is handed out as
+/// <see cref="Memory{T}"/> slices without allocating anything per rent.
+/// </summary>
+/// <remarks>
+/// <para>
+/// A chunk is used by one request at a time and reused by many requests in turn:
+/// <see cref="TryRent"/> hands out memory (several threads of the request may rent at once),
+/// and <see cref="Release"/> ends the use: it retires the memory managers of that use (so a
+/// <see cref="Memory{T}"/> that escaped the request throws <see cref="ObjectDisposedException"/>
+/// instead of aliasing the next request's memory), optionally clears the bytes that were used
+/// (the high-water mark, not the whole chunk), frees everything in O(1), and creates the fresh
+/// manager for the next use (one small object per use, none per rent).
+/// </para>
+/// <code>
+/// using var chunk = ArenaChunk.CreateBump(NativeMemorySource.Shared, 64 * 1024);
+/// chunk.TryRent(1024, 16, out Memory&lt;byte&gt; buffer);
+/// buffer.Span.Fill(42);
+/// long used = chunk.Release(clear: true);   // buffer.Span now throws ObjectDisposedException
+/// </code>
+/// <para>
+/// What it never does: it never grows (a rent that does not fit returns <see langword="false"/>),
+/// never frees single rents, and <see cref="Release"/> and <see cref="Dispose"/> must not run
+/// while rents are in flight. <see cref="System.Span{T}"/>s and pointers taken from a rented
+/// <see cref="Memory{T}"/> are not protected after release; only the <see cref="Memory{T}"/> is.
+/// </para>
+/// </remarks>
+public sealed unsafe class ArenaChunk : IDisposable
+{
+    private const int TypedManagerSlots = 4;
+
+    // The region [_region, _region + _regionSize) comes from _source and goes back on Dispose.
+    // The usable memory is [_usable, _usable + _capacity): the whole region for a bump chunk,
+    // the blocks (not the bit set after them) for a bit set chunk.
+    private readonly IMemorySource _source;
+    private readonly byte* _region;
+    private readonly nuint _regionSize;
+    private readonly byte* _usable;
+    private readonly int _capacity;
+    private readonly ContextAllocator _context;
+
+    // Exactly one is set, as Kind says. The bit set allocator is guarded by _bitSetLock.
+    private readonly BumpAllocator? _bump;
+    private readonly BitSetAllocator? _bitSet;
+    private readonly Lock _bitSetLock = new();
+
+    // Under _bitSetLock: the end (relative to _usable) of the highest block rented since the last release.
+    private nuint _bitSetHighWater;
+
+    // The managers of the current use. _bytes is replaced by Release; _memory is its whole Memory.
+    // _typed holds the managers for element types other than byte, created on first Rent<T>
+    // of a use (guarded by _typedLock) and retired with _bytes.
+    private ArenaChunkMemoryManager<byte> _bytes;
+    private Memory<byte> _memory;
+    private readonly object?[] _typed = new object?[TypedManagerSlots];
+    private readonly Lock _typedLock = new();
+    private bool _disposed;
+
+    private ArenaChunk(IMemorySource source, byte* region, nuint regionSize, BumpAllocator? bump, BitSetAllocator? bitSet)
+    {
+        _source = source;
+        _region = region;
+        _regionSize = regionSize;
+        _bump = bump;
+        _bitSet = bitSet;
+        if (bump is not null)
+        {
+            _usable = region;
+            _capacity = (int)regionSize;
+            _context = ContextAllocator.ShortLived(bump);
+        }
+        else
+        {
+            MemoryRange blocks = bitSet!.Range;
+            _usable = (byte*)blocks.From;
+            _capacity = (int)blocks.Length;
+            _context = ContextAllocator.MediumLived(bitSet);
+        }
+
+        _bytes = new ArenaChunkMemoryManager<byte>(_usable, _capacity);
+        _memory = _bytes.CreateWholeMemory();
+    }
+
+    /// <summary>Which allocator carves the chunk.</summary>
+    public ArenaChunkKind Kind => _bump is not null ? ArenaChunkKind.Bump : ArenaChunkKind.BitSet;
+
+    /// <summary>Bytes that can be rented from the chunk in one use.</summary>
+    public int Capacity => _capacity;
+
+    /// <summary>Bytes rented in the current use, alignment padding and block rounding included (a snapshot while rents run).</summary>
+    public long Used => _bump is not null ? (long)_bump.Used : _bitSet!.Statistics.BytesInUse;
+
+    /// <summary>Bytes at the start of the chunk that the current use may have written: what <see cref="Release"/> clears.</summary>
+    public long HighWater
+    {
+        get
+        {
+            if (_bump is not null)
+            {
+                return (long)_bump.HighWater;
+            }
+
+            lock (_bitSetLock)
+            {
+                return (long)_bitSetHighWater;
+            }
+        }
+    }
+
+    /// <summary>The chunk's allocator as a <see cref="AllocHosting.Allocators.ContextAllocator"/> (owned by the chunk), for installing it as the allocator of a request's async flow.</summary>
+    /// <remarks>Its single-threaded members must not run at the same time as <see cref="TryRent"/> on another thread.</remarks>
+    public ContextAllocator ContextAllocator => _context;
+
+    /// <summary>The statistics of the chunk's allocator.</summary>
+    public AllocatorStatistics Statistics => _context.Statistics;
+
+    /// <summary>Creates a chunk of <paramref name="size"/> bytes carved by a bump allocator; the region comes from <paramref name="source"/> and goes back on <see cref="Dispose"/>.</summary>
+    /// <param name="source">Where the region comes from (for example a slot of an <see cref="ArenaMemorySource"/>).</param>
+    /// <param name="size">Bytes in the chunk, between 1 and <see cref="int.MaxValue"/>.</param>
+    /// <param name="zero">Zero the whole region now, for sources whose memory is not zeroed (memory maps are); otherwise only the first 64 bytes, where slot sources keep their free-list links, are zeroed.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="source"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="size"/> is zero or above <see cref="int.MaxValue"/>.</exception>
+    /// <exception cref="OutOfMemoryException">The source has no room.</exception>
+    public static ArenaChunk CreateBump(IMemorySource source, nuint size, bool zero = false)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ValidateSize(size);
+        byte* region = Obtain(source, size, zero);
+        try
+        {
+            return new ArenaChunk(source, region, size, new BumpAllocator(region, size), null);
+        }
+        catch
+        {
+            source.Release(region, size);
+            throw;
+        }
+    }
+
+    /// <summary>Creates a chunk of <paramref name="size"/> bytes carved by a bit set allocator of <paramref name="blockSize"/>-byte blocks (its bit set lives in the chunk too).</summary>
+    /// <param name="source">Where the region comes from.</param>
+    /// <param name="size">Bytes in the region, between 1 and <see cref="int.MaxValue"/>.</param>
+    /// <param name="blockSize">Bytes per block: a power of two of at least 8.</param>
+    /// <param name="zero">Zero the whole region now, for sources whose memory is not zeroed; otherwise only the first 64 bytes are zeroed.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="source"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="size"/> is zero or above <see cref="int.MaxValue"/>.</exception>
+    /// <exception cref="ArgumentException"><paramref name="blockSize"/> is invalid or the region cannot hold one block.</exception>
+    /// <exception cref="OutOfMemoryException">The source has no room.</exception>
+    public static ArenaChunk CreateBitSet(IMemorySource source, nuint size, nuint blockSize, bool zero = false)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ValidateSize(size);
+        byte* region = Obtain(source, size, zero);
+        try
+        {
+            return new ArenaChunk(source, region, size, null, new BitSetAllocator(region, size, blockSize));
+        }
+        catch
+        {
+            source.Release(region, size);
+            throw;
+        }
+    }
+
+    /// <summary>Rents <paramref name="length"/> bytes aligned to <paramref name="alignment"/>; safe from several threads at once.</summary>
+    /// <param name="length">Bytes wanted (zero gives an empty memory).</param>
+    /// <param name="alignment">The alignment of the first byte, a power of two.</param>
+    /// <param name="memory">The rented memory, valid until <see cref="Release"/>; empty when the chunk is full.</param>
+    /// <returns><see langword="false"/> when the chunk has no room for the request.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is negative.</exception>
+    /// <exception cref="ArgumentException"><paramref name="alignment"/> is not a supported power of two.</exception>
+    /// <exception cref="ObjectDisposedException">The chunk was disposed.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryRent(int length, int alignment, out Memory<byte> memory)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        if (TryCarve((nuint)length, (nuint)alignment, out byte* pointer))
+        {
+            memory = length == 0 ? Memory<byte>.Empty : _memory.Slice((int)(pointer - _usable), length);
+            return true;
+        }
+
+        memory = default;
+        return false;
+    }
+
+    /// <summary>Rents room for <paramref name="count"/> values of <typeparamref name="T"/>, aligned for <typeparamref name="T"/>; safe from several threads at once.</summary>
+    /// <typeparam name="T">An unmanaged element type.</typeparam>
+    /// <param name="count">Elements wanted (zero gives an empty memory).</param>
+    /// <param name="memory">The rented memory, valid until <see cref="Release"/>.</param>
+    /// <returns><see langword="false"/> when the chunk has no room for the request.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is negative or its byte size exceeds <see cref="int.MaxValue"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The chunk was disposed.</exception>
+    public bool TryRent<T>(int count, out Memory<T> memory)
+        where T : unmanaged
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        int elementSize = sizeof(T);
+        long bytes = (long)count * elementSize;
+        if (bytes > int.MaxValue)
+        {
+            throw new ArgumentOutOfRangeException(nameof(count), count, $"{count} values of {elementSize} bytes exceed {int.MaxValue} bytes.");
+        }
+
+        if (count == 0)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            memory = Memory<T>.Empty;
+            return true;
+        }
+
+        // A power-of-two element size is honoured by alignment (the usable memory starts at
+        // least 8-byte aligned); any other size by over-renting and rounding the offset up.
+        bool powerOfTwo = BitOperations.IsPow2(elementSize);
+        nuint alignment = powerOfTwo ? (nuint)Math.Max(elementSize, 8) : 8;
+        nuint size = powerOfTwo ? (nuint)bytes : (nuint)bytes + (nuint)elementSize - 1;
+        if (!TryCarve(size, alignment, out byte* pointer))
+        {
+            memory = default;
+            return false;
+        }
+
+        nuint offset = (nuint)(pointer - _usable);
+        int index = (int)((offset + (nuint)elementSize - 1) / (nuint)elementSize);
+        memory = TypedManager<T>().Memory.Slice(index, count);
+        return true;
+    }
+
+    /// <summary>
+    /// Ends the current use: retires its memory managers, clears the used bytes when
+    /// <paramref name="clear"/> is set, frees everything in O(1) and prepares a fresh manager for
+    /// the next use. Must not run while rents are in flight.
+    /// </summary>
+    /// <param name="clear">Whether to zero the bytes the use may have written.</param>
+    /// <returns>The high-water mark of the use in bytes (what was cleared).</returns>
+    /// <exception cref="ObjectDisposedException">The chunk was disposed.</exception>
+    public long Release(bool clear)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        RetireManagers();
+        nuint highWater;
+        if (_bump is not null)
+        {
+            highWater = _bump.HighWater;
+            _bump.Reset(clear);
+        }
+        else
+        {
+            lock (_bitSetLock)
+            {
+                highWater = _bitSetHighWater;
+                if (clear)
+                {
+                    NativeMemory.Clear(_usable, highWater);
+                }
+
+                _bitSet!.Reset();
+                _bitSetHighWater = 0;
+            }
+        }
+
+        _bytes = new ArenaChunkMemoryManager<byte>(_usable, _capacity);
+        _memory = _bytes.CreateWholeMemory();
+        return (long)highWater;
+    }
+
+    /// <summary>Retires the managers, disposes the allocator and gives the region back to its source. Idempotent.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        RetireManagers();
+        _memory = default;
+        _context.Dispose();
+        _source.Release(_region, _regionSize);
+    }
+
+    private static byte* Obtain(IMemorySource source, nuint size, bool zero)
+    {
+        byte* region = source.Obtain(size);
+        NativeMemory.Clear(region, zero ? size : Math.Min(size, 64));
+        return region;
+    }
+
+    private static void ValidateSize(nuint size)
+    {
+        if (size == 0 || size > int.MaxValue)
+        {
+            throw new ArgumentOutOfRangeException(nameof(size), size, $"A chunk must be between 1 and {int.MaxValue} bytes.");
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryCarve(nuint size, nuint alignment, out byte* pointer)
+    {
+        if (_bump is not null)
+        {
+            return _bump.TryAllocateConcurrent(size, alignment, out pointer);
+        }
+
+        return TryCarveBitSet(size, alignment, out pointer);
+    }
+
+    private bool TryCarveBitSet(nuint size, nuint alignment, out byte* pointer)
+    {
+        lock (_bitSetLock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!_bitSet!.TryAllocate(size, alignment, out pointer))
+            {
+                return false;
+            }
+
+            if (size != 0)
+            {
+                nuint blocks = Allocator.AlignUp(size, _bitSet.BlockSize);
+                nuint end = (nuint)(pointer - _usable) + blocks;
+                if (end > _bitSetHighWater)
+                {
+                    _bitSetHighWater = end;
+                }
+            }
+
+            return true;
+        }
+    }
+
+    private ArenaChunkMemoryManager<T> TypedManager<T>()
+        where T : unmanaged
+    {
+        if (typeof(T) == typeof(byte))
+        {
+            return (ArenaChunkMemoryManager<T>)(object)_bytes;
+        }
+
+        lock (_typedLock)
+        {
+            for (int i = 0; i < _typed.Length; i++)
+            {
+                if (_typed[i] is ArenaChunkMemoryManager<T> existing)
+                {
+                    return existing;
+                }
+
+                if (_typed[i] is null)
+                {
+                    var created = new ArenaChunkMemoryManager<T>((T*)_usable, _capacity / sizeof(T));
+                    _typed[i] = created;
+                    return created;
+                }
+            }
+
+            return ThrowTooManyElementTypes<ArenaChunkMemoryManager<T>>();
+        }
+    }
+
+    private void RetireManagers()
+    {
+        _bytes.Retire();
+        lock (_typedLock)
+        {
+            for (int i = 0; i < _typed.Length && _typed[i] is not null; i++)
+            {
+                ((IDisposable)_typed[i]!).Dispose();
+                _typed[i] = null;
+            }
+        }
+    }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static TResult ThrowTooManyElementTypes<TResult>() =>
+        throw new NotSupportedException($"One arena chunk serves at most {TypedManagerSlots} element types besides byte in one use.");
+}

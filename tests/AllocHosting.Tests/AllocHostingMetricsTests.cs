@@ -1,0 +1,188 @@
+using System.Diagnostics.Metrics;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+
+namespace AllocHosting.Tests;
+
+public class AllocHostingMetricsTests
+{
+    private static MetricCollector<long> Collect(TestApp app, string instrument) =>
+        new(app.Services.GetRequiredService<IMeterFactory>(), AllocHostingMetrics.MeterName, instrument);
+
+    private static Task<TestApp> StartAsync(Action<SwitchableAllocatorOptions>? configure = null) =>
+        TestApp.StartAsync(
+            a =>
+            {
+                a.MapGet("/rent", (IRequestBuffers buffers, int bytes) =>
+                {
+                    buffers.Rent(bytes).Span.Fill(1);
+                    return "ok";
+                });
+                a.MapGet("/noop", () => "ok");
+            },
+            configure);
+
+    [Fact]
+    public async Task Used_is_recorded_once_per_renting_request_with_the_arena_kind()
+    {
+        await using var app = await StartAsync();
+        using var used = Collect(app, "allochosting.request_arena.used");
+
+        await app.Client.GetStringAsync("/rent?bytes=3000");
+        await app.Client.GetStringAsync("/noop");
+        await TestApp.EventuallyAsync(() => used.GetMeasurementSnapshot().Count >= 1 && app.Pool.ChunksInUse == 0, "the request released");
+
+        var measurement = Assert.Single(used.GetMeasurementSnapshot());
+        Assert.InRange(measurement.Value, 3000, 3100);
+        Assert.Equal("bump", measurement.Tags[AllocHostingMetrics.ArenaKindTag]);
+    }
+
+    [Fact]
+    public async Task Used_has_byte_bucket_boundaries_in_powers_of_four_from_256_B_to_64_MiB()
+    {
+        await using var app = await StartAsync();
+        IReadOnlyList<long>? boundaries = null;
+        using var listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, _) =>
+            {
+                if (instrument.Name == "allochosting.request_arena.used" && instrument is Histogram<long> histogram)
+                {
+                    boundaries = histogram.Advice?.HistogramBucketBoundaries;
+                }
+            },
+        };
+        listener.Start();
+
+        Assert.NotNull(boundaries);
+        Assert.Equal(Enumerable.Range(0, 10).Select(i => 256L << (2 * i)), boundaries);
+        Assert.Equal(64L * 1024 * 1024, boundaries[^1]);
+    }
+
+    [Fact]
+    public async Task Active_goes_up_while_a_request_holds_memory_and_back_down_after()
+    {
+        await using var app = await StartAsync();
+        using var active = Collect(app, "allochosting.request_arena.active");
+
+        await app.Client.GetStringAsync("/rent?bytes=10");
+        await app.Client.GetStringAsync("/noop");
+        await TestApp.EventuallyAsync(() => active.GetMeasurementSnapshot().Count == 2, "both changes are recorded");
+
+        Assert.Equal([1L, -1L], active.GetMeasurementSnapshot().Select(m => m.Value));
+    }
+
+    [Fact]
+    public async Task Overflowed_counts_requests_that_needed_more_than_one_chunk()
+    {
+        await using var app = await StartAsync(options => options.InitialArenaSize = 16 * 1024);
+        using var overflowed = Collect(app, "allochosting.request_arena.overflowed");
+
+        await app.Client.GetStringAsync("/rent?bytes=1000");
+        await app.Client.GetStringAsync("/rent?bytes=100000"); // larger than a chunk: falls back
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0 && app.Pool.FallbackLiveBytes == 0, "both released");
+
+        Assert.Equal(1, overflowed.GetMeasurementSnapshot().Sum(m => m.Value));
+    }
+
+    [Fact]
+    public async Task Allocated_and_live_read_the_pools_counters_and_live_returns_to_zero()
+    {
+        var holding = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/hold", async (IRequestBuffers buffers) =>
+        {
+            buffers.Rent(5000);
+            holding.SetResult();
+            await release.Task;
+        }));
+        using var allocated = Collect(app, "allochosting.allocated");
+        using var live = Collect(app, "allochosting.live");
+
+        Task request = app.Client.GetAsync("/hold");
+        await holding.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        live.RecordObservableInstruments();
+        long liveDuring = live.GetMeasurementSnapshot().Single(m => (string?)m.Tags[AllocHostingMetrics.AllocatorTag] == "request").Value;
+        release.SetResult();
+        await request;
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the request released");
+        live.Clear();
+        live.RecordObservableInstruments();
+        allocated.RecordObservableInstruments();
+
+        Assert.InRange(liveDuring, 5000, 5100);
+        Assert.Equal(0, live.GetMeasurementSnapshot().Single(m => (string?)m.Tags[AllocHostingMetrics.AllocatorTag] == "request").Value);
+        Assert.InRange(allocated.GetMeasurementSnapshot().Single(m => (string?)m.Tags[AllocHostingMetrics.AllocatorTag] == "request").Value, 5000, 5100);
+        Assert.Contains(allocated.GetMeasurementSnapshot(), m => (string?)m.Tags[AllocHostingMetrics.AllocatorTag] == "global");
+    }
+
+    [Fact]
+    public async Task Mapped_reports_bytes_per_numa_node()
+    {
+        await using var app = await StartAsync();
+        using var mapped = Collect(app, "allochosting.mapped");
+        await app.Client.GetStringAsync("/rent?bytes=10");
+
+        mapped.RecordObservableInstruments();
+
+        var measurements = mapped.GetMeasurementSnapshot();
+        Assert.NotEmpty(measurements);
+        Assert.All(measurements, m => Assert.True(m.Tags.ContainsKey(AllocHostingMetrics.NumaNodeTag)));
+        Assert.True(measurements.Sum(m => m.Value) >= 16 * 64 * 1024, "one segment of 16 chunks is mapped");
+    }
+
+    [Fact]
+    public async Task Failures_and_rejected_count_a_spent_budget()
+    {
+        var holding = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var app = await TestApp.StartAsync(
+            a =>
+            {
+                a.MapGet("/hold", async (IRequestBuffers buffers) =>
+                {
+                    buffers.Rent(100);
+                    holding.SetResult();
+                    await release.Task;
+                });
+                a.MapGet("/rent", (IRequestBuffers buffers) => buffers.Rent(100).Length);
+            },
+            options =>
+            {
+                options.MemoryBudget = 64 * 1024;
+                options.MaxArenaSizePerRequest = 64 * 1024;
+                options.BudgetPolicy = ArenaBudgetPolicy.Reject;
+            });
+        using var failures = Collect(app, "allochosting.failures");
+        using var rejected = Collect(app, "allochosting.rejected");
+
+        Task holder = app.Client.GetAsync("/hold");
+        await holding.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        await app.Client.GetAsync("/rent");
+        await app.Client.GetAsync("/rent");
+        release.SetResult();
+        await holder;
+        await TestApp.EventuallyAsync(() => rejected.GetMeasurementSnapshot().Count == 2, "both rejections are counted");
+
+        Assert.Equal(2, rejected.GetMeasurementSnapshot().Sum(m => m.Value));
+        Assert.All(failures.GetMeasurementSnapshot(), m => Assert.Equal("budget_exhausted", m.Tags[AllocHostingMetrics.ErrorTypeTag]));
+        Assert.Equal(2, failures.GetMeasurementSnapshot().Count);
+    }
+
+    [Fact]
+    public async Task Failures_count_refused_overflow_rents()
+    {
+        await using var app = await StartAsync(options =>
+        {
+            options.MaxArenaSizePerRequest = 64 * 1024;
+            options.OverflowPolicy = ArenaOverflowPolicy.Fail;
+        });
+        using var failures = Collect(app, "allochosting.failures");
+
+        await Assert.ThrowsAsync<InsufficientMemoryException>(() => app.Client.GetStringAsync("/rent?bytes=100000"));
+
+        var failure = Assert.Single(failures.GetMeasurementSnapshot());
+        Assert.Equal("arena_full", failure.Tags[AllocHostingMetrics.ErrorTypeTag]);
+    }
+}

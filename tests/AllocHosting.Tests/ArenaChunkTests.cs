@@ -1,0 +1,121 @@
+using AllocHosting.Allocators.Arenas;
+using AllocHosting.Allocators.MemorySources;
+
+namespace AllocHosting.Tests;
+
+public class ArenaChunkTests
+{
+    [Theory]
+    [InlineData(ArenaChunkKind.Bump)]
+    [InlineData(ArenaChunkKind.BitSet)]
+    public void Rent_slices_one_manager_and_release_retires_it(ArenaChunkKind kind)
+    {
+        using ArenaChunk chunk = Create(kind);
+        Assert.True(chunk.TryRent(100, 16, out Memory<byte> first));
+        Assert.True(chunk.TryRent(100, 16, out Memory<byte> second));
+        first.Span.Fill(1);
+        second.Span.Fill(2);
+
+        Assert.False(first.Span.ContainsAnyExcept((byte)1));
+        Assert.True(System.Runtime.InteropServices.MemoryMarshal.TryGetMemoryManager<byte, System.Buffers.MemoryManager<byte>>(first, out System.Buffers.MemoryManager<byte>? a));
+        Assert.True(System.Runtime.InteropServices.MemoryMarshal.TryGetMemoryManager<byte, System.Buffers.MemoryManager<byte>>(second, out System.Buffers.MemoryManager<byte>? b));
+        Assert.Same(a, b);
+
+        chunk.Release(clear: true);
+
+        Assert.Throws<ObjectDisposedException>(() => first.Span.Length);
+        Assert.True(chunk.TryRent(100, 16, out Memory<byte> next));
+        Assert.False(next.Span.ContainsAnyExcept((byte)0));
+    }
+
+    [Theory]
+    [InlineData(ArenaChunkKind.Bump)]
+    [InlineData(ArenaChunkKind.BitSet)]
+    public void Release_clears_exactly_the_high_water_and_reports_it(ArenaChunkKind kind)
+    {
+        using ArenaChunk chunk = Create(kind);
+        chunk.TryRent(1000, 16, out Memory<byte> used);
+        used.Span.Fill(0xFF);
+
+        long highWater = chunk.Release(clear: true);
+
+        Assert.InRange(highWater, 1000, 1024);
+        chunk.TryRent(chunk.Capacity - 64, 16, out Memory<byte> all);
+        Assert.False(all.Span.ContainsAnyExcept((byte)0));
+    }
+
+    [Fact]
+    public void Release_without_clear_leaves_the_bytes()
+    {
+        using ArenaChunk chunk = Create(ArenaChunkKind.Bump);
+        chunk.TryRent(100, 16, out Memory<byte> used);
+        used.Span.Fill(0xFF);
+
+        chunk.Release(clear: false);
+
+        chunk.TryRent(100, 16, out Memory<byte> again);
+        Assert.False(again.Span.ContainsAnyExcept((byte)0xFF));
+    }
+
+    [Fact]
+    public void A_full_chunk_refuses_and_changes_nothing()
+    {
+        using ArenaChunk chunk = Create(ArenaChunkKind.Bump);
+        Assert.True(chunk.TryRent(chunk.Capacity, 16, out _));
+        long used = chunk.Used;
+
+        Assert.False(chunk.TryRent(1, 1, out Memory<byte> none));
+
+        Assert.True(none.IsEmpty);
+        Assert.Equal(used, chunk.Used);
+    }
+
+    [Fact]
+    public void Typed_managers_are_retired_too()
+    {
+        using ArenaChunk chunk = Create(ArenaChunkKind.Bump);
+        Assert.True(chunk.TryRent(10, out Memory<int> ints));
+        ints.Span[9] = 42;
+
+        chunk.Release(clear: true);
+
+        Assert.Throws<ObjectDisposedException>(() => ints.Span[0]);
+    }
+
+    [Fact]
+    public void Concurrent_rents_from_a_bump_chunk_never_overlap()
+    {
+        using ArenaChunk chunk = Create(ArenaChunkKind.Bump);
+        var all = new System.Collections.Concurrent.ConcurrentBag<(int Thread, Memory<byte> Memory)>();
+
+        Parallel.For(0, 4, thread =>
+        {
+            while (chunk.TryRent(40, 8, out Memory<byte> memory))
+            {
+                memory.Span.Fill((byte)(thread + 1));
+                all.Add((thread, memory));
+            }
+        });
+
+        Assert.All(all, item => Assert.False(item.Memory.Span.ContainsAnyExcept((byte)(item.Thread + 1))));
+        Assert.Equal(64 * 1024 / 40, all.Count);
+    }
+
+    [Fact]
+    public void Dispose_gives_the_region_back_to_the_source()
+    {
+        using var slots = new ArenaMemorySource(NativeMemorySource.Shared, 64 * 1024, slotCount: 2);
+        ArenaChunk chunk = ArenaChunk.CreateBump(slots, 64 * 1024);
+        Assert.Equal(1, slots.FreeSlotCount);
+
+        chunk.Dispose();
+        chunk.Dispose();
+
+        Assert.Equal(2, slots.FreeSlotCount);
+    }
+
+    private static ArenaChunk Create(ArenaChunkKind kind) =>
+        kind == ArenaChunkKind.Bump
+            ? ArenaChunk.CreateBump(NativeMemorySource.Shared, 64 * 1024, zero: true)
+            : ArenaChunk.CreateBitSet(NativeMemorySource.Shared, 64 * 1024, 64, zero: true);
+}

@@ -1,0 +1,62 @@
+using System.Buffers;
+using Microsoft.AspNetCore.Builder;
+
+namespace AllocHosting.Tests;
+
+public class RequestBufferWriterTests
+{
+    [Fact]
+    public async Task A_small_output_stays_in_one_segment_and_both_views_agree()
+    {
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/", (IRequestBuffers buffers) =>
+        {
+            RequestBufferWriter writer = buffers.CreateWriter();
+            "hello"u8.CopyTo(writer.GetSpan(5));
+            writer.Advance(5);
+            Assert.True(writer.WrittenSequence.IsSingleSegment);
+            Assert.True(writer.WrittenMemory.Span.SequenceEqual("hello"u8));
+            return writer.WrittenCount;
+        }));
+
+        Assert.Equal("5", await app.Client.GetStringAsync("/"));
+    }
+
+    [Fact]
+    public async Task A_large_output_grows_over_segments_without_losing_bytes()
+    {
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/", (IRequestBuffers buffers) =>
+        {
+            RequestBufferWriter writer = buffers.CreateWriter();
+            for (int i = 0; i < 100_000; i++)
+            {
+                writer.GetSpan(1)[0] = (byte)(i % 253);
+                writer.Advance(1);
+            }
+
+            ReadOnlySequence<byte> sequence = writer.WrittenSequence;
+            byte[] expected = Enumerable.Range(0, 100_000).Select(i => (byte)(i % 253)).ToArray();
+            Assert.False(sequence.IsSingleSegment);
+            Assert.Equal(expected, sequence.ToArray());
+            Assert.Equal(expected, writer.WrittenMemory.ToArray());
+            Assert.Equal(100_000, writer.WrittenCount);
+            return "ok";
+        }));
+
+        Assert.Equal("ok", await app.Client.GetStringAsync("/"));
+    }
+
+    [Fact]
+    public async Task Advance_beyond_the_memory_handed_out_throws()
+    {
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/", (IRequestBuffers buffers) =>
+        {
+            RequestBufferWriter writer = buffers.CreateWriter();
+            int length = writer.GetMemory(10).Length;
+            Assert.Throws<ArgumentOutOfRangeException>(() => writer.Advance(length + 1));
+            Assert.Throws<ArgumentOutOfRangeException>(() => writer.Advance(-1));
+            return "ok";
+        }));
+
+        Assert.Equal("ok", await app.Client.GetStringAsync("/"));
+    }
+}

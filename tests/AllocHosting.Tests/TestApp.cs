@@ -1,0 +1,71 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.TestHost;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace AllocHosting.Tests;
+
+/// <summary>A small application on the in-memory test server (the server WebApplicationFactory uses) with the one line and the endpoints a test maps.</summary>
+internal sealed class TestApp : IAsyncDisposable
+{
+    private TestApp(WebApplication app)
+    {
+        App = app;
+        Client = app.GetTestClient();
+        Pool = app.Services.GetRequiredService<RequestArenaPool>();
+    }
+
+    public WebApplication App { get; }
+
+    public HttpClient Client { get; }
+
+    public RequestArenaPool Pool { get; }
+
+    public IServiceProvider Services => App.Services;
+
+    public static async Task<TestApp> StartAsync(
+        Action<WebApplication> map,
+        Action<SwitchableAllocatorOptions>? configure = null,
+        Action<WebApplicationBuilder>? build = null,
+        string environment = "Production")
+    {
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { EnvironmentName = environment });
+        builder.WebHost.UseTestServer();
+        builder.Logging.ClearProviders();
+        builder.Services.AddSwitchableAllocators(options =>
+        {
+            // Small, so that budget tests need few requests; the trim timer stays out of the way.
+            options.MemoryBudget = 4 * 1024 * 1024;
+            options.IdleTrimInterval = TimeSpan.FromHours(1);
+            configure?.Invoke(options);
+        });
+        build?.Invoke(builder);
+        WebApplication app = builder.Build();
+        map(app);
+        await app.StartAsync();
+        return new TestApp(app);
+    }
+
+    /// <summary>Waits (bounded) until the condition holds: the middleware releases after the response was sent.</summary>
+    public static async Task EventuallyAsync(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                Assert.Fail($"Timed out waiting until {what}.");
+            }
+
+            await Task.Delay(5);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Client.Dispose();
+        await App.StopAsync();
+        await App.DisposeAsync();
+    }
+}
