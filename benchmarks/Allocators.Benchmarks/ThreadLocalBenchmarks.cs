@@ -119,7 +119,7 @@ public unsafe class ThreadLocalBenchmarks
 /// <see cref="ThreadLocalAllocator"/>). The second thread is a long-lived worker released by an
 /// event, so thread start-up is not measured.
 /// </summary>
-public sealed unsafe class ThreadLocalScalingBenchmarks : IDisposable
+public unsafe class ThreadLocalScalingBenchmarks : IDisposable
 {
     private const int PairsPerThread = 100_000;
     private const nuint Size = 64;
@@ -252,7 +252,7 @@ public sealed unsafe class ThreadLocalScalingBenchmarks : IDisposable
 /// ≤ 2× local for <see cref="ThreadLocalAllocator"/>). Batches circulate through two bounded
 /// single-producer queues, so the hand-off is amortised over a batch.
 /// </summary>
-public sealed unsafe class ThreadLocalCrossThreadBenchmarks : IDisposable
+public unsafe class ThreadLocalCrossThreadBenchmarks : IDisposable
 {
     private const int BatchSize = 256;
     private const int Batches = 400;
