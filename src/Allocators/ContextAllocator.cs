@@ -1,5 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using AllocHosting.Allocators.Switchable;
 
 namespace AllocHosting.Allocators;
@@ -46,28 +47,44 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     private readonly BitSetAllocator? _bitSet;
     private readonly MultipleBinarySearchTreeAllocator? _tree;
 
+    // Thread-safe variants (see IsThreadSafe): a bump context allocates only through the bump
+    // allocator's lock-free concurrent path, so its "most recent" block is never set and no
+    // other member writes the offset; a bit set or tree context holds _lock around every call.
+    private readonly bool _concurrentBump;
+    private readonly Lock? _lock;
+
     // Whether Range is registered to this allocator in OwnerRegistry (done by SwitchableAllocator
     // when it first installs the allocator, undone by Dispose), so that frees are routed here from
     // any flow and any thread. Registering twice is harmless (same owner).
     private volatile bool _registered;
 
-    private ContextAllocator(BumpAllocator bump)
+    private ContextAllocator(BumpAllocator bump, bool concurrent)
     {
         _kind = ContextAllocatorKind.ShortLived;
         _bump = bump;
+        _concurrentBump = concurrent;
     }
 
-    private ContextAllocator(BitSetAllocator bitSet)
+    private ContextAllocator(BitSetAllocator bitSet, Lock? synchronizeWith)
     {
         _kind = ContextAllocatorKind.MediumLived;
         _bitSet = bitSet;
+        _lock = synchronizeWith;
     }
 
-    private ContextAllocator(MultipleBinarySearchTreeAllocator tree)
+    private ContextAllocator(MultipleBinarySearchTreeAllocator tree, Lock? synchronizeWith)
     {
         _kind = ContextAllocatorKind.LongLived;
         _tree = tree;
+        _lock = synchronizeWith;
     }
+
+    /// <summary>
+    /// Whether every <see cref="IAllocator"/> member may run on several threads at once (the tasks
+    /// of one request fanning out): true for the factories' thread-safe forms. <see cref="Reset"/>
+    /// and <see cref="AllocatorBase.Dispose()"/> are never thread-safe.
+    /// </summary>
+    public bool IsThreadSafe => _concurrentBump || _lock is not null;
 
     /// <summary>Which allocator is wrapped.</summary>
     public ContextAllocatorKind Kind => _kind;
@@ -104,26 +121,48 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
 
     /// <summary>Wraps a bump allocator for short-lived contexts; the context allocator takes ownership of it.</summary>
     /// <exception cref="ArgumentNullException"><paramref name="allocator"/> is null.</exception>
-    public static ContextAllocator ShortLived(BumpAllocator allocator)
+    public static ContextAllocator ShortLived(BumpAllocator allocator) => ShortLived(allocator, threadSafe: false);
+
+    /// <summary>
+    /// Wraps a bump allocator for short-lived contexts; with <paramref name="threadSafe"/> every
+    /// allocation goes through <see cref="BumpAllocator.TryAllocateConcurrent"/>, so the context may
+    /// be used from several threads at once and beside other concurrent-path users of the same bump
+    /// allocator. The price: no block is ever "most recent", so frees never rewind and growth always
+    /// copies (the space of freed and moved blocks comes back at <see cref="Reset"/>).
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="allocator"/> is null.</exception>
+    public static ContextAllocator ShortLived(BumpAllocator allocator, bool threadSafe)
     {
         ArgumentNullException.ThrowIfNull(allocator);
-        return new ContextAllocator(allocator);
+        return new ContextAllocator(allocator, threadSafe);
     }
 
     /// <summary>Wraps a bit set allocator for medium-lived contexts; the context allocator takes ownership of it.</summary>
     /// <exception cref="ArgumentNullException"><paramref name="allocator"/> is null.</exception>
-    public static ContextAllocator MediumLived(BitSetAllocator allocator)
+    public static ContextAllocator MediumLived(BitSetAllocator allocator) => MediumLived(allocator, synchronizeWith: null);
+
+    /// <summary>
+    /// Wraps a bit set allocator for medium-lived contexts; when <paramref name="synchronizeWith"/>
+    /// is given every call holds that lock, so the context is thread-safe and can share the bit
+    /// set with other code that takes the same lock.
+    /// </summary>
+    /// <exception cref="ArgumentNullException"><paramref name="allocator"/> is null.</exception>
+    public static ContextAllocator MediumLived(BitSetAllocator allocator, Lock? synchronizeWith)
     {
         ArgumentNullException.ThrowIfNull(allocator);
-        return new ContextAllocator(allocator);
+        return new ContextAllocator(allocator, synchronizeWith);
     }
 
     /// <summary>Wraps a red-black-tree free-list allocator for long-lived contexts; the context allocator takes ownership of it.</summary>
     /// <exception cref="ArgumentNullException"><paramref name="allocator"/> is null.</exception>
-    public static ContextAllocator LongLived(MultipleBinarySearchTreeAllocator allocator)
+    public static ContextAllocator LongLived(MultipleBinarySearchTreeAllocator allocator) => LongLived(allocator, synchronizeWith: null);
+
+    /// <summary>Wraps a tree allocator for long-lived contexts; when <paramref name="synchronizeWith"/> is given every call holds that lock (thread-safe).</summary>
+    /// <exception cref="ArgumentNullException"><paramref name="allocator"/> is null.</exception>
+    public static ContextAllocator LongLived(MultipleBinarySearchTreeAllocator allocator, Lock? synchronizeWith)
     {
         ArgumentNullException.ThrowIfNull(allocator);
-        return new ContextAllocator(allocator);
+        return new ContextAllocator(allocator, synchronizeWith);
     }
 
     /// <summary>Releases every block of the wrapped allocator at once.</summary>
@@ -155,17 +194,108 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         _ => ThrowUnsupportedKind<bool>(),
     };
 
-    // The core members forward to the wrapped allocator's public members (its core members
-    // are protected). The wrapped allocator counts its own failures and Statistics reports
-    // its counters only, so this wrapper's failure counter (bumped by the base class when a
-    // core member returns null) never shows up twice.
+    // The core members: straight to the wrapped allocator, or under the shared lock for the
+    // synchronised bit set and tree forms.
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected override byte* AllocateCore(nuint size, nuint alignment)
     {
+        if (_lock is null)
+        {
+            return AllocateUnlocked(size, alignment);
+        }
+
+        lock (_lock)
+        {
+            return AllocateUnlocked(size, alignment);
+        }
+    }
+
+    /// <inheritdoc />
+    protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
+    {
+        if (_lock is null)
+        {
+            DeallocateUnlocked(pointer, size, alignment);
+            return;
+        }
+
+        lock (_lock)
+        {
+            DeallocateUnlocked(pointer, size, alignment);
+        }
+    }
+
+    /// <inheritdoc />
+    protected override byte* GrowCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        if (_lock is null)
+        {
+            return GrowUnlocked(pointer, currentSize, newSize, alignment);
+        }
+
+        lock (_lock)
+        {
+            return GrowUnlocked(pointer, currentSize, newSize, alignment);
+        }
+    }
+
+    /// <inheritdoc />
+    protected override byte* ShrinkCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        if (_lock is null)
+        {
+            return ShrinkUnlocked(pointer, currentSize, newSize, alignment);
+        }
+
+        lock (_lock)
+        {
+            return ShrinkUnlocked(pointer, currentSize, newSize, alignment);
+        }
+    }
+
+    /// <inheritdoc />
+    protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        if (_lock is null)
+        {
+            return TryGrowInPlaceUnlocked(pointer, currentSize, newSize, alignment);
+        }
+
+        lock (_lock)
+        {
+            return TryGrowInPlaceUnlocked(pointer, currentSize, newSize, alignment);
+        }
+    }
+
+    /// <inheritdoc />
+    protected override bool TryShrinkInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        if (_lock is null)
+        {
+            return TryShrinkInPlaceUnlocked(pointer, currentSize, newSize, alignment);
+        }
+
+        lock (_lock)
+        {
+            return TryShrinkInPlaceUnlocked(pointer, currentSize, newSize, alignment);
+        }
+    }
+
+    // The core members forward to the wrapped allocator's public members (its core members
+    // are protected). The wrapped allocator counts its own failures and Statistics reports
+    // its counters only, so this wrapper's failure counter (bumped by the base class when a
+    // core member returns null) never shows up twice.
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private byte* AllocateUnlocked(nuint size, nuint alignment)
+    {
         switch (_kind)
         {
+            case ContextAllocatorKind.ShortLived when _concurrentBump:
+                _bump!.TryAllocateConcurrent(size, alignment, out byte* concurrent);
+                return concurrent;
             case ContextAllocatorKind.ShortLived:
                 // Skips the second validation of the request: the base class did it.
                 return _bump!.AllocateValidated(size, alignment);
@@ -181,8 +311,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         }
     }
 
-    /// <inheritdoc />
-    protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
+    private void DeallocateUnlocked(byte* pointer, nuint size, nuint alignment)
     {
         switch (_kind)
         {
@@ -201,12 +330,27 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         }
     }
 
-    /// <inheritdoc />
-    protected override byte* GrowCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    private byte* GrowUnlocked(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
         byte* moved;
         switch (_kind)
         {
+            case ContextAllocatorKind.ShortLived when _concurrentBump:
+                // The bump allocator's own growth would use its single-threaded path: allocate
+                // concurrently and copy instead (the old block's space returns at Reset).
+                if (_bump!.TryGrowInPlace(pointer, currentSize, newSize, alignment))
+                {
+                    return pointer;
+                }
+
+                if (!_bump.TryAllocateConcurrent(newSize, alignment, out moved))
+                {
+                    return null;
+                }
+
+                NativeMemory.Copy(pointer, moved, currentSize);
+                _bump.Deallocate(pointer, currentSize, alignment);
+                return moved;
             case ContextAllocatorKind.ShortLived:
                 _bump!.TryGrowingReallocate(pointer, currentSize, newSize, alignment, out moved);
                 return moved;
@@ -222,8 +366,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         }
     }
 
-    /// <inheritdoc />
-    protected override byte* ShrinkCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) => _kind switch
+    private byte* ShrinkUnlocked(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) => _kind switch
     {
         // The wrapped allocator throws (and counts) itself if it cannot shrink.
         ContextAllocatorKind.ShortLived => _bump!.ShrinkingReallocate(pointer, currentSize, newSize, alignment),
@@ -232,8 +375,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         _ => (byte*)ThrowUnsupportedKind<nint>(),
     };
 
-    /// <inheritdoc />
-    protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) => _kind switch
+    private bool TryGrowInPlaceUnlocked(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) => _kind switch
     {
         ContextAllocatorKind.ShortLived => _bump!.TryGrowInPlace(pointer, currentSize, newSize, alignment),
         ContextAllocatorKind.MediumLived => _bitSet!.TryGrowInPlace(pointer, currentSize, newSize, alignment),
@@ -241,8 +383,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         _ => ThrowUnsupportedKind<bool>(),
     };
 
-    /// <inheritdoc />
-    protected override bool TryShrinkInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) => _kind switch
+    private bool TryShrinkInPlaceUnlocked(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) => _kind switch
     {
         ContextAllocatorKind.ShortLived => _bump!.TryShrinkInPlace(pointer, currentSize, newSize, alignment),
         ContextAllocatorKind.MediumLived => _bitSet!.TryShrinkInPlace(pointer, currentSize, newSize, alignment),

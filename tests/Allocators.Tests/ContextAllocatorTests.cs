@@ -213,4 +213,81 @@ public unsafe class ContextAllocatorTests
 
         Assert.True(steps >= 1000, $"ran {steps} steps");
     }
+
+    public static TheoryData<string> ThreadSafeKinds => new() { "bump", "bitset", "tree" };
+
+    // Model: blocks handed out to concurrent users never overlap and keep their contents, for each
+    // thread-safe form, while another user of the same bump allocator rents through its concurrent path.
+    [Theory]
+    [MemberData(nameof(ThreadSafeKinds))]
+    public void Thread_safe_context_never_hands_out_overlapping_blocks_to_concurrent_users(string kind)
+    {
+        const int Threads = 4;
+        const int Rounds = 400;
+        var sharedLock = new Lock();
+        BumpAllocator? bump = null;
+        using ContextAllocator context = kind switch
+        {
+            "bump" => ContextAllocator.ShortLived(bump = new BumpAllocator(NativeMemorySource.Shared, 4 << 20), threadSafe: true),
+            "bitset" => ContextAllocator.MediumLived(new BitSetAllocator(NativeMemorySource.Shared, 64, 4 << 20), sharedLock),
+            _ => ContextAllocator.LongLived(new MultipleBinarySearchTreeAllocator(AlignedSource, 4 << 20), sharedLock),
+        };
+        Assert.True(context.IsThreadSafe);
+
+        var live = new System.Collections.Concurrent.ConcurrentBag<(nuint Address, nuint Size)>();
+        var workers = Enumerable.Range(0, Threads).Select(t => new Thread(() =>
+        {
+            var random = new Random(t);
+            for (int i = 0; i < Rounds; i++)
+            {
+                nuint size = (nuint)random.Next(1, 600);
+                byte fill = (byte)(t + 1);
+                byte* p;
+                if (bump is not null && i % 3 == 0)
+                {
+                    // Another user of the same arena, on the bump allocator's concurrent path.
+                    Assert.True(bump.TryAllocateConcurrent(size, 8, out p));
+                }
+                else
+                {
+                    p = context.Allocate(size, 8);
+                }
+
+                new Span<byte>(p, (int)size).Fill(fill);
+                if (i % 4 == 1)
+                {
+                    p = context.GrowingReallocate(p, size, size + 100, 8);
+                    Assert.Equal(-1, new ReadOnlySpan<byte>(p, (int)size).IndexOfAnyExcept(fill));
+                    size += 100;
+                    new Span<byte>(p, (int)size).Fill(fill);
+                }
+
+                if (i % 5 == 2 && (bump is null || i % 3 != 0))
+                {
+                    context.Deallocate(p, size, 8);
+                    continue;
+                }
+
+                live.Add(((nuint)p, size));
+                Assert.Equal(-1, new ReadOnlySpan<byte>(p, (int)size).IndexOfAnyExcept(fill));
+            }
+        })).ToArray();
+        Array.ForEach(workers, w => w.Start());
+        Array.ForEach(workers, w => w.Join());
+
+        var sorted = live.OrderBy(b => b.Address).ToArray();
+        for (int i = 1; i < sorted.Length; i++)
+        {
+            Assert.True(sorted[i - 1].Address + sorted[i - 1].Size <= sorted[i].Address, "blocks overlap");
+        }
+    }
+
+    [Fact]
+    public void Plain_factories_are_not_thread_safe()
+    {
+        using var bump = CreateShortLived(out _);
+        Assert.False(bump.IsThreadSafe);
+        using var bitSet = ContextAllocator.MediumLived(new BitSetAllocator(NativeMemorySource.Shared, 64, 4096));
+        Assert.False(bitSet.IsThreadSafe);
+    }
 }

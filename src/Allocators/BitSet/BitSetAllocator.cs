@@ -211,6 +211,13 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
         _counters.BytesInUse = 0;
     }
 
+    /// <summary>
+    /// Bytes from the start of the blocks that hold every block allocated since the last
+    /// <see cref="Reset"/> (whole bit set words, so up to 64 blocks more than the highest one):
+    /// what a caller that clears used memory must clear.
+    /// </summary>
+    internal nuint HighWaterBytes => Math.Min((_highWord + 1) * 64, _blockCount) << _blockShift;
+
     /// <summary>Whether block <paramref name="block"/> is allocated (for tests and diagnostics).</summary>
     internal bool IsBlockAllocated(nuint block)
     {
