@@ -235,18 +235,27 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
     {
         nuint count = (size + _blockSize - 1) >> _blockShift;
 
-        // Fast path: a run inside the cursor word, no alignment beyond a block.
-        if (alignment <= _blockSize && count <= 64 && _wordCount != 0)
+        if (alignment <= _blockSize && _wordCount != 0)
         {
-            ulong* word = _words + _cursor;
-            ulong starts = BitSetWord.FreeRunStarts(*word, (int)count);
-            if (starts != 0)
+            if (count <= 64)
             {
-                int first = BitOperations.LeadingZeroCount(starts);
-                *word |= BitSetWord.BlocksMask(first, (int)count);
-                _freeBlocks -= count;
-                _counters.Allocated(size, count << _blockShift);
-                return _blocks + (((_cursor << 6) + (nuint)first) << _blockShift);
+                // Fast path: a run inside the cursor word.
+                ulong* word = _words + _cursor;
+                ulong starts = BitSetWord.FreeRunStarts(*word, (int)count);
+                if (starts != 0)
+                {
+                    int first = BitOperations.LeadingZeroCount(starts);
+                    *word |= BitSetWord.BlocksMask(first, (int)count);
+                    _freeBlocks -= count;
+                    _counters.Allocated(size, count << _blockShift);
+                    return _blocks + (((_cursor << 6) + (nuint)first) << _blockShift);
+                }
+            }
+            else if (CursorWordsAreFree(count))
+            {
+                // Fast path for long runs: what the scan would find first, without the scan — the
+                // common case of a long run freed and asked for again at the same place.
+                return TakeCursorWords(count, size);
             }
         }
 
@@ -440,14 +449,23 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
         return Take(first, count, size);
     }
 
-    /// <summary>Marks a found run allocated and moves the cursor to the word where it ends.</summary>
+    /// <summary>
+    /// Marks a found run allocated and moves the cursor to the word where it ends — or, for a run
+    /// that starts a word, to the word where it starts.
+    /// </summary>
     private byte* Take(nuint first, nuint count, nuint size)
     {
         BitSetWord.SetRun(_words, first, count);
-        _cursor = (first + count - 1) >> 6;
-        if (_cursor > _highWord)
+        nuint lastWord = (first + count - 1) >> 6;
+
+        // The words a word-aligned run covers are all full, so scanning from its first word finds
+        // what scanning from its last would; but once the run is freed, the next request of the
+        // same size lands on the same blocks instead of creeping through the region (and through
+        // the cache) a few words per allocation.
+        _cursor = (first & 63) == 0 ? first >> 6 : lastWord;
+        if (lastWord > _highWord)
         {
-            _highWord = _cursor;
+            _highWord = lastWord;
         }
         _freeBlocks -= count;
         _counters.Allocated(size, count << _blockShift);
@@ -464,6 +482,49 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
 
         int exponent = alignment <= _blockSize ? 0 : BitOperations.TrailingZeroCount(alignment) - _blockShift;
         return exponent <= 6 ? FindRun(count, _alignedStarts[exponent]) : FindWidelyAlignedRun(count, alignment);
+    }
+
+    /// <summary>Whether the <paramref name="count"/> (more than 64) blocks from the start of the cursor word on are free.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool CursorWordsAreFree(nuint count)
+    {
+        nuint wholeWords = count >> 6;
+        int tail = (int)(count & 63);
+        if (wholeWords + (tail != 0 ? 1u : 0u) > _wordCount - _cursor)
+        {
+            return false;
+        }
+
+        ulong* run = _words + _cursor;
+        return BitSetWord.AllWordsAre(run, wholeWords, 0)
+            && (tail == 0 || BitOperations.LeadingZeroCount(run[wholeWords]) >= tail);
+    }
+
+    /// <summary>Takes the <paramref name="count"/> (more than 64) free blocks from the start of the cursor word on; the cursor stays.</summary>
+    private byte* TakeCursorWords(nuint count, nuint size)
+    {
+        ulong* run = _words + _cursor;
+        nuint wholeWords = count >> 6;
+        int tail = (int)(count & 63);
+        BitSetWord.FillWords(run, wholeWords, ulong.MaxValue);
+        nuint lastWord = _cursor + wholeWords;
+        if (tail != 0)
+        {
+            run[wholeWords] |= BitSetWord.TopMask(tail);
+        }
+        else
+        {
+            lastWord--;
+        }
+
+        if (lastWord > _highWord)
+        {
+            _highWord = lastWord;
+        }
+
+        _freeBlocks -= count;
+        _counters.Allocated(size, count << _blockShift);
+        return _blocks + ((_cursor << 6) << _blockShift);
     }
 
     /// <summary>
@@ -517,6 +578,23 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
         nuint carried = 0;
         for (nuint w = from; w < to; w++)
         {
+            if (carried != 0)
+            {
+                // Free words that cannot complete the run only lengthen it: cross a long stretch
+                // of them in one vectorised search rather than word by word.
+                nuint lengthening = Math.Min((count - carried - 1) >> 6, to - w);
+                if (lengthening >= BitSetWord.VectorisedWords)
+                {
+                    nuint free = BitSetWord.LeadingZeroWords(words + w, lengthening);
+                    carried += free << 6;
+                    w += free;
+                    if (w == to)
+                    {
+                        break;
+                    }
+                }
+            }
+
             ulong word = words[w];
             nuint leading = (nuint)BitOperations.LeadingZeroCount(word);
             if (carried != 0 && carried + leading >= count)
