@@ -251,11 +251,15 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
                     return _blocks + (((_cursor << 6) + (nuint)first) << _blockShift);
                 }
             }
-            else if (CursorWordsAreFree(count))
+            else
             {
                 // Fast path for long runs: what the scan would find first, without the scan — the
                 // common case of a long run freed and asked for again at the same place.
-                return TakeCursorWords(count, size);
+                byte* run = TryTakeCursorWords(count, size);
+                if (run != null)
+                {
+                    return run;
+                }
             }
         }
 
@@ -285,14 +289,9 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
 
             *word &= ~mask;
         }
-        else
+        else if (!BitSetWord.TryClearRun(_words, first, count))
         {
-            if (!BitSetWord.IsRunSet(_words, first, count))
-            {
-                ThrowAlreadyFree(pointer);
-            }
-
-            BitSetWord.ClearRun(_words, first, count);
+            ThrowAlreadyFree(pointer);
         }
 
         _freeBlocks += count;
@@ -484,39 +483,30 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
         return exponent <= 6 ? FindRun(count, _alignedStarts[exponent]) : FindWidelyAlignedRun(count, alignment);
     }
 
-    /// <summary>Whether the <paramref name="count"/> (more than 64) blocks from the start of the cursor word on are free.</summary>
+    /// <summary>
+    /// Takes the <paramref name="count"/> (more than 64) blocks from the start of the cursor word
+    /// on if they are free; the cursor stays. Returns null, changing nothing, if they are not.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool CursorWordsAreFree(nuint count)
+    private byte* TryTakeCursorWords(nuint count, nuint size)
     {
         nuint wholeWords = count >> 6;
         int tail = (int)(count & 63);
-        if (wholeWords + (tail != 0 ? 1u : 0u) > _wordCount - _cursor)
+        nuint lastWord = _cursor + wholeWords - (tail == 0 ? 1u : 0u);
+        if (lastWord >= _wordCount)
         {
-            return false;
+            return null;
         }
 
         ulong* run = _words + _cursor;
-        return BitSetWord.AllWordsAre(run, wholeWords, 0)
-            && (tail == 0 || BitOperations.LeadingZeroCount(run[wholeWords]) >= tail);
-    }
-
-    /// <summary>Takes the <paramref name="count"/> (more than 64) free blocks from the start of the cursor word on; the cursor stays.</summary>
-    private byte* TakeCursorWords(nuint count, nuint size)
-    {
-        ulong* run = _words + _cursor;
-        nuint wholeWords = count >> 6;
-        int tail = (int)(count & 63);
-        BitSetWord.FillWords(run, wholeWords, ulong.MaxValue);
-        nuint lastWord = _cursor + wholeWords;
-        if (tail != 0)
+        ulong tailMask = BitSetWord.TopMask(tail);
+        if ((run[wholeWords - (tail == 0 ? 1u : 0u)] & tailMask) != 0
+            || !BitSetWord.TryInvertWords(run, wholeWords, 0))
         {
-            run[wholeWords] |= BitSetWord.TopMask(tail);
-        }
-        else
-        {
-            lastWord--;
+            return null;
         }
 
+        run[wholeWords - (tail == 0 ? 1u : 0u)] |= tailMask;
         if (lastWord > _highWord)
         {
             _highWord = lastWord;

@@ -173,6 +173,72 @@ internal static unsafe class BitSetWord
         }
     }
 
+    /// <summary>
+    /// Marks blocks <c>[first, first + count)</c> free if every one of them is allocated, and
+    /// returns whether it did; otherwise changes nothing (a double free).
+    /// </summary>
+    public static bool TryClearRun(ulong* words, nuint first, nuint count)
+    {
+        var run = new RunMasks(words, first, count);
+        if ((*run.Head & run.HeadMask) != run.HeadMask
+            || (run.TailMask != 0 && (*run.Tail & run.TailMask) != run.TailMask)
+            || !TryInvertWords(run.Whole, run.WholeWords, ulong.MaxValue))
+        {
+            return false;
+        }
+
+        *run.Head &= ~run.HeadMask;
+        if (run.TailMask != 0)
+        {
+            *run.Tail &= ~run.TailMask;
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// Inverts the <paramref name="count"/> words at <paramref name="words"/> if each of them
+    /// equals <paramref name="expected"/>, and returns whether it did; otherwise leaves them as
+    /// they were.
+    /// </summary>
+    /// <remarks>
+    /// One pass that checks and writes as it goes: on a mismatch the words already written are
+    /// known to have held <paramref name="expected"/>, so they are simply put back.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool TryInvertWords(ulong* words, nuint count, ulong expected)
+    {
+        nuint i = 0;
+        if (Vector256.IsHardwareAccelerated && count >= 4)
+        {
+            Vector256<ulong> before = Vector256.Create(expected);
+            Vector256<ulong> after = ~before;
+            for (; i <= count - 4; i += 4)
+            {
+                if (Vector256.Load(words + i) != before)
+                {
+                    FillWords(words, i, expected);
+                    return false;
+                }
+
+                after.Store(words + i);
+            }
+        }
+
+        for (; i < count; i++)
+        {
+            if (words[i] != expected)
+            {
+                FillWords(words, i, expected);
+                return false;
+            }
+
+            words[i] = ~expected;
+        }
+
+        return true;
+    }
+
     /// <summary>Whether every block of <c>[first, first + count)</c> is allocated.</summary>
     public static bool IsRunSet(ulong* words, nuint first, nuint count)
     {
