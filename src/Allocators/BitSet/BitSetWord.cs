@@ -97,6 +97,12 @@ internal static unsafe class BitSetWord
     public static ulong FreeRunStarts(ulong word, int length)
     {
         Debug.Assert(length is >= 1 and <= 64);
+        if (word == 0)
+        {
+            // A free word (the common case when a freed block is asked for again) needs no folds.
+            return TopMask(65 - length);
+        }
+
         ulong runs = ~word;
         int covered = 1;
         while (covered < length && runs != 0)
