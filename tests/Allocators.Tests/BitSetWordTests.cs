@@ -313,4 +313,31 @@ public unsafe class BitSetWordTests
 
         Assert.Equal((nuint)expected, BitSetWord.LeadingZeroWords(words, (nuint)count));
     }
+
+    [Theory]
+    [InlineData(0, -1)]
+    [InlineData(3, 2)]
+    [InlineData(7, 6)]
+    [InlineData(32, -1)]
+    [InlineData(32, 31)]
+    [InlineData(33, -1)]
+    [InlineData(33, 32)]
+    [InlineData(100, -1)]
+    [InlineData(100, 57)]
+    public void All_words_are_sees_one_different_word_anywhere(int count, int different)
+    {
+        ulong* words = stackalloc ulong[101];
+        var span = new Span<ulong>(words, 101);
+        foreach (ulong value in new[] { 0UL, ulong.MaxValue })
+        {
+            span.Fill(value);
+            words[count] = ~value; // just past the words
+            if (different >= 0)
+            {
+                words[different] ^= 1UL << 63;
+            }
+
+            Assert.Equal(different < 0, BitSetWord.AllWordsAre(words, (nuint)count, value));
+        }
+    }
 }

@@ -28,8 +28,11 @@ internal static unsafe class BitSetWord
     /// <summary>Blocks per word.</summary>
     public const int BlocksPerWord = 64;
 
-    /// <summary>From this many whole words on, run operations use vectorised span methods; for fewer, a plain loop is cheaper than the call.</summary>
+    /// <summary>From this many words on, searching for the first non-zero word uses the vectorised span method; for fewer, a plain loop is cheaper than the call.</summary>
     public const int VectorisedWords = 8;
+
+    // Up to this many words, AllWordsAre checks every word rather than stopping at the first difference.
+    private const int EarlyExitWords = 32;
 
     /// <summary>The bits of the first <paramref name="count"/> (0 … 64) blocks of a word: bits <c>[64 − count, 64)</c>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -283,13 +286,19 @@ internal static unsafe class BitSetWord
 
     /// <summary>Whether each of the <paramref name="count"/> words at <paramref name="words"/> equals <paramref name="value"/>.</summary>
     /// <remarks>
-    /// Accumulates the differences without an early exit: the runs checked here are live blocks
-    /// being freed or free words being taken, so a mismatch is the rare case, and four words at
-    /// a time with no branch beats the span methods' call for the usual few words.
+    /// Up to <see cref="EarlyExitWords"/> words, accumulates the differences four words at a
+    /// time without a branch, which beats the span method's call for the usual few words; longer
+    /// runs use the span method, which stops at the first difference (an aligned scan tests many
+    /// long runs that fail early).
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static bool AllWordsAre(ulong* words, nuint count, ulong value)
     {
+        if (count > EarlyExitWords)
+        {
+            return !new ReadOnlySpan<ulong>(words, checked((int)count)).ContainsAnyExcept(value);
+        }
+
         nuint i = 0;
         ulong differences = 0;
         if (Vector256.IsHardwareAccelerated && count >= 4)
