@@ -454,6 +454,160 @@ public unsafe class BitSetAllocatorTests
         Assert.Equal(allocator.FreeBlockCount, allocator.CountFreeBlocks());
     }
 
+    // ---- long runs (whole words) ---------------------------------------------------------
+
+    [Theory]
+    [InlineData(65u)]
+    [InlineData(128u)]
+    [InlineData(192u)]
+    [InlineData(256u)]
+    [InlineData(600u)]
+    public void Word_aligned_long_run_is_reused_at_the_same_place_after_free(uint blocks)
+    {
+        using var allocator = Create(8, 2048);
+        for (int round = 0; round < 4; round++)
+        {
+            byte* run = allocator.Allocate(blocks * 8, 8);
+            Assert.Equal((nuint)0, BlockIndex(allocator, run));
+            AssertBlocks(allocator, 0, blocks, allocated: true);
+            Assert.False(allocator.IsBlockAllocated(blocks));
+            Assert.Equal(2048 - (nuint)blocks, allocator.CountFreeBlocks());
+            allocator.Deallocate(run, blocks * 8, 8);
+            Assert.Equal((nuint)2048, allocator.FreeBlockCount);
+            Assert.Equal((nuint)2048, allocator.CountFreeBlocks());
+        }
+
+        // Without a free in between, the next run still follows the first.
+        byte* first = allocator.Allocate(blocks * 8, 8);
+        byte* second = allocator.Allocate(blocks * 8, 8);
+        Assert.Equal((nuint)blocks, BlockIndex(allocator, second));
+        AssertBlocks(allocator, 0, 2 * blocks, allocated: true);
+        Assert.False(allocator.IsBlockAllocated(2 * blocks));
+        allocator.Deallocate(first, blocks * 8, 8);
+        allocator.Deallocate(second, blocks * 8, 8);
+        Assert.Equal((nuint)2048, allocator.CountFreeBlocks());
+    }
+
+    [Theory]
+    [InlineData(128u)]
+    [InlineData(192u)]
+    [InlineData(256u)]
+    [InlineData(600u)]
+    public void Long_run_placed_mid_word_moves_once_to_a_word_boundary_and_stays_there(uint blocks)
+    {
+        using var allocator = Create(8, 2048);
+        byte* head = allocator.Allocate(10 * 8, 8);
+        byte* run = allocator.Allocate(blocks * 8, 8);
+        Assert.Equal((nuint)10, BlockIndex(allocator, run));
+        AssertBlocks(allocator, 0, 10 + blocks, allocated: true);
+        Assert.False(allocator.IsBlockAllocated(10 + blocks));
+        allocator.Deallocate(run, blocks * 8, 8);
+
+        // Next fit resumes in the word where the run ended, which is free again: its start.
+        nuint settled = ((10 + (nuint)blocks - 1) >> 6) << 6;
+        for (int round = 0; round < 3; round++)
+        {
+            run = allocator.Allocate(blocks * 8, 8);
+            Assert.Equal(settled, BlockIndex(allocator, run));
+            AssertBlocks(allocator, settled, blocks, allocated: true);
+            Assert.Equal(2048 - 10 - (nuint)blocks, allocator.CountFreeBlocks());
+            Assert.Equal(allocator.CountFreeBlocks(), allocator.FreeBlockCount);
+            allocator.Deallocate(run, blocks * 8, 8);
+        }
+
+        AssertBlocks(allocator, 0, 10, allocated: true);
+        allocator.Deallocate(head, 10 * 8, 8);
+        Assert.Equal((nuint)2048, allocator.CountFreeBlocks());
+    }
+
+    [Theory]
+    [InlineData(500u, 512u)] // the second group of four words holds allocated blocks
+    [InlineData(300u, 320u)] // the fifth whole word (past the vector) holds allocated blocks
+    [InlineData(300u, 306u)] // the partial last word holds allocated blocks
+    public void Long_run_that_does_not_fit_at_the_cursor_word_is_found_further_on_and_the_cursor_words_are_untouched(
+        uint freedHead, uint requested)
+    {
+        using var allocator = Create(8, 2048);
+        byte* live = allocator.Allocate(600 * 8, 8);
+        allocator.Deallocate(live, freedHead * 8, 8); // blocks [0, freedHead) free, the cursor stays in word 0
+        live += freedHead * 8;
+
+        byte* run = allocator.Allocate(requested * 8, 8);
+        Assert.Equal((nuint)600, BlockIndex(allocator, run));
+        AssertBlocks(allocator, 0, freedHead, allocated: false);
+        AssertBlocks(allocator, freedHead, 600 + requested - freedHead, allocated: true);
+        Assert.False(allocator.IsBlockAllocated(600 + requested));
+        Assert.Equal(2048 - (600 - (nuint)freedHead) - requested, allocator.CountFreeBlocks());
+        Assert.Equal(allocator.CountFreeBlocks(), allocator.FreeBlockCount);
+
+        allocator.Deallocate(live, (600 - freedHead) * 8, 8);
+        allocator.Deallocate(run, requested * 8, 8);
+        Assert.Equal((nuint)2048, allocator.CountFreeBlocks());
+    }
+
+    [Theory]
+    [InlineData(0u, 100u)] // the first group of four whole words
+    [InlineData(0u, 400u)] // the second group: the first is put back
+    [InlineData(0u, 530u)] // the ninth whole word, after two groups
+    [InlineData(0u, 590u)] // the partial last word
+    [InlineData(10u, 20u)] // the partial first word
+    [InlineData(10u, 300u)]
+    public void Double_free_of_a_long_run_with_one_block_already_free_changes_nothing(uint offset, uint hole)
+    {
+        const uint Blocks = 600;
+        using var allocator = Create(8, 1024);
+        if (offset != 0)
+        {
+            allocator.Allocate(offset * 8, 8);
+        }
+
+        byte* run = allocator.Allocate(Blocks * 8, 8);
+        Assert.Equal((nuint)offset, BlockIndex(allocator, run));
+        nuint inRun = hole - offset;
+        allocator.Deallocate(run + (inRun * 8), 8, 8);
+        var statistics = allocator.Statistics;
+
+        Assert.Throws<ArgumentException>(() => allocator.Deallocate(run, Blocks * 8, 8));
+
+        Assert.Equal(statistics, allocator.Statistics);
+        Assert.Equal(1024 - (nuint)offset - Blocks + 1, allocator.FreeBlockCount);
+        Assert.Equal(allocator.FreeBlockCount, allocator.CountFreeBlocks());
+        AssertBlocks(allocator, 0, hole, allocated: true);
+        Assert.False(allocator.IsBlockAllocated(hole));
+        AssertBlocks(allocator, hole + 1, offset + Blocks - hole - 1, allocated: true);
+
+        allocator.Deallocate(run, inRun * 8, 8);
+        allocator.Deallocate(run + ((inRun + 1) * 8), (Blocks - inRun - 1) * 8, 8);
+        Assert.Equal(1024 - (nuint)offset, allocator.CountFreeBlocks());
+    }
+
+    [Fact]
+    public void Long_runs_are_found_across_long_free_stretches_and_after_wrapping_around()
+    {
+        using var allocator = Create(8, 4096);
+        Assert.Equal((nuint)0, BlockIndex(allocator, allocator.Allocate(8, 8)));
+        byte* stretch = allocator.Allocate(700 * 8, 8);
+        Assert.Equal((nuint)1, BlockIndex(allocator, stretch));
+        Assert.Equal((nuint)701, BlockIndex(allocator, allocator.Allocate(8, 8)));
+        allocator.Deallocate(stretch, 700 * 8, 8); // blocks 1 … 700 free: too short for 1000
+
+        byte* thousand = allocator.Allocate(1000 * 8, 8);
+        Assert.Equal((nuint)702, BlockIndex(allocator, thousand));
+
+        // Everything after it, then a run that only fits in the stretch at the start.
+        byte* rest = allocator.Allocate((4096 - 1702) * 8, 8);
+        Assert.Equal((nuint)1702, BlockIndex(allocator, rest));
+        byte* wrapped = allocator.Allocate(650 * 8, 8);
+        Assert.Equal((nuint)1, BlockIndex(allocator, wrapped));
+
+        AssertBlocks(allocator, 0, 651, allocated: true);
+        AssertBlocks(allocator, 651, 50, allocated: false);
+        AssertBlocks(allocator, 701, 4096 - 701, allocated: true);
+        Assert.Equal((nuint)50, allocator.FreeBlockCount);
+        Assert.Equal((nuint)50, allocator.CountFreeBlocks());
+        Assert.False(allocator.TryAllocate(51 * 8, 8, out _));
+    }
+
     // ---- exhaustion and next fit --------------------------------------------------------
 
     [Fact]
@@ -693,29 +847,30 @@ public unsafe class BitSetAllocatorTests
     }
 
     [Theory]
-    [InlineData(0)]
-    [InlineData(8)]
-    [InlineData(40)]
-    public void Random_operations_agree_with_a_block_occupancy_model(int regionOffset)
+    [InlineData(0, 300, 150)]
+    [InlineData(8, 300, 150)]
+    [InlineData(40, 300, 150)]
+    [InlineData(0, 2500, 700)] // long runs: whole words, vectorised checks and scans
+    [InlineData(24, 2500, 700)]
+    public void Random_operations_agree_with_a_block_occupancy_model(int regionOffset, int blockCount, int maxRun)
     {
         // Model: bool[] of block occupancy. Allocating n blocks marks exactly those blocks, freeing
         // clears them; the raw bit set words must match (block 64w + j is bit 63 − j of word w,
         // padding bits set), and an allocation fails only when no aligned free run exists.
         // The blocks start regionOffset bytes past a page, so block indices and address
         // alignment disagree unless the offset is zero.
-        const int BlockCount = 300;
         const nuint BlockSize = 8;
-        const nuint RegionSize = (BlockCount * BlockSize) + (5 * sizeof(ulong));
-        byte* page = (byte*)NativeMemory.AlignedAlloc(RegionSize + 64, 4096);
-        var step = Gen.Select(Gen.Int[0, 9], Gen.Int[1, 150], Gen.Int[0, 10], Gen.Int[0, 1 << 20]);
+        nuint regionSize = ((nuint)blockCount * BlockSize) + ((((nuint)blockCount + 63) / 64) * sizeof(ulong));
+        byte* page = (byte*)NativeMemory.AlignedAlloc(regionSize + 64, 4096);
+        var step = Gen.Select(Gen.Int[0, 9], Gen.Int[1, maxRun], Gen.Int[0, 10], Gen.Int[0, 1 << 20]);
         try
         {
             long executed = 0;
             step.Array[1, 150].Sample(steps =>
             {
-                using var allocator = new BitSetAllocator(page + regionOffset, RegionSize, BlockSize);
-                Assert.Equal((nuint)BlockCount, allocator.BlockCount);
-                var model = new bool[BlockCount];
+                using var allocator = new BitSetAllocator(page + regionOffset, regionSize, BlockSize);
+                Assert.Equal((nuint)blockCount, allocator.BlockCount);
+                var model = new bool[blockCount];
                 var live = new List<(nuint First, nuint Count)>();
                 foreach (var (kind, blocks, alignmentLog2, pick) in steps)
                 {
@@ -769,10 +924,14 @@ public unsafe class BitSetAllocatorTests
                 continue;
             }
 
-            if (Array.IndexOf(model, true, (int)first, (int)count) < 0)
+            int taken = Array.IndexOf(model, true, (int)first, (int)count);
+            if (taken < 0)
             {
                 return true;
             }
+
+            // No run can start before the allocated block just found (keeps long runs linear).
+            first = (nuint)taken;
         }
 
         return false;

@@ -212,4 +212,132 @@ public unsafe class BitSetWordTests
         Assert.False(BitSetWord.IsRunClear(words, first, count));
         Assert.True(BitSetWord.IsRunClear(words, odd + 1, first + count - odd - 1));
     }
+
+    [Theory]
+    [InlineData(0u, 1u)]
+    [InlineData(5u, 3u)]
+    [InlineData(60u, 10u)]
+    [InlineData(0u, 64u)]
+    [InlineData(64u, 64u)]
+    [InlineData(0u, 256u)]
+    [InlineData(64u, 300u)]
+    [InlineData(10u, 140u)]
+    [InlineData(63u, 129u)]
+    [InlineData(5u, 600u)]
+    [InlineData(0u, 640u)]
+    public void Try_clear_run_frees_exactly_a_fully_allocated_run(uint first, uint count)
+    {
+        const int WordCount = 12;
+        ulong* words = stackalloc ulong[WordCount];
+        new Span<ulong>(words, WordCount).Fill(ulong.MaxValue);
+        Assert.True(BitSetWord.TryClearRun(words, first, count));
+        for (uint block = 0; block < WordCount * 64; block++)
+        {
+            bool set = (words[block >> 6] & (1UL << (63 - (int)(block & 63)))) != 0;
+            Assert.Equal(block < first || block >= first + count, set);
+        }
+    }
+
+    [Theory]
+    [InlineData(0u, 256u, 0u)]
+    [InlineData(0u, 256u, 255u)]
+    [InlineData(0u, 640u, 300u)] // second group of four words: the first group is put back
+    [InlineData(0u, 640u, 600u)] // a word after the groups
+    [InlineData(3u, 700u, 3u)] // partial first word
+    [InlineData(3u, 700u, 702u)] // partial last word
+    [InlineData(3u, 700u, 500u)]
+    public void Try_clear_run_with_one_free_block_changes_nothing(uint first, uint count, uint free)
+    {
+        const int WordCount = 12;
+        ulong* words = stackalloc ulong[WordCount];
+        var span = new Span<ulong>(words, WordCount);
+        span.Fill(ulong.MaxValue);
+        words[free >> 6] &= ~(1UL << (63 - (int)(free & 63)));
+        ulong[] before = span.ToArray();
+        Assert.False(BitSetWord.TryClearRun(words, first, count));
+        Assert.Equal(before, span.ToArray());
+    }
+
+    [Theory]
+    [InlineData(0, -1)]
+    [InlineData(3, -1)]
+    [InlineData(4, -1)]
+    [InlineData(11, -1)]
+    [InlineData(11, 0)]
+    [InlineData(11, 5)]
+    [InlineData(11, 9)]
+    [InlineData(3, 2)]
+    public void Try_invert_words_inverts_all_or_none(int count, int mismatch)
+    {
+        ulong* words = stackalloc ulong[12];
+        var span = new Span<ulong>(words, 12);
+        foreach (ulong expected in new[] { 0UL, ulong.MaxValue })
+        {
+            span.Fill(expected);
+            words[11] = 0x1234; // just past the words: never touched
+            if (mismatch >= 0)
+            {
+                words[mismatch] ^= 1UL << 17;
+            }
+
+            ulong[] before = span.ToArray();
+            bool inverted = BitSetWord.TryInvertWords(words, (nuint)count, expected);
+            Assert.Equal(mismatch < 0, inverted);
+            for (int i = 0; i < 12; i++)
+            {
+                ulong wanted = inverted && i < count ? ~before[i] : before[i];
+                Assert.Equal(wanted, words[i]);
+            }
+
+            Assert.Equal(mismatch < 0, BitSetWord.AllWordsAre(words, (nuint)count, inverted ? ~expected : expected));
+        }
+    }
+
+    [Theory]
+    [InlineData(0, -1, 0)]
+    [InlineData(5, -1, 5)]
+    [InlineData(5, 2, 2)]
+    [InlineData(20, -1, 20)]
+    [InlineData(20, 0, 0)]
+    [InlineData(20, 13, 13)]
+    [InlineData(20, 19, 19)]
+    public void Leading_zero_words_stop_at_the_first_non_zero_word(int count, int nonZero, int expected)
+    {
+        ulong* words = stackalloc ulong[24];
+        new Span<ulong>(words, 24).Clear();
+        words[count] = 1; // just past the words
+        if (nonZero >= 0)
+        {
+            words[nonZero] = 1UL << 40;
+        }
+
+        Assert.Equal((nuint)expected, BitSetWord.LeadingZeroWords(words, (nuint)count));
+    }
+
+    [Theory]
+    [InlineData(0, -1)]
+    [InlineData(3, 2)]
+    [InlineData(7, 6)]
+    [InlineData(32, -1)]
+    [InlineData(32, 31)]
+    [InlineData(33, -1)]
+    [InlineData(33, 32)]
+    [InlineData(100, -1)]
+    [InlineData(100, 57)]
+    public void All_words_are_sees_one_different_word_anywhere(int count, int different)
+    {
+        ulong* words = stackalloc ulong[101];
+        var span = new Span<ulong>(words, 101);
+        foreach (ulong value in new[] { 0UL, ulong.MaxValue })
+        {
+            span.Fill(value);
+            words[count] = ~value; // just past the words
+            if (different >= 0)
+            {
+                words[different] ^= 1UL << 63;
+            }
+
+            Assert.Equal(different < 0, BitSetWord.AllWordsAre(words, (nuint)count, value));
+        }
+    }
 }

@@ -38,6 +38,13 @@ namespace AllocHosting.Allocators;
 /// cursor.
 /// </para>
 /// <para>
+/// A run that starts a word leaves the cursor at that word rather than at its last one (the
+/// words between are full, so what fits next is the same); once such a run is freed, the next
+/// request of the same length takes the same blocks, without a scan. Runs of whole words are
+/// checked, taken and freed four words at a time, so a 16 KiB request over 64-byte blocks costs
+/// about what a one-word request does.
+/// </para>
+/// <para>
 /// Growing extends the run in place when the following blocks are free, otherwise moves it
 /// (allocate, copy, free — so a failed grow leaves the block untouched); shrinking frees the
 /// tail blocks in place. <see cref="AllocatorBase.Dispose()"/> gives the region back to its
@@ -76,7 +83,8 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
     // Invariant: _freeBlocks = number of clear bits in the bit set (padding bits are set).
     private nuint _freeBlocks;
 
-    // Invariant: _cursor < _wordCount (or 0): the word where the last allocation ended.
+    // Invariant: _cursor < _wordCount (or 0): the word where the last allocation ended, or where
+    // it started when it started a word.
     private nuint _cursor;
 
     // Invariant: _cursor <= _highWord, and no word after _highWord holds an allocated block
@@ -242,18 +250,31 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
     {
         nuint count = (size + _blockSize - 1) >> _blockShift;
 
-        // Fast path: a run inside the cursor word, no alignment beyond a block.
-        if (alignment <= _blockSize && count <= 64 && _wordCount != 0)
+        if (alignment <= _blockSize && _wordCount != 0)
         {
-            ulong* word = _words + _cursor;
-            ulong starts = BitSetWord.FreeRunStarts(*word, (int)count);
-            if (starts != 0)
+            if (count <= 64)
             {
-                int first = BitOperations.LeadingZeroCount(starts);
-                *word |= BitSetWord.BlocksMask(first, (int)count);
-                _freeBlocks -= count;
-                _counters.Allocated(size, count << _blockShift);
-                return _blocks + (((_cursor << 6) + (nuint)first) << _blockShift);
+                // Fast path: a run inside the cursor word.
+                ulong* word = _words + _cursor;
+                ulong starts = BitSetWord.FreeRunStarts(*word, (int)count);
+                if (starts != 0)
+                {
+                    int first = BitOperations.LeadingZeroCount(starts);
+                    *word |= BitSetWord.BlocksMask(first, (int)count);
+                    _freeBlocks -= count;
+                    _counters.Allocated(size, count << _blockShift);
+                    return _blocks + (((_cursor << 6) + (nuint)first) << _blockShift);
+                }
+            }
+            else
+            {
+                // Fast path for long runs: what the scan would find first, without the scan — the
+                // common case of a long run freed and asked for again at the same place.
+                byte* run = TryTakeCursorWords(count, size);
+                if (run != null)
+                {
+                    return run;
+                }
             }
         }
 
@@ -283,14 +304,9 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
 
             *word &= ~mask;
         }
-        else
+        else if (!BitSetWord.TryClearRun(_words, first, count))
         {
-            if (!BitSetWord.IsRunSet(_words, first, count))
-            {
-                ThrowAlreadyFree(pointer);
-            }
-
-            BitSetWord.ClearRun(_words, first, count);
+            ThrowAlreadyFree(pointer);
         }
 
         _freeBlocks += count;
@@ -447,14 +463,23 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
         return Take(first, count, size);
     }
 
-    /// <summary>Marks a found run allocated and moves the cursor to the word where it ends.</summary>
+    /// <summary>
+    /// Marks a found run allocated and moves the cursor to the word where it ends — or, for a run
+    /// that starts a word, to the word where it starts.
+    /// </summary>
     private byte* Take(nuint first, nuint count, nuint size)
     {
         BitSetWord.SetRun(_words, first, count);
-        _cursor = (first + count - 1) >> 6;
-        if (_cursor > _highWord)
+        nuint lastWord = (first + count - 1) >> 6;
+
+        // The words a word-aligned run covers are all full, so scanning from its first word finds
+        // what scanning from its last would; but once the run is freed, the next request of the
+        // same size lands on the same blocks instead of creeping through the region (and through
+        // the cache) a few words per allocation.
+        _cursor = (first & 63) == 0 ? first >> 6 : lastWord;
+        if (lastWord > _highWord)
         {
-            _highWord = _cursor;
+            _highWord = lastWord;
         }
         _freeBlocks -= count;
         _counters.Allocated(size, count << _blockShift);
@@ -471,6 +496,40 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
 
         int exponent = alignment <= _blockSize ? 0 : BitOperations.TrailingZeroCount(alignment) - _blockShift;
         return exponent <= 6 ? FindRun(count, _alignedStarts[exponent]) : FindWidelyAlignedRun(count, alignment);
+    }
+
+    /// <summary>
+    /// Takes the <paramref name="count"/> (more than 64) blocks from the start of the cursor word
+    /// on if they are free; the cursor stays. Returns null, changing nothing, if they are not.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private byte* TryTakeCursorWords(nuint count, nuint size)
+    {
+        nuint wholeWords = count >> 6;
+        int tail = (int)(count & 63);
+        nuint lastWord = _cursor + wholeWords - (tail == 0 ? 1u : 0u);
+        if (lastWord >= _wordCount)
+        {
+            return null;
+        }
+
+        ulong* run = _words + _cursor;
+        ulong tailMask = BitSetWord.TopMask(tail);
+        if ((run[wholeWords - (tail == 0 ? 1u : 0u)] & tailMask) != 0
+            || !BitSetWord.TryInvertWords(run, wholeWords, 0))
+        {
+            return null;
+        }
+
+        run[wholeWords - (tail == 0 ? 1u : 0u)] |= tailMask;
+        if (lastWord > _highWord)
+        {
+            _highWord = lastWord;
+        }
+
+        _freeBlocks -= count;
+        _counters.Allocated(size, count << _blockShift);
+        return _blocks + ((_cursor << 6) << _blockShift);
     }
 
     /// <summary>
@@ -524,6 +583,23 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
         nuint carried = 0;
         for (nuint w = from; w < to; w++)
         {
+            if (carried != 0)
+            {
+                // Free words that cannot complete the run only lengthen it: cross a long stretch
+                // of them in one vectorised search rather than word by word.
+                nuint lengthening = Math.Min((count - carried - 1) >> 6, to - w);
+                if (lengthening >= BitSetWord.VectorisedWords)
+                {
+                    nuint free = BitSetWord.LeadingZeroWords(words + w, lengthening);
+                    carried += free << 6;
+                    w += free;
+                    if (w == to)
+                    {
+                        break;
+                    }
+                }
+            }
+
             ulong word = words[w];
             nuint leading = (nuint)BitOperations.LeadingZeroCount(word);
             if (carried != 0 && carried + leading >= count)

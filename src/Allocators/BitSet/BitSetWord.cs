@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
 namespace AllocHosting.Allocators;
@@ -27,8 +28,11 @@ internal static unsafe class BitSetWord
     /// <summary>Blocks per word.</summary>
     public const int BlocksPerWord = 64;
 
-    // From this many whole words on, run operations use vectorised span methods.
-    private const int VectorisedWords = 8;
+    /// <summary>From this many words on, searching for the first non-zero word uses the vectorised span method; for fewer, a plain loop is cheaper than the call.</summary>
+    public const int VectorisedWords = 8;
+
+    // Up to this many words, AllWordsAre checks every word rather than stopping at the first difference.
+    private const int EarlyExitWords = 32;
 
     /// <summary>The bits of the first <paramref name="count"/> (0 … 64) blocks of a word: bits <c>[64 − count, 64)</c>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -96,6 +100,12 @@ internal static unsafe class BitSetWord
     public static ulong FreeRunStarts(ulong word, int length)
     {
         Debug.Assert(length is >= 1 and <= 64);
+        if (word == 0)
+        {
+            // A free word (the common case when a freed block is asked for again) needs no folds.
+            return TopMask(65 - length);
+        }
+
         ulong runs = ~word;
         int covered = 1;
         while (covered < length && runs != 0)
@@ -149,113 +159,231 @@ internal static unsafe class BitSetWord
     }
 
     /// <summary>Marks blocks <c>[first, first + count)</c> allocated.</summary>
-    public static void SetRun(ulong* words, nuint first, nuint count) => Walk<SetOperation>(words, first, count);
+    public static void SetRun(ulong* words, nuint first, nuint count)
+    {
+        var run = new RunMasks(words, first, count);
+        *run.Head |= run.HeadMask;
+        FillWords(run.Whole, run.WholeWords, ulong.MaxValue);
+        if (run.TailMask != 0)
+        {
+            *run.Tail |= run.TailMask;
+        }
+    }
 
     /// <summary>Marks blocks <c>[first, first + count)</c> free.</summary>
-    public static void ClearRun(ulong* words, nuint first, nuint count) => Walk<ClearOperation>(words, first, count);
-
-    /// <summary>Whether every block of <c>[first, first + count)</c> is allocated.</summary>
-    public static bool IsRunSet(ulong* words, nuint first, nuint count) => Walk<AllSetTest>(words, first, count);
-
-    /// <summary>Whether every block of <c>[first, first + count)</c> is free.</summary>
-    public static bool IsRunClear(ulong* words, nuint first, nuint count) => Walk<AllClearTest>(words, first, count);
-
-    /// <summary>Applies <typeparamref name="TOperation"/> to the masks of a run word by word; stops at the first <see langword="false"/>.</summary>
-    private static bool Walk<TOperation>(ulong* words, nuint first, nuint count)
-        where TOperation : struct, IWordOperation
+    public static void ClearRun(ulong* words, nuint first, nuint count)
     {
-        Debug.Assert(count >= 1);
-        ulong* word = words + (first >> 6);
-        int offset = (int)(first & 63);
-        nuint room = (nuint)(64 - offset);
-        if (count <= room)
+        var run = new RunMasks(words, first, count);
+        *run.Head &= ~run.HeadMask;
+        FillWords(run.Whole, run.WholeWords, 0);
+        if (run.TailMask != 0)
         {
-            return TOperation.Apply(ref *word, BlocksMask(offset, (int)count));
+            *run.Tail &= ~run.TailMask;
         }
+    }
 
-        if (!TOperation.Apply(ref *word, BottomMask((int)room)))
+    /// <summary>
+    /// Marks blocks <c>[first, first + count)</c> free if every one of them is allocated, and
+    /// returns whether it did; otherwise changes nothing (a double free).
+    /// </summary>
+    public static bool TryClearRun(ulong* words, nuint first, nuint count)
+    {
+        var run = new RunMasks(words, first, count);
+        if ((*run.Head & run.HeadMask) != run.HeadMask
+            || (run.TailMask != 0 && (*run.Tail & run.TailMask) != run.TailMask)
+            || !TryInvertWords(run.Whole, run.WholeWords, ulong.MaxValue))
         {
             return false;
         }
 
-        count -= room;
-        word++;
-        nuint wholeWords = count >> 6;
-        if (wholeWords >= VectorisedWords)
+        *run.Head &= ~run.HeadMask;
+        if (run.TailMask != 0)
         {
-            // Long runs (a 16 KiB block of 16-byte blocks is 16 words) use the vectorised span
-            // operations; for a few words the plain loop is cheaper than the call.
-            if (!TOperation.ApplyWhole(new Span<ulong>(word, (int)wholeWords)))
+            *run.Tail &= ~run.TailMask;
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// Inverts the <paramref name="count"/> words at <paramref name="words"/> if each of them
+    /// equals <paramref name="expected"/>, and returns whether it did; otherwise leaves them as
+    /// they were.
+    /// </summary>
+    /// <remarks>
+    /// One pass that checks and writes as it goes: on a mismatch the words already written are
+    /// known to have held <paramref name="expected"/>, so they are simply put back.
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool TryInvertWords(ulong* words, nuint count, ulong expected)
+    {
+        nuint i = 0;
+        if (Vector256.IsHardwareAccelerated && count >= 4)
+        {
+            Vector256<ulong> before = Vector256.Create(expected);
+            Vector256<ulong> after = ~before;
+            for (; i <= count - 4; i += 4)
             {
+                if (Vector256.Load(words + i) != before)
+                {
+                    FillWords(words, i, expected);
+                    return false;
+                }
+
+                after.Store(words + i);
+            }
+        }
+
+        for (; i < count; i++)
+        {
+            if (words[i] != expected)
+            {
+                FillWords(words, i, expected);
                 return false;
             }
 
-            word += wholeWords;
-            count &= 63;
+            words[i] = ~expected;
         }
 
-        while (count >= 64)
+        return true;
+    }
+
+    /// <summary>Whether every block of <c>[first, first + count)</c> is allocated.</summary>
+    public static bool IsRunSet(ulong* words, nuint first, nuint count)
+    {
+        var run = new RunMasks(words, first, count);
+        return (*run.Head & run.HeadMask) == run.HeadMask
+            && (run.TailMask == 0 || (*run.Tail & run.TailMask) == run.TailMask)
+            && AllWordsAre(run.Whole, run.WholeWords, ulong.MaxValue);
+    }
+
+    /// <summary>Whether every block of <c>[first, first + count)</c> is free.</summary>
+    public static bool IsRunClear(ulong* words, nuint first, nuint count)
+    {
+        var run = new RunMasks(words, first, count);
+        return (*run.Head & run.HeadMask) == 0
+            && (run.TailMask == 0 || (*run.Tail & run.TailMask) == 0)
+            && AllWordsAre(run.Whole, run.WholeWords, 0);
+    }
+
+    /// <summary>How many of the <paramref name="count"/> words at <paramref name="words"/> are zero before the first that is not (all of them when none is not).</summary>
+    public static nuint LeadingZeroWords(ulong* words, nuint count)
+    {
+        if (count >= VectorisedWords)
         {
-            if (!TOperation.Apply(ref *word, ulong.MaxValue))
+            int index = new ReadOnlySpan<ulong>(words, checked((int)count)).IndexOfAnyExcept(0UL);
+            return index < 0 ? count : (nuint)index;
+        }
+
+        nuint zero = 0;
+        while (zero < count && words[zero] == 0)
+        {
+            zero++;
+        }
+
+        return zero;
+    }
+
+    /// <summary>Whether each of the <paramref name="count"/> words at <paramref name="words"/> equals <paramref name="value"/>.</summary>
+    /// <remarks>
+    /// Up to <see cref="EarlyExitWords"/> words, accumulates the differences four words at a
+    /// time without a branch, which beats the span method's call for the usual few words; longer
+    /// runs use the span method, which stops at the first difference (an aligned scan tests many
+    /// long runs that fail early).
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool AllWordsAre(ulong* words, nuint count, ulong value)
+    {
+        if (count > EarlyExitWords)
+        {
+            return !new ReadOnlySpan<ulong>(words, checked((int)count)).ContainsAnyExcept(value);
+        }
+
+        nuint i = 0;
+        ulong differences = 0;
+        if (Vector256.IsHardwareAccelerated && count >= 4)
+        {
+            Vector256<ulong> expected = Vector256.Create(value);
+            Vector256<ulong> vectorDifferences = Vector256<ulong>.Zero;
+            for (; i <= count - 4; i += 4)
+            {
+                vectorDifferences |= Vector256.Load(words + i) ^ expected;
+            }
+
+            if (vectorDifferences != Vector256<ulong>.Zero)
             {
                 return false;
             }
-
-            count -= 64;
-            word++;
         }
 
-        return count == 0 || TOperation.Apply(ref *word, TopMask((int)count));
-    }
-
-    private interface IWordOperation
-    {
-        static abstract bool Apply(ref ulong word, ulong mask);
-
-        static abstract bool ApplyWhole(Span<ulong> words);
-    }
-
-    private readonly struct SetOperation : IWordOperation
-    {
-        public static bool Apply(ref ulong word, ulong mask)
+        for (; i < count; i++)
         {
-            word |= mask;
-            return true;
+            differences |= words[i] ^ value;
         }
 
-        public static bool ApplyWhole(Span<ulong> words)
+        return differences == 0;
+    }
+
+    /// <summary>Sets each of the <paramref name="count"/> words at <paramref name="words"/> to <paramref name="value"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void FillWords(ulong* words, nuint count, ulong value)
+    {
+        nuint i = 0;
+        if (Vector256.IsHardwareAccelerated && count >= 4)
         {
-            words.Fill(ulong.MaxValue);
-            return true;
+            Vector256<ulong> filled = Vector256.Create(value);
+            for (; i <= count - 4; i += 4)
+            {
+                filled.Store(words + i);
+            }
+        }
+
+        for (; i < count; i++)
+        {
+            words[i] = value;
         }
     }
 
-    private readonly struct ClearOperation : IWordOperation
+    /// <summary>
+    /// A run cut at word boundaries: its bits in a partly covered first word (<see cref="Head"/>,
+    /// an empty mask when the run starts a word), the words it covers entirely, and its bits in a
+    /// partly covered last word (<see cref="Tail"/>, only when <see cref="TailMask"/> is not
+    /// zero, so nothing past the run is ever read).
+    /// </summary>
+    private readonly ref struct RunMasks
     {
-        public static bool Apply(ref ulong word, ulong mask)
+        public readonly ulong* Head;
+        public readonly ulong HeadMask;
+        public readonly ulong* Whole;
+        public readonly nuint WholeWords;
+        public readonly ulong* Tail;
+        public readonly ulong TailMask;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public RunMasks(ulong* words, nuint first, nuint count)
         {
-            word &= ~mask;
-            return true;
+            Debug.Assert(count >= 1);
+            Head = words + (first >> 6);
+            int offset = (int)(first & 63);
+            nuint room = (nuint)(64 - offset);
+            if (count < room)
+            {
+                HeadMask = BlocksMask(offset, (int)count);
+                Whole = Head;
+                WholeWords = 0;
+                Tail = Head;
+                TailMask = 0;
+                return;
+            }
+
+            // A run that starts a word leaves the head empty, so that a word-aligned run is whole
+            // words only (a 16 KiB block of 64-byte blocks: one vector of four words).
+            HeadMask = offset == 0 ? 0 : BottomMask((int)room);
+            nuint rest = offset == 0 ? count : count - room;
+            Whole = offset == 0 ? Head : Head + 1;
+            WholeWords = rest >> 6;
+            Tail = Whole + WholeWords;
+            TailMask = TopMask((int)(rest & 63));
         }
-
-        public static bool ApplyWhole(Span<ulong> words)
-        {
-            words.Clear();
-            return true;
-        }
-    }
-
-    private readonly struct AllSetTest : IWordOperation
-    {
-        public static bool Apply(ref ulong word, ulong mask) => (word & mask) == mask;
-
-        public static bool ApplyWhole(Span<ulong> words) => !words.ContainsAnyExcept(ulong.MaxValue);
-    }
-
-    private readonly struct AllClearTest : IWordOperation
-    {
-        public static bool Apply(ref ulong word, ulong mask) => (word & mask) == 0;
-
-        public static bool ApplyWhole(Span<ulong> words) => !words.ContainsAnyExcept(0UL);
     }
 }
