@@ -263,6 +263,7 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
         Assert.True(IsEmpty(allocator));
         allocator.Deallocate(first, 32, 8);
         allocator.Deallocate(second, 32, 8);
+        allocator.Flush();
         Assert.Equal([0, 1], allocator.FreeBlockCounts().Take(2));
         Assert.True(allocator.Allocate(64, 8) == first);
         Assert.True(IsEmpty(allocator));
@@ -283,10 +284,13 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
         allocator.Validate();
         allocator.Deallocate(at(64), 32, 32); // between two free blocks: merges with its buddy at 96
         allocator.Validate();
+        allocator.Flush();
+        allocator.Validate();
         Assert.Equal([1, 1, 0], allocator.FreeBlockCounts().Take(3));
         Assert.True(allocator.Allocate(64, 64) == at(64));
         allocator.Deallocate(at(64), 64, 64);
         allocator.Deallocate(at(0), 32, 32);
+        allocator.Flush();
         Assert.Equal([0, 0, 1], allocator.FreeBlockCounts().Take(3));
         allocator.Validate();
     }
@@ -308,6 +312,8 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
                 allocator.Validate();
             }
 
+            allocator.Flush();
+            allocator.Validate();
             AssertCounts(allocator, 0, 0, 1);
             Assert.True(allocator.Allocate(128, 128) == (byte*)sorted[0]);
         }
@@ -323,6 +329,7 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
         Assert.True(second == first + MiB);
         allocator.Deallocate(second, MiB, 8);
         allocator.Deallocate(first, MiB, 8);
+        allocator.Flush();
         Assert.Equal(2, allocator.FreeBlockCount(15));
         allocator.Validate();
 
@@ -422,6 +429,7 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
         Assert.True(Allocator.IsAligned((nuint)pointer, 2 * MiB));
         allocator.Validate();
         allocator.Deallocate(pointer, 32, 2 * MiB);
+        allocator.Flush();
         Assert.Equal(4, allocator.FreeBlockCount(15));
     }
 
@@ -493,6 +501,7 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
         Assert.Equal(-1, new Span<byte>(a, 64).IndexOfAnyExcept((byte)3));
         allocator.Deallocate(a, 64, 8);
         allocator.Deallocate(b, 64, 8);
+        allocator.Flush();
         AssertCounts(allocator, 0, 0, 1);
     }
 
@@ -510,6 +519,7 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
         allocator.Validate();
 
         allocator.Deallocate(pointer, 100, 64);
+        allocator.Flush();
         Assert.Equal(64, allocator.FreeBlockCount(11));
         allocator.Validate();
     }
@@ -673,8 +683,8 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
 
     // Model: AllocatorModel's list of live blocks (no overlap, alignment, contents preserved); in
     // addition every red-black tree and the allocator's own invariants (size-aligned, unmerged
-    // buddies, free + in use = capacity) are checked after every step, and freeing everything must
-    // give back exactly the initial carving. The region starts `offset` bytes into a 4 KiB-aligned
+    // buddies, valid caches, free + in use = capacity) are checked after every step, and freeing
+    // everything then flushing the caches must give back exactly the initial carving. The region starts `offset` bytes into a 4 KiB-aligned
     // buffer, so a non-zero offset also exercises edge blocks whose buddies lie outside the region.
     [Theory]
     [InlineData(0)]
@@ -703,6 +713,8 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
                     runner.FreeAll();
                     allocator.Validate();
                     Assert.Equal(0, allocator.Statistics.BytesInUse);
+                    allocator.Flush();
+                    allocator.Validate();
                     Assert.Equal(initial, allocator.FreeBlockCounts());
                     executed += steps.Length;
                 },
@@ -716,8 +728,9 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
         }
     }
 
-    // Model: AllocatorModel's list of live blocks; after freeing everything the allocator must be
-    // back to its initial carving (four 64 KiB blocks) and a top-class allocation must succeed.
+    // Model: AllocatorModel's list of live blocks; after freeing everything and flushing the caches
+    // the allocator must be back to its initial carving (four 64 KiB blocks) and a top-class
+    // allocation must succeed.
     [Fact]
     public void Model_based_random_operations_and_freeing_everything_restores_the_initial_carving()
     {
@@ -728,6 +741,8 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
             () => new MultipleBinarySearchTreeAllocator(source, 256 * KiB, 32, 64 * KiB),
             afterAllFreed: allocator =>
             {
+                allocator.Validate();
+                allocator.Flush();
                 Assert.Equal([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4], allocator.FreeBlockCounts());
                 allocator.Validate();
                 byte* top = allocator.Allocate(64 * KiB, 64 * KiB);
@@ -747,6 +762,8 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
             () => new MultipleBinarySearchTreeAllocator(PageSource, 256 * KiB, 32, 4 * KiB),
             afterAllFreed: allocator =>
             {
+                allocator.Validate();
+                allocator.Flush();
                 Assert.Equal([0, 0, 0, 0, 0, 0, 0, 64], allocator.FreeBlockCounts());
                 allocator.Validate();
                 byte* all = allocator.Allocate(256 * KiB, 4096);
