@@ -15,9 +15,20 @@ namespace AllocHosting.Allocators;
 /// <para>
 /// <b>What it is for.</b> Long-lived, mixed-size allocations inside one region, such as a
 /// thread's or a context's private heap. Every request is served by one block of
-/// <c>next_pow2(max(size, MinimumBlockSize))</c> bytes; freeing a block merges it with its free
+/// <c>next_pow2(max(size, MinimumBlockSize))</c> bytes; a freed block is merged with its free
 /// buddy (the adjacent block of the same size, in the same tree), cascading upwards, so that
-/// freeing everything restores the initial carving.
+/// freeing everything (and <see cref="Flush"/>) restores the initial carving.
+/// </para>
+/// <para>
+/// <b>Deferred coalescing.</b> Each size class keeps a small LIFO cache of blocks freed without
+/// merging (at most <see cref="MaximumCachedBlocksPerClass"/>, at most 256 KiB and 1/32 of the
+/// capacity, but always one block), and an allocation takes its class's most recently cached
+/// block first: an alloc+free ping-pong, or a steady state that frees and allocates the same
+/// sizes, costs a pointer push and pop instead of splitting a large block down to the size and
+/// merging it back up. A free to a full cache merges as usual. The cached blocks are merged into
+/// the trees when a request cannot be met otherwise (and that request is then tried again, so a
+/// request fails only when it would fail without caches), on <see cref="Flush"/>, and dropped
+/// on <see cref="Reset"/>.
 /// </para>
 /// <code>
 /// using var heap = new MultipleBinarySearchTreeAllocator(NativeMemorySource.Shared, 4 &lt;&lt; 20);
@@ -26,8 +37,9 @@ namespace AllocHosting.Allocators;
 /// heap.Deallocate(p, 200, 16);
 /// </code>
 /// <para>
-/// <b>Layout.</b> A free block holds its tree node (left, right, parent and colour: 24 bytes)
-/// in its first bytes, hence the 32-byte minimum block. Every block is aligned to its own size.
+/// <b>Layout.</b> A free block holds its tree node (left, right, parent and colour: 24 bytes),
+/// or, when cached, the link to the next cached block, in its first bytes, then a stamp word that
+/// marks it free, hence the 32-byte minimum block. Every block is aligned to its own size.
 /// Construction carves the region greedily into the largest size-aligned blocks: for a region
 /// aligned to <see cref="MaximumBlockSize"/> that is as many top-class blocks as fit (kept
 /// separate, never merged), then at most one block of each smaller class; a less aligned region
@@ -49,14 +61,19 @@ namespace AllocHosting.Allocators;
 /// <para>
 /// <b>Checks.</b> A pointer outside the region, not aligned to its block size (so to the minimum
 /// block size at least) or to the alignment passed, or whose block would run past the region's
-/// end throws <see cref="ArgumentException"/>. Freeing a block that is still free as a block of its own size
-/// (or that overlaps a free block of its size) throws as a double free; a double free of a block
-/// that was merged into a larger free block cannot be detected and corrupts the allocator, as
-/// does freeing with a size of another size class than the allocation's.
+/// end throws <see cref="ArgumentException"/>. Freeing a block that is still free (cached, in
+/// its tree, or merged into a larger free block) throws as a double free and changes nothing:
+/// every free block carries a stamp word, and a free of a block that carries it is checked
+/// exactly against the caches and the trees (the stamp only keeps that check off the common
+/// path, so caller data that happens to equal it costs time, never a wrong answer). Not detected,
+/// and corrupting the allocator: freeing with a size of another size class than the
+/// allocation's when the pointer is aligned to both, and a double free after the block (or a
+/// block containing it) was allocated again.
 /// </para>
 /// <para>
 /// <b>Statistics.</b> <see cref="AllocatorStatistics.BytesInUse"/> counts whole blocks (the usable
-/// sizes); <see cref="AllocatorStatistics.Capacity"/> is the carved part of the region.
+/// sizes), so cached blocks count as free; <see cref="AllocatorStatistics.Capacity"/> is the
+/// carved part of the region.
 /// </para>
 /// </remarks>
 public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IRegionAllocator
@@ -311,8 +328,9 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
 
     /// <summary>
     /// Grows in place when the new size fits the current block, or when the blocks that would double
-    /// it (repeatedly) are free: the adjacent block of the same size, then of twice the size, and so
-    /// on, then top-class blocks.
+    /// it (repeatedly) are free, in their trees or caches: the adjacent block of the same size, then
+    /// of twice the size, and so on, then top-class blocks. (A neighbour that is free but split into
+    /// smaller cached blocks does not count: the grow then moves.)
     /// </summary>
     protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
