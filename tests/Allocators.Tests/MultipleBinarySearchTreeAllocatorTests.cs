@@ -964,8 +964,9 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
     // Model: AllocatorModel's list of live blocks (no overlap, alignment, contents preserved); in
     // addition every red-black tree and the allocator's own invariants (size-aligned, unmerged
     // buddies, valid caches, free + in use = capacity) are checked after every step, and freeing
-    // everything then flushing the caches must give back exactly the initial carving. The region starts `offset` bytes into a 4 KiB-aligned
-    // buffer, so a non-zero offset also exercises edge blocks whose buddies lie outside the region.
+    // everything then flushing the caches must give back exactly the initial carving. The region
+    // starts `offset` bytes into a 4 KiB-aligned buffer, so a non-zero offset also exercises edge
+    // blocks whose buddies lie outside the region.
     [Theory]
     [InlineData(0)]
     [InlineData(96)]
