@@ -1053,6 +1053,87 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
         Assert.True(executed >= 4000, $"only {executed} steps ran");
     }
 
+    // Model: a list of live blocks and a list of freed blocks that no allocation has overlapped
+    // since their free. Freeing one of the latter again must throw and change nothing, whether the
+    // block is cached, in its tree, or merged into a larger free block, with flushes in between.
+    [Fact]
+    public void Random_double_frees_of_blocks_not_reused_since_are_always_detected()
+    {
+        long doubleFrees = 0;
+        Gen.Select(Gen.Int[0, 9], Gen.Int[1, 3000], Gen.Int[0, 1 << 20]).Array[20, 80].Sample(
+            operations =>
+            {
+                using var allocator = Create(64 * KiB);
+                var live = new List<(nuint Address, nuint Size)>();
+                var freed = new List<(nuint Address, nuint Size)>();
+                foreach (var (kind, size, pick) in operations)
+                {
+                    if (kind < 4 || live.Count == 0)
+                    {
+                        if (allocator.TryAllocate((nuint)size, 8, out byte* pointer))
+                        {
+                            nuint start = (nuint)pointer;
+                            nuint end = start + allocator.GetUsableSize((nuint)size, 8);
+                            freed.RemoveAll(f => f.Address < end && start < f.Address + allocator.GetUsableSize(f.Size, 8));
+                            new Span<byte>(pointer, size).Fill(0xA5); // overwrite any stale stamp
+                            live.Add((start, (nuint)size));
+                        }
+                    }
+                    else if (kind < 7)
+                    {
+                        int index = pick % live.Count;
+                        allocator.Deallocate((byte*)live[index].Address, live[index].Size, 8);
+                        freed.Add(live[index]);
+                        live.RemoveAt(index);
+                    }
+                    else if (kind == 7)
+                    {
+                        // Growing in place takes free neighbours (from trees or caches): no longer free.
+                        int index = pick % live.Count;
+                        var (address, current) = live[index];
+                        nuint grown = current + (nuint)size;
+                        if (allocator.TryGrowInPlace((byte*)address, current, grown, 8))
+                        {
+                            nuint end = address + allocator.GetUsableSize(grown, 8);
+                            freed.RemoveAll(f => f.Address < end && address < f.Address + allocator.GetUsableSize(f.Size, 8));
+                            new Span<byte>((byte*)address, (int)grown).Fill(0xA5);
+                            live[index] = (address, grown);
+                        }
+                    }
+                    else if (kind == 9 && (pick & 1) == 0)
+                    {
+                        // Shrinking in place frees the tail (not tracked as a freed block).
+                        int index = pick % live.Count;
+                        var (address, current) = live[index];
+                        nuint shrunk = Math.Max(1, current / 3);
+                        Assert.True(allocator.TryShrinkInPlace((byte*)address, current, shrunk, 8));
+                        live[index] = (address, shrunk);
+                    }
+                    else if (kind == 8 && freed.Count != 0)
+                    {
+                        var (address, blockSize) = freed[pick % freed.Count];
+                        int[] trees = allocator.FreeBlockCounts();
+                        int[] cached = [.. Enumerable.Range(0, allocator.SizeClassCount).Select(allocator.CachedBlockCount)];
+                        var statistics = allocator.Statistics;
+                        Assert.Throws<ArgumentException>(() => allocator.Deallocate((byte*)address, blockSize, 8));
+                        Assert.Equal(trees, allocator.FreeBlockCounts());
+                        Assert.Equal(cached, Enumerable.Range(0, allocator.SizeClassCount).Select(allocator.CachedBlockCount));
+                        Assert.Equal(statistics, allocator.Statistics);
+                        doubleFrees++;
+                    }
+                    else
+                    {
+                        allocator.Flush();
+                    }
+
+                    allocator.Validate();
+                }
+            },
+            iter: 100,
+            threads: 1);
+        Assert.True(doubleFrees >= 200, $"only {doubleFrees} double frees were tried");
+    }
+
     // The free block counts of the lowest classes are as given and every other class is empty.
     private static void AssertCounts(MultipleBinarySearchTreeAllocator allocator, params int[] lowest)
     {

@@ -840,6 +840,9 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
                 Allocator.ThrowDoubleFree(Name, (void*)address);
             }
 
+            // Stamped even when it merges into a lower buddy, so that a later double free of it
+            // (now inside a larger free block) is still caught.
+            ((nuint*)address)[StampWord] = address ^ FreeStamp;
             if (sizeClass != _topClass)
             {
                 nuint buddy = address ^ blockSize;
@@ -854,7 +857,6 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
             }
 
             tree.InsertAt(address, parent, asLeftChild);
-            ((nuint*)address)[StampWord] = address ^ FreeStamp;
             return;
         }
     }
