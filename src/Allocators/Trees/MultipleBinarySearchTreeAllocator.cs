@@ -67,8 +67,8 @@ namespace AllocHosting.Allocators;
 /// exactly against the caches and the trees (the stamp only keeps that check off the common
 /// path, so caller data that happens to equal it costs time, never a wrong answer). Not detected,
 /// and corrupting the allocator: freeing with a size of another size class than the
-/// allocation's when the pointer is aligned to both, and a double free after the block (or a
-/// block containing it) was allocated again.
+/// allocation's when the pointer is aligned to both, and a double free after any part of the
+/// block's memory was allocated again (including by a neighbour growing in place).
 /// </para>
 /// <para>
 /// <b>Statistics.</b> <see cref="AllocatorStatistics.BytesInUse"/> counts whole blocks (the usable
