@@ -263,6 +263,7 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
         Assert.True(IsEmpty(allocator));
         allocator.Deallocate(first, 32, 8);
         allocator.Deallocate(second, 32, 8);
+        allocator.Flush();
         Assert.Equal([0, 1], allocator.FreeBlockCounts().Take(2));
         Assert.True(allocator.Allocate(64, 8) == first);
         Assert.True(IsEmpty(allocator));
@@ -283,10 +284,13 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
         allocator.Validate();
         allocator.Deallocate(at(64), 32, 32); // between two free blocks: merges with its buddy at 96
         allocator.Validate();
+        allocator.Flush();
+        allocator.Validate();
         Assert.Equal([1, 1, 0], allocator.FreeBlockCounts().Take(3));
         Assert.True(allocator.Allocate(64, 64) == at(64));
         allocator.Deallocate(at(64), 64, 64);
         allocator.Deallocate(at(0), 32, 32);
+        allocator.Flush();
         Assert.Equal([0, 0, 1], allocator.FreeBlockCounts().Take(3));
         allocator.Validate();
     }
@@ -308,6 +312,8 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
                 allocator.Validate();
             }
 
+            allocator.Flush();
+            allocator.Validate();
             AssertCounts(allocator, 0, 0, 1);
             Assert.True(allocator.Allocate(128, 128) == (byte*)sorted[0]);
         }
@@ -323,6 +329,7 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
         Assert.True(second == first + MiB);
         allocator.Deallocate(second, MiB, 8);
         allocator.Deallocate(first, MiB, 8);
+        allocator.Flush();
         Assert.Equal(2, allocator.FreeBlockCount(15));
         allocator.Validate();
 
@@ -422,6 +429,7 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
         Assert.True(Allocator.IsAligned((nuint)pointer, 2 * MiB));
         allocator.Validate();
         allocator.Deallocate(pointer, 32, 2 * MiB);
+        allocator.Flush();
         Assert.Equal(4, allocator.FreeBlockCount(15));
     }
 
@@ -493,6 +501,7 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
         Assert.Equal(-1, new Span<byte>(a, 64).IndexOfAnyExcept((byte)3));
         allocator.Deallocate(a, 64, 8);
         allocator.Deallocate(b, 64, 8);
+        allocator.Flush();
         AssertCounts(allocator, 0, 0, 1);
     }
 
@@ -510,6 +519,7 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
         allocator.Validate();
 
         allocator.Deallocate(pointer, 100, 64);
+        allocator.Flush();
         Assert.Equal(64, allocator.FreeBlockCount(11));
         allocator.Validate();
     }
@@ -629,6 +639,286 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
         Assert.Equal(0u, allocator.GetUsableSize(0, 8));
     }
 
+    // ---- Deferred coalescing: the per-class caches ----
+
+    [Fact]
+    public void Alloc_free_ping_pong_reuses_the_cached_block_without_touching_the_trees()
+    {
+        using var allocator = Create(64 * KiB);
+        byte* first = allocator.Allocate(64, 8);
+        allocator.Deallocate(first, 64, 8);
+        int[] trees = allocator.FreeBlockCounts();
+        Assert.Equal(1, allocator.CachedBlockCount(1));
+        for (int i = 0; i < 100; i++)
+        {
+            byte* pointer = allocator.Allocate(64, 8);
+            Assert.True(pointer == first);
+            Assert.Equal(0, allocator.CachedBlockCount(1));
+            Assert.Equal(64, allocator.Statistics.BytesInUse);
+            allocator.Deallocate(pointer, 64, 8);
+            Assert.Equal(trees, allocator.FreeBlockCounts());
+        }
+
+        Assert.Equal(0, allocator.Statistics.BytesInUse); // a cached block is not in use
+        allocator.Validate();
+    }
+
+    [Fact]
+    public void Cache_limits_are_bounded_in_count_and_bytes_but_keep_at_least_one_block()
+    {
+        using var allocator = new MultipleBinarySearchTreeAllocator(MiBSource, 64 * MiB);
+        for (int k = 0; k < allocator.SizeClassCount; k++)
+        {
+            int limit = allocator.CacheLimit(k);
+            Assert.InRange(limit, 1, MultipleBinarySearchTreeAllocator.MaximumCachedBlocksPerClass);
+            nuint blockSize = allocator.MinimumBlockSize << k;
+            Assert.True((nuint)limit * blockSize <= Math.Max(256 * KiB, blockSize), $"class {k} caches {limit} blocks");
+        }
+
+        Assert.Equal(MultipleBinarySearchTreeAllocator.MaximumCachedBlocksPerClass, allocator.CacheLimit(0));
+        Assert.Equal(1, allocator.CacheLimit(15));
+
+        // A small region caches little: at most 1/32 of its capacity per class, but one block always.
+        using var small = Create(4 * KiB);
+        Assert.Equal(4, small.CacheLimit(0));
+        Assert.Equal(1, small.CacheLimit(7));
+    }
+
+    [Fact]
+    public void Frees_beyond_the_cache_limit_coalesce_into_the_trees()
+    {
+        using var allocator = Create(64 * KiB);
+        int[] initial = allocator.FreeBlockCounts();
+        int limit = allocator.CacheLimit(0);
+        Assert.Equal(16, limit);
+        nuint[] blocks = [.. Enumerable.Range(0, limit + 2).Select(_ => Offset(allocator, allocator.Allocate(32, 8)))];
+        Assert.Equal(Enumerable.Range(0, limit + 2).Select(i => (nuint)(i * 32)), blocks);
+
+        foreach (nuint offset in blocks)
+        {
+            allocator.Deallocate((byte*)(allocator.Range.From + offset), 32, 8);
+        }
+
+        // The first 16 wait in the cache; the last two (buddies at 512 and 544) overflowed and merged
+        // with each other and with the free blocks above them, up to a 512-byte block at 512.
+        Assert.Equal(limit, allocator.CachedBlockCount(0));
+        Assert.Equal(0, allocator.FreeBlockCount(0));
+        allocator.Validate();
+        Assert.Equal(512u, Offset(allocator, allocator.Allocate(512, 512)));
+        Assert.Equal(limit, allocator.CachedBlockCount(0));
+
+        allocator.Deallocate((byte*)(allocator.Range.From + 512), 512, 512);
+        allocator.Flush();
+        Assert.Equal(initial, allocator.FreeBlockCounts());
+        Assert.All(Enumerable.Range(0, allocator.SizeClassCount), k => Assert.Equal(0, allocator.CachedBlockCount(k)));
+        allocator.Validate();
+    }
+
+    [Fact]
+    public void A_request_that_fits_only_after_coalescing_flushes_the_caches_and_succeeds()
+    {
+        using var allocator = Create(4 * KiB);
+        nuint[] blocks = [.. Enumerable.Range(0, 128).Select(_ => (nuint)allocator.Allocate(32, 8))];
+        Assert.True(IsEmpty(allocator));
+        foreach (nuint block in blocks)
+        {
+            allocator.Deallocate((byte*)block, 32, 8);
+        }
+
+        Assert.Equal(allocator.CacheLimit(0), allocator.CachedBlockCount(0));
+        Assert.True(allocator.CacheLimit(0) > 0);
+        long failures = allocator.Statistics.FailureCount;
+
+        byte* whole = allocator.Allocate(4 * KiB, 4 * KiB);
+        Assert.True(whole == (byte*)allocator.Range.From);
+        Assert.Equal(0, allocator.CachedBlockCount(0));
+        Assert.Equal(4096, allocator.Statistics.BytesInUse);
+        Assert.Equal(failures, allocator.Statistics.FailureCount);
+        allocator.Validate();
+    }
+
+    [Fact]
+    public void An_over_size_request_that_fits_only_after_coalescing_flushes_the_caches_and_succeeds()
+    {
+        using var allocator = new MultipleBinarySearchTreeAllocator(MiBSource, 2 * MiB, 32, 64 * KiB);
+        byte* top = allocator.Allocate(64 * KiB, 8);
+        allocator.Deallocate(top, 64 * KiB, 8);
+        Assert.Equal(1, allocator.CachedBlockCount(11));
+        byte* all = allocator.Allocate(2 * MiB, 8);
+        Assert.True(all == (byte*)allocator.Range.From);
+        Assert.Equal(0, allocator.CachedBlockCount(11));
+        allocator.Validate();
+    }
+
+    [Fact]
+    public void A_request_that_does_not_fit_even_after_coalescing_still_fails_and_keeps_the_live_blocks()
+    {
+        using var allocator = Create(4 * KiB);
+        byte* kept = allocator.Allocate(32, 8);
+        byte* freed = allocator.Allocate(64, 8);
+        allocator.Deallocate(freed, 64, 8);
+        Assert.False(allocator.TryAllocate(4 * KiB, 8, out byte* none));
+        Assert.True(none == null);
+        Assert.Equal(32, allocator.Statistics.BytesInUse);
+        Assert.Equal(1, allocator.Statistics.FailureCount);
+        allocator.Validate();
+        allocator.Deallocate(kept, 32, 8);
+        allocator.Flush();
+        AssertCounts(allocator, 0, 0, 0, 0, 0, 0, 0, 1);
+    }
+
+    [Fact]
+    public void Double_free_of_a_cached_block_throws_and_changes_nothing()
+    {
+        using var allocator = Create(4 * KiB);
+        byte* a = allocator.Allocate(64, 8);
+        byte* b = allocator.Allocate(64, 8);
+        byte* c = allocator.Allocate(64, 8);
+        allocator.Deallocate(a, 64, 8);
+        allocator.Deallocate(b, 64, 8); // both cached, a below b in the list
+        Assert.Equal(2, allocator.CachedBlockCount(1));
+        int[] trees = allocator.FreeBlockCounts();
+        var statistics = allocator.Statistics;
+
+        var error = Assert.Throws<ArgumentException>(() => allocator.Deallocate(a, 64, 8));
+        Assert.Contains("double free", error.Message, StringComparison.Ordinal);
+        Assert.Throws<ArgumentException>(() => allocator.Deallocate(b, 64, 8));
+        Assert.Throws<ArgumentException>(() => allocator.Deallocate(b, 33, 64));
+
+        Assert.Equal(2, allocator.CachedBlockCount(1));
+        Assert.Equal(trees, allocator.FreeBlockCounts());
+        Assert.Equal(statistics, allocator.Statistics);
+        allocator.Validate();
+        Assert.True(allocator.Allocate(64, 8) == b);
+        Assert.True(allocator.Allocate(64, 8) == a);
+        _ = c;
+    }
+
+    [Fact]
+    public void Double_free_of_a_block_merged_into_a_larger_free_block_throws_and_changes_nothing()
+    {
+        using var allocator = Create(4 * KiB);
+        byte* lower = allocator.Allocate(32, 8);
+        byte* upper = allocator.Allocate(32, 8);
+        byte* kept = allocator.Allocate(64, 8);
+        Assert.True(upper == lower + 32 && kept == lower + 64);
+        allocator.Deallocate(lower, 32, 8);
+        allocator.Deallocate(upper, 32, 8);
+        allocator.Flush(); // merged into one 64-byte block at `lower`
+        AssertCounts(allocator, 0, 1, 1, 1, 1, 1, 1, 0);
+        var statistics = allocator.Statistics;
+
+        Assert.Throws<ArgumentException>(() => allocator.Deallocate(lower, 32, 8));
+        Assert.Throws<ArgumentException>(() => allocator.Deallocate(upper, 32, 8));
+        Assert.Throws<ArgumentException>(() => allocator.Deallocate(lower, 64, 8));
+
+        AssertCounts(allocator, 0, 1, 1, 1, 1, 1, 1, 0);
+        Assert.Equal(statistics, allocator.Statistics);
+        allocator.Validate();
+    }
+
+    [Fact]
+    public void A_live_block_whose_data_looks_like_a_free_stamp_is_still_freed()
+    {
+        using var allocator = Create(4 * KiB);
+        byte* a = allocator.Allocate(64, 8);
+        allocator.Deallocate(a, 64, 8);
+        nuint stamp = ((nuint*)a)[3];
+        byte* again = allocator.Allocate(64, 8);
+        Assert.True(again == a);
+        ((nuint*)again)[3] = stamp; // the caller's data happens to equal the stamp
+        allocator.Deallocate(again, 64, 8);
+        Assert.Equal(0, allocator.Statistics.BytesInUse);
+        allocator.Validate();
+    }
+
+    [Fact]
+    public void Growing_in_place_takes_a_cached_buddy()
+    {
+        using var allocator = Create(4 * KiB);
+        byte* pointer = allocator.Allocate(32, 8);
+        byte* buddy = allocator.Allocate(32, 8);
+        Assert.True(buddy == pointer + 32);
+        allocator.Deallocate(buddy, 32, 8);
+        Assert.Equal(1, allocator.CachedBlockCount(0));
+        Assert.True(allocator.TryGrowInPlace(pointer, 32, 64, 8));
+        Assert.Equal(0, allocator.CachedBlockCount(0));
+        Assert.Equal(64, allocator.Statistics.BytesInUse);
+        allocator.Validate();
+    }
+
+    [Fact]
+    public void Reset_empties_the_caches()
+    {
+        using var allocator = Create(64 * KiB);
+        int[] initial = allocator.FreeBlockCounts();
+        foreach (nuint size in new nuint[] { 32, 64, 1000, 4096, 32 })
+        {
+            allocator.Deallocate(allocator.Allocate(size, 8), size, 8);
+        }
+
+        Assert.Equal(1, allocator.CachedBlockCount(0));
+        allocator.Reset();
+        Assert.All(Enumerable.Range(0, allocator.SizeClassCount), k => Assert.Equal(0, allocator.CachedBlockCount(k)));
+        Assert.Equal(initial, allocator.FreeBlockCounts());
+        Assert.Equal(0, allocator.Statistics.BytesInUse);
+        allocator.Validate();
+    }
+
+    [Fact]
+    public void Flush_of_a_disposed_allocator_throws()
+    {
+        var allocator = Create(4 * KiB);
+        allocator.Flush(); // nothing cached: nothing to do
+        allocator.Dispose();
+        Assert.Throws<ObjectDisposedException>(allocator.Flush);
+    }
+
+    [Fact]
+    public void Validate_catches_a_corrupted_cache()
+    {
+        using var allocator = Create(4 * KiB);
+        byte* a = allocator.Allocate(64, 8);
+        byte* b = allocator.Allocate(64, 8);
+        byte* live = allocator.Allocate(64, 8);
+        allocator.Deallocate(a, 64, 8);
+        allocator.Deallocate(b, 64, 8); // the cache: b -> a
+        Assert.True(allocator.CachedBlock(1) == b);
+        allocator.Validate();
+        var head = (nuint*)b;
+
+        void Expect(string fragment)
+        {
+            var error = Assert.Throws<InvalidOperationException>(allocator.Validate);
+            Assert.Contains(fragment, error.Message, StringComparison.Ordinal);
+        }
+
+        nuint link = head[0];
+        head[0] = 0; // the list ends early
+        Expect("holds 1 blocks but counts 2");
+        head[0] = (nuint)b; // a cycle
+        Expect("more blocks than it counts");
+        head[0] = (nuint)(a + 32); // misaligned
+        Expect("not aligned");
+        head[0] = (nuint)live; // a live block: no stamp
+        Expect("lost its free stamp");
+        head[0] = link;
+        allocator.Validate();
+
+        head[3] ^= 1;
+        Expect("lost its free stamp");
+        head[3] ^= 1;
+        allocator.Validate();
+
+        // A free tree block (the 256-byte block left by the first split) linked into the cache.
+        nuint treeBlock = allocator.Range.From + 256;
+        Assert.Equal(1, allocator.FreeBlockCount(3));
+        head[0] = treeBlock;
+        Expect("overlap");
+        head[0] = link;
+        allocator.Validate();
+    }
+
     // ---- Statistics ----
 
     [Fact]
@@ -673,9 +963,10 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
 
     // Model: AllocatorModel's list of live blocks (no overlap, alignment, contents preserved); in
     // addition every red-black tree and the allocator's own invariants (size-aligned, unmerged
-    // buddies, free + in use = capacity) are checked after every step, and freeing everything must
-    // give back exactly the initial carving. The region starts `offset` bytes into a 4 KiB-aligned
-    // buffer, so a non-zero offset also exercises edge blocks whose buddies lie outside the region.
+    // buddies, valid caches, free + in use = capacity) are checked after every step, and freeing
+    // everything then flushing the caches must give back exactly the initial carving. The region
+    // starts `offset` bytes into a 4 KiB-aligned buffer, so a non-zero offset also exercises edge
+    // blocks whose buddies lie outside the region.
     [Theory]
     [InlineData(0)]
     [InlineData(96)]
@@ -703,6 +994,8 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
                     runner.FreeAll();
                     allocator.Validate();
                     Assert.Equal(0, allocator.Statistics.BytesInUse);
+                    allocator.Flush();
+                    allocator.Validate();
                     Assert.Equal(initial, allocator.FreeBlockCounts());
                     executed += steps.Length;
                 },
@@ -716,8 +1009,9 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
         }
     }
 
-    // Model: AllocatorModel's list of live blocks; after freeing everything the allocator must be
-    // back to its initial carving (four 64 KiB blocks) and a top-class allocation must succeed.
+    // Model: AllocatorModel's list of live blocks; after freeing everything and flushing the caches
+    // the allocator must be back to its initial carving (four 64 KiB blocks) and a top-class
+    // allocation must succeed.
     [Fact]
     public void Model_based_random_operations_and_freeing_everything_restores_the_initial_carving()
     {
@@ -728,6 +1022,8 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
             () => new MultipleBinarySearchTreeAllocator(source, 256 * KiB, 32, 64 * KiB),
             afterAllFreed: allocator =>
             {
+                allocator.Validate();
+                allocator.Flush();
                 Assert.Equal([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4], allocator.FreeBlockCounts());
                 allocator.Validate();
                 byte* top = allocator.Allocate(64 * KiB, 64 * KiB);
@@ -747,12 +1043,95 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
             () => new MultipleBinarySearchTreeAllocator(PageSource, 256 * KiB, 32, 4 * KiB),
             afterAllFreed: allocator =>
             {
+                allocator.Validate();
+                allocator.Flush();
                 Assert.Equal([0, 0, 0, 0, 0, 0, 0, 64], allocator.FreeBlockCounts());
                 allocator.Validate();
                 byte* all = allocator.Allocate(256 * KiB, 4096);
                 allocator.Deallocate(all, 256 * KiB, 4096);
             });
         Assert.True(executed >= 4000, $"only {executed} steps ran");
+    }
+
+    // Model: a list of live blocks and a list of freed blocks that no allocation has overlapped
+    // since their free. Freeing one of the latter again must throw and change nothing, whether the
+    // block is cached, in its tree, or merged into a larger free block, with flushes in between.
+    [Fact]
+    public void Random_double_frees_of_blocks_not_reused_since_are_always_detected()
+    {
+        long doubleFrees = 0;
+        Gen.Select(Gen.Int[0, 9], Gen.Int[1, 3000], Gen.Int[0, 1 << 20]).Array[20, 80].Sample(
+            operations =>
+            {
+                using var allocator = Create(64 * KiB);
+                var live = new List<(nuint Address, nuint Size)>();
+                var freed = new List<(nuint Address, nuint Size)>();
+                foreach (var (kind, size, pick) in operations)
+                {
+                    if (kind < 4 || live.Count == 0)
+                    {
+                        if (allocator.TryAllocate((nuint)size, 8, out byte* pointer))
+                        {
+                            nuint start = (nuint)pointer;
+                            nuint end = start + allocator.GetUsableSize((nuint)size, 8);
+                            freed.RemoveAll(f => f.Address < end && start < f.Address + allocator.GetUsableSize(f.Size, 8));
+                            new Span<byte>(pointer, size).Fill(0xA5); // overwrite any stale stamp
+                            live.Add((start, (nuint)size));
+                        }
+                    }
+                    else if (kind < 7)
+                    {
+                        int index = pick % live.Count;
+                        allocator.Deallocate((byte*)live[index].Address, live[index].Size, 8);
+                        freed.Add(live[index]);
+                        live.RemoveAt(index);
+                    }
+                    else if (kind == 7)
+                    {
+                        // Growing in place takes free neighbours (from trees or caches): no longer free.
+                        int index = pick % live.Count;
+                        var (address, current) = live[index];
+                        nuint grown = current + (nuint)size;
+                        if (allocator.TryGrowInPlace((byte*)address, current, grown, 8))
+                        {
+                            nuint end = address + allocator.GetUsableSize(grown, 8);
+                            freed.RemoveAll(f => f.Address < end && address < f.Address + allocator.GetUsableSize(f.Size, 8));
+                            new Span<byte>((byte*)address, (int)grown).Fill(0xA5);
+                            live[index] = (address, grown);
+                        }
+                    }
+                    else if (kind == 9 && (pick & 1) == 0)
+                    {
+                        // Shrinking in place frees the tail (not tracked as a freed block).
+                        int index = pick % live.Count;
+                        var (address, current) = live[index];
+                        nuint shrunk = Math.Max(1, current / 3);
+                        Assert.True(allocator.TryShrinkInPlace((byte*)address, current, shrunk, 8));
+                        live[index] = (address, shrunk);
+                    }
+                    else if (kind == 8 && freed.Count != 0)
+                    {
+                        var (address, blockSize) = freed[pick % freed.Count];
+                        int[] trees = allocator.FreeBlockCounts();
+                        int[] cached = [.. Enumerable.Range(0, allocator.SizeClassCount).Select(allocator.CachedBlockCount)];
+                        var statistics = allocator.Statistics;
+                        Assert.Throws<ArgumentException>(() => allocator.Deallocate((byte*)address, blockSize, 8));
+                        Assert.Equal(trees, allocator.FreeBlockCounts());
+                        Assert.Equal(cached, Enumerable.Range(0, allocator.SizeClassCount).Select(allocator.CachedBlockCount));
+                        Assert.Equal(statistics, allocator.Statistics);
+                        doubleFrees++;
+                    }
+                    else
+                    {
+                        allocator.Flush();
+                    }
+
+                    allocator.Validate();
+                }
+            },
+            iter: 100,
+            threads: 1);
+        Assert.True(doubleFrees >= 200, $"only {doubleFrees} double frees were tried");
     }
 
     // The free block counts of the lowest classes are as given and every other class is empty.

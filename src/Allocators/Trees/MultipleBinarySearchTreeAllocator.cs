@@ -15,9 +15,20 @@ namespace AllocHosting.Allocators;
 /// <para>
 /// <b>What it is for.</b> Long-lived, mixed-size allocations inside one region, such as a
 /// thread's or a context's private heap. Every request is served by one block of
-/// <c>next_pow2(max(size, MinimumBlockSize))</c> bytes; freeing a block merges it with its free
+/// <c>next_pow2(max(size, MinimumBlockSize))</c> bytes; a freed block is merged with its free
 /// buddy (the adjacent block of the same size, in the same tree), cascading upwards, so that
-/// freeing everything restores the initial carving.
+/// freeing everything (and <see cref="Flush"/>) restores the initial carving.
+/// </para>
+/// <para>
+/// <b>Deferred coalescing.</b> Each size class keeps a small LIFO cache of blocks freed without
+/// merging (at most <see cref="MaximumCachedBlocksPerClass"/>, at most 256 KiB and 1/32 of the
+/// capacity, but always one block), and an allocation takes its class's most recently cached
+/// block first: an alloc+free ping-pong, or a steady state that frees and allocates the same
+/// sizes, costs a pointer push and pop instead of splitting a large block down to the size and
+/// merging it back up. A free to a full cache merges as usual. The cached blocks are merged into
+/// the trees when a request cannot be met otherwise (and that request is then tried again, so a
+/// request fails only when it would fail without caches), on <see cref="Flush"/>, and dropped
+/// on <see cref="Reset"/>.
 /// </para>
 /// <code>
 /// using var heap = new MultipleBinarySearchTreeAllocator(NativeMemorySource.Shared, 4 &lt;&lt; 20);
@@ -26,8 +37,9 @@ namespace AllocHosting.Allocators;
 /// heap.Deallocate(p, 200, 16);
 /// </code>
 /// <para>
-/// <b>Layout.</b> A free block holds its tree node (left, right, parent and colour: 24 bytes)
-/// in its first bytes, hence the 32-byte minimum block. Every block is aligned to its own size.
+/// <b>Layout.</b> A free block holds its tree node (left, right, parent and colour: 24 bytes),
+/// or, when cached, the link to the next cached block, in its first bytes, then a stamp word that
+/// marks it free, hence the 32-byte minimum block. Every block is aligned to its own size.
 /// Construction carves the region greedily into the largest size-aligned blocks: for a region
 /// aligned to <see cref="MaximumBlockSize"/> that is as many top-class blocks as fit (kept
 /// separate, never merged), then at most one block of each smaller class; a less aligned region
@@ -49,14 +61,19 @@ namespace AllocHosting.Allocators;
 /// <para>
 /// <b>Checks.</b> A pointer outside the region, not aligned to its block size (so to the minimum
 /// block size at least) or to the alignment passed, or whose block would run past the region's
-/// end throws <see cref="ArgumentException"/>. Freeing a block that is still free as a block of its own size
-/// (or that overlaps a free block of its size) throws as a double free; a double free of a block
-/// that was merged into a larger free block cannot be detected and corrupts the allocator, as
-/// does freeing with a size of another size class than the allocation's.
+/// end throws <see cref="ArgumentException"/>. Freeing a block that is still free (cached, in
+/// its tree, or merged into a larger free block) throws as a double free and changes nothing:
+/// every free block carries a stamp word, and a free of a block that carries it is checked
+/// exactly against the caches and the trees (the stamp only keeps that check off the common
+/// path, so caller data that happens to equal it costs time, never a wrong answer). Not detected,
+/// and corrupting the allocator: freeing with a size of another size class than the
+/// allocation's when the pointer is aligned to both, and a double free after any part of the
+/// block's memory was allocated again (including by a neighbour growing in place).
 /// </para>
 /// <para>
 /// <b>Statistics.</b> <see cref="AllocatorStatistics.BytesInUse"/> counts whole blocks (the usable
-/// sizes); <see cref="AllocatorStatistics.Capacity"/> is the carved part of the region.
+/// sizes), so cached blocks count as free; <see cref="AllocatorStatistics.Capacity"/> is the
+/// carved part of the region.
 /// </para>
 /// </remarks>
 public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IRegionAllocator
@@ -74,6 +91,20 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
     public const nuint DefaultMaximumBlockSize = 1u << 20;
 
     private const int MaximumClassCount = 26; // 2^5 … 2^30
+
+    /// <summary>The most free blocks one size class keeps in its cache.</summary>
+    public const int MaximumCachedBlocksPerClass = 16;
+
+    // A class caches at most this many bytes (and at most 1/32 of the capacity), but always one
+    // block, so that a ping-pong of even the largest block never splits and merges.
+    private const nuint CacheBytesPerClass = 256 * 1024;
+
+    // Every free block (in a tree or a cache) carries `address ^ FreeStamp` in the word after the
+    // tree node (word 3: offset 24 on 64-bit platforms, inside the 32-byte minimum block); a block
+    // being allocated has it cleared. A free whose block carries its stamp is checked exactly
+    // (CheckNotFree); the stamp only keeps that check off the hot path.
+    private const int StampWord = 3;
+    private static readonly nuint FreeStamp = unchecked((nuint)0x9E37_79B9_7F4A_7C15UL);
 
     // The memory source the region came from, or null when the caller owns the region.
     private readonly IMemorySource? _source;
@@ -97,6 +128,12 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
     // holds two physically adjacent blocks (they would have been merged); the top tree may.
     // Every byte of the carved region is in exactly one free block or one allocated block.
     private TreeArray _trees;
+
+    // Cache k is a LIFO list of free blocks of class k, threaded through their first word, that
+    // were freed without coalescing (deferred coalescing): Count <= Limit, every block is aligned
+    // to its size, stamped, in no tree and in no other cache. Every free byte is in exactly one
+    // tree block or one cached block.
+    private CacheArray _caches;
 
     // BytesInUse is the sum of the usable sizes of the live allocations.
     private AllocatorCounters _counters;
@@ -135,6 +172,7 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
         _minimumShift = BitOperations.Log2(minimumBlockSize);
         _topClass = BitOperations.Log2(maximumBlockSize) - _minimumShift;
         _capacity = (long)Carve();
+        SetCacheLimits();
     }
 
     /// <summary>Creates an allocator over a caller-owned region with the seed's size classes (32 B … 1 MiB).</summary>
@@ -182,6 +220,7 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
         _minimumShift = BitOperations.Log2(minimumBlockSize);
         _topClass = BitOperations.Log2(maximumBlockSize) - _minimumShift;
         _capacity = (long)Carve();
+        SetCacheLimits();
     }
 
     /// <summary>The smallest block (and the alignment every block has).</summary>
@@ -225,16 +264,28 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
         }
 
         int sizeClass = BitOperations.Log2(blockSize) - _minimumShift;
-        ref RedBlackTree tree = ref Tree(sizeClass);
-        FreeNode* node = tree.First;
-        if (node != null && Allocator.IsAligned((nuint)node, alignment))
+        ref BlockCache cache = ref Cache(sizeClass);
+        nuint* block = cache.Head;
+        if (block != null && Allocator.IsAligned((nuint)block, alignment))
         {
-            tree.Remove(node);
-            _counters.Allocated(size, blockSize);
-            return (byte*)node;
+            cache.Head = (nuint*)block[0];
+            cache.Count--;
+        }
+        else
+        {
+            ref RedBlackTree tree = ref Tree(sizeClass);
+            block = (nuint*)tree.First;
+            if (block == null || !Allocator.IsAligned((nuint)block, alignment))
+            {
+                return AllocateSlow(size, blockSize, sizeClass, alignment);
+            }
+
+            tree.Remove((FreeNode*)block);
         }
 
-        return AllocateSlow(size, blockSize, sizeClass, alignment);
+        block[StampWord] = 0;
+        _counters.Allocated(size, blockSize);
+        return (byte*)block;
     }
 
     /// <inheritdoc />
@@ -245,7 +296,27 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
         CheckBlock(pointer, blockSize, alignment);
         if (blockSize <= _maximumBlockSize)
         {
-            FreeBlock((nuint)pointer, BitOperations.Log2(blockSize) - _minimumShift);
+            int sizeClass = BitOperations.Log2(blockSize) - _minimumShift;
+            var block = (nuint*)pointer;
+            if (block[StampWord] == ((nuint)block ^ FreeStamp))
+            {
+                CheckNotFree((nuint)block, sizeClass);
+            }
+
+            ref BlockCache cache = ref Cache(sizeClass);
+            if (cache.Count < cache.Limit)
+            {
+                // Deferred coalescing: the block waits in its class's cache for the next
+                // allocation of its size instead of merging now and splitting again then.
+                block[0] = (nuint)cache.Head;
+                block[StampWord] = (nuint)block ^ FreeStamp;
+                cache.Head = block;
+                cache.Count++;
+            }
+            else
+            {
+                FreeBlock((nuint)block, sizeClass);
+            }
         }
         else
         {
@@ -257,8 +328,9 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
 
     /// <summary>
     /// Grows in place when the new size fits the current block, or when the blocks that would double
-    /// it (repeatedly) are free: the adjacent block of the same size, then of twice the size, and so
-    /// on, then top-class blocks.
+    /// it (repeatedly) are free, in their trees or caches: the adjacent block of the same size, then
+    /// of twice the size, and so on, then top-class blocks. (A neighbour that is free but split into
+    /// smaller cached blocks does not count: the grow then moves.)
     /// </summary>
     protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
@@ -280,9 +352,11 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
         }
 
         // First make sure every piece is free, then take them: a failure changes nothing.
+        // A piece may be free in its tree or in its class's cache.
         for (nuint offset = oldBlock; offset < newBlock; offset += Math.Min(offset, _maximumBlockSize))
         {
-            if (Tree(ClassOf(Math.Min(offset, _maximumBlockSize))).Find(address + offset) == null)
+            int pieceClass = ClassOf(Math.Min(offset, _maximumBlockSize));
+            if (Tree(pieceClass).Find(address + offset) == null && !CacheContains(pieceClass, address + offset))
             {
                 return false;
             }
@@ -290,8 +364,17 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
 
         for (nuint offset = oldBlock; offset < newBlock; offset += Math.Min(offset, _maximumBlockSize))
         {
-            ref RedBlackTree tree = ref Tree(ClassOf(Math.Min(offset, _maximumBlockSize)));
-            tree.Remove(tree.Find(address + offset));
+            int pieceClass = ClassOf(Math.Min(offset, _maximumBlockSize));
+            ref RedBlackTree tree = ref Tree(pieceClass);
+            FreeNode* node = tree.Find(address + offset);
+            if (node != null)
+            {
+                tree.Remove(node);
+            }
+            else
+            {
+                CacheRemove(pieceClass, address + offset);
+            }
         }
 
         _counters.Resized((long)(newBlock - oldBlock));
@@ -325,14 +408,16 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
     }
 
     /// <summary>
-    /// Frees every block at once: the trees are emptied and the region is carved again as at
-    /// construction. Blocks handed out before become invalid. Costs one insert per carved block.
+    /// Frees every block at once: the trees and the caches are emptied and the region is carved
+    /// again as at construction. Blocks handed out before become invalid. Costs one insert per
+    /// carved block.
     /// </summary>
     /// <exception cref="ObjectDisposedException">The allocator was disposed.</exception>
     public void Reset()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         _trees = default;
+        EmptyCaches();
         Carve();
         _counters.BytesInUse = 0;
     }
@@ -350,12 +435,28 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
 
         _disposed = true;
         _trees = default;
+        EmptyCaches();
         _length = 0;
         _source?.Release(_obtained, _obtainedSize);
         base.Dispose(disposing);
     }
 
-    /// <summary>The number of free blocks of size class <paramref name="sizeClass"/> (0 = the minimum block).</summary>
+    /// <summary>
+    /// Gives every cached free block back to the trees, merging it with its free buddies as a
+    /// free without the cache would have: afterwards the free memory is as coalesced as it can be
+    /// (after freeing everything, it is the initial carving again). The allocator does this by
+    /// itself when a request cannot be met otherwise; call it to defragment ahead of a phase of
+    /// large requests. Costs one tree insert per cached block (at most
+    /// <see cref="MaximumCachedBlocksPerClass"/> per size class).
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The allocator was disposed.</exception>
+    public void Flush()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        FlushCaches();
+    }
+
+    /// <summary>The number of free blocks of size class <paramref name="sizeClass"/> in its tree, cached blocks not included (0 = the minimum block).</summary>
     internal int FreeBlockCount(int sizeClass)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(sizeClass);
@@ -363,7 +464,26 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
         return Tree(sizeClass).Count();
     }
 
-    /// <summary>The number of free blocks of each size class, index 0 being the minimum block.</summary>
+    /// <summary>The number of cached free blocks of size class <paramref name="sizeClass"/>.</summary>
+    internal int CachedBlockCount(int sizeClass)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(sizeClass);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(sizeClass, _topClass);
+        return Cache(sizeClass).Count;
+    }
+
+    /// <summary>The most blocks the cache of size class <paramref name="sizeClass"/> keeps.</summary>
+    internal int CacheLimit(int sizeClass)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(sizeClass);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(sizeClass, _topClass);
+        return Cache(sizeClass).Limit;
+    }
+
+    /// <summary>The first cached block of size class <paramref name="sizeClass"/> (null when its cache is empty), for tests that corrupt it.</summary>
+    internal byte* CachedBlock(int sizeClass) => (byte*)Cache(sizeClass).Head;
+
+    /// <summary>The number of free blocks in the tree of each size class (cached blocks not included), index 0 being the minimum block.</summary>
     internal int[] FreeBlockCounts()
     {
         int[] counts = new int[_topClass + 1];
@@ -376,9 +496,11 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
     }
 
     /// <summary>
-    /// Checks every tree's red-black invariants and the allocator's own: free blocks lie in the
-    /// region, are aligned to their size, do not overlap, no free block's buddy is free below the
-    /// top class, and free plus in-use bytes equal the capacity.
+    /// Checks every tree's red-black invariants and the allocator's own: free blocks (in trees and
+    /// caches) lie in the region, are aligned to their size, carry their free stamp and do not
+    /// overlap (so no block is both cached and in a tree, or cached twice); no tree block's buddy
+    /// is in the same tree below the top class; every cache holds as many blocks as it counts,
+    /// within its limit; and free plus in-use bytes equal the capacity.
     /// </summary>
     /// <exception cref="InvalidOperationException">An invariant is violated.</exception>
     internal void Validate()
@@ -408,8 +530,48 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
                     throw new InvalidOperationException($"Free {blockSize}-byte block 0x{address:X} and its buddy are both free but not merged.");
                 }
 
+                if (((nuint*)address)[StampWord] != (address ^ FreeStamp))
+                {
+                    throw new InvalidOperationException($"Free {blockSize}-byte block 0x{address:X} in the tree has lost its free stamp.");
+                }
+
                 blocks.Add((address, blockSize));
                 freeBytes += blockSize;
+            }
+
+            ref BlockCache cache = ref Cache(k);
+            if (cache.Count < 0 || cache.Count > cache.Limit || cache.Limit > MaximumCachedBlocksPerClass)
+            {
+                throw new InvalidOperationException($"The cache of {blockSize}-byte blocks counts {cache.Count} blocks (limit {cache.Limit}).");
+            }
+
+            int walked = 0;
+            for (nuint* block = cache.Head; block != null; block = (nuint*)block[0])
+            {
+                // Checked before following the link, so a corrupted link is reported, not followed.
+                nuint address = (nuint)block;
+                if (++walked > cache.Count)
+                {
+                    throw new InvalidOperationException($"The cache of {blockSize}-byte blocks holds more blocks than it counts ({cache.Count}).");
+                }
+
+                if (address < _start || blockSize > _start + _length - address || !Allocator.IsAligned(address, blockSize))
+                {
+                    throw new InvalidOperationException($"Cached {blockSize}-byte block 0x{address:X} is outside the region or not aligned to its size.");
+                }
+
+                if (block[StampWord] != (address ^ FreeStamp))
+                {
+                    throw new InvalidOperationException($"Cached {blockSize}-byte block 0x{address:X} has lost its free stamp.");
+                }
+
+                blocks.Add((address, blockSize));
+                freeBytes += blockSize;
+            }
+
+            if (walked != cache.Count)
+            {
+                throw new InvalidOperationException($"The cache of {blockSize}-byte blocks holds {walked} blocks but counts {cache.Count}.");
             }
         }
 
@@ -418,7 +580,7 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
         {
             if (blocks[i - 1].Address + blocks[i - 1].Size > blocks[i].Address)
             {
-                throw new InvalidOperationException($"Free blocks 0x{blocks[i - 1].Address:X} ({blocks[i - 1].Size} bytes) and 0x{blocks[i].Address:X} overlap.");
+                throw new InvalidOperationException($"Free blocks 0x{blocks[i - 1].Address:X} ({blocks[i - 1].Size} bytes) and 0x{blocks[i].Address:X} overlap (or one is both cached and in a tree).");
             }
         }
 
@@ -463,6 +625,7 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
             }
 
             Tree(ClassOf(blockSize)).Insert(cursor);
+            ((nuint*)cursor)[StampWord] = cursor ^ FreeStamp;
             cursor += blockSize;
             carved += blockSize;
         }
@@ -490,22 +653,36 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
         }
     }
 
-    // The exact class had no block at its cached first position with the alignment: search the
-    // exact class in address order, then split the lowest usable block of a larger class.
+    // Neither the cache nor the tree's first block served the request: search the trees, and
+    // when that fails with blocks still cached, coalesce them and search once more, so that a
+    // request fails only when it would fail with eager coalescing.
     [MethodImpl(MethodImplOptions.NoInlining)]
     private byte* AllocateSlow(nuint size, nuint blockSize, int sizeClass, nuint alignment)
     {
-        ref RedBlackTree exact = ref Tree(sizeClass);
-        if (alignment > _minimumBlockSize)
+        byte* block = AllocateFromTrees(size, blockSize, sizeClass, alignment);
+        if (block == null && HasCachedBlocks())
         {
-            for (FreeNode* node = exact.First; node != null; node = RedBlackTree.Successor(node))
+            FlushCaches();
+            block = AllocateFromTrees(size, blockSize, sizeClass, alignment);
+        }
+
+        return block;
+    }
+
+    // Searches the exact class in address order, then splits the lowest usable block of a larger class.
+    private byte* AllocateFromTrees(nuint size, nuint blockSize, int sizeClass, nuint alignment)
+    {
+        // Also reached after a flush, with the exact class not yet searched, so it starts at First
+        // (which every alignment up to the block size accepts).
+        ref RedBlackTree exact = ref Tree(sizeClass);
+        for (FreeNode* node = exact.First; node != null; node = RedBlackTree.Successor(node))
+        {
+            if (Allocator.IsAligned((nuint)node, alignment))
             {
-                if (Allocator.IsAligned((nuint)node, alignment))
-                {
-                    exact.Remove(node);
-                    _counters.Allocated(size, blockSize);
-                    return (byte*)node;
-                }
+                exact.Remove(node);
+                ((nuint*)node)[StampWord] = 0;
+                _counters.Allocated(size, blockSize);
+                return (byte*)node;
             }
         }
 
@@ -527,6 +704,7 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
                     // size-aligned pieces.
                     Debug.Assert(candidate == start, "a size-aligned block has no front remainder");
                     tree.Remove(node);
+                    ((nuint*)candidate)[StampWord] = 0;
                     FreeRange(candidate + blockSize, start + largerSize);
                     _counters.Allocated(size, blockSize);
                     return (byte*)candidate;
@@ -537,7 +715,7 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
         return null;
     }
 
-    // Over-size request: the lowest run of `blockSize / top` contiguous top-class blocks whose first is aligned.
+    // Over-size request: as AllocateSlow, coalescing the caches before giving up.
     [MethodImpl(MethodImplOptions.NoInlining)]
     private byte* AllocateOverSize(nuint size, nuint blockSize, nuint alignment)
     {
@@ -546,6 +724,19 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
             return null;
         }
 
+        byte* block = AllocateTopRun(size, blockSize, alignment);
+        if (block == null && HasCachedBlocks())
+        {
+            FlushCaches();
+            block = AllocateTopRun(size, blockSize, alignment);
+        }
+
+        return block;
+    }
+
+    // The lowest run of `blockSize / top` contiguous top-class blocks whose first is aligned.
+    private byte* AllocateTopRun(nuint size, nuint blockSize, nuint alignment)
+    {
         nuint count = blockSize / _maximumBlockSize;
         ref RedBlackTree top = ref Tree(_topClass);
         FreeNode* first = top.First;
@@ -586,6 +777,7 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
                     node = next;
                 }
 
+                ((nuint*)first)[StampWord] = 0;
                 _counters.Allocated(size, blockSize);
                 return (byte*)first;
             }
@@ -648,6 +840,9 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
                 Allocator.ThrowDoubleFree(Name, (void*)address);
             }
 
+            // Stamped even when it merges into a lower buddy, so that a later double free of it
+            // (now inside a larger free block) is still caught.
+            ((nuint*)address)[StampWord] = address ^ FreeStamp;
             if (sizeClass != _topClass)
             {
                 nuint buddy = address ^ blockSize;
@@ -676,7 +871,8 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
             FreeNode* existing = top.Locate(address + offset, out FreeNode* predecessor, out FreeNode* successor, out _, out _);
             if (existing != null
                 || (predecessor != null && (nuint)predecessor + _maximumBlockSize > address + offset)
-                || (successor != null && address + offset + _maximumBlockSize > (nuint)successor))
+                || (successor != null && address + offset + _maximumBlockSize > (nuint)successor)
+                || CacheContains(_topClass, address + offset))
             {
                 Allocator.ThrowDoubleFree(Name, pointer);
             }
@@ -688,9 +884,139 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref BlockCache Cache(int sizeClass) =>
+        ref Unsafe.Add(ref Unsafe.As<CacheArray, BlockCache>(ref _caches), sizeClass);
+
+    // Limit k = the per-class byte budget in blocks, clamped to [1, MaximumCachedBlocksPerClass].
+    private void SetCacheLimits()
+    {
+        nuint budget = Math.Min(CacheBytesPerClass, (nuint)_capacity / 32);
+        for (int k = 0; k <= _topClass; k++)
+        {
+            nuint blocks = budget / (_minimumBlockSize << k);
+            Cache(k).Limit = (int)Math.Clamp(blocks, 1, (nuint)MaximumCachedBlocksPerClass);
+        }
+    }
+
+    private bool HasCachedBlocks()
+    {
+        for (int k = 0; k <= _topClass; k++)
+        {
+            if (Cache(k).Count != 0)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    // Smallest class first, although the result (everything coalesced that can be) does not depend
+    // on the order: of two free buddies, the second to reach its tree finds the first there.
+    private void FlushCaches()
+    {
+        for (int k = 0; k <= _topClass; k++)
+        {
+            ref BlockCache cache = ref Cache(k);
+            while (cache.Head != null)
+            {
+                nuint* block = cache.Head;
+                cache.Head = (nuint*)block[0];
+                cache.Count--;
+                FreeBlock((nuint)block, k);
+            }
+        }
+    }
+
+    // Forgets the cached blocks (their memory is being re-carved or released); keeps the limits.
+    private void EmptyCaches()
+    {
+        for (int k = 0; k < MaximumClassCount; k++)
+        {
+            ref BlockCache cache = ref Cache(k);
+            cache.Head = null;
+            cache.Count = 0;
+        }
+    }
+
+    private bool CacheContains(int sizeClass, nuint address)
+    {
+        for (nuint* block = Cache(sizeClass).Head; block != null; block = (nuint*)block[0])
+        {
+            if ((nuint)block == address)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    private void CacheRemove(int sizeClass, nuint address)
+    {
+        ref BlockCache cache = ref Cache(sizeClass);
+        nuint* previous = null;
+        for (nuint* block = cache.Head; block != null; previous = block, block = (nuint*)block[0])
+        {
+            if ((nuint)block == address)
+            {
+                if (previous == null)
+                {
+                    cache.Head = (nuint*)block[0];
+                }
+                else
+                {
+                    previous[0] = block[0];
+                }
+
+                cache.Count--;
+                return;
+            }
+        }
+
+        Debug.Fail("the block to remove is not in the cache");
+    }
+
+    // The block being freed carries its free stamp: it is free (a double free, or a free with the
+    // wrong size) if it is cached in its class, or if it lies in a free block of its class or a
+    // larger one (in a tree or a cache); otherwise the stamp is stale or the caller's data, and the
+    // free goes on. Checked before anything changes, so a double free leaves the allocator as it was.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void CheckNotFree(nuint address, int sizeClass)
+    {
+        for (int k = sizeClass; k <= _topClass; k++)
+        {
+            nuint container = address & ~((_minimumBlockSize << k) - 1);
+            if (container < _start)
+            {
+                break;
+            }
+
+            if (Tree(k).Find(container) != null || CacheContains(k, container))
+            {
+                Allocator.ThrowDoubleFree(Name, (void*)address);
+            }
+        }
+    }
+
     [InlineArray(MaximumClassCount)]
     private struct TreeArray
     {
         private RedBlackTree _element;
+    }
+
+    // Head: the most recently cached block (null when empty); each block's word 0 links the next.
+    private struct BlockCache
+    {
+        public nuint* Head;
+        public int Count;
+        public int Limit;
+    }
+
+    [InlineArray(MaximumClassCount)]
+    private struct CacheArray
+    {
+        private BlockCache _element;
     }
 }
