@@ -1,3 +1,4 @@
+using AllocHosting.Allocators;
 using System.Buffers;
 using System.Diagnostics.Metrics;
 using BenchmarkDotNet.Attributes;
@@ -131,7 +132,7 @@ public class RequestArenaBenchmarks
                 MaxArenaSizePerRequest = 256 * 1024,
                 MemoryBudget = 16 * 256 * 1024,
             }),
-            new AllocHostingMetrics(meters),
+            new AllocHostingMetrics(meters, new SwitchableAllocator()),
             NullLogger<RequestArenaPool>.Instance,
             TimeProvider.System);
 

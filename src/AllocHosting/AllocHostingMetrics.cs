@@ -1,5 +1,6 @@
 using System.Diagnostics.Metrics;
 using System.Runtime.CompilerServices;
+using AllocHosting.Allocators;
 
 namespace AllocHosting;
 
@@ -28,8 +29,11 @@ internal sealed class AllocHostingMetrics
     private readonly Counter<long> _failures;
     private readonly Counter<long> _rejected;
 
-    public AllocHostingMetrics(IMeterFactory meterFactory)
+    private readonly SwitchableAllocator _switchable;
+
+    public AllocHostingMetrics(IMeterFactory meterFactory, SwitchableAllocator switchable)
     {
+        _switchable = switchable;
         _meter = meterFactory.Create(MeterName);
         _used = _meter.CreateHistogram(
             "allochosting.request_arena.used",
@@ -60,12 +64,12 @@ internal sealed class AllocHostingMetrics
     {
         _meter.CreateObservableCounter(
             "allochosting.allocated",
-            pool.ObserveAllocated,
+            () => ObserveAllocated(pool),
             unit: "By",
             description: "Bytes handed out.");
         _meter.CreateObservableUpDownCounter(
             "allochosting.live",
-            pool.ObserveLive,
+            () => ObserveLive(pool),
             unit: "By",
             description: "Bytes handed out and not yet released.");
         _meter.CreateObservableUpDownCounter(
@@ -73,6 +77,32 @@ internal sealed class AllocHostingMetrics
             pool.ObserveMapped,
             unit: "By",
             description: "Bytes obtained from the operating system.");
+    }
+
+    // request: the arenas; thread: the switchable allocator's per-thread heaps; global: its global
+    // allocator plus the arenas' overflow fallback (process memory outside the arena budget).
+    private Measurement<long>[] ObserveAllocated(RequestArenaPool pool)
+    {
+        AllocatorStatistics global = _switchable.Global.Statistics;
+        AllocatorStatistics? thread = _switchable.ThreadLocal?.Statistics;
+        return
+        [
+            new(pool.AllocatedBytes, new KeyValuePair<string, object?>(AllocatorTag, "request")),
+            new(thread?.TotalBytesAllocated ?? 0, new KeyValuePair<string, object?>(AllocatorTag, "thread")),
+            new(pool.FallbackAllocatedBytes + global.TotalBytesAllocated, new KeyValuePair<string, object?>(AllocatorTag, "global")),
+        ];
+    }
+
+    private Measurement<long>[] ObserveLive(RequestArenaPool pool)
+    {
+        AllocatorStatistics global = _switchable.Global.Statistics;
+        AllocatorStatistics? thread = _switchable.ThreadLocal?.Statistics;
+        return
+        [
+            new(pool.LiveBytes, new KeyValuePair<string, object?>(AllocatorTag, "request")),
+            new(thread?.BytesInUse ?? 0, new KeyValuePair<string, object?>(AllocatorTag, "thread")),
+            new(pool.FallbackLiveBytes + global.BytesInUse, new KeyValuePair<string, object?>(AllocatorTag, "global")),
+        ];
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

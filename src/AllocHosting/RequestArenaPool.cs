@@ -341,21 +341,11 @@ internal sealed class RequestArenaPool : IDisposable
         }
     }
 
-    public IEnumerable<Measurement<long>> ObserveAllocated()
-    {
-        long inUse = LiveBytes;
-        return
-        [
-            new(Interlocked.Read(ref _releasedAllocatedBytes) + inUse, new KeyValuePair<string, object?>(AllocHostingMetrics.AllocatorTag, "request")),
-            new(Interlocked.Read(ref _fallbackAllocatedBytes), new KeyValuePair<string, object?>(AllocHostingMetrics.AllocatorTag, "global")),
-        ];
-    }
+    /// <summary>Bytes handed out by request arenas since start (released requests plus those in flight).</summary>
+    public long AllocatedBytes => Interlocked.Read(ref _releasedAllocatedBytes) + LiveBytes;
 
-    public IEnumerable<Measurement<long>> ObserveLive() =>
-    [
-        new(LiveBytes, new KeyValuePair<string, object?>(AllocHostingMetrics.AllocatorTag, "request")),
-        new(FallbackLiveBytes, new KeyValuePair<string, object?>(AllocHostingMetrics.AllocatorTag, "global")),
-    ];
+    /// <summary>Bytes handed out by the overflow fallback (the process allocator) since start.</summary>
+    public long FallbackAllocatedBytes => Interlocked.Read(ref _fallbackAllocatedBytes);
 
     public IEnumerable<Measurement<long>> ObserveMapped()
     {

@@ -111,6 +111,17 @@ public sealed class SwitchableAllocatorOptions
     /// <summary>How often idle chunks are trimmed: chunks that stayed idle for a whole interval go back to the operating system. From 1 second to 1 day. Default 30 seconds.</summary>
     public TimeSpan IdleTrimInterval { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// Whether the middleware installs each request's arena as the context allocator of the
+    /// request's async flow in the registered <see cref="Allocators.SwitchableAllocator"/> (and
+    /// switches the flow to context mode), so that code allocating through the switchable
+    /// allocator during the request is served from the arena and released with it. Off by default
+    /// because installing needs the arena's memory when the request starts: every request would
+    /// take a chunk, where with it off a request that never rents costs the middleware almost
+    /// nothing (<see cref="IRequestBuffers"/> works either way). Default <see langword="false"/>.
+    /// </summary>
+    public bool InstallContextAllocator { get; set; }
+
     /// <summary>The share of the budget in use from which the health check reports Degraded: above 0 and at most 1. Default 0.9.</summary>
     public double HealthDegradedRatio { get; set; } = 0.9;
 }

@@ -1,4 +1,5 @@
 using AllocHosting;
+using AllocHosting.Allocators;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
@@ -9,7 +10,9 @@ namespace Microsoft.Extensions.DependencyInjection;
 public static class SwitchableAllocatorsServiceCollectionExtensions
 {
     /// <summary>
-    /// Registers the request arenas and everything around them: the arena pool, the scoped
+    /// Registers the request arenas and everything around them: a <see cref="SwitchableAllocator"/>
+    /// (global: the process allocator; per thread: NUMA-local <see cref="ThreadLocalAllocator.Shared"/>;
+    /// context: each request's arena, installed by the middleware), the arena pool, the scoped
     /// <see cref="IRequestBuffers"/>, the <c>AllocHosting</c> meter, the <c>allochosting</c> health
     /// check, and the request-arena middleware at the start of the pipeline (through an
     /// <see cref="IStartupFilter"/>; <c>app.UseRequestArena()</c> places it elsewhere instead).
@@ -44,7 +47,11 @@ public static class SwitchableAllocatorsServiceCollectionExtensions
         services.TryAddSingleton<AllocHostingMetrics>();
         services.TryAddSingleton<RequestArenaPool>();
         services.TryAddSingleton<RequestArenaPlacement>();
-        services.TryAddSingleton<IRequestArenaActivator, NoRequestArenaActivator>();
+        services.TryAddSingleton(_ => new SwitchableAllocator(NativeMemoryAllocator.Shared, ThreadLocalAllocator.Shared));
+        services.TryAddSingleton<IRequestArenaActivator>(provider =>
+            provider.GetRequiredService<IOptions<SwitchableAllocatorOptions>>().Value.InstallContextAllocator
+                ? new SwitchableRequestArenaActivator(provider.GetRequiredService<SwitchableAllocator>())
+                : new NoRequestArenaActivator());
         services.TryAddScoped<IRequestBuffers, RequestBuffers>();
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IStartupFilter, RequestArenaStartupFilter>());
         services.AddHealthChecks().AddCheck<RequestArenaHealthCheck>(RequestArenaHealthCheck.Name, tags: ["allochosting", "memory"]);

@@ -1,3 +1,4 @@
+using AllocHosting.Allocators;
 using AllocHosting.Allocators.Arenas;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -20,7 +21,7 @@ public sealed class RequestArenaPoolTests : IDisposable
             MemoryBudget = 64 * 16 * 1024,
             IdleTrimInterval = TimeSpan.FromSeconds(10),
         };
-        _pool = new RequestArenaPool(Options.Create(options), new AllocHostingMetrics(_meters), NullLogger<RequestArenaPool>.Instance, _time);
+        _pool = new RequestArenaPool(Options.Create(options), new AllocHostingMetrics(_meters, new SwitchableAllocator()), NullLogger<RequestArenaPool>.Instance, _time);
     }
 
     public void Dispose()
@@ -86,7 +87,7 @@ public sealed class RequestArenaPoolTests : IDisposable
     {
         using var pool = new RequestArenaPool(
             Options.Create(new SwitchableAllocatorOptions { InitialArenaSize = 16 * 1024, MemoryBudget = 2 * 16 * 1024, MaxArenaSizePerRequest = 2 * 16 * 1024, BudgetPolicy = ArenaBudgetPolicy.Reject }),
-            new AllocHostingMetrics(_meters),
+            new AllocHostingMetrics(_meters, new SwitchableAllocator()),
             NullLogger<RequestArenaPool>.Instance,
             _time);
         var context = new DefaultHttpContext();
@@ -105,7 +106,7 @@ public sealed class RequestArenaPoolTests : IDisposable
         var logger = new Microsoft.Extensions.Logging.Testing.FakeLogger<RequestArenaPool>();
         using var pool = new RequestArenaPool(
             Options.Create(new SwitchableAllocatorOptions { InitialArenaSize = 16 * 1024, MemoryBudget = 16 * 1024, MaxArenaSizePerRequest = 16 * 1024, BudgetPolicy = ArenaBudgetPolicy.Reject }),
-            new AllocHostingMetrics(_meters),
+            new AllocHostingMetrics(_meters, new SwitchableAllocator()),
             logger,
             _time);
         var arena = pool.RentArena(new DefaultHttpContext());

@@ -86,14 +86,16 @@ public sealed unsafe class ArenaChunk : IDisposable
         {
             _usable = region;
             _capacity = (int)regionSize;
-            _context = ContextAllocator.ShortLived(bump);
+            // Thread-safe: the context allocates on the bump allocator's concurrent path, as TryRent does.
+            _context = ContextAllocator.ShortLived(bump, threadSafe: true);
         }
         else
         {
             MemoryRange blocks = bitSet!.Range;
             _usable = (byte*)blocks.From;
             _capacity = (int)blocks.Length;
-            _context = ContextAllocator.MediumLived(bitSet);
+            // Thread-safe: the context takes the same lock as TryRent.
+            _context = ContextAllocator.MediumLived(bitSet, _bitSetLock);
         }
 
         _bytes = new ArenaChunkMemoryManager<byte>(_usable, _capacity);
@@ -121,13 +123,13 @@ public sealed unsafe class ArenaChunk : IDisposable
 
             lock (_bitSetLock)
             {
-                return (long)_bitSetHighWater;
+                return (long)BitSetHighWater();
             }
         }
     }
 
     /// <summary>The chunk's allocator as a <see cref="AllocHosting.Allocators.ContextAllocator"/> (owned by the chunk), for installing it as the allocator of a request's async flow.</summary>
-    /// <remarks>Its single-threaded members must not run at the same time as <see cref="TryRent"/> on another thread.</remarks>
+    /// <remarks>It is the thread-safe form (<see cref="ContextAllocator.IsThreadSafe"/>), so it may be used while other threads rent.</remarks>
     public ContextAllocator ContextAllocator => _context;
 
     /// <summary>The statistics of the chunk's allocator.</summary>
@@ -267,7 +269,7 @@ public sealed unsafe class ArenaChunk : IDisposable
         {
             lock (_bitSetLock)
             {
-                highWater = _bitSetHighWater;
+                highWater = BitSetHighWater();
                 if (clear)
                 {
                     NativeMemory.Clear(_usable, highWater);
@@ -281,6 +283,16 @@ public sealed unsafe class ArenaChunk : IDisposable
         _bytes = new ArenaChunkMemoryManager<byte>(_usable, _capacity);
         _memory = _bytes.CreateWholeMemory();
         return (long)highWater;
+    }
+
+    // Under _bitSetLock: rents record their own exact high-water; blocks allocated through the
+    // context allocator are covered by the bit set's own, which is rounded up to whole bit set words
+    // (64 blocks). The exact figure is kept unless the context allocator went beyond it.
+    private nuint BitSetHighWater()
+    {
+        nuint wordBytes = 64 * _bitSet!.BlockSize;
+        nuint allocatorHighWater = _bitSet.HighWaterBytes;
+        return Allocator.AlignUp(_bitSetHighWater, wordBytes) >= allocatorHighWater ? _bitSetHighWater : allocatorHighWater;
     }
 
     /// <summary>Retires the managers, disposes the allocator and gives the region back to its source. Idempotent.</summary>

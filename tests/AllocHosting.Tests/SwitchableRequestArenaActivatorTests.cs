@@ -1,0 +1,103 @@
+using System.Buffers;
+using AllocHosting.Allocators;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace AllocHosting.Tests;
+
+/// <summary>The switchable wiring: the request's arena as the context allocator of the request's async flow.</summary>
+public class SwitchableRequestArenaActivatorTests
+{
+    [Fact]
+    public async Task By_default_the_flow_stays_in_global_mode_and_requests_stay_lazy()
+    {
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/", (SwitchableAllocator switchable) => switchable.Current.ToString()));
+
+        Assert.Equal("Global", await app.Client.GetStringAsync("/"));
+        Assert.Equal(0, app.Pool.ChunkCount);
+    }
+
+    [Fact]
+    public async Task The_one_line_registers_a_switchable_allocator_with_the_per_thread_allocator()
+    {
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/", () => "ok"));
+
+        var switchable = app.Services.GetRequiredService<SwitchableAllocator>();
+        Assert.Same(ThreadLocalAllocator.Shared, switchable.ThreadLocal);
+        Assert.Same(NativeMemoryAllocator.Shared, switchable.Global);
+    }
+
+    [Theory]
+    [InlineData(RequestArenaKind.Bump)]
+    [InlineData(RequestArenaKind.BitSet)]
+    public async Task When_enabled_switchable_allocations_of_the_request_come_from_its_arena_and_die_with_it(RequestArenaKind kind)
+    {
+        await using var app = await TestApp.StartAsync(
+            a => a.MapGet("/", (SwitchableAllocator switchable, IRequestBuffers buffers) =>
+            {
+                Assert.Equal(AllocatorKind.Context, switchable.Current);
+                ContextAllocator context = Assert.IsType<ContextAllocator>(switchable.Context);
+                Assert.True(context.IsThreadSafe);
+
+                // Code that speaks Memory<byte> through the switchable allocator (no unsafe code).
+                using var pool = new AllocatorMemoryPool(switchable);
+                using IMemoryOwner<byte> owner = pool.Rent(1000);
+                owner.Memory.Span.Fill(9);
+                return buffers.Used.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            }),
+            options =>
+            {
+                options.InstallContextAllocator = true;
+                options.ArenaKind = kind;
+            });
+
+        long used = long.Parse(await app.Client.GetStringAsync("/"), System.Globalization.CultureInfo.InvariantCulture);
+
+        Assert.True(used >= 1000, $"the arena served the switchable allocation ({used} bytes used)");
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0 && app.Pool.LiveBytes == 0, "the chunk is back");
+        Assert.Equal(AllocatorKind.Global, app.Services.GetRequiredService<SwitchableAllocator>().Current);
+    }
+
+    [Theory]
+    [InlineData(RequestArenaKind.Bump)]
+    [InlineData(RequestArenaKind.BitSet)]
+    public async Task Switchable_allocations_and_buffer_rents_of_parallel_tasks_never_overlap(RequestArenaKind kind)
+    {
+        await using var app = await TestApp.StartAsync(
+            a => a.MapGet("/", async (SwitchableAllocator switchable, IRequestBuffers buffers) =>
+            {
+                using var pool = new AllocatorMemoryPool(switchable);
+                var blocks = await Task.WhenAll(Enumerable.Range(0, 8).Select(t => Task.Run(() =>
+                {
+                    var mine = new List<Memory<byte>>();
+                    var owners = new List<IMemoryOwner<byte>>();
+                    for (int i = 0; i < 20; i++)
+                    {
+                        Memory<byte> memory = i % 2 == 0 ? buffers.Rent(64 + i) : Own(pool, owners, 64 + i);
+                        memory.Span.Fill((byte)(t + 1));
+                        mine.Add(memory);
+                    }
+
+                    bool intact = mine.All(m => !m.Span.ContainsAnyExcept((byte)(t + 1)));
+                    owners.ForEach(o => o.Dispose());
+                    return intact;
+                })));
+                return blocks.All(b => b) ? "intact" : "overlap";
+            }),
+            options =>
+            {
+                options.InstallContextAllocator = true;
+                options.ArenaKind = kind;
+            });
+
+        Assert.Equal("intact", await app.Client.GetStringAsync("/"));
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the chunk is back");
+    }
+
+    private static Memory<byte> Own(MemoryPool<byte> pool, List<IMemoryOwner<byte>> owners, int length)
+    {
+        IMemoryOwner<byte> owner = pool.Rent(length);
+        owners.Add(owner);
+        return owner.Memory;
+    }
+}
