@@ -118,6 +118,30 @@ public class AllocHostingMetricsTests
     }
 
     [Fact]
+    public async Task Allocated_and_live_report_the_switchable_allocators_thread_local_heaps()
+    {
+        await using var app = await StartAsync();
+        var switchable = app.Services.GetRequiredService<AllocHosting.Allocators.SwitchableAllocator>();
+        using var allocated = Collect(app, "allochosting.allocated");
+        using var live = Collect(app, "allochosting.live");
+        allocated.RecordObservableInstruments();
+        long before = allocated.GetMeasurementSnapshot().Single(m => (string?)m.Tags[AllocHostingMetrics.AllocatorTag] == "thread").Value;
+
+        using var pool = new AllocHosting.Allocators.AllocatorMemoryPool(switchable);
+        using (switchable.Use(AllocHosting.Allocators.AllocatorKind.ThreadLocal))
+        {
+            using System.Buffers.IMemoryOwner<byte> owner = pool.Rent(4000);
+            live.RecordObservableInstruments();
+            allocated.Clear();
+            allocated.RecordObservableInstruments();
+        }
+
+        long after = allocated.GetMeasurementSnapshot().Single(m => (string?)m.Tags[AllocHostingMetrics.AllocatorTag] == "thread").Value;
+        Assert.True(after - before >= 4000, $"thread allocated grew by {after - before}");
+        Assert.True(live.GetMeasurementSnapshot().Single(m => (string?)m.Tags[AllocHostingMetrics.AllocatorTag] == "thread").Value >= 4000);
+    }
+
+    [Fact]
     public async Task Mapped_reports_bytes_per_numa_node()
     {
         await using var app = await StartAsync();
