@@ -351,6 +351,7 @@ public unsafe class ThreadLocalAllocatorTests
         using var consumersDone = new ManualResetEventSlim();
         using var producersAdded = new CountdownEvent(2);
         int badCanaries = 0;
+        int consumersFlushing = 0;
 
         var producers = Enumerable.Range(0, 2).Select(p => new Thread(() =>
         {
@@ -379,6 +380,13 @@ public unsafe class ThreadLocalAllocatorTests
 
                 allocator.Deallocate((byte*)pointer, (nuint)size, 16);
             }
+
+            // One consumer hands back its batch of remote frees itself; the other's is flushed
+            // by the finaliser once the thread is gone (below).
+            if (Interlocked.Increment(ref consumersFlushing) == 1)
+            {
+                allocator.Collect();
+            }
         })).ToArray();
 
         foreach (var thread in producers.Concat(consumers))
@@ -392,6 +400,13 @@ public unsafe class ThreadLocalAllocatorTests
         foreach (var consumer in consumers)
         {
             consumer.Join();
+        }
+
+        for (int i = 0; i < 5; i++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            Thread.Sleep(5);
         }
 
         consumersDone.Set();
@@ -468,6 +483,8 @@ public unsafe class ThreadLocalAllocatorTests
             allocator.Deallocate((byte*)blocks[i], (nuint)(16 + (i % 50) * 100), 16);
         }
 
+        // This thread batched its last remote frees; Collect hands them back.
+        allocator.Collect();
         CollectUntil(() => allocator.HeapCount == 0);
 
         Assert.Equal(0, allocator.HeapCount);
@@ -752,7 +769,9 @@ public unsafe class ThreadLocalAllocatorTests
         other.Start();
         other.Join();
 
+        // The other thread batched the free; its batch is pushed once the thread is gone.
         var page = ThreadLocalAllocator.PageOf(buffer)!;
+        CollectUntil(() => page.Heap!.IsOnFreeList(page, (nuint)buffer));
         Assert.True(page.Heap!.IsOnFreeList(page, (nuint)buffer), "the block went back to the allocating heap");
     }
 

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using AllocHosting.Allocators.MemorySources;
 
 namespace AllocHosting.Allocators.Switchable;
@@ -83,11 +85,24 @@ internal sealed unsafe class ThreadHeap
     // Statistics: only two counters are kept on the fast path. Blocks in use are the pages' Used
     // counts (summed on read); deallocations are allocations minus blocks in use.
 
-    /// <summary>Blocks handed out by the heap since creation. Read racily by <see cref="ThreadLocalAllocator.Statistics"/>.</summary>
-    public long AllocationCount;
+    // Written on every allocation: padded so that no other thread's hot data (another heap, a page
+    // the GC placed next to this object) and none of the fields other threads read here share
+    // their cache lines.
+    private HotCounters _hot;
 
-    /// <summary>Sum of the sizes requested from the heap since creation. Read racily.</summary>
-    public long TotalBytesAllocated;
+    /// <summary>Blocks handed out by the heap since creation. Owner; read racily by <see cref="ThreadLocalAllocator.Statistics"/>.</summary>
+    public ref long AllocationCount
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => ref _hot.AllocationCount;
+    }
+
+    /// <summary>Sum of the sizes requested from the heap since creation. Owner; read racily.</summary>
+    public ref long TotalBytesAllocated
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => ref _hot.TotalBytesAllocated;
+    }
 
     /// <summary>Bytes of segments held. Read racily by other threads.</summary>
     public long MappedBytes;
@@ -551,6 +566,19 @@ internal sealed unsafe class ThreadHeap
 
         Allocator.OnHeapReleased(this);
     }
+}
+
+/// <summary>The per-allocation counters of a heap, 128 bytes clear of anything else on either side.</summary>
+[StructLayout(LayoutKind.Explicit, Size = 256)]
+internal struct HotCounters
+{
+    /// <summary>Blocks handed out.</summary>
+    [FieldOffset(128)]
+    public long AllocationCount;
+
+    /// <summary>Bytes requested.</summary>
+    [FieldOffset(136)]
+    public long TotalBytesAllocated;
 }
 
 /// <summary>

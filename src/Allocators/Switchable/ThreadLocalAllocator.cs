@@ -90,6 +90,10 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     [ThreadStatic]
     private static List<HeapLifetime>? t_lifetimes;
 
+    // Blocks this thread freed into another thread's page and has not pushed yet (any allocator).
+    [ThreadStatic]
+    private static RemoteFreeBatch? t_remoteBatch;
+
     private readonly ThreadLocalAllocatorOptions _options;
     private readonly IAllocator _fallback;
     private readonly bool _ownsFallback;
@@ -245,6 +249,7 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     public void Collect()
     {
         ThrowIfDisposed();
+        t_remoteBatch?.Flush();
         FindCurrentHeap()?.Collect();
     }
 
@@ -505,6 +510,9 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
         return null;
     }
 
+    /// <summary>The calling thread's batch of remote frees, or null when it never freed into another heap (tests).</summary>
+    internal static RemoteFreeBatch? CurrentRemoteBatch => t_remoteBatch;
+
     /// <summary>The live heaps (tests).</summary>
     internal ThreadHeap[] FindHeapsForTesting()
     {
@@ -554,6 +562,9 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     private byte* AllocateGeneric(nuint size, nuint alignment)
     {
         ThrowIfDisposed();
+
+        // A cheap moment to hand back what this thread freed into other heaps.
+        t_remoteBatch?.Flush();
         int classIndex = SlabClassOf(size, alignment);
         if (classIndex < 0)
         {
@@ -697,13 +708,9 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
         }
         else
         {
-            // The compare-and-swap in PushRemote is a full fence and pairs with the exchange in
-            // ThreadHeap.Abandon: either this thread sees the flag or the abandoning thread sees the block.
-            page.PushRemote(block);
-            if (heap.IsAbandoned)
-            {
-                heap.CollectAbandoned();
-            }
+            // Batched: consecutive frees into one page cost one compare-and-swap per batch. The
+            // flush re-checks the abandoned flag after its push (see RemoteFreeBatch).
+            (t_remoteBatch ??= new RemoteFreeBatch()).Add(page, block);
         }
     }
 
