@@ -568,6 +568,180 @@ public unsafe class ThreadLocalAllocatorTests
     }
 
     [Fact]
+    public void Remote_frees_are_batched_and_pushed_together_when_the_batch_fills()
+    {
+        using var allocator = new ThreadLocalAllocator();
+        int n = RemoteFreeBatch.MaximumBlocks;
+        nint[] blocks = Enumerable.Range(0, n + 1).Select(_ => (nint)allocator.Allocate(64, 16)).ToArray();
+        SlabPage page = ThreadLocalAllocator.PageOf((byte*)blocks[0])!;
+        Assert.All(blocks, b => Assert.Same(page, ThreadLocalAllocator.PageOf((byte*)b)));
+
+        RunOnNewThread(() =>
+        {
+            for (int i = 0; i < n - 1; i++)
+            {
+                allocator.Deallocate((byte*)blocks[i], 64, 16);
+            }
+
+            Assert.Equal(n - 1, ThreadLocalAllocator.CurrentRemoteBatch!.Count);
+            Assert.Equal(0u, Volatile.Read(ref page.Remote.Value));
+
+            allocator.Deallocate((byte*)blocks[n - 1], 64, 16);
+            Assert.Equal(0, ThreadLocalAllocator.CurrentRemoteBatch!.Count);
+            Assert.All(blocks.Take(n), b => Assert.True(page.Heap!.IsOnFreeList(page, (nuint)b)));
+
+            allocator.Deallocate((byte*)blocks[n], 64, 16);
+            Assert.Equal(1, ThreadLocalAllocator.CurrentRemoteBatch!.Count);
+            allocator.Collect();
+            Assert.Equal(0, ThreadLocalAllocator.CurrentRemoteBatch!.Count);
+        });
+
+        Assert.All(blocks, b => Assert.True(page.Heap!.IsOnFreeList(page, (nuint)b)));
+        allocator.Collect();
+        Assert.Equal(0, allocator.Statistics.BytesInUse);
+    }
+
+    [Fact]
+    public void Freeing_into_another_page_or_allocating_slowly_pushes_the_batch_first()
+    {
+        using var allocator = new ThreadLocalAllocator();
+        byte* small = allocator.Allocate(64, 16);
+        byte* medium = allocator.Allocate(1024, 16);
+        SlabPage smallPage = ThreadLocalAllocator.PageOf(small)!;
+        SlabPage mediumPage = ThreadLocalAllocator.PageOf(medium)!;
+        Assert.NotSame(smallPage, mediumPage);
+
+        RunOnNewThread(() =>
+        {
+            allocator.Deallocate(small, 64, 16);
+            Assert.False(smallPage.Heap!.IsOnFreeList(smallPage, (nuint)small));
+            allocator.Deallocate(medium, 1024, 16);
+            Assert.True(smallPage.Heap!.IsOnFreeList(smallPage, (nuint)small));
+            Assert.Equal(1, ThreadLocalAllocator.CurrentRemoteBatch!.Count);
+
+            // This thread's first allocation takes the slow path (it creates the thread's heap).
+            byte* own = allocator.Allocate(32, 16);
+            Assert.Equal(0, ThreadLocalAllocator.CurrentRemoteBatch!.Count);
+            Assert.True(mediumPage.Heap!.IsOnFreeList(mediumPage, (nuint)medium));
+            allocator.Deallocate(own, 32, 16);
+        });
+    }
+
+    [Fact]
+    public void Large_blocks_are_pushed_at_once()
+    {
+        using var allocator = new ThreadLocalAllocator();
+        byte* block = allocator.Allocate(64 * KiB, 16);
+        SlabPage page = ThreadLocalAllocator.PageOf(block)!;
+        RunOnNewThread(() =>
+        {
+            allocator.Deallocate(block, 64 * KiB, 16);
+            Assert.Equal(0, ThreadLocalAllocator.CurrentRemoteBatch!.Count);
+        });
+        Assert.True(page.Heap!.IsOnFreeList(page, (nuint)block));
+    }
+
+    [Fact]
+    public void Batched_remote_frees_of_a_thread_that_exits_are_never_lost()
+    {
+        // The thread's batch is referenced only by its [ThreadStatic] field: once the thread is
+        // gone the batch's finaliser pushes it.
+        using var allocator = new ThreadLocalAllocator();
+        nint[] blocks = Enumerable.Range(0, 10).Select(_ => (nint)allocator.Allocate(64, 16)).ToArray();
+        SlabPage page = ThreadLocalAllocator.PageOf((byte*)blocks[0])!;
+        RunOnNewThread(() =>
+        {
+            foreach (nint block in blocks)
+            {
+                allocator.Deallocate((byte*)block, 64, 16);
+            }
+
+            Assert.Equal(blocks.Length, ThreadLocalAllocator.CurrentRemoteBatch!.Count);
+        });
+
+        CollectUntil(() => blocks.All(b => page.Heap!.IsOnFreeList(page, (nuint)b)));
+        Assert.All(blocks, b => Assert.True(page.Heap!.IsOnFreeList(page, (nuint)b)));
+        allocator.Collect();
+        Assert.Equal(0, allocator.Statistics.BytesInUse);
+        Assert.Equal(blocks.Length, allocator.Statistics.DeallocationCount);
+    }
+
+    [Fact]
+    public void Heap_abandoned_while_another_thread_holds_a_batch_of_its_blocks_is_released_once_the_batch_is_pushed()
+    {
+        using var allocator = new ThreadLocalAllocator();
+        allocator.Collect(); // pushes whatever this test thread batched before
+        nint[] blocks = AllocateOnLiveOwner(allocator, 20, 64, owned =>
+        {
+            // The owner is alive: these frees are batched by this thread.
+            for (int i = 0; i < 10; i++)
+            {
+                allocator.Deallocate((byte*)owned[i], 64, 16);
+            }
+
+            Assert.Equal(10, ThreadLocalAllocator.CurrentRemoteBatch!.Count);
+        });
+
+        CollectUntil(() => allocator.FindHeapsForTesting().All(h => h.IsAbandoned));
+        Assert.True(allocator.FindHeapsForTesting().Single().IsAbandoned);
+
+        // Frees into an abandoned heap are not batched; the batched blocks still count as live.
+        for (int i = 10; i < blocks.Length; i++)
+        {
+            allocator.Deallocate((byte*)blocks[i], 64, 16);
+        }
+
+        Assert.Equal(10, ThreadLocalAllocator.CurrentRemoteBatch!.Count);
+        Assert.Equal(1, allocator.HeapCount);
+
+        allocator.Collect();
+        Assert.Equal(0, ThreadLocalAllocator.CurrentRemoteBatch!.Count);
+        Assert.Equal(0, allocator.HeapCount);
+        Assert.Equal(0, allocator.MappedBytes);
+        Assert.Equal(0, allocator.Statistics.BytesInUse);
+        Assert.Equal(20, allocator.Statistics.DeallocationCount);
+    }
+
+    [Fact]
+    public void Batch_of_a_disposed_allocator_is_dropped_without_touching_its_memory()
+    {
+        using var other = new ThreadLocalAllocator();
+        var allocator = new ThreadLocalAllocator();
+        allocator.Collect();
+        AllocateOnLiveOwner(allocator, 5, 64, owned =>
+        {
+            foreach (nint block in owned)
+            {
+                allocator.Deallocate((byte*)block, 64, 16);
+            }
+
+            Assert.Equal(5, ThreadLocalAllocator.CurrentRemoteBatch!.Count);
+        });
+
+        allocator.Dispose();
+        other.Collect(); // pushes this thread's batch: its heap is gone, so it is dropped
+        Assert.Equal(0, ThreadLocalAllocator.CurrentRemoteBatch!.Count);
+    }
+
+    [Fact]
+    public void Double_free_of_a_batched_block_throws_and_changes_nothing()
+    {
+        using var allocator = new ThreadLocalAllocator();
+        byte* block = allocator.Allocate(64, 16);
+        RunOnNewThread(() =>
+        {
+            allocator.Deallocate(block, 64, 16);
+            Assert.Throws<ArgumentException>(() => allocator.Deallocate(block, 64, 16));
+            Assert.Equal(1, ThreadLocalAllocator.CurrentRemoteBatch!.Count);
+            allocator.Collect();
+        });
+
+        Assert.Throws<ArgumentException>(() => allocator.Deallocate(block, 64, 16));
+        allocator.Collect();
+        Assert.Equal(0, allocator.Statistics.BytesInUse);
+    }
+
+    [Fact]
     public void Two_threads_have_two_heaps_that_never_share_a_block()
     {
         using var allocator = new ThreadLocalAllocator();
@@ -824,6 +998,38 @@ public unsafe class ThreadLocalAllocatorTests
         }
 
         return error;
+    }
+
+    // Allocates blocks on a new thread that stays alive (so its heap is not abandoned) while
+    // duringLife runs on this thread, then ends.
+    private static nint[] AllocateOnLiveOwner(ThreadLocalAllocator allocator, int count, nuint size, Action<nint[]> duringLife)
+    {
+        var blocks = new nint[count];
+        using var allocated = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        var owner = new Thread(() =>
+        {
+            for (int i = 0; i < count; i++)
+            {
+                blocks[i] = (nint)allocator.Allocate(size, 16);
+            }
+
+            allocated.Set();
+            release.Wait();
+        });
+        owner.Start();
+        allocated.Wait();
+        try
+        {
+            duringLife(blocks);
+        }
+        finally
+        {
+            release.Set();
+            owner.Join();
+        }
+
+        return blocks;
     }
 
     private static void CollectUntil(Func<bool> condition)
