@@ -39,15 +39,26 @@ namespace AllocHosting.Allocators.Switchable;
 // Ownership rules
 // ---------------
 //   * Statistics cost the fast path one page counter (Used) and two heap counters (allocations,
-//     requested bytes); bytes in use are summed over the pages when read.
+//     requested bytes), all owner-only; bytes in use are summed over the pages when read.
 //   * Fields marked "owner" are read and written by the heap's thread without locks or atomics.
 //   * Other threads free into SlabPage.Remote (lock-free push); the owner takes the whole list with
-//     one exchange when a page it needs has no local free block, or in Collect.
+//     one exchange when a page it needs has no local free block, or in Collect. A freeing thread
+//     first links consecutive remote frees into one page in its own RemoteFreeBatch (plain writes)
+//     and pushes the batch with one compare-and-swap: when it holds 32 blocks or 32 KiB, when the
+//     thread frees into another page, takes an allocation slow path or calls Collect, and (by a
+//     finaliser) after the thread died. Batched blocks still count in Used, so nothing they lie in
+//     is released early.
+//   * Cache lines: the fields a thread writes on every operation (a page's Free/Unformatted/Used,
+//     a heap's two counters) and the remote list head sit in structs padded by 128 bytes on each
+//     side (two lines: adjacent-line prefetchers pair them), because the GC places managed objects
+//     of different threads next to each other, and because remote freers read a page's immutable
+//     fields on every free. Nothing allocator-wide is written on a fast path.
 //   * When the owning thread dies its HeapLifetime (referenced only from a [ThreadStatic] field) is
 //     finalised and the heap is abandoned: from then on every owner field is touched only under Lock,
 //     by whichever thread frees into the heap. Once no block is live its segments are unregistered and
-//     released. A thread that pushed a remote free re-checks the abandoned flag after its push (both
-//     sides use full fences), so a block pushed while the heap was being abandoned is never stranded.
+//     released. A thread that pushed remote frees re-checks the abandoned flag after its push (both
+//     sides use full fences: each stores then loads what the other stored, which release/acquire
+//     does not order), so a block pushed while the heap was being abandoned is never stranded.
 
 /// <summary>The per-thread heap of a <see cref="ThreadLocalAllocator"/>: its segments, pages and counters.</summary>
 internal sealed unsafe class ThreadHeap
