@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using AllocHosting.Allocators.MemorySources;
 using AllocHosting.Allocators.Switchable;
@@ -739,6 +740,43 @@ public unsafe class ThreadLocalAllocatorTests
         Assert.Throws<ArgumentException>(() => allocator.Deallocate(block, 64, 16));
         allocator.Collect();
         Assert.Equal(0, allocator.Statistics.BytesInUse);
+    }
+
+    [Fact]
+    public void Fields_written_per_operation_are_two_cache_lines_from_everything_else()
+    {
+        // False sharing made two threads barely faster than one: a page's owner fields shared a
+        // line with the fields remote freers read on every free, and the GC puts objects of
+        // different threads next to each other. Offsets are measured from the object's first field.
+        using var allocator = new ThreadLocalAllocator();
+        byte* block = allocator.Allocate(64, 16);
+        SlabPage page = ThreadLocalAllocator.PageOf(block)!;
+        ThreadHeap heap = page.Heap!;
+
+        ref byte pageStart = ref Unsafe.As<StrongBox<byte>>(page).Value;
+        long[] owner = [Offset(ref pageStart, ref page.Free), Offset(ref pageStart, ref page.Unformatted), Offset(ref pageStart, ref page.Used)];
+        long[] shared =
+        [
+            Offset(ref pageStart, ref Unsafe.AsRef(in page.Start)), Offset(ref pageStart, ref Unsafe.AsRef(in page.Limit)),
+            Offset(ref pageStart, ref Unsafe.AsRef(in page.BlockSize)), Offset(ref pageStart, ref Unsafe.AsRef(in page.DivisibilityMagic)),
+            Offset(ref pageStart, ref page.Remote.Value),
+        ];
+        foreach (long o in owner)
+        {
+            Assert.True(o >= 128, $"owner field at {o} is within two lines of the object's start");
+            Assert.All(shared, x => Assert.True(Math.Abs(x - o) >= 128, $"owner field at {o} and shared field at {x}"));
+        }
+
+        long remote = Offset(ref pageStart, ref page.Remote.Value);
+        Assert.True(remote >= 128, "the remote list head is two lines from the object's start");
+
+        ref byte heapStart = ref Unsafe.As<StrongBox<byte>>(heap).Value;
+        long count = Offset(ref heapStart, ref heap.AllocationCount);
+        long bytes = Offset(ref heapStart, ref heap.TotalBytesAllocated);
+        Assert.True(count >= 128 && bytes >= 128, $"heap counters at {count} and {bytes}");
+        allocator.Deallocate(block, 64, 16);
+
+        static long Offset<T>(ref byte start, ref T field) => (long)Unsafe.ByteOffset(ref start, ref Unsafe.As<T, byte>(ref field));
     }
 
     [Fact]

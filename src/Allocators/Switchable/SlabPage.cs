@@ -134,7 +134,7 @@ internal sealed unsafe class SlabPage
     }
 
     /// <summary>A word with 128 bytes of padding on either side (two cache lines, as adjacent-line prefetchers pair lines), so that remote pushes do not evict the owner's fields.</summary>
-    [StructLayout(LayoutKind.Explicit, Size = 256)]
+    [StructLayout(LayoutKind.Explicit, Size = 264)]
     public struct PaddedAddress
     {
         /// <summary>The head of the list (0 when empty).</summary>
@@ -143,7 +143,7 @@ internal sealed unsafe class SlabPage
     }
 
     // The owner's hot fields, 128 bytes clear of anything else on either side.
-    [StructLayout(LayoutKind.Explicit, Size = 256)]
+    [StructLayout(LayoutKind.Explicit, Size = 280)]
     private struct OwnerFields
     {
         [FieldOffset(128)]

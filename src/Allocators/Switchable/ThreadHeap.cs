@@ -580,7 +580,7 @@ internal sealed unsafe class ThreadHeap
 }
 
 /// <summary>The per-allocation counters of a heap, 128 bytes clear of anything else on either side.</summary>
-[StructLayout(LayoutKind.Explicit, Size = 256)]
+[StructLayout(LayoutKind.Explicit, Size = 272)]
 internal struct HotCounters
 {
     /// <summary>Blocks handed out.</summary>
