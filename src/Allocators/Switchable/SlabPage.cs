@@ -232,32 +232,27 @@ internal sealed unsafe class RemoteFreeBatch
     /// <summary>The most bytes a batch holds: large blocks are pushed one by one, where a compare-and-swap is small beside touching the block.</summary>
     public const nuint MaximumBytes = 32 * 1024;
 
-    // The page every block of the batch belongs to; null when empty.
-    private SlabPage? _page;
-
-    // The blocks, linked through their first words from _first; _last's link is set by the push.
-    private nuint _first;
-    private nuint _last;
-    private nuint _bytes;
-    private int _count;
+    // Written on every remote free of its thread: padded like the page's owner fields, so that
+    // the reads other threads make of objects the GC placed next to this one do not miss.
+    private State _state;
 
     /// <summary>Blocks held now (tests).</summary>
-    public int Count => _count;
+    public int Count => _state.Count;
 
     /// <summary>Adds a block of <paramref name="page"/> (its stamp written, its heap not abandoned when last checked), pushing the batch when it is full or held another page's blocks.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Add(SlabPage page, nuint block)
     {
-        if (page != _page)
+        if (page != _state.Page)
         {
             StartFor(page, block);
         }
 
-        *(nuint*)block = _first;
-        _first = block;
-        _count++;
-        _bytes += page.BlockSize;
-        if (_count >= MaximumBlocks || _bytes >= MaximumBytes)
+        *(nuint*)block = _state.First;
+        _state.First = block;
+        _state.Count++;
+        _state.Bytes += page.BlockSize;
+        if (_state.Count >= MaximumBlocks || _state.Bytes >= MaximumBytes)
         {
             Flush();
         }
@@ -266,7 +261,7 @@ internal sealed unsafe class RemoteFreeBatch
     /// <summary>Pushes the batch on its page's remote list (its thread only).</summary>
     public void Flush()
     {
-        SlabPage? page = _page;
+        SlabPage? page = _state.Page;
         if (page is null)
         {
             return;
@@ -315,18 +310,18 @@ internal sealed unsafe class RemoteFreeBatch
     private void StartFor(SlabPage page, nuint block)
     {
         Flush();
-        _page = page;
-        _last = block;
+        _state.Page = page;
+        _state.Last = block;
     }
 
     private (nuint First, nuint Last) Take()
     {
-        (nuint first, nuint last) = (_first, _last);
-        _page = null;
-        _first = 0;
-        _last = 0;
-        _bytes = 0;
-        _count = 0;
+        (nuint first, nuint last) = (_state.First, _state.Last);
+        _state.Page = null;
+        _state.First = 0;
+        _state.Last = 0;
+        _state.Bytes = 0;
+        _state.Count = 0;
         return (first, last);
     }
 
@@ -334,7 +329,7 @@ internal sealed unsafe class RemoteFreeBatch
     // Dispose may release the heap concurrently, so the check and the push are made under its lock.
     private void FlushAfterThreadExit()
     {
-        SlabPage? page = _page;
+        SlabPage? page = _state.Page;
         if (page is null)
         {
             return;
@@ -356,5 +351,26 @@ internal sealed unsafe class RemoteFreeBatch
         {
             heap.CollectAbandoned();
         }
+    }
+
+    [StructLayout(LayoutKind.Explicit, Size = 296)]
+    private struct State
+    {
+        // The page every block of the batch belongs to; null when empty.
+        [FieldOffset(128)]
+        public SlabPage? Page;
+
+        // The blocks, linked through their first words from First; Last's link is set by the push.
+        [FieldOffset(136)]
+        public nuint First;
+
+        [FieldOffset(144)]
+        public nuint Last;
+
+        [FieldOffset(152)]
+        public nuint Bytes;
+
+        [FieldOffset(160)]
+        public int Count;
     }
 }
