@@ -248,7 +248,7 @@ internal sealed unsafe class ThreadHeap
 
     /// <summary>
     /// Takes every remote free, gives empty pages back to their segments and releases empty
-    /// segments (owner). Afterwards the heap's counters are exact.
+    /// segments (owner). Afterwards the heap's counters are exact, but for blocks other threads still hold in their batches.
     /// </summary>
     public void Collect()
     {

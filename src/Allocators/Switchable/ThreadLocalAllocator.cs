@@ -196,8 +196,9 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     /// <remarks>
     /// The sum over every heap (including released ones) plus the fallback's statistics. Each heap's
     /// counters are written by its thread without synchronisation and blocks freed by other threads are
-    /// counted when drained, so while threads run the figures are approximate; after
-    /// <see cref="Collect"/> on every thread (or after abandoned heaps are released) they are exact.
+    /// counted when pushed by the freeing thread and drained by the owner, so while threads run the
+    /// figures are approximate; once every thread that freed has called <see cref="Collect"/> (or
+    /// exited) and then every owner has called it (or abandoned heaps are released) they are exact.
     /// To keep the fast path to three counter updates, the slabs' peak is sampled: it is the largest
     /// bytes-in-use figure any read of this property has seen (plus the fallback's own peak).
     /// </remarks>
