@@ -41,6 +41,9 @@ internal sealed unsafe class SlabPage
     /// <summary>The size class.</summary>
     public readonly int ClassIndex;
 
+    /// <summary>How many of the page's blocks a <see cref="RemoteFreeBatch"/> holds before pushing them: <see cref="RemoteFreeBatch.MaximumBlocks"/>, fewer for blocks so large that they would exceed <see cref="RemoteFreeBatch.MaximumBytes"/>, at least 1.</summary>
+    public readonly int RemoteBatchLimit;
+
     /// <summary>The first unit of the segment the page covers, and how many.</summary>
     public readonly int FirstUnit;
 
@@ -91,6 +94,7 @@ internal sealed unsafe class SlabPage
         ClassIndex = classIndex;
         BlockSize = (nuint)SlabSizeClasses.SizeOf(classIndex);
         DivisibilityMagic = (ulong.MaxValue / BlockSize) + 1;
+        RemoteBatchLimit = (int)Math.Clamp(RemoteFreeBatch.MaximumBytes / BlockSize, 1, (nuint)RemoteFreeBatch.MaximumBlocks);
         Start = segment.Start + ((nuint)firstUnit << SlabSizeClasses.UnitShift);
         nuint capacity = ((nuint)unitCount << SlabSizeClasses.UnitShift) / BlockSize;
         Limit = Start + (capacity * BlockSize);
@@ -229,7 +233,7 @@ internal sealed unsafe class RemoteFreeBatch
     /// <summary>The most blocks a batch holds.</summary>
     public const int MaximumBlocks = 32;
 
-    /// <summary>The most bytes a batch holds: large blocks are pushed one by one, where a compare-and-swap is small beside touching the block.</summary>
+    /// <summary>The most bytes a batch holds (it is pushed on reaching them): large blocks are pushed one or two at a time, where a compare-and-swap is small beside touching the block.</summary>
     public const nuint MaximumBytes = 32 * 1024;
 
     // Written on every remote free of its thread: padded like the page's owner fields, so that
@@ -250,9 +254,7 @@ internal sealed unsafe class RemoteFreeBatch
 
         *(nuint*)block = _state.First;
         _state.First = block;
-        _state.Count++;
-        _state.Bytes += page.BlockSize;
-        if (_state.Count >= MaximumBlocks || _state.Bytes >= MaximumBytes)
+        if (++_state.Count >= page.RemoteBatchLimit)
         {
             Flush();
         }
@@ -320,7 +322,6 @@ internal sealed unsafe class RemoteFreeBatch
         _state.Page = null;
         _state.First = 0;
         _state.Last = 0;
-        _state.Bytes = 0;
         _state.Count = 0;
         return (first, last);
     }
@@ -368,9 +369,6 @@ internal sealed unsafe class RemoteFreeBatch
         public nuint Last;
 
         [FieldOffset(152)]
-        public nuint Bytes;
-
-        [FieldOffset(160)]
         public int Count;
     }
 }
