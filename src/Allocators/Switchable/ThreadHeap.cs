@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using AllocHosting.Allocators.MemorySources;
 
 namespace AllocHosting.Allocators.Switchable;
@@ -37,15 +39,26 @@ namespace AllocHosting.Allocators.Switchable;
 // Ownership rules
 // ---------------
 //   * Statistics cost the fast path one page counter (Used) and two heap counters (allocations,
-//     requested bytes); bytes in use are summed over the pages when read.
+//     requested bytes), all owner-only; bytes in use are summed over the pages when read.
 //   * Fields marked "owner" are read and written by the heap's thread without locks or atomics.
 //   * Other threads free into SlabPage.Remote (lock-free push); the owner takes the whole list with
-//     one exchange when a page it needs has no local free block, or in Collect.
+//     one exchange when a page it needs has no local free block, or in Collect. A freeing thread
+//     first links consecutive remote frees into one page in its own RemoteFreeBatch (plain writes)
+//     and pushes the batch with one compare-and-swap: when it holds 32 blocks or 32 KiB, when the
+//     thread frees into another page, takes an allocation slow path or calls Collect, and (by a
+//     finaliser) after the thread died. Batched blocks still count in Used, so nothing they lie in
+//     is released early.
+//   * Cache lines: the fields a thread writes on every operation (a page's Free/Unformatted/Used,
+//     a heap's two counters) and the remote list head sit in structs padded by 128 bytes on each
+//     side (two lines: adjacent-line prefetchers pair them), because the GC places managed objects
+//     of different threads next to each other, and because remote freers read a page's immutable
+//     fields on every free. Nothing allocator-wide is written on a fast path.
 //   * When the owning thread dies its HeapLifetime (referenced only from a [ThreadStatic] field) is
 //     finalised and the heap is abandoned: from then on every owner field is touched only under Lock,
 //     by whichever thread frees into the heap. Once no block is live its segments are unregistered and
-//     released. A thread that pushed a remote free re-checks the abandoned flag after its push (both
-//     sides use full fences), so a block pushed while the heap was being abandoned is never stranded.
+//     released. A thread that pushed remote frees re-checks the abandoned flag after its push (both
+//     sides use full fences: each stores then loads what the other stored, which release/acquire
+//     does not order), so a block pushed while the heap was being abandoned is never stranded.
 
 /// <summary>The per-thread heap of a <see cref="ThreadLocalAllocator"/>: its segments, pages and counters.</summary>
 internal sealed unsafe class ThreadHeap
@@ -83,11 +96,24 @@ internal sealed unsafe class ThreadHeap
     // Statistics: only two counters are kept on the fast path. Blocks in use are the pages' Used
     // counts (summed on read); deallocations are allocations minus blocks in use.
 
-    /// <summary>Blocks handed out by the heap since creation. Read racily by <see cref="ThreadLocalAllocator.Statistics"/>.</summary>
-    public long AllocationCount;
+    // Written on every allocation: padded so that no other thread's hot data (another heap, a page
+    // the GC placed next to this object) and none of the fields other threads read here share
+    // their cache lines.
+    private HotCounters _hot;
 
-    /// <summary>Sum of the sizes requested from the heap since creation. Read racily.</summary>
-    public long TotalBytesAllocated;
+    /// <summary>Blocks handed out by the heap since creation. Owner; read racily by <see cref="ThreadLocalAllocator.Statistics"/>.</summary>
+    public ref long AllocationCount
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => ref _hot.AllocationCount;
+    }
+
+    /// <summary>Sum of the sizes requested from the heap since creation. Owner; read racily.</summary>
+    public ref long TotalBytesAllocated
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => ref _hot.TotalBytesAllocated;
+    }
 
     /// <summary>Bytes of segments held. Read racily by other threads.</summary>
     public long MappedBytes;
@@ -222,7 +248,7 @@ internal sealed unsafe class ThreadHeap
 
     /// <summary>
     /// Takes every remote free, gives empty pages back to their segments and releases empty
-    /// segments (owner). Afterwards the heap's counters are exact.
+    /// segments (owner). Afterwards the heap's counters are exact, but for blocks other threads still hold in their batches.
     /// </summary>
     public void Collect()
     {
@@ -551,6 +577,19 @@ internal sealed unsafe class ThreadHeap
 
         Allocator.OnHeapReleased(this);
     }
+}
+
+/// <summary>The per-allocation counters of a heap, 128 bytes clear of anything else on either side.</summary>
+[StructLayout(LayoutKind.Explicit, Size = 272)]
+internal struct HotCounters
+{
+    /// <summary>Blocks handed out.</summary>
+    [FieldOffset(128)]
+    public long AllocationCount;
+
+    /// <summary>Bytes requested.</summary>
+    [FieldOffset(136)]
+    public long TotalBytesAllocated;
 }
 
 /// <summary>

@@ -28,8 +28,10 @@ namespace AllocHosting.Allocators;
 /// size is its class size, at most 25 % above the request). The allocation fast path pops the
 /// class's current page's free list; the free fast path finds the page in O(1) through a radix
 /// table of pages (so a foreign pointer is rejected, not dereferenced) and pushes the block on
-/// that list. A block freed by another thread is pushed on the page's remote list with one
-/// compare-and-swap; the owner takes such lists whole when a page runs dry, or in <see cref="Collect"/>.
+/// that list. Blocks freed by another thread are batched by that thread per page and pushed on the
+/// page's remote list with one compare-and-swap per batch; the owner takes such lists whole when a
+/// page runs dry, or in <see cref="Collect"/>. Each thread's hot fields have cache lines of their
+/// own, so threads do not slow each other down.
 /// The data layout and ownership rules are described at the top of ThreadHeap.cs.
 /// </para>
 /// <para>
@@ -60,14 +62,19 @@ namespace AllocHosting.Allocators;
 /// What it never does: it never returns a block to another heap than the one it came from, never
 /// dereferences a pointer before finding it in its own page table (a pointer that is neither a slab
 /// block nor a block of the fallback throws <see cref="ArgumentException"/>; the default fallback
-/// tracks its blocks), and never locks or uses atomics when a thread frees its own memory.
+/// tracks its blocks), never locks or uses atomics when a thread frees its own memory, and never
+/// writes allocator-wide state on its fast paths.
 /// </para>
 /// <para>
 /// Limits: a double free is detected when the block was not reallocated in between (a stamp in the
 /// free block), except when two threads free the same block at the same moment. Memory freed by
-/// other threads is reused, and counted in <see cref="Statistics"/>, only once the owning thread
-/// drains it (its next allocation that needs it, or <see cref="Collect"/>), so statistics are
-/// approximate while threads run. Empty pages are returned to their segment under pressure or in
+/// other threads is reused, and counted in <see cref="Statistics"/>, only once the freeing thread
+/// has pushed it and the owning thread drains it (its next allocation that needs it, or
+/// <see cref="Collect"/>), so statistics are approximate while threads run. A thread holds back at
+/// most 32 blocks (at most 32 KiB) it freed into one page of another thread's heap until it frees
+/// into another page, takes an allocation slow path, calls <see cref="Collect"/> or exits (its
+/// batch is then pushed after the next garbage collection); until then those blocks, and an
+/// abandoned heap they lie in, stay in use. Empty pages are returned to their segment under pressure or in
 /// <see cref="Collect"/>; segments are unmapped by <see cref="Collect"/>, when an abandoned heap empties,
 /// and by <see cref="AllocatorBase.Dispose()"/>, which invalidates every block and must only be called
 /// when no thread uses the allocator. An abandoned heap that still holds live blocks keeps its
@@ -89,6 +96,10 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     // Every heap this thread created, one per allocator; the only strong references to the lifetimes.
     [ThreadStatic]
     private static List<HeapLifetime>? t_lifetimes;
+
+    // Blocks this thread freed into another thread's page and has not pushed yet (any allocator).
+    [ThreadStatic]
+    private static RemoteFreeBatch? t_remoteBatch;
 
     private readonly ThreadLocalAllocatorOptions _options;
     private readonly IAllocator _fallback;
@@ -185,8 +196,9 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     /// <remarks>
     /// The sum over every heap (including released ones) plus the fallback's statistics. Each heap's
     /// counters are written by its thread without synchronisation and blocks freed by other threads are
-    /// counted when drained, so while threads run the figures are approximate; after
-    /// <see cref="Collect"/> on every thread (or after abandoned heaps are released) they are exact.
+    /// counted when pushed by the freeing thread and drained by the owner, so while threads run the
+    /// figures are approximate; once every thread that freed has called <see cref="Collect"/> (or
+    /// exited) and then every owner has called it (or abandoned heaps are released) they are exact.
     /// To keep the fast path to three counter updates, the slabs' peak is sampled: it is the largest
     /// bytes-in-use figure any read of this property has seen (plus the fallback's own peak).
     /// </remarks>
@@ -238,13 +250,16 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     }
 
     /// <summary>
-    /// On the calling thread's heap (if it has one): takes every block other threads freed, gives
-    /// empty pages back to their segments and unmaps empty segments. Other threads' heaps are untouched.
+    /// Pushes the blocks the calling thread freed into other threads' heaps and has not handed back
+    /// yet, then, on the calling thread's heap (if it has one), takes every block other threads
+    /// freed, gives empty pages back to their segments and unmaps empty segments. Other threads'
+    /// heaps are untouched.
     /// </summary>
     /// <exception cref="ObjectDisposedException">The allocator was disposed.</exception>
     public void Collect()
     {
         ThrowIfDisposed();
+        t_remoteBatch?.Flush();
         FindCurrentHeap()?.Collect();
     }
 
@@ -505,6 +520,9 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
         return null;
     }
 
+    /// <summary>The calling thread's batch of remote frees, or null when it never freed into another heap (tests).</summary>
+    internal static RemoteFreeBatch? CurrentRemoteBatch => t_remoteBatch;
+
     /// <summary>The live heaps (tests).</summary>
     internal ThreadHeap[] FindHeapsForTesting()
     {
@@ -554,6 +572,9 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     private byte* AllocateGeneric(nuint size, nuint alignment)
     {
         ThrowIfDisposed();
+
+        // A cheap moment to hand back what this thread freed into other heaps.
+        t_remoteBatch?.Flush();
         int classIndex = SlabClassOf(size, alignment);
         if (classIndex < 0)
         {
@@ -697,13 +718,9 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
         }
         else
         {
-            // The compare-and-swap in PushRemote is a full fence and pairs with the exchange in
-            // ThreadHeap.Abandon: either this thread sees the flag or the abandoning thread sees the block.
-            page.PushRemote(block);
-            if (heap.IsAbandoned)
-            {
-                heap.CollectAbandoned();
-            }
+            // Batched: consecutive frees into one page cost one compare-and-swap per batch. The
+            // flush re-checks the abandoned flag after its push (see RemoteFreeBatch).
+            (t_remoteBatch ??= new RemoteFreeBatch()).Add(page, block);
         }
     }
 
