@@ -112,11 +112,22 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
 
     private readonly IAllocator _global;
 
-    // _global when it is an untracked NativeMemoryAllocator (the default), else null: the global-mode
-    // paths call it through its sealed type, so the call devirtualises and inlines.
+    // Typed views of _global and _threadLocal, set when they are of that type, else null. The hot
+    // paths call the sealed types directly (devirtualised, inlined) and every AllocatorBase through
+    // its "already validated" entry points, so a request is validated once, by this allocator.
+    // _plainNativeGlobal: _global when it is an untracked NativeMemoryAllocator (the default).
     private readonly NativeMemoryAllocator? _plainNativeGlobal;
+    private readonly AllocatorBase? _globalBase;
     private readonly IAllocator? _threadLocal;
+    private readonly ThreadLocalAllocator? _slabThreadLocal;
+    private readonly AllocatorBase? _threadLocalBase;
     private readonly bool _globalKnowsOwnership;
+
+    // A hint for the free path, which reads no thread-static: the state of the latest switch that
+    // installed a context allocator (any flow, any thread), or null. Its context allocator is the
+    // likely owner of a block being freed; a check of its live range (empty once disposed) gives the
+    // same answer as the owner registry, so a stale hint only costs that check.
+    private FlowState? _recentContext;
 
     // The per-flow choice; null in a flow that never switched (= _globalState).
     private readonly AsyncLocal<FlowState?> _flow;
@@ -137,6 +148,9 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         _threadLocal = threadLocal ?? DefaultThreadLocal();
         _globalKnowsOwnership = KnowsItsBlocks(_global);
         _plainNativeGlobal = _global is NativeMemoryAllocator { TracksOwnership: false } native ? native : null;
+        _globalBase = _global as AllocatorBase;
+        _slabThreadLocal = _threadLocal as ThreadLocalAllocator;
+        _threadLocalBase = _threadLocal as AllocatorBase;
         _globalState = new FlowState(this, AllocatorKind.Global, null);
         _flow = new AsyncLocal<FlowState?>(OnFlowChanged);
     }
@@ -269,6 +283,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
             throw new ArgumentException("The state was saved from another SwitchableAllocator; restore it on the instance that saved it.", nameof(state));
         }
 
+        NoteContext(state.Flow);
         _flow.Value = state.Flow;
     }
 
@@ -290,6 +305,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         FlowState? current = _flow.Value;
         if (ReferenceEquals(current, installed))
         {
+            NoteContext(previous);
             _flow.Value = previous;
         }
         else if (!ReferenceEquals(current, previous))
@@ -304,50 +320,63 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     protected override byte* AllocateCore(nuint size, nuint alignment)
     {
         FlowState state = CurrentState();
-        byte* pointer;
         if (state.Kind == AllocatorKind.Global)
         {
-            if (_plainNativeGlobal is { } native)
-            {
-                native.TryAllocate(size, alignment, out pointer);
-            }
-            else
-            {
-                _global.TryAllocate(size, alignment, out pointer);
-            }
-
-            return pointer;
+            return _plainNativeGlobal is { } native ? native.AllocatePrevalidated(size, alignment) : AllocateGlobal(size, alignment);
         }
 
-        if (state.Kind == AllocatorKind.Context)
-        {
-            state.Context!.TryAllocate(size, alignment, out pointer);
-        }
-        else
-        {
-            _threadLocal!.TryAllocate(size, alignment, out pointer);
-        }
-
+        byte* pointer = state.Kind == AllocatorKind.Context
+            ? state.DirectBump is { } bump ? bump.AllocateValidated(size, alignment) : state.Context!.AllocatePrevalidated(size, alignment)
+            : _slabThreadLocal is { } slab ? slab.AllocatePrevalidated(size, alignment) : AllocateThreadLocal(size, alignment);
         return pointer != null || !FallBackToGlobal ? pointer : AllocateFallback(size, alignment);
     }
 
     /// <summary>Frees the block into the allocator that owns it, whatever the current kind.</summary>
+    /// <remarks>
+    /// The likely owners are asked first, each with a check that gives the same answer as the
+    /// owner registry: the thread-local allocator through its page map, then the context allocator
+    /// installed most recently through its live range. The current flow's state is not read here:
+    /// a thread-static read costs more than these checks.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
     {
-        // The common owners get direct (devirtualised) calls; the rest goes through OwnerOf.
+        if (_slabThreadLocal is { } slab && SlabPageMap.Find((nuint)pointer) is { } page && page.Allocator == slab)
+        {
+            slab.DeallocatePrevalidated(pointer, size, alignment);
+            return;
+        }
+
+        if (_recentContext is { } recent)
+        {
+            if (recent.DirectBump is { } bump)
+            {
+                if (bump.Owns(pointer))
+                {
+                    bump.DeallocatePrevalidated(pointer, size, alignment);
+                    return;
+                }
+            }
+            else if (InRange(recent.Context!, pointer))
+            {
+                recent.Context!.DeallocatePrevalidated(pointer, size, alignment);
+                return;
+            }
+        }
+
+        // The common owners get direct (devirtualised) calls; the rest goes through Route.
         object? owner = OwnerRegistry.Find((nuint)pointer);
         if (owner is null && _plainNativeGlobal is { } native)
         {
-            native.Deallocate(pointer, size, alignment);
+            native.DeallocatePrevalidated(pointer, size, alignment);
         }
-        else if (owner is ContextAllocator context)
+        else if (owner is ContextAllocator registered)
         {
-            context.Deallocate(pointer, size, alignment);
+            registered.DeallocatePrevalidated(pointer, size, alignment);
         }
         else
         {
-            Route(owner, pointer).Deallocate(pointer, size, alignment);
+            DeallocateRouted(owner, pointer, size, alignment);
         }
     }
 
@@ -425,10 +454,65 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     private void OnFlowChanged(AsyncLocalValueChangedArgs<FlowState?> args) =>
         t_current = args.CurrentValue ?? _globalState;
 
+    private static bool InRange(ContextAllocator context, byte* pointer)
+    {
+        MemoryRange range = context.Range;
+        return (nuint)pointer - range.From < range.Length;
+    }
+
     private AllocatorScope Switch(FlowState? previous, FlowState next)
     {
+        NoteContext(next);
         _flow.Value = next;
         return new AllocatorScope(this, previous, next);
+    }
+
+    // Points the free path's hint at a state that carries a context allocator; written only when it
+    // changes, so that flows sharing one context do not keep dirtying the cache line.
+    private void NoteContext(FlowState? state)
+    {
+        if (state?.Context is { } context && !ReferenceEquals(_recentContext?.Context, context))
+        {
+            _recentContext = state;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* AllocateGlobal(nuint size, nuint alignment)
+    {
+        if (_globalBase is { } global)
+        {
+            return global.AllocatePrevalidated(size, alignment);
+        }
+
+        _global.TryAllocate(size, alignment, out byte* pointer);
+        return pointer;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* AllocateThreadLocal(nuint size, nuint alignment)
+    {
+        if (_threadLocalBase is { } threadLocal)
+        {
+            return threadLocal.AllocatePrevalidated(size, alignment);
+        }
+
+        _threadLocal!.TryAllocate(size, alignment, out byte* pointer);
+        return pointer;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void DeallocateRouted(object? owner, byte* pointer, nuint size, nuint alignment)
+    {
+        IAllocator target = Route(owner, pointer);
+        if (target is AllocatorBase validatedByUs)
+        {
+            validatedByUs.DeallocatePrevalidated(pointer, size, alignment);
+        }
+        else
+        {
+            target.Deallocate(pointer, size, alignment);
+        }
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
