@@ -129,6 +129,12 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     // same answer as the owner registry, so a stale hint only costs that check.
     private FlowState? _recentContext;
 
+    // True until some flow of this instance leaves plain global mode (a switch to another kind, a
+    // context allocator installed); never set again. While true every flow is in global mode, so
+    // allocation skips the thread-static read. Cleared (release) before the state that leaves global
+    // mode is published, so a flow that can see such a state also sees the flag cleared.
+    private bool _allFlowsGlobal = true;
+
     // The per-flow choice; null in a flow that never switched (= _globalState).
     private readonly AsyncLocal<FlowState?> _flow;
 
@@ -316,27 +322,35 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     }
 
     /// <inheritdoc />
+    /// <remarks>
+    /// Inlined: the sealed common targets (an untracked <see cref="NativeMemoryAllocator"/>, the
+    /// <see cref="ThreadLocalAllocator"/>, the bump allocator of a single-threaded short-lived context)
+    /// through their already-validated entry points; every other target out of line.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected override byte* AllocateCore(nuint size, nuint alignment)
     {
-        FlowState state = CurrentState();
-        if (state.Kind == AllocatorKind.Global)
+        if (!_allFlowsGlobal)
         {
-            return _plainNativeGlobal is { } native ? native.AllocatePrevalidated(size, alignment) : AllocateGlobal(size, alignment);
+            FlowState state = CurrentState();
+            if (state.Kind != AllocatorKind.Global)
+            {
+                byte* pointer = state.Kind == AllocatorKind.Context && state.DirectBump is { } bump ? bump.AllocateValidated(size, alignment)
+                    : state.Kind == AllocatorKind.ThreadLocal && _slabThreadLocal is { } slab ? slab.AllocatePrevalidated(size, alignment)
+                    : AllocateOutOfLine(state, size, alignment);
+                return pointer != null || !FallBackToGlobal ? pointer : AllocateFallback(size, alignment);
+            }
         }
 
-        byte* pointer = state.Kind == AllocatorKind.Context
-            ? state.DirectBump is { } bump ? bump.AllocateValidated(size, alignment) : state.Context!.AllocatePrevalidated(size, alignment)
-            : _slabThreadLocal is { } slab ? slab.AllocatePrevalidated(size, alignment) : AllocateThreadLocal(size, alignment);
-        return pointer != null || !FallBackToGlobal ? pointer : AllocateFallback(size, alignment);
+        return _plainNativeGlobal is { } native ? native.AllocatePrevalidated(size, alignment) : AllocateGlobal(size, alignment);
     }
 
     /// <summary>Frees the block into the allocator that owns it, whatever the current kind.</summary>
     /// <remarks>
     /// The likely owners are asked first, each with a check that gives the same answer as the
-    /// owner registry: the thread-local allocator through its page map, then the context allocator
-    /// installed most recently through its live range. The current flow's state is not read here:
-    /// a thread-static read costs more than these checks.
+    /// owner registry: the context allocator installed most recently through its live range (empty
+    /// once disposed), then the thread-local allocator through its page map. The current flow's
+    /// state is not read here: a thread-static read costs more than these checks.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
@@ -357,22 +371,16 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
                     return;
                 }
             }
-            else if (InRange(recent.Context!, pointer))
+            else if (TryDeallocateInContext(recent.Context!, pointer, size, alignment))
             {
-                recent.Context!.DeallocatePrevalidated(pointer, size, alignment);
                 return;
             }
         }
 
-        // The common owners get direct (devirtualised) calls; the rest goes through Route.
         object? owner = OwnerRegistry.Find((nuint)pointer);
         if (owner is null && _plainNativeGlobal is { } native)
         {
             native.DeallocatePrevalidated(pointer, size, alignment);
-        }
-        else if (owner is ContextAllocator registered)
-        {
-            registered.DeallocatePrevalidated(pointer, size, alignment);
         }
         else
         {
@@ -454,10 +462,18 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     private void OnFlowChanged(AsyncLocalValueChangedArgs<FlowState?> args) =>
         t_current = args.CurrentValue ?? _globalState;
 
-    private static bool InRange(ContextAllocator context, byte* pointer)
+    // The free path's check of a context allocator that is not a plain bump allocator.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static bool TryDeallocateInContext(ContextAllocator context, byte* pointer, nuint size, nuint alignment)
     {
         MemoryRange range = context.Range;
-        return (nuint)pointer - range.From < range.Length;
+        if ((nuint)pointer - range.From >= range.Length)
+        {
+            return false;
+        }
+
+        context.DeallocatePrevalidated(pointer, size, alignment);
+        return true;
     }
 
     private AllocatorScope Switch(FlowState? previous, FlowState next)
@@ -471,6 +487,11 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     // changes, so that flows sharing one context do not keep dirtying the cache line.
     private void NoteContext(FlowState? state)
     {
+        if (_allFlowsGlobal && state is not null && (state.Kind != AllocatorKind.Global || state.Context is not null))
+        {
+            Volatile.Write(ref _allFlowsGlobal, false);
+        }
+
         if (state?.Context is { } context && !ReferenceEquals(_recentContext?.Context, context))
         {
             _recentContext = state;
@@ -489,7 +510,12 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         return pointer;
     }
 
+    // The targets AllocateCore does not inline: context allocators other than a single-threaded bump
+    // allocator, thread-local allocators other than ThreadLocalAllocator.
     [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* AllocateOutOfLine(FlowState state, nuint size, nuint alignment) =>
+        state.Kind == AllocatorKind.Context ? state.Context!.AllocatePrevalidated(size, alignment) : AllocateThreadLocal(size, alignment);
+
     private byte* AllocateThreadLocal(nuint size, nuint alignment)
     {
         if (_threadLocalBase is { } threadLocal)
