@@ -56,9 +56,9 @@ namespace AllocHosting.Allocators;
 /// read. The request is validated once, here: the common targets (an untracked
 /// <see cref="NativeMemoryAllocator"/>, the <see cref="ThreadLocalAllocator"/>, the bump allocator
 /// of a single-threaded short-lived <see cref="ContextAllocator"/>) are called directly on their
-/// already-validated paths, inlined. A free reads no per-thread state: it tries the context
-/// allocator installed most recently (a check of its live range), then the thread-local
-/// allocator's page map, then the owner registry; each gives the same answer as the registry.
+/// already-validated paths, inlined. A free reads no per-thread state: it tries the thread-local
+/// allocator's page map, then the context allocator installed most recently (a check of its live
+/// range), then the owner registry; each gives the same answer as the registry.
 /// The thread-static read is the remaining dispatch cost (a few nanoseconds per allocation).
 /// </para>
 /// <para>
@@ -356,8 +356,8 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     /// <summary>Frees the block into the allocator that owns it, whatever the current kind.</summary>
     /// <remarks>
     /// The likely owners are asked first, each with a check that gives the same answer as the
-    /// owner registry: the context allocator installed most recently through its live range (empty
-    /// once disposed), then the thread-local allocator through its page map. The current flow's
+    /// owner registry: the thread-local allocator through its page map, then the context allocator
+    /// installed most recently through its live range (empty once disposed). The current flow's
     /// state is not read here: a thread-static read costs more than these checks.
     /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -491,8 +491,10 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         return new AllocatorScope(this, previous, next);
     }
 
-    // Points the free path's hint at a state that carries a context allocator; written only when it
-    // changes, so that flows sharing one context do not keep dirtying the cache line.
+    // Called before a state is installed: clears _allFlowsGlobal when the state leaves plain global
+    // mode, and points the free path's hint at a state that carries a context allocator. Both are
+    // written only when they change, so that flows sharing one context do not keep dirtying the
+    // cache line.
     private void NoteContext(FlowState? state)
     {
         if (_allFlowsGlobal && state is not null && (state.Kind != AllocatorKind.Global || state.Context is not null))
