@@ -13,7 +13,9 @@ namespace AllocHosting.Allocators.Benchmarks;
 /// <see cref="NativeMemoryAllocator.Shared"/> directly and through a switchable allocator left in
 /// global mode (target: ≤ 1.05× the plain allocator);</item>
 /// <item>small-allocation churn, 64-byte alloc+free pairs, in each mode against the allocator that
-/// mode reaches.</item>
+/// mode reaches; global mode twice: on an instance whose flows never left global mode (allocation
+/// skips the per-thread state) and on one where some flow has switched (the usual case once
+/// context allocators are in use).</item>
 /// </list>
 /// A churn invocation switches mode once (a scope) and runs <see cref="ChurnPairs"/> pairs, so the
 /// switch is amortised and the figures are per pair.
@@ -30,6 +32,7 @@ public unsafe class SwitchableBenchmarks
     private const nuint Alignment = 8;
 
     private SwitchableAllocator _switchable = null!;
+    private SwitchableAllocator _switched = null!;
     private IAllocator _threadLocal = null!;
     private ContextAllocator _context = null!;
 
@@ -38,6 +41,11 @@ public unsafe class SwitchableBenchmarks
     {
         // The defaults: NativeMemoryAllocator.Shared as global, ThreadLocalAllocator.Shared as thread-local.
         _switchable = new SwitchableAllocator();
+        _switched = new SwitchableAllocator();
+        using (_switched.Use(AllocatorKind.ThreadLocal))
+        {
+            // Any flow leaving global mode makes every later allocation read the flow state.
+        }
         _threadLocal = _switchable.ThreadLocal!;
         _context = ContextAllocator.ShortLived(new BumpAllocator(NativeMemorySource.Shared, 1 << 20));
     }
@@ -64,6 +72,16 @@ public unsafe class SwitchableBenchmarks
         using (_switchable.Use(AllocatorKind.Global))
         {
             return Churn(_switchable);
+        }
+    }
+
+    [Benchmark(OperationsPerInvoke = ChurnPairs, Description = "64 B churn, switchable (global mode, after a switch)")]
+    [BenchmarkCategory("churn global")]
+    public nuint ChurnGlobalSwitchableAfterSwitch()
+    {
+        using (_switched.Use(AllocatorKind.Global))
+        {
+            return Churn(_switched);
         }
     }
 

@@ -328,6 +328,32 @@ public abstract unsafe class AllocatorBase : IAllocator, IDisposable
         return moved;
     }
 
+    /// <summary>
+    /// <see cref="Allocate"/> for wrappers in this assembly that validated the request already
+    /// (size &gt; 0, valid alignment): the core allocation plus the failure count, without a second
+    /// validation; <see langword="null"/> when exhausted. Called through a sealed type it inlines
+    /// and devirtualises.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal byte* AllocatePrevalidated(nuint size, nuint alignment)
+    {
+        byte* pointer = AllocateCore(size, alignment);
+        if (pointer == null)
+        {
+            RecordFailure();
+        }
+
+        return pointer;
+    }
+
+    /// <summary>
+    /// <see cref="Deallocate"/> for wrappers in this assembly that validated the arguments already
+    /// (size &gt; 0, non-null pointer, valid alignment).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void DeallocatePrevalidated(byte* pointer, nuint size, nuint alignment) =>
+        DeallocateCore(pointer, size, alignment);
+
     /// <summary>Counts a refused request (cold path; safe from any thread).</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     protected void RecordFailure() => Interlocked.Increment(ref _failures);

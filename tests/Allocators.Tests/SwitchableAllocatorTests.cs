@@ -159,6 +159,160 @@ public class SwitchableAllocatorTests
     }
 
     [Fact]
+    public unsafe void Free_of_a_block_of_an_earlier_context_goes_to_its_owner_not_to_the_context_installed_last()
+    {
+        using var global = new NativeMemoryAllocator(trackOwnership: true);
+        using var first = NewContext();
+        using var second = NewContext();
+        var switchable = new SwitchableAllocator(global);
+
+        byte* a;
+        using (switchable.UseContext(first))
+        {
+            a = switchable.Allocate(48, 8);
+        }
+
+        using (switchable.UseContext(second))
+        {
+            byte* b = switchable.Allocate(48, 8);
+
+            // The free path tries the context installed last (second) first; a must still reach first.
+            switchable.Deallocate(a, 48, 8);
+            Assert.Equal(1, first.Statistics.DeallocationCount);
+            Assert.Equal(0, second.Statistics.DeallocationCount);
+
+            switchable.Deallocate(b, 48, 8);
+            Assert.Equal(1, second.Statistics.DeallocationCount);
+        }
+
+        Assert.Equal(0, global.Statistics.AllocationCount + global.Statistics.DeallocationCount);
+    }
+
+    [Theory]
+    [InlineData("short-lived, thread-safe")]
+    [InlineData("medium-lived")]
+    [InlineData("long-lived")]
+    public unsafe void Context_allocators_other_than_a_plain_bump_allocator_are_served_and_freed_through_the_context_allocator(string form)
+    {
+        using var global = new NativeMemoryAllocator(trackOwnership: true);
+        using ContextAllocator context = form switch
+        {
+            "short-lived, thread-safe" => ContextAllocator.ShortLived(new BumpAllocator(NativeMemorySource.Shared, ContextCapacity), threadSafe: true),
+            "medium-lived" => ContextAllocator.MediumLived(new BitSetAllocator(NativeMemorySource.Shared, 64, 1024)),
+            _ => ContextAllocator.LongLived(new MultipleBinarySearchTreeAllocator(NativeMemorySource.Shared, ContextCapacity)),
+        };
+        var switchable = new SwitchableAllocator(global);
+
+        using (switchable.UseContext(context))
+        {
+            byte* block = switchable.Allocate(100, 8);
+            Assert.True(context.Owns(block));
+            Assert.Equal(1, context.Statistics.AllocationCount);
+
+            using (switchable.Use(AllocatorKind.Global))
+            {
+                switchable.Deallocate(block, 100, 8);
+            }
+
+            // (A thread-safe bump context never rewinds, so only the count shows the free.)
+            Assert.Equal(1, context.Statistics.DeallocationCount);
+        }
+
+        Assert.Equal(0, global.Statistics.AllocationCount);
+    }
+
+    [Fact]
+    public void An_exhausted_context_counts_the_failure_once_in_the_allocator_that_refused()
+    {
+        using var context = NewContext(4096);
+        var switchable = new SwitchableAllocator();
+
+        using (switchable.UseContext(context))
+        {
+            unsafe
+            {
+                Assert.False(switchable.TryAllocate(8192, 8, out byte* pointer));
+                Assert.True(pointer == null);
+            }
+
+            Assert.Throws<AllocatorExhaustedException>(() => Allocate(switchable, 8192));
+        }
+
+        Assert.Equal(2, context.Statistics.FailureCount);
+        Assert.Equal(0, context.Statistics.AllocationCount);
+    }
+
+    [Fact]
+    public async Task An_instance_that_served_only_global_flows_sees_the_first_switch_away_from_global_mode()
+    {
+        using var global = new NativeMemoryAllocator(trackOwnership: true);
+        using var threadLocal = new SynchronizedBumpAllocator();
+        using var context = NewContext();
+        var switchable = new SwitchableAllocator(global, threadLocal);
+
+        // Only global flows so far: allocation does not consult the flow state.
+        Free(switchable, Allocate(switchable, 16), 16);
+        Assert.Equal(1, global.Statistics.AllocationCount);
+
+        // A switch in another flow; this flow stays global.
+        SwitchableAllocatorState saved = await Task.Run(() =>
+        {
+            using (switchable.Use(AllocatorKind.ThreadLocal))
+            {
+                Free(switchable, Allocate(switchable, 16), 16);
+                return switchable.Save();
+            }
+        });
+        Assert.Equal(1, threadLocal.Statistics.AllocationCount);
+        Free(switchable, Allocate(switchable, 16), 16);
+        Assert.Equal(2, global.Statistics.AllocationCount);
+
+        // The saved thread-local state restored in a sibling flow; then a fresh instance's first switch installs a context.
+        await Task.Run(() =>
+        {
+            switchable.Restore(saved);
+            Free(switchable, Allocate(switchable, 16), 16);
+        });
+        Assert.Equal(2, threadLocal.Statistics.AllocationCount);
+
+        var fresh = new SwitchableAllocator(global, threadLocal);
+        Free(fresh, Allocate(fresh, 16), 16);
+        using (fresh.UseContext(context))
+        {
+            Free(fresh, Allocate(fresh, 16), 16);
+        }
+
+        Assert.Equal(1, context.Statistics.AllocationCount);
+        Assert.Equal(3, global.Statistics.AllocationCount);
+        Assert.Equal(0, global.Statistics.BytesInUse);
+        Assert.Equal(2, threadLocal.Statistics.DeallocationCount);
+    }
+
+    [Fact]
+    public unsafe void A_disposed_context_allocator_still_installed_sends_no_free_its_way()
+    {
+        using var global = new NativeMemoryAllocator(trackOwnership: true);
+        var context = NewContext();
+        var switchable = new SwitchableAllocator(global);
+
+        using (switchable.UseContext(context))
+        {
+            byte* globalBlock;
+            using (switchable.Use(AllocatorKind.Global))
+            {
+                globalBlock = switchable.Allocate(64, 8);
+            }
+
+            // The context allocator is still the flow's (and the free path's first guess), but disposed:
+            // its range is empty, so the global block goes to the global allocator.
+            context.Dispose();
+            switchable.Deallocate(globalBlock, 64, 8);
+            Assert.Equal(1, global.Statistics.DeallocationCount);
+            Assert.Equal(0, global.Statistics.BytesInUse);
+        }
+    }
+
+    [Fact]
     public unsafe void W_SW2_freeing_memory_of_a_context_allocator_no_longer_installed_goes_to_that_allocator()
     {
         using var global = new NativeMemoryAllocator(trackOwnership: true);

@@ -20,4 +20,12 @@ internal sealed class FlowState(SwitchableAllocator owner, AllocatorKind kind, C
 
     /// <summary>The flow's context allocator, or <see langword="null"/> when none is installed.</summary>
     public readonly ContextAllocator? Context = context;
+
+    /// <summary>
+    /// The bump allocator inside <see cref="Context"/> when that is a single-threaded short-lived
+    /// context allocator, else <see langword="null"/>. Such a context allocator only forwards to it
+    /// (and reports its statistics), so the switchable allocator may call it directly.
+    /// </summary>
+    public readonly BumpAllocator? DirectBump =
+        context is { Kind: ContextAllocatorKind.ShortLived, IsThreadSafe: false } ? (BumpAllocator)context.Inner : null;
 }

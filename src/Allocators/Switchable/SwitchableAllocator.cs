@@ -52,8 +52,14 @@ namespace AllocHosting.Allocators;
 /// change notification refreshes whenever the thread switches execution context (and on every
 /// switch of allocator). The copy is shared by all instances on a thread and tagged with its owner;
 /// an instance that finds another's copy reads its <see cref="AsyncLocal{T}"/> once and takes the
-/// cache over. In global mode an allocation is that read, one comparison and the call to the global
-/// allocator.
+/// cache over. Until some flow of the instance leaves plain global mode, allocation skips even that
+/// read. The request is validated once, here: the common targets (an untracked
+/// <see cref="NativeMemoryAllocator"/>, the <see cref="ThreadLocalAllocator"/>, the bump allocator
+/// of a single-threaded short-lived <see cref="ContextAllocator"/>) are called directly on their
+/// already-validated paths, inlined. A free reads no per-thread state: it tries the thread-local
+/// allocator's page map, then the context allocator installed most recently (a check of its live
+/// range), then the owner registry; each gives the same answer as the registry.
+/// The thread-static read is the remaining dispatch cost (a few nanoseconds per allocation).
 /// </para>
 /// <para>
 /// <b>Routing by owner</b> (the fix of the seed's W-SW2). <see cref="AllocatorBase.Deallocate"/>,
@@ -112,11 +118,30 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
 
     private readonly IAllocator _global;
 
-    // _global when it is an untracked NativeMemoryAllocator (the default), else null: the global-mode
-    // paths call it through its sealed type, so the call devirtualises and inlines.
+    // Typed views of _global and _threadLocal, set when they are of that type, else null. The hot
+    // paths call the sealed types directly (devirtualised, inlined) and every AllocatorBase through
+    // its "already validated" entry points, so a request is validated once, by this allocator.
+    // _plainNativeGlobal: _global when it is an untracked NativeMemoryAllocator (the default).
     private readonly NativeMemoryAllocator? _plainNativeGlobal;
+    private readonly AllocatorBase? _globalBase;
     private readonly IAllocator? _threadLocal;
+    private readonly ThreadLocalAllocator? _slabThreadLocal;
+    private readonly AllocatorBase? _threadLocalBase;
     private readonly bool _globalKnowsOwnership;
+
+    // A hint for the free path, which reads no thread-static: the state of the latest switch that
+    // installed a context allocator (any flow, any thread), or null. Its context allocator is the
+    // likely owner of a block being freed; a check of its live range (empty once disposed) gives the
+    // same answer as the owner registry, so a stale hint only costs that check. (It keeps that state
+    // and its context allocator object reachable until the next installation; Dispose has released
+    // the memory regardless.)
+    private FlowState? _recentContext;
+
+    // True until some flow of this instance leaves plain global mode (a switch to another kind, a
+    // context allocator installed); never set again. While true every flow is in global mode, so
+    // allocation skips the thread-static read. Cleared (release) before the state that leaves global
+    // mode is published, so a flow that can see such a state also sees the flag cleared.
+    private bool _allFlowsGlobal = true;
 
     // The per-flow choice; null in a flow that never switched (= _globalState).
     private readonly AsyncLocal<FlowState?> _flow;
@@ -137,6 +162,9 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         _threadLocal = threadLocal ?? DefaultThreadLocal();
         _globalKnowsOwnership = KnowsItsBlocks(_global);
         _plainNativeGlobal = _global is NativeMemoryAllocator { TracksOwnership: false } native ? native : null;
+        _globalBase = _global as AllocatorBase;
+        _slabThreadLocal = _threadLocal as ThreadLocalAllocator;
+        _threadLocalBase = _threadLocal as AllocatorBase;
         _globalState = new FlowState(this, AllocatorKind.Global, null);
         _flow = new AsyncLocal<FlowState?>(OnFlowChanged);
     }
@@ -269,6 +297,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
             throw new ArgumentException("The state was saved from another SwitchableAllocator; restore it on the instance that saved it.", nameof(state));
         }
 
+        NoteContext(state.Flow);
         _flow.Value = state.Flow;
     }
 
@@ -290,6 +319,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         FlowState? current = _flow.Value;
         if (ReferenceEquals(current, installed))
         {
+            NoteContext(previous);
             _flow.Value = previous;
         }
         else if (!ReferenceEquals(current, previous))
@@ -300,54 +330,69 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     }
 
     /// <inheritdoc />
+    /// <remarks>
+    /// Inlined: the sealed common targets (an untracked <see cref="NativeMemoryAllocator"/>, the
+    /// <see cref="ThreadLocalAllocator"/>, the bump allocator of a single-threaded short-lived context)
+    /// through their already-validated entry points; every other target out of line.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected override byte* AllocateCore(nuint size, nuint alignment)
     {
-        FlowState state = CurrentState();
-        byte* pointer;
-        if (state.Kind == AllocatorKind.Global)
+        if (!_allFlowsGlobal)
         {
-            if (_plainNativeGlobal is { } native)
+            FlowState state = CurrentState();
+            if (state.Kind != AllocatorKind.Global)
             {
-                native.TryAllocate(size, alignment, out pointer);
+                byte* pointer = state.Kind == AllocatorKind.Context && state.DirectBump is { } bump ? bump.AllocateValidated(size, alignment)
+                    : state.Kind == AllocatorKind.ThreadLocal && _slabThreadLocal is { } slab ? slab.AllocatePrevalidated(size, alignment)
+                    : AllocateOutOfLine(state, size, alignment);
+                return pointer != null || !FallBackToGlobal ? pointer : AllocateFallback(size, alignment);
             }
-            else
-            {
-                _global.TryAllocate(size, alignment, out pointer);
-            }
-
-            return pointer;
         }
 
-        if (state.Kind == AllocatorKind.Context)
-        {
-            state.Context!.TryAllocate(size, alignment, out pointer);
-        }
-        else
-        {
-            _threadLocal!.TryAllocate(size, alignment, out pointer);
-        }
-
-        return pointer != null || !FallBackToGlobal ? pointer : AllocateFallback(size, alignment);
+        return _plainNativeGlobal is { } native ? native.AllocatePrevalidated(size, alignment) : AllocateGlobal(size, alignment);
     }
 
     /// <summary>Frees the block into the allocator that owns it, whatever the current kind.</summary>
+    /// <remarks>
+    /// The likely owners are asked first, each with a check that gives the same answer as the
+    /// owner registry: the thread-local allocator through its page map, then the context allocator
+    /// installed most recently through its live range (empty once disposed). The current flow's
+    /// state is not read here: a thread-static read costs more than these checks.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
     {
-        // The common owners get direct (devirtualised) calls; the rest goes through OwnerOf.
+        if (_slabThreadLocal is { } slab && SlabPageMap.Find((nuint)pointer) is { } page && page.Allocator == slab)
+        {
+            slab.DeallocatePrevalidated(pointer, size, alignment);
+            return;
+        }
+
+        if (_recentContext is { } recent)
+        {
+            if (recent.DirectBump is { } bump)
+            {
+                if (bump.Owns(pointer))
+                {
+                    bump.DeallocatePrevalidated(pointer, size, alignment);
+                    return;
+                }
+            }
+            else if (TryDeallocateInContext(recent.Context!, pointer, size, alignment))
+            {
+                return;
+            }
+        }
+
         object? owner = OwnerRegistry.Find((nuint)pointer);
         if (owner is null && _plainNativeGlobal is { } native)
         {
-            native.Deallocate(pointer, size, alignment);
-        }
-        else if (owner is ContextAllocator context)
-        {
-            context.Deallocate(pointer, size, alignment);
+            native.DeallocatePrevalidated(pointer, size, alignment);
         }
         else
         {
-            Route(owner, pointer).Deallocate(pointer, size, alignment);
+            DeallocateRouted(owner, pointer, size, alignment);
         }
     }
 
@@ -425,10 +470,85 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     private void OnFlowChanged(AsyncLocalValueChangedArgs<FlowState?> args) =>
         t_current = args.CurrentValue ?? _globalState;
 
+    // The free path's check of a context allocator that is not a plain bump allocator.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static bool TryDeallocateInContext(ContextAllocator context, byte* pointer, nuint size, nuint alignment)
+    {
+        MemoryRange range = context.Range;
+        if ((nuint)pointer - range.From >= range.Length)
+        {
+            return false;
+        }
+
+        context.DeallocatePrevalidated(pointer, size, alignment);
+        return true;
+    }
+
     private AllocatorScope Switch(FlowState? previous, FlowState next)
     {
+        NoteContext(next);
         _flow.Value = next;
         return new AllocatorScope(this, previous, next);
+    }
+
+    // Called before a state is installed: clears _allFlowsGlobal when the state leaves plain global
+    // mode, and points the free path's hint at a state that carries a context allocator. Both are
+    // written only when they change, so that flows sharing one context do not keep dirtying the
+    // cache line.
+    private void NoteContext(FlowState? state)
+    {
+        if (_allFlowsGlobal && state is not null && (state.Kind != AllocatorKind.Global || state.Context is not null))
+        {
+            Volatile.Write(ref _allFlowsGlobal, false);
+        }
+
+        if (state?.Context is { } context && !ReferenceEquals(_recentContext?.Context, context))
+        {
+            _recentContext = state;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* AllocateGlobal(nuint size, nuint alignment)
+    {
+        if (_globalBase is { } global)
+        {
+            return global.AllocatePrevalidated(size, alignment);
+        }
+
+        _global.TryAllocate(size, alignment, out byte* pointer);
+        return pointer;
+    }
+
+    // The targets AllocateCore does not inline: context allocators other than a single-threaded bump
+    // allocator, thread-local allocators other than ThreadLocalAllocator.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private byte* AllocateOutOfLine(FlowState state, nuint size, nuint alignment) =>
+        state.Kind == AllocatorKind.Context ? state.Context!.AllocatePrevalidated(size, alignment) : AllocateThreadLocal(size, alignment);
+
+    private byte* AllocateThreadLocal(nuint size, nuint alignment)
+    {
+        if (_threadLocalBase is { } threadLocal)
+        {
+            return threadLocal.AllocatePrevalidated(size, alignment);
+        }
+
+        _threadLocal!.TryAllocate(size, alignment, out byte* pointer);
+        return pointer;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void DeallocateRouted(object? owner, byte* pointer, nuint size, nuint alignment)
+    {
+        IAllocator target = Route(owner, pointer);
+        if (target is AllocatorBase validatedByUs)
+        {
+            validatedByUs.DeallocatePrevalidated(pointer, size, alignment);
+        }
+        else
+        {
+            target.Deallocate(pointer, size, alignment);
+        }
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
