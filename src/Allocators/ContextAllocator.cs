@@ -298,7 +298,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
                 return concurrent;
             case ContextAllocatorKind.ShortLived:
                 // Skips the second validation of the request: the base class did it.
-                return _bump!.AllocateValidated(size, alignment);
+                return _bump!.AllocatePrevalidated(size, alignment);
             case ContextAllocatorKind.MediumLived:
                 _bitSet!.TryAllocate(size, alignment, out byte* pointer);
                 return pointer;

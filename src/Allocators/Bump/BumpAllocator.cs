@@ -265,20 +265,6 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
         return pointer;
     }
 
-    // The allocation path for wrappers in this assembly that validated the request already
-    // (size > 0, valid alignment): AllocateCore plus the failure count.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal byte* AllocateValidated(nuint size, nuint alignment)
-    {
-        byte* pointer = AllocateCore(size, alignment);
-        if (pointer == null)
-        {
-            RecordFailure();
-        }
-
-        return pointer;
-    }
-
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected override byte* AllocateCore(nuint size, nuint alignment)

@@ -343,7 +343,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
             FlowState state = CurrentState();
             if (state.Kind != AllocatorKind.Global)
             {
-                byte* pointer = state.Kind == AllocatorKind.Context && state.DirectBump is { } bump ? bump.AllocateValidated(size, alignment)
+                byte* pointer = state.Kind == AllocatorKind.Context && state.DirectBump is { } bump ? bump.AllocatePrevalidated(size, alignment)
                     : state.Kind == AllocatorKind.ThreadLocal && _slabThreadLocal is { } slab ? slab.AllocatePrevalidated(size, alignment)
                     : AllocateOutOfLine(state, size, alignment);
                 return pointer != null || !FallBackToGlobal ? pointer : AllocateFallback(size, alignment);
