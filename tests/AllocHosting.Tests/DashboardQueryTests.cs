@@ -160,7 +160,9 @@ public sealed partial class DashboardQueryTests
     private static ChildProcess StartSample(int port)
     {
         string dll = SampleAssembly();
-        return ChildProcess.Start("dotnet",
+        // The host running the tests, so that the sample runs on the same runtime even when no dotnet is on PATH.
+        string host = Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
+        return ChildProcess.Start(host,
         [
             dll,
             "--urls", $"http://127.0.0.1:{port}",
