@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using System.Runtime.CompilerServices;
 using AllocHosting.Allocators.Arenas;
 using AllocHosting.Allocators.MemorySources;
 using Microsoft.AspNetCore.Http;
@@ -49,12 +50,20 @@ internal sealed class RequestArenaPool : IDisposable
     private int _idleLowWater;
     private int _waiters;
 
+    // A one-slot cache of an idle chunk in front of _idle, taken and filled without _lock: a
+    // request that fits in one chunk takes back the chunk the previous one returned (LIFO). It
+    // counts as idle. Trim and Dispose empty it under _lock; a return sees _waiters (changed
+    // with Interlocked, so the slot and the count are ordered) and pulses a waiting rent.
+    private ArenaChunk? _hotChunk;
+
     // Set when the spent budget was logged; cleared when a chunk comes back, so an overload logs
     // one warning per episode instead of one per refused rent.
     private bool _budgetSpentLogged;
     private long _rejectedSinceHealthCheck;
 
-    // Arena objects, reused across requests.
+    // Arena objects, reused across requests. _hotArena is a one-slot cache in front of the
+    // stack: the common rent/return pair costs one exchange each instead of a lock each.
+    private RequestArena? _hotArena;
     private readonly Lock _arenaLock = new();
     private readonly RequestArena?[] _arenas = new RequestArena?[MaxPooledArenas];
     private int _arenaCount;
@@ -125,7 +134,7 @@ internal sealed class RequestArenaPool : IDisposable
         {
             lock (_lock)
             {
-                return _idleCount;
+                return _idleCount + HotChunkCount;
             }
         }
     }
@@ -137,7 +146,7 @@ internal sealed class RequestArenaPool : IDisposable
         {
             lock (_lock)
             {
-                return _allChunks.Count - _idleCount;
+                return _allChunks.Count - _idleCount - HotChunkCount;
             }
         }
     }
@@ -179,6 +188,14 @@ internal sealed class RequestArenaPool : IDisposable
 
     public RequestArena RentArena(HttpContext context)
     {
+        RequestArena? arena = Interlocked.Exchange(ref _hotArena, null) ?? RentPooledArena();
+        arena.Activate(context);
+        return arena;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private RequestArena RentPooledArena()
+    {
         RequestArena? arena = null;
         lock (_arenaLock)
         {
@@ -189,9 +206,7 @@ internal sealed class RequestArenaPool : IDisposable
             }
         }
 
-        arena ??= new RequestArena(this, _maxChunksPerRequest);
-        arena.Activate(context);
-        return arena;
+        return arena ?? new RequestArena(this, _maxChunksPerRequest);
     }
 
     /// <summary>Ends the arena's request: releases its memory, records its usage, and keeps the object for the next request.</summary>
@@ -211,6 +226,15 @@ internal sealed class RequestArenaPool : IDisposable
             _logger.RequestRejected(context.TraceIdentifier);
         }
 
+        if (Interlocked.CompareExchange(ref _hotArena, arena, null) is not null)
+        {
+            ReturnPooledArena(arena);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ReturnPooledArena(RequestArena arena)
+    {
         lock (_arenaLock)
         {
             if (_arenaCount < _arenas.Length)
@@ -222,9 +246,11 @@ internal sealed class RequestArenaPool : IDisposable
 
     /// <summary>Gives a request its next chunk: an idle one, a new one within the budget, or (policy Wait) one that comes back soon.</summary>
     /// <exception cref="RequestArenaBudgetExceededException">The budget is spent.</exception>
+    private int HotChunkCount => Volatile.Read(ref _hotChunk) is null ? 0 : 1;
+
     public ArenaChunk TakeChunk(RequestArena arena)
     {
-        ArenaChunk? chunk = TryTakeChunk();
+        ArenaChunk? chunk = Interlocked.Exchange(ref _hotChunk, null) ?? TryTakeChunk();
         if (chunk is null && _options.BudgetPolicy == ArenaBudgetPolicy.Wait && _options.BudgetWaitTimeout > TimeSpan.Zero)
         {
             chunk = WaitForChunk(_options.BudgetWaitTimeout);
@@ -243,6 +269,48 @@ internal sealed class RequestArenaPool : IDisposable
     }
 
     public void ReturnChunk(ArenaChunk chunk)
+    {
+        // The chunk given back last is handed out first: it takes the slot, and the one it
+        // displaces (hotter than any on the stack) goes on top of the stack.
+        ArenaChunk? displaced = Interlocked.Exchange(ref _hotChunk, chunk);
+        if (displaced is not null)
+        {
+            ReturnIdleChunk(displaced);
+        }
+
+        if (Volatile.Read(ref _disposed) || Volatile.Read(ref _budgetSpentLogged) || Volatile.Read(ref _waiters) > 0)
+        {
+            SettleHotChunk();
+        }
+    }
+
+    // After a chunk went to the hot slot while the pool was disposed, a spent budget was logged
+    // or a rent was waiting: the rare cases that need _lock.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void SettleHotChunk()
+    {
+        lock (_lock)
+        {
+            _budgetSpentLogged = false;
+            if (_disposed)
+            {
+                ArenaChunk? hot = Interlocked.Exchange(ref _hotChunk, null);
+                if (hot is not null)
+                {
+                    DisposeChunk(hot);
+                }
+
+                return;
+            }
+
+            if (_waiters > 0)
+            {
+                Monitor.Pulse(_lock);
+            }
+        }
+    }
+
+    private void ReturnIdleChunk(ArenaChunk chunk)
     {
         lock (_lock)
         {
@@ -303,6 +371,14 @@ internal sealed class RequestArenaPool : IDisposable
             if (_disposed)
             {
                 return;
+            }
+
+            // The hot chunk joins the top of the stack; it was not idle all interval, as far as
+            // the low-water mark knows, so it is not trimmed now.
+            ArenaChunk? hot = Interlocked.Exchange(ref _hotChunk, null);
+            if (hot is not null)
+            {
+                _idle[_idleCount++] = hot;
             }
 
             int surplus = Math.Min(_idleLowWater, _idleCount);
@@ -372,7 +448,13 @@ internal sealed class RequestArenaPool : IDisposable
                 return;
             }
 
-            _disposed = true;
+            Volatile.Write(ref _disposed, true);
+            ArenaChunk? hot = Interlocked.Exchange(ref _hotChunk, null);
+            if (hot is not null)
+            {
+                DisposeChunk(hot);
+            }
+
             for (int i = 0; i < _idleCount; i++)
             {
                 DisposeChunk(_idle[i]);
@@ -435,6 +517,12 @@ internal sealed class RequestArenaPool : IDisposable
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            ArenaChunk? hot = Interlocked.Exchange(ref _hotChunk, null);
+            if (hot is not null)
+            {
+                return hot;
+            }
+
             if (_idleCount > 0)
             {
                 ArenaChunk chunk = _idle[--_idleCount];
@@ -456,12 +544,12 @@ internal sealed class RequestArenaPool : IDisposable
         long deadline = Environment.TickCount64 + (long)timeout.TotalMilliseconds;
         lock (_lock)
         {
-            _waiters++;
+            Interlocked.Increment(ref _waiters);
             try
             {
                 while (!_disposed)
                 {
-                    if (_idleCount > 0 || _allChunks.Count < MaxChunks)
+                    if (_idleCount > 0 || _allChunks.Count < MaxChunks || Volatile.Read(ref _hotChunk) is not null)
                     {
                         break;
                     }
@@ -475,7 +563,7 @@ internal sealed class RequestArenaPool : IDisposable
             }
             finally
             {
-                _waiters--;
+                Interlocked.Decrement(ref _waiters);
             }
 
             return _disposed ? null : TryTakeChunk();

@@ -73,6 +73,10 @@ public sealed unsafe class ArenaChunk : IDisposable
     private Memory<byte> _memory;
     private readonly object?[] _typed = new object?[TypedManagerSlots];
     private readonly Lock _typedLock = new();
+
+    // Set (under _typedLock) when _typed holds a manager, so a use that rented only bytes
+    // retires without taking _typedLock.
+    private volatile bool _hasTyped;
     private bool _disposed;
 
     private ArenaChunk(IMemorySource source, byte* region, nuint regionSize, BumpAllocator? bump, BitSetAllocator? bitSet)
@@ -381,6 +385,7 @@ public sealed unsafe class ArenaChunk : IDisposable
                 {
                     var created = new ArenaChunkMemoryManager<T>((T*)_usable, _capacity / sizeof(T));
                     _typed[i] = created;
+                    _hasTyped = true;
                     return created;
                 }
             }
@@ -392,8 +397,14 @@ public sealed unsafe class ArenaChunk : IDisposable
     private void RetireManagers()
     {
         _bytes.Retire();
+        if (!_hasTyped)
+        {
+            return;
+        }
+
         lock (_typedLock)
         {
+            _hasTyped = false;
             for (int i = 0; i < _typed.Length && _typed[i] is not null; i++)
             {
                 ((IDisposable)_typed[i]!).Dispose();
