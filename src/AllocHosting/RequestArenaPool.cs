@@ -21,6 +21,11 @@ namespace AllocHosting;
 /// the most recently returned goes out first, so its pages and cache lines are warm.
 /// </para>
 /// <para>
+/// Cost: the top of that stack and the most recently returned arena object each sit in a
+/// one-slot cache taken and filled with a single atomic exchange, so a request that fits in one
+/// chunk takes no pool lock; the locks guard only the deeper stacks, growth, trimming and waits.
+/// </para>
+/// <para>
 /// Budget: at most <see cref="MaxChunks"/> chunks exist. When none is idle and none can be
 /// created, a rent waits (policy Wait) for a chunk to come back, then is rejected.
 /// Trimming: every <c>IdleTrimInterval</c> the chunks that stayed idle through the whole interval
