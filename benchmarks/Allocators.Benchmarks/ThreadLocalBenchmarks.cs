@@ -34,82 +34,30 @@ public unsafe class ThreadLocalBenchmarks
     public void Cleanup() => _threadLocal.Dispose();
 
     [Benchmark(Baseline = true, Description = "ArrayPool.Shared")]
-    public byte ArrayPoolShared()
-    {
-        byte[] array = ArrayPool<byte>.Shared.Rent(Size);
-        byte result = Touch(array.AsSpan(0, Size));
-        ArrayPool<byte>.Shared.Return(array);
-        return result;
-    }
+    public byte ArrayPoolShared() => PeerRoundTrips.ArrayPoolShared(Size);
 
     [Benchmark(Description = "NativeMemory (glibc)")]
-    public byte Glibc()
-    {
-        byte* p = (byte*)NativeMemory.Alloc((nuint)Size);
-        byte result = Touch(p);
-        NativeMemory.Free(p);
-        return result;
-    }
+    public byte Glibc() => PeerRoundTrips.Glibc(Size);
 
     [Benchmark(Description = "mimalloc")]
-    public byte Mimalloc()
-    {
-        if (_mi is null)
-        {
-            return 0;
-        }
-
-        byte* p = (byte*)_mi.Malloc((nuint)Size);
-        byte result = Touch(p);
-        _mi.Free(p);
-        return result;
-    }
+    public byte Mimalloc() => PeerRoundTrips.Mimalloc(_mi, Size);
 
     [Benchmark(Description = "jemalloc")]
-    public byte Jemalloc()
-    {
-        if (_je is null)
-        {
-            return 0;
-        }
-
-        byte* p = (byte*)_je.Malloc((nuint)Size);
-        byte result = Touch(p);
-        _je.Free(p);
-        return result;
-    }
+    public byte Jemalloc() => PeerRoundTrips.Jemalloc(_je, Size);
 
     [Benchmark(Description = "jemalloc, no GC transition")]
-    public byte JemallocNoTransition()
-    {
-        if (_je is null)
-        {
-            return 0;
-        }
-
-        byte* p = (byte*)_je.MallocNoTransition((nuint)Size);
-        byte result = Touch(p);
-        _je.FreeNoTransition(p);
-        return result;
-    }
+    public byte JemallocNoTransition() => PeerRoundTrips.JemallocNoTransition(_je, Size);
 
     [Benchmark(Description = "ThreadLocalAllocator")]
     public byte ThreadLocal()
     {
         byte* p = _threadLocal.Allocate((nuint)Size, Alignment);
-        byte result = Touch(p);
+        byte result = PeerRoundTrips.Touch(p, Size);
         _threadLocal.Deallocate(p, (nuint)Size, Alignment);
         return result;
     }
 
-    private byte Touch(byte* p) => Touch(new Span<byte>(p, Size));
 
-    private static byte Touch(Span<byte> block)
-    {
-        block[0] = 1;
-        block[^1] = 2;
-        return (byte)(block[0] + block[^1]);
-    }
 }
 
 /// <summary>

@@ -108,84 +108,28 @@ public unsafe class TreeAllocatorBenchmarks
     // ---- Ping-pong ----
 
     [Benchmark(Baseline = true, Description = "ArrayPool.Shared")]
-    public byte ArrayPoolShared()
-    {
-        byte[] array = ArrayPool<byte>.Shared.Rent(Size);
-        byte result = Touch(array.AsSpan(0, Size));
-        ArrayPool<byte>.Shared.Return(array);
-        return result;
-    }
+    public byte ArrayPoolShared() => PeerRoundTrips.ArrayPoolShared(Size);
 
     [Benchmark(Description = "NativeMemory (glibc)")]
-    public byte Glibc()
-    {
-        byte* p = (byte*)NativeMemory.Alloc((nuint)Size);
-        byte result = Touch(p, Size);
-        NativeMemory.Free(p);
-        return result;
-    }
+    public byte Glibc() => PeerRoundTrips.Glibc(Size);
 
     [Benchmark(Description = "mimalloc")]
-    public byte Mimalloc()
-    {
-        if (_mi is null)
-        {
-            return 0;
-        }
-
-        byte* p = (byte*)_mi.Malloc((nuint)Size);
-        byte result = Touch(p, Size);
-        _mi.Free(p);
-        return result;
-    }
+    public byte Mimalloc() => PeerRoundTrips.Mimalloc(_mi, Size);
 
     [Benchmark(Description = "mimalloc, no GC transition")]
-    public byte MimallocNoTransition()
-    {
-        if (_mi is null)
-        {
-            return 0;
-        }
-
-        byte* p = (byte*)_mi.MallocNoTransition((nuint)Size);
-        byte result = Touch(p, Size);
-        _mi.FreeNoTransition(p);
-        return result;
-    }
+    public byte MimallocNoTransition() => PeerRoundTrips.MimallocNoTransition(_mi, Size);
 
     [Benchmark(Description = "jemalloc")]
-    public byte Jemalloc()
-    {
-        if (_je is null)
-        {
-            return 0;
-        }
-
-        byte* p = (byte*)_je.Malloc((nuint)Size);
-        byte result = Touch(p, Size);
-        _je.Free(p);
-        return result;
-    }
+    public byte Jemalloc() => PeerRoundTrips.Jemalloc(_je, Size);
 
     [Benchmark(Description = "jemalloc, no GC transition")]
-    public byte JemallocNoTransition()
-    {
-        if (_je is null)
-        {
-            return 0;
-        }
-
-        byte* p = (byte*)_je.MallocNoTransition((nuint)Size);
-        byte result = Touch(p, Size);
-        _je.FreeNoTransition(p);
-        return result;
-    }
+    public byte JemallocNoTransition() => PeerRoundTrips.JemallocNoTransition(_je, Size);
 
     [Benchmark(Description = "MultipleBinarySearchTreeAllocator")]
     public byte Tree()
     {
         byte* p = _tree.Allocate((nuint)Size, Alignment);
-        byte result = Touch(p, Size);
+        byte result = PeerRoundTrips.Touch(p, Size);
         _tree.Deallocate(p, (nuint)Size, Alignment);
         return result;
     }
@@ -200,7 +144,7 @@ public unsafe class TreeAllocatorBenchmarks
         ArrayPool<byte>.Shared.Return(_poolWindow[slot]);
         byte[] array = ArrayPool<byte>.Shared.Rent(size);
         _poolWindow[slot] = array;
-        return Touch(array.AsSpan(0, size));
+        return PeerRoundTrips.Touch(array.AsSpan(0, size));
     }
 
     [Benchmark(Description = "churn: NativeMemory (glibc)")]
@@ -211,7 +155,7 @@ public unsafe class TreeAllocatorBenchmarks
         NativeMemory.Free((void*)_glibcWindow[slot]);
         byte* p = (byte*)NativeMemory.Alloc((nuint)size);
         _glibcWindow[slot] = (nuint)p;
-        return Touch(p, size);
+        return PeerRoundTrips.Touch(p, size);
     }
 
     [Benchmark(Description = "churn: mimalloc, no GC transition")]
@@ -227,7 +171,7 @@ public unsafe class TreeAllocatorBenchmarks
         _mi.FreeNoTransition((void*)_miWindow[slot]);
         byte* p = (byte*)_mi.MallocNoTransition((nuint)size);
         _miWindow[slot] = (nuint)p;
-        return Touch(p, size);
+        return PeerRoundTrips.Touch(p, size);
     }
 
     [Benchmark(Description = "churn: jemalloc, no GC transition")]
@@ -243,7 +187,7 @@ public unsafe class TreeAllocatorBenchmarks
         _je.FreeNoTransition((void*)_jeWindow[slot]);
         byte* p = (byte*)_je.MallocNoTransition((nuint)size);
         _jeWindow[slot] = (nuint)p;
-        return Touch(p, size);
+        return PeerRoundTrips.Touch(p, size);
     }
 
     [Benchmark(Description = "churn: MultipleBinarySearchTreeAllocator")]
@@ -258,15 +202,6 @@ public unsafe class TreeAllocatorBenchmarks
         byte* p = _tree.Allocate((nuint)size, Alignment);
         _treeWindow[slot] = (nuint)p;
         _windowSizes[slot] = size;
-        return Touch(p, size);
-    }
-
-    private static byte Touch(byte* p, int size) => Touch(new Span<byte>(p, size));
-
-    private static byte Touch(Span<byte> block)
-    {
-        block[0] = 1;
-        block[^1] = 2;
-        return (byte)(block[0] + block[^1]);
+        return PeerRoundTrips.Touch(p, size);
     }
 }
