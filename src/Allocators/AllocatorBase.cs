@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
@@ -375,7 +376,13 @@ public abstract unsafe class AllocatorBase : IAllocator, IDisposable
         throw new AllocatorExhaustedException(Name, size, alignment);
     }
 
+    /// <summary>
+    /// Throws the <see cref="AllocatorExhaustedException"/> for a request of <paramref name="size"/>
+    /// bytes at <paramref name="alignment"/>, without counting a failure (for callers that counted
+    /// it already).
+    /// </summary>
+    [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowExhaustedNoCount(nuint size, nuint alignment) =>
+    protected void ThrowExhaustedNoCount(nuint size, nuint alignment) =>
         throw new AllocatorExhaustedException(Name, size, alignment);
 }

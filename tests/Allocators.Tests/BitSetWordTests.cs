@@ -24,21 +24,31 @@ public unsafe class BitSetWordTests
         Assert.Equal(expected, BitSetWord.BottomMask(count));
 
     [Fact]
-    public void W_BS2_set_top_64_bits_sets_the_whole_word()
+    public void W_BS2_set_run_of_64_blocks_sets_the_whole_word()
     {
+        Assert.Equal(ulong.MaxValue, BitSetWord.BlocksMask(0, 64));
         ulong word = 0;
-        BitSetWord.SetTop(ref word, 64);
+        BitSetWord.SetRun(&word, 0, 64);
         Assert.Equal(ulong.MaxValue, word);
-        BitSetWord.ClearTop(ref word, 64);
+        BitSetWord.ClearRun(&word, 0, 64);
         Assert.Equal(0UL, word);
-        BitSetWord.SetBottom(ref word, 64);
-        Assert.Equal(ulong.MaxValue, word);
-        BitSetWord.ClearBottom(ref word, 64);
+
+        // A run that starts mid-word and ends exactly at the word's end (a head of 64 − 1 bits, no tail).
+        BitSetWord.SetRun(&word, 1, 63);
+        Assert.Equal(ulong.MaxValue >> 1, word);
+        BitSetWord.ClearRun(&word, 1, 63);
         Assert.Equal(0UL, word);
-        BitSetWord.SetMiddle(ref word, 64, 64);
-        Assert.Equal(ulong.MaxValue, word);
-        BitSetWord.ClearMiddle(ref word, 64, 64);
-        Assert.Equal(0UL, word);
+
+        // Two whole words.
+        ulong* words = stackalloc ulong[2];
+        words[0] = 0;
+        words[1] = 0;
+        BitSetWord.SetRun(words, 0, 128);
+        Assert.Equal(ulong.MaxValue, words[0]);
+        Assert.Equal(ulong.MaxValue, words[1]);
+        BitSetWord.ClearRun(words, 0, 128);
+        Assert.Equal(0UL, words[0]);
+        Assert.Equal(0UL, words[1]);
     }
 
     [Theory]
@@ -47,20 +57,20 @@ public unsafe class BitSetWordTests
     [InlineData(7)]
     [InlineData(33)]
     [InlineData(63)]
-    public void Set_and_clear_top_and_bottom_change_exactly_n_bits(int count)
+    public void Set_and_clear_run_at_either_end_of_a_word_change_exactly_n_bits(int count)
     {
         ulong word = 0;
-        BitSetWord.SetTop(ref word, count);
+        BitSetWord.SetRun(&word, 0, (nuint)count);
         Assert.Equal(count, BitOperations.PopCount(word));
         Assert.Equal(0, BitOperations.LeadingZeroCount(word));
-        BitSetWord.ClearTop(ref word, count);
+        BitSetWord.ClearRun(&word, 0, (nuint)count);
         Assert.Equal(0UL, word);
 
         word = ulong.MaxValue;
-        BitSetWord.ClearBottom(ref word, count);
+        BitSetWord.ClearRun(&word, (nuint)(64 - count), (nuint)count);
         Assert.Equal(64 - count, BitOperations.PopCount(word));
         Assert.Equal(count, BitOperations.TrailingZeroCount(word));
-        BitSetWord.SetBottom(ref word, count);
+        BitSetWord.SetRun(&word, (nuint)(64 - count), (nuint)count);
         Assert.Equal(ulong.MaxValue, word);
     }
 
@@ -69,19 +79,21 @@ public unsafe class BitSetWordTests
     [InlineData(64, 1, 1UL << 63)]
     [InlineData(1, 1, 1UL)]
     [InlineData(40, 40, (1UL << 40) - 1)]
-    public void Middle_mask_is_n_bits_ending_below_the_given_bit(int below, int count, ulong expected)
+    public void Blocks_mask_inside_a_word_is_n_bits_ending_below_the_given_bit(int below, int count, ulong expected)
     {
-        Assert.Equal(expected, BitSetWord.MiddleMask(below, count));
+        // Bits [below − count, below) are blocks [64 − below, 64 − below + count).
+        Assert.Equal(expected, BitSetWord.BlocksMask(64 - below, count));
         ulong word = 0;
-        BitSetWord.SetMiddle(ref word, below, count);
+        BitSetWord.SetRun(&word, (nuint)(64 - below), (nuint)count);
         Assert.Equal(expected, word);
     }
 
     [Fact]
-    public void W_BS1_clear_middle_clears_every_bit_of_the_run_not_only_the_first()
+    public void W_BS1_clear_run_clears_every_bit_of_the_run_not_only_the_first()
     {
+        // Blocks 44 … 48 are bits 19 … 15.
         ulong word = ulong.MaxValue;
-        BitSetWord.ClearMiddle(ref word, 20, 5);
+        BitSetWord.ClearRun(&word, 44, 5);
         Assert.Equal(~(0b11111UL << 15), word);
     }
 

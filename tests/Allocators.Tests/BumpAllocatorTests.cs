@@ -376,6 +376,46 @@ public unsafe class BumpAllocatorTests
     }
 
     [Fact]
+    public void Concurrent_allocation_rejects_bad_arguments_and_changes_nothing()
+    {
+        using var allocator = Create();
+        byte* block = allocator.Allocate(8, 8);
+
+        Assert.Throws<ArgumentException>(() => allocator.TryAllocateConcurrent(8, 3, out _));
+        Assert.Throws<ArgumentException>(() => allocator.AllocateConcurrent(8, 3));
+        Assert.Throws<ArgumentOutOfRangeException>(() => allocator.TryAllocateConcurrent(Allocator.MaximumSize + 1, 8, out _));
+        Assert.Throws<ArgumentOutOfRangeException>(() => allocator.AllocateConcurrent(Allocator.MaximumSize + 1, 8));
+
+        Assert.Equal((nuint)8, allocator.Used);
+        Assert.True(allocator.TryGrowInPlace(block, 8, 16, 8), "a rejected request must not forget the most recent block");
+    }
+
+    [Fact]
+    public void Concurrent_allocation_when_full_throws_exhausted_and_changes_nothing()
+    {
+        using var allocator = Create();
+        byte* all = allocator.AllocateConcurrent(Capacity, 8);
+        Assert.True(all != null);
+
+        var exception = Assert.Throws<AllocatorExhaustedException>(() => allocator.AllocateConcurrent(1, 1));
+        Assert.Equal(1UL, exception.RequestedSize);
+        Assert.False(allocator.TryAllocateConcurrent(1, 1, out byte* none));
+        Assert.True(none == null);
+        Assert.Equal(Capacity, allocator.Used);
+        Assert.Equal((nuint)0, allocator.Remaining);
+    }
+
+    [Fact]
+    public void Concurrent_allocation_after_dispose_throws_object_disposed()
+    {
+        var allocator = Create();
+        allocator.Dispose();
+
+        Assert.Throws<ObjectDisposedException>(() => allocator.TryAllocateConcurrent(8, 8, out _));
+        Assert.Throws<ObjectDisposedException>(() => allocator.AllocateConcurrent(8, 8));
+    }
+
+    [Fact]
     public void Concurrent_allocation_forgets_the_most_recent_block()
     {
         using var allocator = Create();

@@ -143,8 +143,19 @@ public sealed unsafe class MemoryPoolAllocator : AllocatorBase
         PooledBlock block;
         lock (_lock)
         {
-            block = FindLive(pointer, size, alignment);
-            _blocks.Remove((nuint)pointer);
+            // One lookup: take the entry out, and put it back if it does not match.
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!_blocks.Remove((nuint)pointer, out block))
+            {
+                ThrowNotLive(pointer);
+            }
+
+            if (block.Size != size || block.Alignment != alignment)
+            {
+                _blocks.Add((nuint)pointer, block);
+                ThrowMismatch(pointer, block.Size, block.Alignment, size, alignment);
+            }
+
             _counters.Freed(size);
         }
 
@@ -231,7 +242,6 @@ public sealed unsafe class MemoryPoolAllocator : AllocatorBase
     }
 
     // Caller holds _lock.
-    private PooledBlock FindLive(byte* pointer, nuint size, nuint alignment) => FindLiveRef(pointer, size, alignment);
 
     // Caller holds _lock. Throws, changing nothing, unless pointer is a live block of that size and alignment.
     private ref PooledBlock FindLiveRef(byte* pointer, nuint size, nuint alignment)

@@ -167,8 +167,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
         {
             lock (_blocksLock)
             {
-                FindTracked(pointer, currentSize, alignment);
-                _blocks[(nuint)pointer] = new TrackedBlock(newSize, alignment);
+                FindTracked(pointer, currentSize, alignment) = new TrackedBlock(newSize, alignment);
             }
         }
 
@@ -259,15 +258,26 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
     {
         lock (_blocksLock)
         {
-            FindTracked(pointer, size, alignment);
-            _blocks!.Remove((nuint)pointer);
+            // One lookup: take the entry out, and put it back if it does not match.
+            if (!_blocks!.Remove((nuint)pointer, out var block))
+            {
+                ThrowNotLive(pointer);
+            }
+
+            if (block.Size != size || block.Alignment != alignment)
+            {
+                _blocks.Add((nuint)pointer, block);
+                ThrowMismatch(pointer, block, size, alignment);
+            }
         }
     }
 
     // Caller holds _blocksLock. Throws, changing nothing, unless the pointer is a live block of that size and alignment.
-    private void FindTracked(byte* pointer, nuint size, nuint alignment)
+    // Returns the table entry by reference, so that a caller can update it without a second lookup.
+    private ref TrackedBlock FindTracked(byte* pointer, nuint size, nuint alignment)
     {
-        if (!_blocks!.TryGetValue((nuint)pointer, out var block))
+        ref TrackedBlock block = ref CollectionsMarshal.GetValueRefOrNullRef(_blocks!, (nuint)pointer);
+        if (Unsafe.IsNullRef(ref block))
         {
             ThrowNotLive(pointer);
         }
@@ -276,6 +286,8 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
         {
             ThrowMismatch(pointer, block, size, alignment);
         }
+
+        return ref block;
     }
 
     private static void Free(byte* pointer, nuint alignment)

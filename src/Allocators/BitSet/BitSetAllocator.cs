@@ -373,11 +373,9 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
             return pointer;
         }
 
-        byte* moved = AllocateCore(newSize, alignment);
+        byte* moved = MoveBlock(pointer, currentSize, newSize, alignment);
         if (moved != null)
         {
-            NativeMemory.Copy(pointer, moved, currentSize);
-            DeallocateCore(pointer, currentSize, alignment);
             return moved;
         }
 

@@ -52,14 +52,6 @@ internal static unsafe class BitSetWord
         return count == 64 ? ulong.MaxValue : (1UL << count) - 1;
     }
 
-    /// <summary>The bits <c>[below − count, below)</c>: <paramref name="count"/> bits ending just under bit <paramref name="below"/> (the seed's "middle bits").</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong MiddleMask(int below, int count)
-    {
-        Debug.Assert((uint)below <= 64 && (uint)count <= (uint)below);
-        return BottomMask(count) << (below - count);
-    }
-
     /// <summary>The bits of blocks <c>[first, first + count)</c> of one word (<c>first + count ≤ 64</c>, <paramref name="count"/> ≥ 1).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong BlocksMask(int first, int count)
@@ -67,24 +59,6 @@ internal static unsafe class BitSetWord
         Debug.Assert(count >= 1 && (uint)first <= (uint)(64 - count));
         return TopMask(count) >> first;
     }
-
-    /// <summary>Marks the first <paramref name="count"/> blocks of <paramref name="word"/> allocated.</summary>
-    public static void SetTop(ref ulong word, int count) => word |= TopMask(count);
-
-    /// <summary>Marks the first <paramref name="count"/> blocks of <paramref name="word"/> free.</summary>
-    public static void ClearTop(ref ulong word, int count) => word &= ~TopMask(count);
-
-    /// <summary>Marks the last <paramref name="count"/> blocks of <paramref name="word"/> allocated.</summary>
-    public static void SetBottom(ref ulong word, int count) => word |= BottomMask(count);
-
-    /// <summary>Marks the last <paramref name="count"/> blocks of <paramref name="word"/> free.</summary>
-    public static void ClearBottom(ref ulong word, int count) => word &= ~BottomMask(count);
-
-    /// <summary>Sets bits <c>[below − count, below)</c> of <paramref name="word"/>.</summary>
-    public static void SetMiddle(ref ulong word, int below, int count) => word |= MiddleMask(below, count);
-
-    /// <summary>Clears bits <c>[below − count, below)</c> of <paramref name="word"/> — all of them (the seed cleared one, W-BS1).</summary>
-    public static void ClearMiddle(ref ulong word, int below, int count) => word &= ~MiddleMask(below, count);
 
     /// <summary>
     /// The starts of free runs: bit <c>p</c> of the result is set when the <paramref name="length"/>

@@ -259,7 +259,7 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
     {
         if (!TryAllocateConcurrent(size, alignment, out byte* pointer))
         {
-            ThrowExhaustedConcurrent(size, alignment);
+            ThrowExhaustedNoCount(size, alignment);
         }
 
         return pointer;
@@ -373,7 +373,7 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
     // already given back by a rewind or a reset.
     private void ValidateLive(nuint address, nuint size)
     {
-        if (address - _start >= _end - _start)
+        if (!Owns((byte*)address))
         {
             Allocator.ThrowNotOwned(Name, (void*)address);
         }
@@ -407,11 +407,6 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
         RecordFailure();
         return false;
     }
-
-    [DoesNotReturn]
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowExhaustedConcurrent(nuint size, nuint alignment) =>
-        throw new AllocatorExhaustedException(Name, size, alignment);
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]

@@ -263,7 +263,7 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
             return AllocateOverSize(size, blockSize, alignment);
         }
 
-        int sizeClass = BitOperations.Log2(blockSize) - _minimumShift;
+        int sizeClass = ClassOf(blockSize);
         ref BlockCache cache = ref Cache(sizeClass);
         nuint* block = cache.Head;
         if (block != null && Allocator.IsAligned((nuint)block, alignment))
@@ -296,7 +296,7 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
         CheckBlock(pointer, blockSize, alignment);
         if (blockSize <= _maximumBlockSize)
         {
-            int sizeClass = BitOperations.Log2(blockSize) - _minimumShift;
+            int sizeClass = ClassOf(blockSize);
             var block = (nuint*)pointer;
             if (block[StampWord] == ((nuint)block ^ FreeStamp))
             {
@@ -686,9 +686,11 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
             }
         }
 
-        // W-MB3: round the candidate up to the alignment instead of stepping from an unaligned
-        // start (which never became aligned, and never ended when the alignment exceeded the block).
-        nuint step = Math.Max(alignment, _minimumBlockSize);
+        // W-MB3: no stepping from an unaligned start (which never became aligned, and never ended
+        // when the alignment exceeded the block). Every node is aligned to its own size, so the
+        // only aligned position inside it that can fit the request is its start: when the start
+        // is not aligned, the next aligned address is at least a whole node further on. Hence
+        // there is never a front remainder, and the tail splits into size-aligned pieces.
         for (int k = sizeClass + 1; k <= _topClass; k++)
         {
             ref RedBlackTree tree = ref Tree(k);
@@ -696,18 +698,13 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
             for (FreeNode* node = tree.First; node != null; node = RedBlackTree.Successor(node))
             {
                 nuint start = (nuint)node;
-                nuint candidate = Allocator.AlignUp(start, step);
-                if (candidate >= start && candidate - start <= largerSize - blockSize)
+                if (Allocator.IsAligned(start, alignment))
                 {
-                    // The start is aligned to largerSize, so a candidate that fits is the start
-                    // itself: there is never a front remainder, and the tail splits into
-                    // size-aligned pieces.
-                    Debug.Assert(candidate == start, "a size-aligned block has no front remainder");
                     tree.Remove(node);
-                    ((nuint*)candidate)[StampWord] = 0;
-                    FreeRange(candidate + blockSize, start + largerSize);
+                    ((nuint*)start)[StampWord] = 0;
+                    FreeRange(start + blockSize, start + largerSize);
                     _counters.Allocated(size, blockSize);
-                    return (byte*)candidate;
+                    return (byte*)start;
                 }
             }
         }
@@ -831,9 +828,7 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
             ref RedBlackTree tree = ref Tree(sizeClass);
             nuint blockSize = _minimumBlockSize << sizeClass;
             FreeNode* existing = tree.Locate(address, out FreeNode* predecessor, out FreeNode* successor, out FreeNode* parent, out bool asLeftChild);
-            if (existing != null
-                || (predecessor != null && (nuint)predecessor + blockSize > address)
-                || (successor != null && address + blockSize > (nuint)successor))
+            if (Overlaps(existing, predecessor, successor, address, blockSize))
             {
                 // At the first class the allocator is still unchanged; above it, only a double free
                 // that went undetected earlier can lead here.
@@ -869,9 +864,7 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
         for (nuint offset = 0; offset < blockSize; offset += _maximumBlockSize)
         {
             FreeNode* existing = top.Locate(address + offset, out FreeNode* predecessor, out FreeNode* successor, out _, out _);
-            if (existing != null
-                || (predecessor != null && (nuint)predecessor + _maximumBlockSize > address + offset)
-                || (successor != null && address + offset + _maximumBlockSize > (nuint)successor)
+            if (Overlaps(existing, predecessor, successor, address + offset, _maximumBlockSize)
                 || CacheContains(_topClass, address + offset))
             {
                 Allocator.ThrowDoubleFree(Name, pointer);
@@ -883,6 +876,13 @@ public sealed unsafe class MultipleBinarySearchTreeAllocator : AllocatorBase, IR
             FreeBlock(address + offset, _topClass);
         }
     }
+
+    // Whether a block of `blockSize` bytes at `address` is, or overlaps, a free block of the same
+    // class: the block found at that address, or its in-order neighbours (all `blockSize` long).
+    private static bool Overlaps(FreeNode* existing, FreeNode* predecessor, FreeNode* successor, nuint address, nuint blockSize) =>
+        existing != null
+        || (predecessor != null && (nuint)predecessor + blockSize > address)
+        || (successor != null && address + blockSize > (nuint)successor);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ref BlockCache Cache(int sizeClass) =>

@@ -96,6 +96,7 @@ public static unsafe class AllocatorModel
                 Interlocked.Add(ref executed, steps.Length);
                 runner.FreeAll();
                 Assert.True(allocator.Statistics.BytesInUse >= 0);
+                Assert.True(!runner.CountsEveryLiveBlock || allocator.Statistics.BytesInUse >= runner.LiveBytes, "bytes in use covers every live block");
                 afterAllFreed?.Invoke(allocator);
             },
             iter: settings.Iterations,
@@ -110,6 +111,17 @@ public static unsafe class AllocatorModel
         private byte _nextFill = 1;
 
         public IReadOnlyList<Block> Live => _live;
+
+        /// <summary>
+        /// Whether the allocator's <see cref="AllocatorStatistics.BytesInUse"/> covers every block it
+        /// handed out. Not so for a <see cref="SwitchableAllocator"/>: its statistics are the global and
+        /// thread-local allocators' only, so blocks served by a context allocator are not counted there
+        /// (the context allocator reports them itself).
+        /// </summary>
+        public bool CountsEveryLiveBlock { get; } = allocator is not SwitchableAllocator;
+
+        /// <summary>The sum of the sizes of the live blocks.</summary>
+        public long LiveBytes => _live.Sum(b => (long)b.Size);
 
         public void Apply(ModelStep step, Action? reset)
         {
@@ -213,6 +225,8 @@ public static unsafe class AllocatorModel
             }
 
             Assert.True(allocator.Statistics.BytesInUse >= 0, "bytes in use is never negative");
+            long inUse = allocator.Statistics.BytesInUse;
+            Assert.True(!CountsEveryLiveBlock || inUse >= LiveBytes, $"bytes in use ({inUse}) covers the {LiveBytes} bytes of the {_live.Count} live blocks");
         }
 
         private byte NextFill()
