@@ -24,15 +24,15 @@ internal sealed class RequestArena : IRequestArenaFeature
     private readonly RequestArenaPool _pool;
     private readonly Lock _chainLock = new();
 
-    // _chunks[0 .. _chunkCount) are the pool chunks of this request, _current the last of them
-    // (null until the first rent). Written under _chainLock; _current is also read without it.
-    private readonly ArenaChunk?[] _chunks;
-    private int _chunkCount;
+    // The pool chunks of this request (at most _maxChunks), _current the last of them (null
+    // until the first rent). Written under _chainLock; _current is also read without it.
+    private readonly List<ArenaChunk> _chunks = [];
+    private readonly int _maxChunks;
     private ArenaChunk? _current;
 
-    // Chunks from the process allocator (overflow policy FallBack), disposed at release.
+    // Chunks from the process allocator (overflow policy FallBack), disposed at release; the
+    // last one is the one rents go to.
     private List<ArenaChunk>? _fallback;
-    private ArenaChunk? _currentFallback;
 
     // Odd while a request is running; incremented at activation and at release, so a holder of
     // an older value (an IRequestBuffers that outlived its request) can tell it is stale.
@@ -40,13 +40,10 @@ internal sealed class RequestArena : IRequestArenaFeature
     private HttpContext? _context;
     private bool _rejected;
 
-    // Whether this request took any memory (counted once in allochosting.request_arena.active).
-    private bool _holdsMemory;
-
     public RequestArena(RequestArenaPool pool, int maxChunks)
     {
         _pool = pool;
-        _chunks = new ArenaChunk?[maxChunks];
+        _maxChunks = maxChunks;
     }
 
     public int Lease => Volatile.Read(ref _lease);
@@ -67,9 +64,9 @@ internal sealed class RequestArena : IRequestArenaFeature
             lock (_chainLock)
             {
                 long used = 0;
-                for (int i = 0; i < _chunkCount; i++)
+                foreach (ArenaChunk chunk in _chunks)
                 {
-                    used += _chunks[i]!.Used;
+                    used += chunk.Used;
                 }
 
                 if (_fallback is not null)
@@ -91,7 +88,7 @@ internal sealed class RequestArena : IRequestArenaFeature
         {
             lock (_chainLock)
             {
-                long capacity = (long)_chunkCount * _pool.ChunkCapacity;
+                long capacity = (long)_chunks.Count * _pool.ChunkCapacity;
                 if (_fallback is not null)
                 {
                     foreach (ArenaChunk chunk in _fallback)
@@ -177,19 +174,16 @@ internal sealed class RequestArena : IRequestArenaFeature
             _context = null;
             usedBytes = 0;
             allocatedBytes = 0;
-            overflowed = _chunkCount > 1 || _fallback is not null;
-            bool rented = _holdsMemory;
-            _holdsMemory = false;
-            for (int i = 0; i < _chunkCount; i++)
+            overflowed = _chunks.Count > 1 || _fallback is not null;
+            bool rented = HoldsMemory;
+            foreach (ArenaChunk chunk in _chunks)
             {
-                ArenaChunk chunk = _chunks[i]!;
-                _chunks[i] = null;
                 allocatedBytes += chunk.Used;
                 usedBytes += chunk.Release(clear);
                 _pool.ReturnChunk(chunk);
             }
 
-            _chunkCount = 0;
+            _chunks.Clear();
             _current = null;
             if (_fallback is not null)
             {
@@ -200,7 +194,6 @@ internal sealed class RequestArena : IRequestArenaFeature
                 }
 
                 _fallback = null;
-                _currentFallback = null;
             }
 
             return rented;
@@ -221,7 +214,7 @@ internal sealed class RequestArena : IRequestArenaFeature
                 return memory;
             }
 
-            if (length <= _pool.ChunkCapacity && _chunkCount < _chunks.Length)
+            if (length <= _pool.ChunkCapacity && _chunks.Count < _maxChunks)
             {
                 if (Chain().TryRent(length, ByteAlignment, out memory))
                 {
@@ -258,7 +251,7 @@ internal sealed class RequestArena : IRequestArenaFeature
                 return memory;
             }
 
-            if (bytes <= _pool.ChunkCapacity && _chunkCount < _chunks.Length)
+            if (bytes <= _pool.ChunkCapacity && _chunks.Count < _maxChunks)
             {
                 if (Chain().TryRent(count, out memory))
                 {
@@ -279,14 +272,14 @@ internal sealed class RequestArena : IRequestArenaFeature
     // Under _chainLock: takes the next pool chunk and makes it current.
     private ArenaChunk Chain()
     {
-        if (_chunkCount == _chunks.Length)
+        if (_chunks.Count == _maxChunks)
         {
             return Overflow(_pool.ChunkCapacity);
         }
 
         ArenaChunk chunk = _pool.TakeChunk(this);
         NoteHoldsMemory();
-        _chunks[_chunkCount++] = chunk;
+        _chunks.Add(chunk);
         Volatile.Write(ref _current, chunk);
         return chunk;
     }
@@ -294,8 +287,8 @@ internal sealed class RequestArena : IRequestArenaFeature
     // Under _chainLock: the request's arena is at its maximum (or the rent exceeds a chunk).
     private ArenaChunk Overflow(long bytes)
     {
-        ArenaChunk? fallback = _currentFallback;
-        if (fallback is not null && fallback.Capacity - fallback.Used >= bytes + 64)
+        ArenaChunk? fallback = _fallback?[^1];
+        if (fallback is not null && fallback.Capacity - fallback.Used >= bytes + RequestArenaPool.FallbackSlack)
         {
             return fallback;
         }
@@ -303,15 +296,17 @@ internal sealed class RequestArena : IRequestArenaFeature
         fallback = _pool.CreateFallback(bytes);
         NoteHoldsMemory();
         (_fallback ??= []).Add(fallback);
-        _currentFallback = fallback;
         return fallback;
     }
 
+    // Whether this request took any memory (counted once in allochosting.request_arena.active).
+    private bool HoldsMemory => _chunks.Count > 0 || _fallback is not null;
+
+    // Under _chainLock, before a chunk is added: counts the request once, at its first chunk.
     private void NoteHoldsMemory()
     {
-        if (!_holdsMemory)
+        if (!HoldsMemory)
         {
-            _holdsMemory = true;
             _pool.Metrics.ArenaActivated();
         }
     }

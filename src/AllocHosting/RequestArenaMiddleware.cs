@@ -1,4 +1,3 @@
-using System.Globalization;
 using Microsoft.AspNetCore.Http;
 
 namespace AllocHosting;
@@ -26,7 +25,7 @@ internal sealed class RequestArenaMiddleware(RequestDelegate next, RequestArenaP
         }
         catch (RequestArenaBudgetExceededException) when (!context.Response.HasStarted)
         {
-            await RejectAsync(context, pool.Options.RetryAfter);
+            await RejectAsync(context);
         }
         finally
         {
@@ -35,11 +34,11 @@ internal sealed class RequestArenaMiddleware(RequestDelegate next, RequestArenaP
         }
     }
 
-    private static Task RejectAsync(HttpContext context, TimeSpan retryAfter)
+    // Retry-After is added by the OnStarting callback RequestArena.MarkRejected registered.
+    private static Task RejectAsync(HttpContext context)
     {
         context.Response.Clear();
         context.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
-        context.Response.Headers.RetryAfter = ((long)retryAfter.TotalSeconds).ToString(CultureInfo.InvariantCulture);
         return context.Response.WriteAsync("The server's request memory budget is spent; retry later.", context.RequestAborted);
     }
 }

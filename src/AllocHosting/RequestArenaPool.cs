@@ -38,6 +38,12 @@ internal sealed class RequestArenaPool : IDisposable
     internal const int SlotsPerSegment = 16;
     private const int MaxPooledArenas = 256;
 
+    /// <summary>Bytes a fallback chunk keeps beyond the rent it is sized for (alignment padding).</summary>
+    internal const int FallbackSlack = 64;
+
+    // Fallback chunks are sized in whole pages.
+    private const nuint FallbackPageSize = 4096;
+
     private readonly SwitchableAllocatorOptions _options;
     private readonly AllocHostingMetrics _metrics;
     private readonly ILogger _logger;
@@ -50,8 +56,8 @@ internal sealed class RequestArenaPool : IDisposable
     private readonly object _lock = new();
     private readonly List<ArenaMemorySource> _segments = [];
     private readonly List<ArenaChunk> _allChunks = [];
-    private readonly ArenaChunk[] _idle;
-    private int _idleCount;
+    // The idle chunks as a stack (top = last); grows as chunks come back, MaxChunks at most.
+    private readonly List<ArenaChunk> _idle = [];
     private int _idleLowWater;
     private int _waiters;
 
@@ -90,7 +96,6 @@ internal sealed class RequestArenaPool : IDisposable
         ChunkSize = _options.InitialArenaSize;
         MaxChunks = (int)Math.Min(int.MaxValue, _options.MemoryBudget / ChunkSize);
         _maxChunksPerRequest = (int)Math.Max(1, _options.MaxArenaSizePerRequest / ChunkSize);
-        _idle = new ArenaChunk[MaxChunks];
         _source = CreateSource(_options, logger);
 
         // The usable bytes of a chunk (a bit set chunk keeps its bit set inside).
@@ -113,8 +118,6 @@ internal sealed class RequestArenaPool : IDisposable
 
     /// <summary>The budget in chunks.</summary>
     public int MaxChunks { get; }
-
-    public string KindTag => _kindTag;
 
     public AllocHostingMetrics Metrics => _metrics;
 
@@ -139,7 +142,7 @@ internal sealed class RequestArenaPool : IDisposable
         {
             lock (_lock)
             {
-                return _idleCount + HotChunkCount;
+                return _idle.Count + HotChunkCount;
             }
         }
     }
@@ -151,7 +154,7 @@ internal sealed class RequestArenaPool : IDisposable
         {
             lock (_lock)
             {
-                return _allChunks.Count - _idleCount - HotChunkCount;
+                return _allChunks.Count - _idle.Count - HotChunkCount;
             }
         }
     }
@@ -325,7 +328,7 @@ internal sealed class RequestArenaPool : IDisposable
                 return;
             }
 
-            _idle[_idleCount++] = chunk;
+            _idle.Add(chunk);
             _budgetSpentLogged = false;
             if (_waiters > 0)
             {
@@ -344,8 +347,13 @@ internal sealed class RequestArenaPool : IDisposable
                 $"The request's arena is full: a rent of {bytes} bytes does not fit within {SwitchableAllocatorOptions.SectionName}:MaxArenaSizePerRequest ({_options.MaxArenaSizePerRequest} bytes) in chunks of {ChunkSize} bytes, and {SwitchableAllocatorOptions.SectionName}:OverflowPolicy is Fail.");
         }
 
-        long size = Math.Max(bytes + 64, ChunkSize);
-        size = (size + 4095) & ~4095L;
+        long needed = Math.Max(bytes + FallbackSlack, ChunkSize);
+        if (needed > int.MaxValue)
+        {
+            throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "A rent this large cannot be served.");
+        }
+
+        long size = (long)Allocators.Allocator.AlignUp((nuint)needed, FallbackPageSize);
         if (size > int.MaxValue)
         {
             throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "A rent this large cannot be served.");
@@ -361,7 +369,6 @@ internal sealed class RequestArenaPool : IDisposable
     public void FreeFallback(ArenaChunk chunk)
     {
         Interlocked.Add(ref _fallbackLiveBytes, -chunk.Capacity);
-        chunk.Release(clear: false);
         chunk.Dispose();
     }
 
@@ -383,10 +390,10 @@ internal sealed class RequestArenaPool : IDisposable
             ArenaChunk? hot = Interlocked.Exchange(ref _hotChunk, null);
             if (hot is not null)
             {
-                _idle[_idleCount++] = hot;
+                _idle.Add(hot);
             }
 
-            int surplus = Math.Min(_idleLowWater, _idleCount);
+            int surplus = Math.Min(_idleLowWater, _idle.Count);
             if (surplus > 0)
             {
                 // The bottom of the stack is the coldest.
@@ -395,9 +402,7 @@ internal sealed class RequestArenaPool : IDisposable
                     DisposeChunk(_idle[i]);
                 }
 
-                Array.Copy(_idle, surplus, _idle, 0, _idleCount - surplus);
-                Array.Clear(_idle, _idleCount - surplus, surplus);
-                _idleCount -= surplus;
+                _idle.RemoveRange(0, surplus);
                 trimmedChunks = surplus;
             }
 
@@ -412,7 +417,7 @@ internal sealed class RequestArenaPool : IDisposable
                 }
             }
 
-            _idleLowWater = _idleCount;
+            _idleLowWater = _idle.Count;
             remaining = _allChunks.Count;
         }
 
@@ -460,13 +465,12 @@ internal sealed class RequestArenaPool : IDisposable
                 DisposeChunk(hot);
             }
 
-            for (int i = 0; i < _idleCount; i++)
+            foreach (ArenaChunk chunk in _idle)
             {
-                DisposeChunk(_idle[i]);
+                DisposeChunk(chunk);
             }
 
-            Array.Clear(_idle);
-            _idleCount = 0;
+            _idle.Clear();
             foreach (ArenaMemorySource segment in _segments)
             {
                 // Gives the region back once the last chunk still held by a request comes home.
@@ -528,13 +532,13 @@ internal sealed class RequestArenaPool : IDisposable
                 return hot;
             }
 
-            if (_idleCount > 0)
+            if (_idle.Count > 0)
             {
-                ArenaChunk chunk = _idle[--_idleCount];
-                _idle[_idleCount] = null!;
-                if (_idleCount < _idleLowWater)
+                ArenaChunk chunk = _idle[^1];
+                _idle.RemoveAt(_idle.Count - 1);
+                if (_idle.Count < _idleLowWater)
                 {
-                    _idleLowWater = _idleCount;
+                    _idleLowWater = _idle.Count;
                 }
 
                 return chunk;
@@ -554,7 +558,7 @@ internal sealed class RequestArenaPool : IDisposable
             {
                 while (!_disposed)
                 {
-                    if (_idleCount > 0 || _allChunks.Count < MaxChunks || Volatile.Read(ref _hotChunk) is not null)
+                    if (_idle.Count > 0 || _allChunks.Count < MaxChunks || Volatile.Read(ref _hotChunk) is not null)
                     {
                         break;
                     }

@@ -14,9 +14,14 @@ public class AllocHostingMetricsTests
         TestApp.StartAsync(
             a =>
             {
-                a.MapGet("/rent", (IRequestBuffers buffers, int bytes) =>
+                a.MapGet("/rent", (IRequestBuffers buffers, int bytes, int? times) =>
                 {
-                    buffers.Rent(bytes).Span.Fill(1);
+                    // times rents of bytes each (one by default).
+                    for (int i = 0; i < (times ?? 1); i++)
+                    {
+                        buffers.Rent(bytes).Span.Fill(1);
+                    }
+
                     return "ok";
                 });
                 a.MapGet("/noop", () => "ok");
@@ -29,7 +34,8 @@ public class AllocHostingMetricsTests
         await using var app = await StartAsync();
         using var used = Collect(app, "allochosting.request_arena.used");
 
-        await app.Client.GetStringAsync("/rent?bytes=3000");
+        // Three rents in one request: a record per rent instead of per request would fail the Single below.
+        await app.Client.GetStringAsync("/rent?bytes=1000&times=3");
         await app.Client.GetStringAsync("/noop");
         await TestApp.EventuallyAsync(() => used.GetMeasurementSnapshot().Count >= 1 && app.Pool.ChunksInUse == 0, "the request released");
 

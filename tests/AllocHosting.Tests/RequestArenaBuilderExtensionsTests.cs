@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.TestHost;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
 namespace AllocHosting.Tests;
@@ -13,6 +14,7 @@ public class RequestArenaBuilderExtensionsTests
     {
         var seenBefore = new List<bool>();
         int arenasSeen = 0;
+        var activator = new CountingActivator();
         await using var app = await TestApp.StartAsync(a =>
         {
             a.Use((context, next) =>
@@ -37,11 +39,14 @@ public class RequestArenaBuilderExtensionsTests
                 buffers.Rent(10);
                 return ReferenceEquals(context.Items["arena"], context.Features.Get<IRequestArenaFeature>()) ? "same" : "different";
             });
-        });
+        }, build: builder => builder.Services.AddSingleton<IRequestArenaActivator>(activator));
 
         Assert.Equal("same", await app.Client.GetStringAsync("/"));
         Assert.Equal([false], seenBefore);
         Assert.Equal(1, arenasSeen);
+
+        // The middleware ran once: one activation for the one request.
+        Assert.Equal(1, activator.Activations);
     }
 
     [Fact]
@@ -67,5 +72,18 @@ public class RequestArenaBuilderExtensionsTests
         var error = Assert.Throws<InvalidOperationException>(() => app.UseRequestArena());
 
         Assert.Contains("AddSwitchableAllocators", error.Message, StringComparison.Ordinal);
+    }
+
+    private sealed class CountingActivator : IRequestArenaActivator
+    {
+        private int _activations;
+
+        public int Activations => Volatile.Read(ref _activations);
+
+        public IDisposable? Activate(RequestArena arena)
+        {
+            Interlocked.Increment(ref _activations);
+            return null;
+        }
     }
 }

@@ -28,9 +28,6 @@ internal sealed unsafe class ArenaChunkMemoryManager<T> : MemoryManager<T>
         _length = length;
     }
 
-    /// <summary>Whether the chunk use this manager covered has ended.</summary>
-    public bool IsRetired => Volatile.Read(ref _state) != Live;
-
     /// <summary>The whole chunk as a span.</summary>
     /// <exception cref="ObjectDisposedException">The chunk was released since this manager was created.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
