@@ -64,6 +64,16 @@ public unsafe class MemoryMapSourceTests
     }
 
     [Fact]
+    public void Only_the_core_dump_advice_is_required_the_huge_page_advice_is_optional()
+    {
+        var both = new MemoryMapSourceOptions { TransparentHugePages = true, ExcludeFromCoreDumps = true };
+
+        Assert.Equal([MADV_DONTDUMP], MemoryMapSource.ComputeRequiredAdvice(both));
+        Assert.Empty(MemoryMapSource.ComputeRequiredAdvice(new MemoryMapSourceOptions { TransparentHugePages = true, ExcludeFromCoreDumps = false }));
+        Assert.DoesNotContain(MADV_HUGEPAGE, MemoryMapSource.ComputeRequiredAdvice(both));
+    }
+
+    [Fact]
     public void Strict_policy_moves_and_checks_pages()
     {
         Assert.Equal(0u, MemoryMapSource.ComputeMbindFlags(MemoryMapSourceOptions.Default));
