@@ -52,7 +52,7 @@ public unsafe class PerRequestBenchmarks
         {
             int size = s_sizes[i % s_sizes.Length];
             byte[] array = ArrayPool<byte>.Shared.Rent(size);
-            sum += Touch(array.AsSpan(0, size));
+            sum += PeerRoundTrips.Touch(array.AsSpan(0, size));
             _arrays[i] = array;
         }
 
@@ -72,7 +72,7 @@ public unsafe class PerRequestBenchmarks
         {
             int size = s_sizes[i % s_sizes.Length];
             byte[] array = new byte[size];
-            sum += Touch(array);
+            sum += PeerRoundTrips.Touch(array);
             _arrays[i] = array;
         }
 
@@ -87,7 +87,7 @@ public unsafe class PerRequestBenchmarks
         {
             int size = s_sizes[i % s_sizes.Length];
             byte* p = (byte*)NativeMemory.Alloc((nuint)size);
-            sum += Touch(new Span<byte>(p, size));
+            sum += PeerRoundTrips.Touch(new Span<byte>(p, size));
             _blocks[i] = p;
         }
 
@@ -112,7 +112,7 @@ public unsafe class PerRequestBenchmarks
         {
             int size = s_sizes[i % s_sizes.Length];
             byte* p = (byte*)_je.Malloc((nuint)size);
-            sum += Touch(new Span<byte>(p, size));
+            sum += PeerRoundTrips.Touch(new Span<byte>(p, size));
             _blocks[i] = p;
         }
 
@@ -137,7 +137,7 @@ public unsafe class PerRequestBenchmarks
         {
             int size = s_sizes[i % s_sizes.Length];
             byte* p = (byte*)_mi.Malloc((nuint)size);
-            sum += Touch(new Span<byte>(p, size));
+            sum += PeerRoundTrips.Touch(new Span<byte>(p, size));
             _blocks[i] = p;
         }
 
@@ -163,7 +163,7 @@ public unsafe class PerRequestBenchmarks
         {
             int size = s_sizes[i % s_sizes.Length];
             byte* p = (byte*)_mi.HeapMalloc(heap, (nuint)size);
-            sum += Touch(new Span<byte>(p, size));
+            sum += PeerRoundTrips.Touch(new Span<byte>(p, size));
         }
 
         _mi.HeapDestroy(heap);
@@ -178,7 +178,7 @@ public unsafe class PerRequestBenchmarks
         {
             int size = s_sizes[i % s_sizes.Length];
             byte* p = _bare.Allocate((nuint)size, Alignment);
-            sum += Touch(new Span<byte>(p, size));
+            sum += PeerRoundTrips.Touch(new Span<byte>(p, size));
         }
 
         _bare.Reset();
@@ -193,7 +193,7 @@ public unsafe class PerRequestBenchmarks
         {
             int size = s_sizes[i % s_sizes.Length];
             byte* p = _bump.Allocate((nuint)size, Alignment);
-            sum += Touch(new Span<byte>(p, size));
+            sum += PeerRoundTrips.Touch(new Span<byte>(p, size));
         }
 
         _bump.Reset();
@@ -208,17 +208,10 @@ public unsafe class PerRequestBenchmarks
         {
             int size = s_sizes[i % s_sizes.Length];
             byte* p = _bitSet.Allocate((nuint)size, Alignment);
-            sum += Touch(new Span<byte>(p, size));
+            sum += PeerRoundTrips.Touch(new Span<byte>(p, size));
         }
 
         _bitSet.Reset();
         return sum;
-    }
-
-    private static int Touch(Span<byte> block)
-    {
-        block[0] = 1;
-        block[^1] = 2;
-        return block[0] + block[^1];
     }
 }

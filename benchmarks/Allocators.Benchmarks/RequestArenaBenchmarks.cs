@@ -1,4 +1,5 @@
 using AllocHosting.Allocators;
+using AllocHosting.Allocators.Benchmarks.Peers;
 using System.Buffers;
 using System.Diagnostics.Metrics;
 using BenchmarkDotNet.Attributes;
@@ -88,7 +89,7 @@ public class RequestArenaBenchmarks
         for (int i = 0; i < Rents; i++)
         {
             byte[] array = new byte[s_sizes[i % s_sizes.Length]];
-            sum += Touch(array);
+            sum += PeerRoundTrips.Touch(array);
             _arrays[i] = array;
         }
 
@@ -136,12 +137,6 @@ public class RequestArenaBenchmarks
             NullLogger<RequestArenaPool>.Instance,
             TimeProvider.System);
 
-    private static int Touch(Span<byte> block)
-    {
-        block[0] = 1;
-        block[^1] = 2;
-        return block[0] + block[^1];
-    }
 
     private int ArrayPoolRequest(bool clear)
     {
@@ -150,7 +145,7 @@ public class RequestArenaBenchmarks
         {
             int size = s_sizes[i % s_sizes.Length];
             byte[] array = ArrayPool<byte>.Shared.Rent(size);
-            sum += Touch(array.AsSpan(0, size));
+            sum += PeerRoundTrips.Touch(array.AsSpan(0, size));
             _arrays[i] = array;
         }
 
@@ -169,7 +164,7 @@ public class RequestArenaBenchmarks
         int sum = 0;
         for (int i = 0; i < Rents; i++)
         {
-            sum += Touch(arena.Rent(s_sizes[i % s_sizes.Length], lease).Span);
+            sum += PeerRoundTrips.Touch(arena.Rent(s_sizes[i % s_sizes.Length], lease).Span);
         }
 
         pool.ReturnArena(arena, _context);

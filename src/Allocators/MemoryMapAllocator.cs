@@ -169,7 +169,8 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
 
         if (alignment > Granularity)
         {
-            return ResizeInPlace(pointer, mapped, newMapped) ? pointer : MoveBlock(pointer, currentSize, newSize, alignment);
+            // Resize in place, else map a new aligned block and copy: the base class's grow.
+            return base.GrowCore(pointer, currentSize, newSize, alignment);
         }
 
         // Out of the set first: once mremap moves the block the kernel may hand its old address to another thread.

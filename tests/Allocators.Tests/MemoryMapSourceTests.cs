@@ -64,6 +64,16 @@ public unsafe class MemoryMapSourceTests
     }
 
     [Fact]
+    public void Only_the_core_dump_advice_is_required_the_huge_page_advice_is_optional()
+    {
+        var both = new MemoryMapSourceOptions { TransparentHugePages = true, ExcludeFromCoreDumps = true };
+
+        Assert.Equal([MADV_DONTDUMP], MemoryMapSource.ComputeRequiredAdvice(both));
+        Assert.Empty(MemoryMapSource.ComputeRequiredAdvice(new MemoryMapSourceOptions { TransparentHugePages = true, ExcludeFromCoreDumps = false }));
+        Assert.DoesNotContain(MADV_HUGEPAGE, MemoryMapSource.ComputeRequiredAdvice(both));
+    }
+
+    [Fact]
     public void Strict_policy_moves_and_checks_pages()
     {
         Assert.Equal(0u, MemoryMapSource.ComputeMbindFlags(MemoryMapSourceOptions.Default));
@@ -160,6 +170,70 @@ public unsafe class MemoryMapSourceTests
         finally
         {
             source.Release(region, PageSize * 4);
+        }
+    }
+
+    [LinuxFact]
+    public void Bind_policy_survives_growing_the_region_with_mremap()
+    {
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { NumaPolicy = NumaPolicy.Bind(NumaNodeSet.Of(0)) });
+        nuint oldSize = PageSize * 4;
+        nuint newSize = PageSize * 256;
+        byte* region = source.Obtain(oldSize);
+        byte* grown = source.Remap(region, oldSize, newSize);
+        try
+        {
+            byte* tail = grown + newSize - PageSize;
+            tail[0] = 1;
+            var policy = MemoryMapSource.GetPolicyOfAddress(tail);
+
+            Assert.NotNull(policy);
+            Assert.Equal(NumaPolicyMode.Bind, policy.Mode);
+            Assert.Equal([0], policy.Nodes.Nodes);
+            Assert.Equal(0, MemoryMapSource.GetNodeOfAddress(tail));
+            Assert.Equal((long)newSize, source.MappedBytes);
+        }
+        finally
+        {
+            source.Release(grown, newSize);
+        }
+    }
+
+    [LinuxFact]
+    public void Bind_to_a_node_set_beyond_the_first_mask_word_reaches_the_kernel_whole()
+    {
+        // Node 100 lives in the second mask word: the kernel must be told maxnode = 129, not 65 (W-NU1).
+        var nodes = NumaNodeSet.Of(0, 100);
+        Assert.Equal(129UL, nodes.MaxNode);
+        Assert.Equal([1UL, 1UL << 36], nodes.MaskWords.ToArray());
+
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { NumaPolicy = NumaPolicy.Bind(nodes) });
+        if (source.TryObtain(PageSize, out byte* region))
+        {
+            // A kernel built for more than 100 nodes (MAX_NUMNODES > 100) keeps the nodes it has: node 0.
+            try
+            {
+                region[0] = 1;
+                var policy = MemoryMapSource.GetPolicyOfAddress(region);
+                Assert.NotNull(policy);
+                Assert.Equal(NumaPolicyMode.Bind, policy.Mode);
+                Assert.Contains(0, policy.Nodes.Nodes);
+                Assert.Equal(0, MemoryMapSource.GetNodeOfAddress(region));
+                Assert.True(source.NumaPolicyApplied, source.FallbackReason);
+            }
+            finally
+            {
+                source.Release(region, PageSize);
+            }
+        }
+        else
+        {
+            // A kernel built for fewer nodes rejects a mask with bits beyond MAX_NUMNODES set: EINVAL, named clearly.
+            Assert.True(region == null);
+            Assert.Contains("mbind", source.LastFailure, StringComparison.Ordinal);
+            Assert.Contains("EINVAL", source.LastFailure, StringComparison.Ordinal);
+            Assert.Equal(0, source.MappedBytes);
+            Assert.True(source.NumaPolicyApplied, "a real error is not a reason to drop the policy");
         }
     }
 

@@ -137,4 +137,18 @@ public class NumaPolicyTests
         Assert.Equal("Bind{0,2}", NumaPolicy.Bind(NumaNodeSet.Of(0, 2)).ToString());
         Assert.Equal("Local", NumaPolicy.Local.ToString());
     }
+
+    [Fact]
+    public void Node_set_from_a_kernel_mask_decodes_every_word_and_drops_trailing_zeros()
+    {
+        ulong[] mask = [1UL | (1UL << 2), 1UL << 36, 0, 0];
+
+        var set = NumaNodeSet.FromMask(mask);
+
+        Assert.Equal(NumaNodeSet.Of(0, 2, 100), set);
+        Assert.Equal([0, 2, 100], set.Nodes);
+        Assert.Equal(129UL, set.MaxNode);
+        Assert.Same(NumaNodeSet.Empty, NumaNodeSet.FromMask(new ulong[64]));
+        Assert.Same(NumaNodeSet.Empty, NumaNodeSet.FromMask([]));
+    }
 }

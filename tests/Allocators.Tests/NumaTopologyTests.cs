@@ -131,7 +131,7 @@ public sealed class NumaTopologyTests : IDisposable
         Assert.Contains(topology.CurrentNode, topology.Nodes.Select(n => n.Id));
         Assert.True(topology.CurrentCpu >= 0, topology.FallbackReason);
         Assert.True(topology.TryGetCurrentNode(out int node));
-        Assert.Equal(node, topology.GetNodeOfCpu(topology.CurrentCpu) is -1 ? node : topology.GetNodeOfCpu(topology.CurrentCpu));
+        Assert.Equal(node, topology.GetNodeOfCpu(topology.CurrentCpu));
         if (!topology.IsMultiNode)
         {
             Assert.Equal(NumaPolicy.Default, topology.ForCurrentThread());

@@ -35,11 +35,8 @@ internal static class LinuxConstants
     public const int MREMAP_MAYMOVE = 1;
 
     // madvise advice values: each is a separate call, they are not bit flags (W-MM1).
-    public const int MADV_DONTNEED = 4;
     public const int MADV_HUGEPAGE = 14;
-    public const int MADV_NOHUGEPAGE = 15;
     public const int MADV_DONTDUMP = 16;
-    public const int MADV_DODUMP = 17;
     public const int MADV_POPULATE_WRITE = 23;
 
     // NUMA policy modes (mbind, get_mempolicy).

@@ -36,10 +36,6 @@ internal static unsafe partial class LinuxMemory
     [LibraryImport(LibC, EntryPoint = "mlock", SetLastError = true)]
     public static partial int Lock(nint address, nuint length);
 
-    /// <summary><c>int munlock(const void* addr, size_t length)</c>; 0 or -1.</summary>
-    [LibraryImport(LibC, EntryPoint = "munlock", SetLastError = true)]
-    public static partial int Unlock(nint address, nuint length);
-
     /// <summary><c>int mincore(void* addr, size_t length, unsigned char* vec)</c>: one byte per page, bit 0 set when resident.</summary>
     [LibraryImport(LibC, EntryPoint = "mincore", SetLastError = true)]
     public static partial int Residency(nint address, nuint length, byte* pages);

@@ -97,10 +97,7 @@ public sealed unsafe class ArenaMemorySource : IMemorySource, IDisposable
     {
         ArgumentNullException.ThrowIfNull(backing);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(slotCount);
-        if (slotSize == 0 || slotSize > Allocator.MaximumSize)
-        {
-            throw new ArgumentOutOfRangeException(nameof(slotSize), slotSize, $"A slot must be between 1 and {Allocator.MaximumSize} bytes.");
-        }
+        SourceSize.Validate(slotSize, nameof(slotSize), "slot");
 
         if (backing.Granularity < 8)
         {

@@ -52,11 +52,11 @@ public sealed unsafe class MemoryMapSource : IMemorySource
     private readonly int[] _requiredAdvice;
     private readonly uint _mbindFlags;
 
+    // This source's entry of the process-wide per-node counter: the policy's node, swapped for -1 when the policy degrades.
+    private volatile StrongBox<long> _processMapped;
+
     // Bytes currently mapped by this source, rounded to the granularity. Interlocked.
     private long _mappedBytes;
-
-    // The node mapped bytes are attributed to: the policy's single node while the policy applies, else -1.
-    private volatile int _attributedNode;
 
     // 1 once the kernel refused the NUMA policy / the THP advice; they are then no longer attempted.
     private int _numaRefused;
@@ -83,9 +83,9 @@ public sealed unsafe class MemoryMapSource : IMemorySource
         Options = options;
         Granularity = ComputeGranularity(options.ExplicitHugePages);
         _mapFlags = ComputeMapFlags(options);
-        _requiredAdvice = ComputeAdvice(options);
+        _requiredAdvice = ComputeRequiredAdvice(options);
         _mbindFlags = ComputeMbindFlags(options);
-        _attributedNode = options.NumaPolicy.SingleNode ?? -1;
+        _processMapped = ProcessCounter(options.NumaPolicy.SingleNode ?? -1);
     }
 
     /// <summary>Whether this process can use memory mapping: Linux on x86-64 or arm64.</summary>
@@ -114,7 +114,7 @@ public sealed unsafe class MemoryMapSource : IMemorySource
     /// <c>Bind</c> policy naming one node while the policy applies, otherwise -1 (unknown).
     /// </summary>
     /// <remarks>It turns to -1 when the kernel refuses the policy, which happens on the first mapping, before any bytes are attributed.</remarks>
-    public int MappedNode => _attributedNode;
+    public int MappedNode => NumaPolicyApplied ? Options.NumaPolicy.SingleNode ?? -1 : -1;
 
     /// <summary>Whether the NUMA policy is being applied (false once the kernel refused it; true for the default policy).</summary>
     public bool NumaPolicyApplied => Volatile.Read(ref _numaRefused) == 0;
@@ -151,7 +151,7 @@ public sealed unsafe class MemoryMapSource : IMemorySource
 
     /// <summary>Bytes this source has mapped now, by NUMA node (-1: node unknown). One entry per node.</summary>
     public IReadOnlyDictionary<int, long> GetMappedBytesByNode() =>
-        new Dictionary<int, long> { [_attributedNode] = MappedBytes };
+        new Dictionary<int, long> { [MappedNode] = MappedBytes };
 
     /// <summary>
     /// Bytes mapped now by every <see cref="MemoryMapSource"/> of the process, by NUMA node (-1: node
@@ -303,16 +303,7 @@ public sealed unsafe class MemoryMapSource : IMemorySource
             return null;
         }
 
-        var nodes = new List<int>();
-        for (int w = 0; w < Words; w++)
-        {
-            for (ulong word = mask[w]; word != 0; word &= word - 1)
-            {
-                nodes.Add((w * 64) + System.Numerics.BitOperations.TrailingZeroCount(word));
-            }
-        }
-
-        var set = NumaNodeSet.Of(nodes).WithNodeIdMeaning(
+        var set = NumaNodeSet.FromMask(new ReadOnlySpan<ulong>(mask, Words)).WithNodeIdMeaning(
             (mode & MPOL_F_STATIC_NODES) != 0, (mode & MPOL_F_RELATIVE_NODES) != 0);
         return NumaPolicy.FromKernel((NumaPolicyMode)(mode & ~MPOL_MODE_FLAGS), set);
     }
@@ -333,22 +324,17 @@ public sealed unsafe class MemoryMapSource : IMemorySource
             _ => 0,
         };
 
-    /// <summary>The advice values every region gets, one <c>madvise</c> call each, in order (W-MM1: never OR-ed).</summary>
-    internal static int[] ComputeAdvice(MemoryMapSourceOptions options)
-    {
-        var advice = new List<int>(2);
-        if (options.ExcludeFromCoreDumps)
-        {
-            advice.Add(MADV_DONTDUMP);
-        }
+    /// <summary>
+    /// The advice values every region gets, one <c>madvise</c> call each, in order (W-MM1: never OR-ed):
+    /// the <see cref="ComputeRequiredAdvice">required advice</see>, then the optional <c>MADV_HUGEPAGE</c>.
+    /// </summary>
+    internal static int[] ComputeAdvice(MemoryMapSourceOptions options) =>
+        options.TransparentHugePages ? [.. ComputeRequiredAdvice(options), MADV_HUGEPAGE] : ComputeRequiredAdvice(options);
 
-        if (options.TransparentHugePages)
-        {
-            advice.Add(MADV_HUGEPAGE);
-        }
-
-        return [.. advice];
-    }
+    /// <summary>The advice whose refusal fails the request: <c>MADV_DONTDUMP</c> when core dumps exclude regions.</summary>
+    /// <remarks>The transparent huge page advice is optional and applied by its own step, which degrades once when refused.</remarks>
+    internal static int[] ComputeRequiredAdvice(MemoryMapSourceOptions options) =>
+        options.ExcludeFromCoreDumps ? [MADV_DONTDUMP] : [];
 
     /// <summary>The <c>flags</c> argument of <c>mbind</c>.</summary>
     internal static uint ComputeMbindFlags(MemoryMapSourceOptions options) =>
@@ -486,24 +472,13 @@ public sealed unsafe class MemoryMapSource : IMemorySource
     {
         foreach (int advice in _requiredAdvice)
         {
-            if (advice == MADV_HUGEPAGE && Volatile.Read(ref _hugePageAdviceRefused) != 0)
-            {
-                continue;
-            }
-
             if (LinuxMemory.Advise((nint)start, size, advice) != 0)
             {
-                int errno = Marshal.GetLastPInvokeError();
-                if (advice != MADV_HUGEPAGE)
-                {
-                    return LinuxErrors.Describe($"madvise({AdviceName(advice)})", errno);
-                }
-
-                DegradeOnce(ref _hugePageAdviceRefused, ref _hugePageFallbackReason,
-                    $"transparent huge pages are not advised any more: {LinuxErrors.Describe("madvise(MADV_HUGEPAGE)", errno)}");
+                return LinuxErrors.Describe($"madvise({AdviceName(advice)})", Marshal.GetLastPInvokeError());
             }
         }
 
+        AdviseTransparentHugePages(start, size);
         string? failure = ApplyNumaPolicy(start, size);
         if (failure is null && Options.Prefault)
         {
@@ -511,6 +486,21 @@ public sealed unsafe class MemoryMapSource : IMemorySource
         }
 
         return failure;
+    }
+
+    // Optional: a refusal is reported once and the advice is not attempted again.
+    private void AdviseTransparentHugePages(byte* start, nuint size)
+    {
+        if (!Options.TransparentHugePages || Volatile.Read(ref _hugePageAdviceRefused) != 0)
+        {
+            return;
+        }
+
+        if (LinuxMemory.Advise((nint)start, size, MADV_HUGEPAGE) != 0)
+        {
+            DegradeOnce(ref _hugePageAdviceRefused, ref _hugePageFallbackReason,
+                $"transparent huge pages are not advised any more: {LinuxErrors.Describe("madvise(MADV_HUGEPAGE)", Marshal.GetLastPInvokeError())}");
+        }
     }
 
     private string? ApplyNumaPolicy(byte* start, nuint size)
@@ -541,7 +531,7 @@ public sealed unsafe class MemoryMapSource : IMemorySource
 
         if (errno is ENOSYS or EPERM)
         {
-            _attributedNode = -1;
+            _processMapped = ProcessCounter(-1);
             DegradeOnce(ref _numaRefused, ref _numaFallbackReason,
                 $"the NUMA policy {policy} is not applied: {LinuxErrors.Describe("mbind", errno)}");
             return null;
@@ -656,19 +646,14 @@ public sealed unsafe class MemoryMapSource : IMemorySource
     private void AccountMapped(long delta)
     {
         Interlocked.Add(ref _mappedBytes, delta);
-        var bytes = s_processMappedByNode.GetOrAdd(_attributedNode, static _ => new StrongBox<long>());
-        Interlocked.Add(ref bytes.Value, delta);
+        Interlocked.Add(ref _processMapped.Value, delta);
     }
 
-    private nuint RoundSize(nuint size, string parameterName)
-    {
-        if (size == 0 || size > Allocator.MaximumSize)
-        {
-            throw new ArgumentOutOfRangeException(parameterName, size, $"A region must be between 1 and {Allocator.MaximumSize} bytes.");
-        }
+    private static StrongBox<long> ProcessCounter(int node) =>
+        s_processMappedByNode.GetOrAdd(node, static _ => new StrongBox<long>());
 
-        return Allocator.AlignUp(size, Granularity);
-    }
+    private nuint RoundSize(nuint size, string parameterName) =>
+        SourceSize.Round(size, Granularity, parameterName);
 
     private string HugePageHint(int errno) =>
         errno == ENOMEM && Options.ExplicitHugePages != ExplicitHugePages.None
@@ -678,7 +663,6 @@ public sealed unsafe class MemoryMapSource : IMemorySource
     private static string AdviceName(int advice) => advice switch
     {
         MADV_DONTDUMP => "MADV_DONTDUMP",
-        MADV_HUGEPAGE => "MADV_HUGEPAGE",
         _ => advice.ToString(System.Globalization.CultureInfo.InvariantCulture),
     };
 }

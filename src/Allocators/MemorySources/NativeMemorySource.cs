@@ -70,13 +70,5 @@ public sealed unsafe class NativeMemorySource : IMemorySource
         Interlocked.Add(ref _bytesObtained, -(long)rounded);
     }
 
-    private nuint RoundSize(nuint size)
-    {
-        if (size == 0 || size > Allocator.MaximumSize)
-        {
-            throw new ArgumentOutOfRangeException(nameof(size), size, $"A region must be between 1 and {Allocator.MaximumSize} bytes.");
-        }
-
-        return Allocator.AlignUp(size, Granularity);
-    }
+    private nuint RoundSize(nuint size) => SourceSize.Round(size, Granularity, nameof(size));
 }

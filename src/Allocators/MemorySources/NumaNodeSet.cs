@@ -121,6 +121,22 @@ public sealed class NumaNodeSet : IEquatable<NumaNodeSet>
         return new NumaNodeSet(words, staticNodes: false, relativeNodes: false);
     }
 
+    /// <summary>
+    /// The set whose bit <c>i</c> of word <c>w</c> is node <c>64w + i</c>, as the kernel reports it
+    /// (<c>get_mempolicy</c>); words beyond <see cref="MaximumNodeId"/> are ignored, trailing zero words dropped.
+    /// </summary>
+    internal static NumaNodeSet FromMask(ReadOnlySpan<ulong> words)
+    {
+        words = words[..Math.Min(words.Length, (MaximumNodeId / 64) + 1)];
+        int length = words.Length;
+        while (length > 0 && words[length - 1] == 0)
+        {
+            length--;
+        }
+
+        return length == 0 ? Empty : new NumaNodeSet(words[..length].ToArray(), staticNodes: false, relativeNodes: false);
+    }
+
     /// <summary>Creates a set of the given nodes.</summary>
     /// <exception cref="ArgumentNullException"><paramref name="nodes"/> is null.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A node id is negative or above <see cref="MaximumNodeId"/>.</exception>
