@@ -906,6 +906,23 @@ public class SwitchableAllocatorTests
         {
             Assert.Equal(context.GetUsableSize(100, 8), switchable.GetUsableSize(100, 8));
         }
+
+        // Servers whose usable size differs from the request, so that asking the wrong one fails.
+        using var bitSetContext = ContextAllocator.MediumLived(new BitSetAllocator(NativeMemorySource.Shared, 64, ContextCapacity));
+        using (switchable.UseContext(bitSetContext))
+        {
+            Assert.Equal((nuint)128, switchable.GetUsableSize(100, 8));
+            Assert.Equal(bitSetContext.GetUsableSize(100, 8), switchable.GetUsableSize(100, 8));
+        }
+
+        using (switchable.Use(AllocatorKind.ThreadLocal))
+        {
+            nuint slabSize = switchable.ThreadLocal!.GetUsableSize(100, 8);
+            Assert.True(slabSize > 100, $"the size class of 100 B is {slabSize}");
+            Assert.Equal(slabSize, switchable.GetUsableSize(100, 8));
+        }
+
+        Assert.Equal((nuint)100, switchable.GetUsableSize(100, 8));
     }
 
     // The seed's switchable_generation test: a million-element native list grown through the
