@@ -15,4 +15,21 @@ public readonly record struct AllocatorStatistics(
     long AllocationCount,
     long DeallocationCount,
     long FailureCount,
-    long TotalBytesAllocated);
+    long TotalBytesAllocated)
+{
+    /// <summary>
+    /// Combines the statistics of two allocators, such as a composite allocator's parts: every
+    /// counter is the sum of both (the peak too, an upper bound of the combined peak).
+    /// </summary>
+    /// <param name="left">The first allocator's statistics.</param>
+    /// <param name="right">The second allocator's statistics.</param>
+    /// <returns>The field-by-field sum; <see cref="Capacity"/> is the sum when both capacities are known, otherwise <see langword="null"/> (unbounded).</returns>
+    public static AllocatorStatistics operator +(AllocatorStatistics left, AllocatorStatistics right) => new(
+        left.BytesInUse + right.BytesInUse,
+        left.PeakBytesInUse + right.PeakBytesInUse,
+        left.Capacity is { } a && right.Capacity is { } b ? a + b : null,
+        left.AllocationCount + right.AllocationCount,
+        left.DeallocationCount + right.DeallocationCount,
+        left.FailureCount + right.FailureCount,
+        left.TotalBytesAllocated + right.TotalBytesAllocated);
+}

@@ -283,10 +283,11 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         }
     }
 
-    // The core members forward to the wrapped allocator's public members (its core members
-    // are protected). The wrapped allocator counts its own failures and Statistics reports
-    // its counters only, so this wrapper's failure counter (bumped by the base class when a
-    // core member returns null) never shows up twice.
+    // Allocation and deallocation forward to the wrapped allocator's prevalidated entry points
+    // (the base class validated the request already); the other core members forward to its
+    // public members (its core members are protected). The wrapped allocator counts its own
+    // failures and Statistics reports its counters only, so this wrapper's failure counter
+    // (bumped by the base class when a core member returns null) never shows up twice.
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private byte* AllocateUnlocked(nuint size, nuint alignment)
@@ -300,11 +301,9 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
                 // Skips the second validation of the request: the base class did it.
                 return _bump!.AllocatePrevalidated(size, alignment);
             case ContextAllocatorKind.MediumLived:
-                _bitSet!.TryAllocate(size, alignment, out byte* pointer);
-                return pointer;
+                return _bitSet!.AllocatePrevalidated(size, alignment);
             case ContextAllocatorKind.LongLived:
-                _tree!.TryAllocate(size, alignment, out pointer);
-                return pointer;
+                return _tree!.AllocatePrevalidated(size, alignment);
             default:
                 ThrowUnsupportedKind();
                 return null;
@@ -316,13 +315,13 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         switch (_kind)
         {
             case ContextAllocatorKind.ShortLived:
-                _bump!.Deallocate(pointer, size, alignment);
+                _bump!.DeallocatePrevalidated(pointer, size, alignment);
                 break;
             case ContextAllocatorKind.MediumLived:
-                _bitSet!.Deallocate(pointer, size, alignment);
+                _bitSet!.DeallocatePrevalidated(pointer, size, alignment);
                 break;
             case ContextAllocatorKind.LongLived:
-                _tree!.Deallocate(pointer, size, alignment);
+                _tree!.DeallocatePrevalidated(pointer, size, alignment);
                 break;
             default:
                 ThrowUnsupportedKind();

@@ -87,11 +87,11 @@ public class OwnerRegistryTests
     {
         nuint start = Base + 0x2000_0000;
         var owner = new object();
-        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(10));
         var reader = Task.Run(() =>
         {
             long seen = 0;
-            for (int i = 0; i < 2_000_000 && !stop.IsCancellationRequested; i++)
+            for (int i = 0; (i < 2_000_000 || seen == 0) && !stop.IsCancellationRequested; i++)
             {
                 object? found = OwnerRegistry.Find(start + (nuint)(i % 64) * 4096);
                 Assert.True(found is null || ReferenceEquals(found, owner));
@@ -100,13 +100,21 @@ public class OwnerRegistryTests
 
             return seen;
         });
-        for (int round = 0; round < 200; round++)
+
+        // The writer keeps registering until the reader is done (bounded by the token), so the
+        // reader has the chance to see the owner however the threads are scheduled.
+        int rounds = 0;
+        while (rounds < 200 || (!reader.IsCompleted && !stop.IsCancellationRequested))
         {
             OwnerRegistry.Register(start, 64 * 4096, owner);
+            Thread.SpinWait(64);
             OwnerRegistry.Unregister(start, 64 * 4096, owner);
+            rounds++;
         }
 
         stop.Cancel();
-        await reader;
+        long seen = await reader;
+        Assert.True(seen > 0, $"the reader never saw the owner in {rounds} registration rounds");
+        Assert.Null(OwnerRegistry.Find(start));
     }
 }

@@ -906,6 +906,23 @@ public class SwitchableAllocatorTests
         {
             Assert.Equal(context.GetUsableSize(100, 8), switchable.GetUsableSize(100, 8));
         }
+
+        // Servers whose usable size differs from the request, so that asking the wrong one fails.
+        using var bitSetContext = ContextAllocator.MediumLived(new BitSetAllocator(NativeMemorySource.Shared, 64, ContextCapacity));
+        using (switchable.UseContext(bitSetContext))
+        {
+            Assert.Equal((nuint)128, switchable.GetUsableSize(100, 8));
+            Assert.Equal(bitSetContext.GetUsableSize(100, 8), switchable.GetUsableSize(100, 8));
+        }
+
+        using (switchable.Use(AllocatorKind.ThreadLocal))
+        {
+            nuint slabSize = switchable.ThreadLocal!.GetUsableSize(100, 8);
+            Assert.True(slabSize > 100, $"the size class of 100 B is {slabSize}");
+            Assert.Equal(slabSize, switchable.GetUsableSize(100, 8));
+        }
+
+        Assert.Equal((nuint)100, switchable.GetUsableSize(100, 8));
     }
 
     // The seed's switchable_generation test: a million-element native list grown through the
@@ -937,6 +954,81 @@ public class SwitchableAllocatorTests
         }
 
         Assert.Equal(0, global.Statistics.BytesInUse);
+    }
+
+    // The seed's switchable_generation test as the seed wrote it: the default switchable allocator,
+    // whose global allocator is the untracked NativeMemoryAllocator.Shared. Other tests use that
+    // instance in parallel, so the checks allow for their blocks: the total allocated only grows,
+    // and the list's final buffer (8 MiB) is no longer in use at the end.
+    [Fact]
+    public void Switchable_generation_with_the_default_allocator_frees_everything_it_grew()
+    {
+        var switchable = new SwitchableAllocator();
+        var shared = NativeMemoryAllocator.Shared;
+        Assert.Same(shared, switchable.Global);
+        Assert.Equal(AllocatorKind.Global, switchable.Current);
+        AllocatorStatistics before = shared.Statistics;
+        long bufferBytes;
+
+        using (var list = new NativeList(switchable))
+        {
+            for (int i = 0; i < 1_000_000; i++)
+            {
+                list.Add(i * 3L);
+            }
+
+            Assert.Equal(1_000_000, list.Count);
+            for (int i = 0; i < list.Count; i++)
+            {
+                if (list[i] != i * 3L)
+                {
+                    Assert.Fail($"element {i} is {list[i]}");
+                }
+            }
+
+            bufferBytes = (long)list.Capacity * sizeof(long);
+            Assert.True(shared.Statistics.TotalBytesAllocated - before.TotalBytesAllocated >= bufferBytes);
+        }
+
+        AllocatorStatistics after = shared.Statistics;
+        Assert.True(after.BytesInUse - before.BytesInUse < bufferBytes, $"{after.BytesInUse - before.BytesInUse} bytes still in use");
+        Assert.True(after.DeallocationCount > before.DeallocationCount);
+    }
+
+    // A block too large for the slabs, taken in thread-local mode (the thread-local allocator's
+    // fallback serves it), is freed on another thread in global mode: the routing finds the
+    // thread-local allocator as its owner and the fallback records the free. The default fallback
+    // (a memory map allocator) is used: only its blocks are registered with the owner registry.
+    [LinuxFact]
+    public async Task Over_size_thread_local_block_is_freed_from_another_thread_in_global_mode()
+    {
+        using var threadLocal = new ThreadLocalAllocator();
+        IAllocator fallback = threadLocal.Fallback;
+        using var global = new NativeMemoryAllocator(trackOwnership: true);
+        var switchable = new SwitchableAllocator(global, threadLocal);
+        nuint size = threadLocal.MaximumSlabSize + 1;
+
+        nuint block;
+        using (switchable.Use(AllocatorKind.ThreadLocal))
+        {
+            block = Allocate(switchable, size);
+        }
+
+        Assert.NotEqual((nuint)0, block);
+        Assert.Equal(1, fallback.Statistics.AllocationCount);
+        Assert.True(fallback.Statistics.BytesInUse >= (long)size);
+        Assert.Equal(0, global.Statistics.AllocationCount);
+
+        await Task.Run(() =>
+        {
+            Assert.Equal(AllocatorKind.Global, switchable.Current);
+            Free(switchable, block, size);
+        });
+
+        Assert.Equal(1, fallback.Statistics.DeallocationCount);
+        Assert.Equal(0, fallback.Statistics.BytesInUse);
+        Assert.Equal(0, global.Statistics.AllocationCount);
+        Assert.Equal(0, global.Statistics.DeallocationCount);
     }
 
     // Model: AllocatorModel's list of live blocks (contents, alignment, no overlap, ownership), run in

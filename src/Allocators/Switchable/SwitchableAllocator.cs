@@ -207,15 +207,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
                 return global;
             }
 
-            AllocatorStatistics local = _threadLocal.Statistics;
-            return new AllocatorStatistics(
-                global.BytesInUse + local.BytesInUse,
-                global.PeakBytesInUse + local.PeakBytesInUse,
-                global.Capacity is { } a && local.Capacity is { } b ? a + b : null,
-                global.AllocationCount + local.AllocationCount,
-                global.DeallocationCount + local.DeallocationCount,
-                global.FailureCount + local.FailureCount,
-                global.TotalBytesAllocated + local.TotalBytesAllocated);
+            return global + _threadLocal.Statistics;
         }
     }
 
@@ -365,7 +357,8 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     {
         if (_slabThreadLocal is { } slab && SlabPageMap.Find((nuint)pointer) is { } page && page.Allocator == slab)
         {
-            slab.DeallocatePrevalidated(pointer, size, alignment);
+            // The page is known: the thread-local allocator does not look it up again.
+            slab.DeallocateInPage(page, pointer, size);
             return;
         }
 

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -222,15 +223,10 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
             }
 
             long peak = RaisePeak(bytesInUse);
-            AllocatorStatistics fallback = _fallback.Statistics;
-            return new AllocatorStatistics(
-                bytesInUse + fallback.BytesInUse,
-                peak + fallback.PeakBytesInUse,
-                Capacity: null,
-                allocations + fallback.AllocationCount,
-                allocations - blocksInUse + fallback.DeallocationCount,
-                FailureCount,
-                requested + fallback.TotalBytesAllocated);
+            // The slab counters plus the fallback's, except its failures: this allocator's own
+            // failure count covers the requests it refused. No capacity: the slab side is unbounded.
+            var slab = new AllocatorStatistics(bytesInUse, peak, Capacity: null, allocations, allocations - blocksInUse, FailureCount, requested);
+            return slab + (_fallback.Statistics with { FailureCount = 0 });
         }
     }
 
@@ -308,6 +304,33 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
             return;
         }
 
+        FreeSlabBlock(page, block);
+    }
+
+    /// <summary>
+    /// <see cref="AllocatorBase.DeallocatePrevalidated"/> for a caller in this assembly that already
+    /// found the block's page through <see cref="SlabPageMap.Find"/> and checked that
+    /// <paramref name="page"/> belongs to this allocator: the page-map lookup is not repeated.
+    /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="pointer"/> is not the start of a block of <paramref name="page"/>, <paramref name="size"/> exceeds the block, or the block is already free.</exception>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal void DeallocateInPage(SlabPage page, byte* pointer, nuint size)
+    {
+        Debug.Assert(page.Allocator == this, "The page belongs to another allocator.");
+        nuint block = (nuint)pointer;
+        if (!page.IsBlockStart(block) || size > page.BlockSize)
+        {
+            ThrowNotSlabBlock(page, block, size);
+        }
+
+        FreeSlabBlock(page, block);
+    }
+
+    // Frees a block of one of this allocator's slab pages (checked by the caller).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void FreeSlabBlock(SlabPage page, nuint block)
+    {
+        byte* pointer = (byte*)block;
         nuint stamp = _stampKey ^ block;
         if (((nuint*)block)[1] == stamp)
         {
