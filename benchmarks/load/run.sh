@@ -42,8 +42,8 @@ ASPNETCORE_ENVIRONMENT=Production dotnet "$DLL" --urls "$BASE" \
     --Sample:BareBranch=true --Sample:Metrics=false --Logging:LogLevel:Default=Warning \
     >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
-for _ in $(seq 1 100); do curl -fs "$BASE/allocators" >/dev/null 2>&1 && break; sleep 0.1; done
-curl -fs "$BASE/allocators" >/dev/null || { echo "the sample did not start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
+for _ in $(seq 1 100); do curl -fs "$BASE/stats" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fs "$BASE/stats" >/dev/null || { echo "the sample did not start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
 
 # A 16 KiB body for the POST variants.
 head -c 16384 /dev/zero | tr '\0' 'a' >"$WORK/body"
@@ -60,10 +60,10 @@ VARIANTS=("/digest" "/digest/arraypool" "/digest/new" "/noop" "/noop-bare")
 run_variant() { # path round
     local path=$1 round=$2 script=() gen0_before gen0_after rss
     [[ $path == /digest* ]] && script=(-s "$WORK/post.lua")
-    gen0_before=$(curl -fs "$BASE/allocators" | jq .gen0Collections)
+    gen0_before=$(curl -fs "$BASE/stats" | jq .gen0Collections)
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${script[@]}" "$BASE$path" >"$WORK/wrk.out"
-    gen0_after=$(curl -fs "$BASE/allocators" | jq .gen0Collections)
-    rss=$(curl -fs "$BASE/allocators" | jq .workingSetBytes)
+    gen0_after=$(curl -fs "$BASE/stats" | jq .gen0Collections)
+    rss=$(curl -fs "$BASE/stats" | jq .workingSetBytes)
     local rps p99
     rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.out")
     p99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk.out")

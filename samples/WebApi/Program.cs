@@ -58,7 +58,8 @@ app.MapGet("/", () => Results.Text(
       POST /transform         JSON {"name": ..., "values": [...]} -> {"name": NAME, "count": n, "sum": s, "values": [2x ...]}
       GET  /render?kb=N       an N KiB text response built in request buffers
       GET  /noop              nothing (the middleware's cost)
-      GET  /allocators        GC count, working set, mapped arena memory, arena options
+      GET  /stats             GC count, working set, mapped arena memory, arena options (JSON)
+      GET  /allocators        the live allocator dashboard (Development environment only)
       GET  /metrics           Prometheus metrics (allochosting_*, http_server_*, dotnet_*)
       GET  /health            the allochosting health check
     """));
@@ -148,8 +149,16 @@ app.MapGet("/render", async (int? kb, HttpResponse response, IRequestBuffers buf
 
 app.MapGet("/noop", () => Results.Empty);
 
+// The live allocator page (charts of the arenas, polled from /allocators/data). It shows how the
+// process uses memory, so like any diagnostics endpoint it is mapped in Development only; an app
+// that serves it elsewhere should add .RequireAuthorization(...).
+if (app.Environment.IsDevelopment())
+{
+    app.MapAllocatorDashboard();   // GET /allocators
+}
+
 // Process figures for the README and the load script: GCs so far, working set, mapped arena memory.
-app.MapGet("/allocators", (IOptions<SwitchableAllocatorOptions> options) => Results.Json(new
+app.MapGet("/stats", (IOptions<SwitchableAllocatorOptions> options) => Results.Json(new
 {
     gen0Collections = GC.CollectionCount(0),
     workingSetBytes = Environment.WorkingSet,

@@ -19,7 +19,7 @@ internal sealed class AllocHostingMetrics
     public const string ErrorTypeTag = "error.type";
 
     // Powers of 4 from 256 B to 64 MiB: one bucket per factor of four in request usage.
-    private static readonly long[] s_usedBoundaries =
+    internal static readonly long[] UsedBoundaries =
         [256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864];
 
     private readonly Meter _meter;
@@ -40,7 +40,7 @@ internal sealed class AllocHostingMetrics
             unit: "By",
             description: "Bytes a request used from its arena (high-water).",
             tags: null,
-            advice: new InstrumentAdvice<long> { HistogramBucketBoundaries = s_usedBoundaries });
+            advice: new InstrumentAdvice<long> { HistogramBucketBoundaries = UsedBoundaries });
         _overflowed = _meter.CreateCounter<long>(
             "allochosting.request_arena.overflowed",
             unit: "{request}",
@@ -72,6 +72,11 @@ internal sealed class AllocHostingMetrics
             () => ObserveLive(pool),
             unit: "By",
             description: "Bytes handed out and not yet released.");
+        _meter.CreateObservableCounter(
+            "allochosting.request_arena.rents",
+            () => pool.RentCount,
+            unit: "{rent}",
+            description: "Rents served from request arena memory.");
         _meter.CreateObservableUpDownCounter(
             "allochosting.mapped",
             pool.ObserveMapped,

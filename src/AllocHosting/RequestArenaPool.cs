@@ -83,6 +83,7 @@ internal sealed class RequestArenaPool : IDisposable
     private long _releasedAllocatedBytes;
     private long _fallbackAllocatedBytes;
     private long _fallbackLiveBytes;
+    private long _retiredRentCount;   // rents served by chunks since disposed (trimmed chunks, fallback chunks)
     private long _unsupportedMappedBytes;
     private bool _disposed;
 
@@ -190,6 +191,29 @@ internal sealed class RequestArenaPool : IDisposable
     }
 
     public long FallbackLiveBytes => Interlocked.Read(ref _fallbackLiveBytes);
+
+    /// <summary>
+    /// Rents served from arena memory since start: the figure of <c>allochosting.request_arena.rents</c>.
+    /// Read from the chunks' allocation counters when asked (nothing is counted per rent beyond what
+    /// the chunk's allocator counts anyway); rents from overflow fallback memory count once the
+    /// request that made them has ended.
+    /// </summary>
+    public long RentCount
+    {
+        get
+        {
+            lock (_lock)
+            {
+                long rents = Interlocked.Read(ref _retiredRentCount);
+                foreach (ArenaChunk chunk in _allChunks)
+                {
+                    rents += chunk.Statistics.AllocationCount;
+                }
+
+                return rents;
+            }
+        }
+    }
 
     /// <summary>Requests rejected since the last call (for the health check).</summary>
     public long TakeRejectedCount() => Interlocked.Exchange(ref _rejectedSinceHealthCheck, 0);
@@ -369,6 +393,7 @@ internal sealed class RequestArenaPool : IDisposable
     public void FreeFallback(ArenaChunk chunk)
     {
         Interlocked.Add(ref _fallbackLiveBytes, -chunk.Capacity);
+        Interlocked.Add(ref _retiredRentCount, chunk.Statistics.AllocationCount);
         chunk.Dispose();
     }
 
@@ -621,6 +646,7 @@ internal sealed class RequestArenaPool : IDisposable
     private void DisposeChunk(ArenaChunk chunk)
     {
         _allChunks.Remove(chunk);
+        Interlocked.Add(ref _retiredRentCount, chunk.Statistics.AllocationCount);
         chunk.Dispose();
     }
 

@@ -1,5 +1,6 @@
 using AllocHosting;
 using AllocHosting.Allocators;
+using AllocHosting.Dashboard;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
@@ -52,6 +53,7 @@ public static class SwitchableAllocatorsServiceCollectionExtensions
             provider.GetRequiredService<IOptions<SwitchableAllocatorOptions>>().Value.InstallContextAllocator
                 ? new SwitchableRequestArenaActivator(provider.GetRequiredService<SwitchableAllocator>())
                 : new NoRequestArenaActivator());
+        services.TryAddSingleton<AllocatorDashboardSampler>();   // started only by MapAllocatorDashboard
         services.TryAddScoped<IRequestBuffers, RequestBuffers>();
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IStartupFilter, RequestArenaStartupFilter>());
         services.AddHealthChecks().AddCheck<RequestArenaHealthCheck>(RequestArenaHealthCheck.Name, tags: ["allochosting", "memory"]);

@@ -67,6 +67,29 @@ public class AllocHostingMetricsTests
     }
 
     [Fact]
+    public async Task Rents_counts_every_rent_from_arena_memory_including_chunks_trimmed_since()
+    {
+        await using var app = await StartAsync();
+        using var rents = Collect(app, "allochosting.request_arena.rents");
+
+        await app.Client.GetStringAsync("/rent?bytes=100&times=5");
+        await app.Client.GetStringAsync("/rent?bytes=100&times=2");
+        await app.Client.GetStringAsync("/noop");
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the requests released");
+        rents.RecordObservableInstruments();
+        Assert.Equal(7, rents.LastMeasurement!.Value);
+
+        // Trimming disposes the idle chunks (twice: the first trim only notes the low-water mark); their rents still count.
+        app.Pool.Trim();
+        app.Pool.Trim();
+        Assert.Equal(0, app.Pool.IdleChunkCount);
+        await app.Client.GetStringAsync("/rent?bytes=100");
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the request released");
+        rents.RecordObservableInstruments();
+        Assert.Equal(8, rents.LastMeasurement!.Value);
+    }
+
+    [Fact]
     public async Task Active_goes_up_while_a_request_holds_memory_and_back_down_after()
     {
         await using var app = await StartAsync();

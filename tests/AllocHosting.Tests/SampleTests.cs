@@ -100,9 +100,9 @@ public sealed class SampleTests(SampleTests.Factory factory) : IClassFixture<Sam
     }
 
     [Fact]
-    public async Task Allocators_reports_process_figures_and_the_arena_options()
+    public async Task Stats_reports_process_figures_and_the_arena_options()
     {
-        using JsonDocument json = JsonDocument.Parse(await _client.GetStringAsync("/allocators"));
+        using JsonDocument json = JsonDocument.Parse(await _client.GetStringAsync("/stats"));
 
         Assert.Equal("Bump", json.RootElement.GetProperty("arenaKind").GetString());
         Assert.Equal(65536, json.RootElement.GetProperty("arenaChunkSize").GetInt32());
