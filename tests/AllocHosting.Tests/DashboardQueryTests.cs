@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
@@ -76,13 +74,13 @@ public sealed partial class DashboardQueryTests
         string work = Directory.CreateTempSubdirectory("allochosting-prometheus-").FullName;
         try
         {
-            int appPort = FreePort();
-            using ChildProcess app = StartSample(appPort);
+            int appPort = SampleProcess.FreePort();
+            using ChildProcess app = SampleProcess.Start(appPort);
             using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
             var appUri = new Uri($"http://127.0.0.1:{appPort}");
-            await WaitUntilAsync(http, new Uri(appUri, "/"), app, TimeSpan.FromSeconds(20));
+            await SampleProcess.WaitUntilAsync(http, new Uri(appUri, "/"), app, TimeSpan.FromSeconds(20));
 
-            int prometheusPort = FreePort();
+            int prometheusPort = SampleProcess.FreePort();
             string config = Path.Combine(work, "prometheus.yml");
             await File.WriteAllTextAsync(config, $"""
                 global:
@@ -101,9 +99,9 @@ public sealed partial class DashboardQueryTests
                 "--log.level=warn",
             ], work);
             var prometheusUri = new Uri($"http://127.0.0.1:{prometheusPort}");
-            await WaitUntilAsync(http, new Uri(prometheusUri, "/-/ready"), prometheus, TimeSpan.FromSeconds(20));
+            await SampleProcess.WaitUntilAsync(http, new Uri(prometheusUri, "/-/ready"), prometheus, TimeSpan.FromSeconds(20));
 
-            int requests = await DriveLoadAsync(http, appUri, TimeSpan.FromSeconds(6), maxRequests: 600);
+            int requests = await SampleProcess.DriveLoadAsync(http, appUri, TimeSpan.FromSeconds(6), maxRequests: 600);
             Assert.True(requests >= 50, $"Only {requests} requests were sent.");
 
             string instance = $"127.0.0.1:{appPort}";
@@ -154,78 +152,6 @@ public sealed partial class DashboardQueryTests
         }
 
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"The test took {clock.Elapsed}.");
-    }
-
-    /// <summary>The sample as a real Kestrel server (a child process: the in-memory TestServer cannot be scraped), with a small budget so that requests overflow, fail and are rejected.</summary>
-    private static ChildProcess StartSample(int port)
-    {
-        string dll = SampleAssembly();
-        // The host running the tests, so that the sample runs on the same runtime even when no dotnet is on PATH.
-        string host = Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
-        return ChildProcess.Start(host,
-        [
-            dll,
-            "--urls", $"http://127.0.0.1:{port}",
-            "--environment", "Production",
-            "--Logging:LogLevel:Default=Warning",
-            "--Logging:LogLevel:AllocHosting=Error",   // the budget-spent warning is the point here
-            // Four 64 KiB chunks for the whole process, rejecting at once: concurrent /render?kb=200
-            // (four chunks each) overflow, exhaust the budget and are refused with 503.
-            "--SwitchableAllocators:MemoryBudget=262144",
-            "--SwitchableAllocators:MaxArenaSizePerRequest=262144",
-            "--SwitchableAllocators:BudgetPolicy=Reject",
-        ], Path.GetDirectoryName(dll));
-    }
-
-    private static string SampleAssembly()
-    {
-        // The copy next to the tests runs when the SDK copied its runtimeconfig; otherwise the sample's own output.
-        string local = Path.Combine(AppContext.BaseDirectory, "AllocHosting.Samples.WebApi.dll");
-        if (File.Exists(Path.ChangeExtension(local, ".runtimeconfig.json")))
-        {
-            return local;
-        }
-
-        var output = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-        string framework = output.Name, configuration = output.Parent!.Name;
-        string sample = Path.Combine(RepositoryRoot(), "samples", "WebApi", "bin", configuration, framework, "AllocHosting.Samples.WebApi.dll");
-        Assert.True(File.Exists(sample), $"The built sample is not at {sample}.");
-        return sample;
-    }
-
-    /// <summary>Bounded load on the endpoints that rent request buffers: a few hundred requests from eight tasks for at most <paramref name="duration"/>.</summary>
-    private static async Task<int> DriveLoadAsync(HttpClient http, Uri app, TimeSpan duration, int maxRequests)
-    {
-        byte[] body = Enumerable.Range(0, 20_000).Select(i => (byte)i).ToArray();
-        int sent = 0;
-        var end = DateTime.UtcNow + duration;
-        async Task Worker(int worker)
-        {
-            for (int i = worker; DateTime.UtcNow < end && Interlocked.Increment(ref sent) <= maxRequests; i++)
-            {
-                using HttpRequestMessage request = (i % 4) switch
-                {
-                    0 => new HttpRequestMessage(HttpMethod.Post, new Uri(app, "/digest")) { Content = new ByteArrayContent(body) },
-                    1 => new HttpRequestMessage(HttpMethod.Post, new Uri(app, "/transform")) { Content = new StringContent("""{"name":"a","values":[1,2,3]}""", Encoding.UTF8, "application/json") },
-                    2 => new HttpRequestMessage(HttpMethod.Get, new Uri(app, "/render?kb=100")),
-                    _ => new HttpRequestMessage(HttpMethod.Get, new Uri(app, "/render?kb=200")),
-                };
-                try
-                {
-                    using HttpResponseMessage response = await http.SendAsync(request);
-                    await response.Content.ReadAsByteArrayAsync();
-                }
-                catch (HttpRequestException)
-                {
-                    // A refused or reset request still counts as load; the queries decide.
-                }
-
-                await Task.Delay(5);
-            }
-        }
-
-        await Task.WhenAll(Enumerable.Range(0, 8).Select(Worker));
-        return Math.Min(sent, maxRequests);
     }
 
     /// <summary>Null when the query parsed and returned at least one series; otherwise what went wrong.</summary>
@@ -309,49 +235,5 @@ public sealed partial class DashboardQueryTests
     private static partial Regex LabelValues();
 
     private static JsonDocument LoadDashboard() =>
-        JsonDocument.Parse(File.ReadAllText(Path.Combine(RepositoryRoot(), "dashboards", "allochosting.json")));
-
-    private static string RepositoryRoot()
-    {
-        for (var directory = new DirectoryInfo(AppContext.BaseDirectory); directory is not null; directory = directory.Parent)
-        {
-            if (File.Exists(Path.Combine(directory.FullName, "dashboards", "allochosting.json")))
-            {
-                return directory.FullName;
-            }
-        }
-
-        throw new InvalidOperationException($"No dashboards/allochosting.json above {AppContext.BaseDirectory}.");
-    }
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
-
-    private static async Task WaitUntilAsync(HttpClient http, Uri uri, ChildProcess process, TimeSpan timeout)
-    {
-        var deadline = DateTime.UtcNow + timeout;
-        while (true)
-        {
-            Assert.False(process.HasExited, $"{process.Name} exited early:\n{process.Output}");
-            try
-            {
-                using HttpResponseMessage response = await http.GetAsync(uri);
-                if (response.IsSuccessStatusCode)
-                {
-                    return;
-                }
-            }
-            catch (Exception error) when (error is HttpRequestException or TaskCanceledException)
-            {
-                // Not listening yet.
-            }
-
-            Assert.True(DateTime.UtcNow < deadline, $"{uri} did not answer within {timeout}:\n{process.Output}");
-            await Task.Delay(200);
-        }
-    }
+        JsonDocument.Parse(File.ReadAllText(Path.Combine(SampleProcess.RepositoryRoot(), "dashboards", "allochosting.json")));
 }

@@ -111,6 +111,28 @@ public sealed class SampleTests(SampleTests.Factory factory) : IClassFixture<Sam
     }
 
     [Fact]
+    public async Task The_allocator_dashboard_is_mapped_in_Development()
+    {
+        // WebApplicationFactory runs the sample in Development.
+        string html = await _client.GetStringAsync("/allocators");
+
+        Assert.Contains("data-source=\"/allocators/data\"", html, StringComparison.Ordinal);
+        using JsonDocument data = JsonDocument.Parse(await _client.GetStringAsync("/allocators/data"));
+        Assert.True(data.RootElement.TryGetProperty("rents", out _));
+    }
+
+    [Fact]
+    public async Task The_allocator_dashboard_is_not_mapped_outside_Development()
+    {
+        await using var production = new Factory().WithWebHostBuilder(builder => builder.UseEnvironment("Production"));
+        using HttpClient client = production.CreateClient();
+
+        Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync("/allocators")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync("/allocators/data")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/stats")).StatusCode);
+    }
+
+    [Fact]
     public async Task Health_reports_the_allocators()
     {
         Assert.Equal("Healthy", await _client.GetStringAsync("/health"));

@@ -13,9 +13,10 @@ internal static class AllocatorDashboardAssets
     public const string DataName = "data";
     private const string BasePlaceholder = "%BASE%";
 
-    // Everything the page needs comes from its own endpoints; nothing inline, nothing from elsewhere.
+    // Everything the page needs comes from its own endpoints; nothing inline, nothing from elsewhere
+    // (data: only for the empty icon, which keeps the browser from asking the app for /favicon.ico).
     private const string ContentSecurityPolicy =
-        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
     private static readonly string s_page = ReadResource("dashboard.html");
     private static readonly byte[] s_script = Encoding.UTF8.GetBytes(ReadResource(ScriptName));

@@ -5,7 +5,8 @@
 
   const SVG = 'http://www.w3.org/2000/svg';
   const WIDTH = 640, HEIGHT = 220, LEFT = 64, RIGHT = 10, TOP = 10, BOTTOM = 24;
-  const WINDOW = 120; // points kept and drawn
+  const WINDOW = 120;  // points kept and drawn
+  const MIN_SPAN = 20; // the x axis never spans fewer intervals than this
   const COLORS = {
     request: '#2563eb', thread: '#16a34a', global: '#d97706', unknown: '#6b7280',
     p50: '#2563eb', p95: '#7c3aed', p99: '#dc2626',
@@ -33,6 +34,7 @@
   const bytesPerSecond = (value) => value === null || value === undefined ? '–' : bytes(value) + '/s';
   const perSecond = (value) => {
     if (value === null || value === undefined || !Number.isFinite(value)) return '–';
+    if (value === 0) return '0/s';
     return (value >= 100 ? Math.round(value).toString() : value.toFixed(value >= 10 ? 1 : 2)) + '/s';
   };
   const count = (value) => value === null || value === undefined ? '–' : Math.round(value).toLocaleString('en-US');
@@ -92,7 +94,7 @@
 
   // A round top for the y axis: 1, 2 or 5 times a power of ten (or of 1024 for bytes).
   function niceMax(value, binary) {
-    if (!(value > 0)) return 1;
+    if (!(value > 0)) return binary ? 1024 : 1;
     const base = binary && value >= 1024 ? 1024 : 10;
     let magnitude = 1;
     while (magnitude * base <= value) magnitude *= base;
@@ -132,10 +134,12 @@
       element('line', { class: 'grid', x1: LEFT, x2: WIDTH - RIGHT, y1: y, y2: y }, svg);
       element('text', { x: LEFT - 6, y: y + 4, 'text-anchor': 'end' }, svg).textContent = format(top * fraction);
     }
-    const seconds = Math.round((WINDOW - 1) * interval / 1000);
+    // The x axis spans the points there are (at least MIN_SPAN intervals), up to the whole window.
+    const span = Math.max(points.length, MIN_SPAN) - 1;
+    const seconds = Math.round(span * interval / 1000);
     element('text', { x: LEFT, y: HEIGHT - 6 }, svg).textContent = `−${seconds} s`;
     element('text', { x: WIDTH - RIGHT, y: HEIGHT - 6, 'text-anchor': 'end' }, svg).textContent = 'now';
-    const x = (i, n) => LEFT + plotWidth * (WINDOW - n + i) / (WINDOW - 1);
+    const x = (i, n) => LEFT + plotWidth * (span - (n - 1 - i)) / span;
     const y = (v) => TOP + plotHeight * (1 - v / top);
     for (const s of series) {
       let path = '', pen = false;
@@ -193,7 +197,7 @@
     lineChart('chart-allocated', names('allocated').map((n) => ({ name: n, color: COLORS[n] || COLORS.unknown, values: nested('allocated', n) })), bytesPerSecond, true);
     lineChart('chart-pressure', ['overflowed', 'rejected', 'failures'].map((k) => ({ name: k, color: COLORS[k], values: column(k) })), perSecond, false);
     const nodes = (snapshot.numa.mapped || []).map((m, i) => ({
-      name: m.node < 0 ? 'node ?' : `node ${m.node}`, value: m.bytes, color: NODE_COLORS[i % NODE_COLORS.length],
+      name: m.node < 0 ? 'unbound' : `node ${m.node}`, value: m.bytes, color: NODE_COLORS[i % NODE_COLORS.length],
     }));
     barChart('chart-numa', nodes, bytes);
     lineChart('chart-gc', ['gen0', 'gen1', 'gen2'].map((g) => ({ name: g, color: COLORS[g], values: column(g) })), perSecond, false);
