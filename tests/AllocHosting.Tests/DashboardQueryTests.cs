@@ -53,7 +53,7 @@ public sealed partial class DashboardQueryTests
         string all = string.Join("\n", Expressions(root).Select(e => e.Expr));
         foreach (string series in new[]
         {
-            "allochosting_request_arena_used_bytes_bucket", "allochosting_request_arena_overflowed_total", "allochosting_rejected_total",
+            "allochosting_request_arena_used_bytes_bucket", "allochosting_request_arena_overflowed_total", "allochosting_rejected_total", "allochosting_request_arena_rents_total",
             "allochosting_live_bytes", "allochosting_allocated_bytes_total", "allochosting_mapped_bytes", "allochosting_failures_total",
             "http_server_request_duration_seconds_count", "http_server_request_duration_seconds_bucket", "dotnet_gc_collections_total",
         })
