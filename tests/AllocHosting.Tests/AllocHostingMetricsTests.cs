@@ -14,16 +14,7 @@ public class AllocHostingMetricsTests
         TestApp.StartAsync(
             a =>
             {
-                a.MapGet("/rent", (IRequestBuffers buffers, int bytes, int? times) =>
-                {
-                    // times rents of bytes each (one by default).
-                    for (int i = 0; i < (times ?? 1); i++)
-                    {
-                        buffers.Rent(bytes).Span.Fill(1);
-                    }
-
-                    return "ok";
-                });
+                TestApp.MapRent(a);
                 a.MapGet("/noop", () => "ok");
             },
             configure);

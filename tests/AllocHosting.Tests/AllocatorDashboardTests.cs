@@ -18,15 +18,7 @@ public class AllocatorDashboardTests
         TestApp.StartAsync(
             app =>
             {
-                app.MapGet("/rent", (IRequestBuffers buffers, int bytes, int? times) =>
-                {
-                    for (int i = 0; i < (times ?? 1); i++)
-                    {
-                        buffers.Rent(bytes).Span.Fill(1);
-                    }
-
-                    return "ok";
-                });
+                TestApp.MapRent(app);
                 (map ?? (a => a.MapAllocatorDashboard())).Invoke(app);
             },
             configure);

@@ -25,17 +25,6 @@ internal static class ChromiumBinary
             return File.Exists(configured) ? configured : null;
         }
 
-        if (!OperatingSystem.IsLinux())
-        {
-            return null;
-        }
-
-        var candidates = new List<string> { "/usr/bin/chromium", "/usr/bin/chromium-browser" };
-        foreach (string directory in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(System.IO.Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries))
-        {
-            candidates.Add(System.IO.Path.Combine(directory, "chromium"));
-        }
-
-        return candidates.FirstOrDefault(File.Exists);
+        return InstalledProgram.Find("chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser");
     }
 }

@@ -15,21 +15,5 @@ public sealed class PrometheusFactAttribute : FactAttribute
 /// <summary>Where the Prometheus server binary is, if anywhere.</summary>
 internal static class PrometheusBinary
 {
-    public static string? Path { get; } = Find();
-
-    private static string? Find()
-    {
-        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS())
-        {
-            return null;
-        }
-
-        var candidates = new List<string> { "/usr/bin/prometheus", "/usr/local/bin/prometheus" };
-        foreach (string directory in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(System.IO.Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries))
-        {
-            candidates.Add(System.IO.Path.Combine(directory, "prometheus"));
-        }
-
-        return candidates.FirstOrDefault(File.Exists);
-    }
+    public static string? Path { get; } = InstalledProgram.Find("prometheus", "/usr/bin/prometheus", "/usr/local/bin/prometheus");
 }

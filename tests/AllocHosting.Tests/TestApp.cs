@@ -47,6 +47,18 @@ internal sealed class TestApp : IAsyncDisposable
         return new TestApp(app);
     }
 
+    /// <summary>Maps <c>GET /rent?bytes=N&amp;times=K</c>: K rents (one by default) of N bytes each, each filled.</summary>
+    public static void MapRent(WebApplication app) =>
+        app.MapGet("/rent", (IRequestBuffers buffers, int bytes, int? times) =>
+        {
+            for (int i = 0; i < (times ?? 1); i++)
+            {
+                buffers.Rent(bytes).Span.Fill(1);
+            }
+
+            return "ok";
+        });
+
     /// <summary>Waits (bounded) until the condition holds: the middleware releases after the response was sent.</summary>
     public static async Task EventuallyAsync(Func<bool> condition, string what)
     {

@@ -36,8 +36,7 @@ internal sealed class AllocatorDashboardSampler : IDisposable
     private readonly Lock _collectLock = new();
 
     // Recorded instruments: updated by request threads, read without the collect lock.
-    private long[] _usedBoundaries = AllocHostingMetrics.UsedBoundaries;
-    private long[] _usedBuckets = new long[AllocHostingMetrics.UsedBoundaries.Length + 1];
+    private UsedHistogram _used = new(AllocHostingMetrics.UsedBoundaries);
     private long _usedCount;
     private long _usedSum;
     private long _overflowed;
@@ -118,8 +117,8 @@ internal sealed class AllocatorDashboardSampler : IDisposable
 
             writer.WriteEndObject();
 
-            long[] boundaries = Volatile.Read(ref _usedBoundaries);
-            long[] buckets = Volatile.Read(ref _usedBuckets);
+            UsedHistogram used = Volatile.Read(ref _used);
+            long[] boundaries = used.Boundaries, buckets = used.Buckets;
             writer.WriteStartObject("used");
             writer.WriteNumber("count", Interlocked.Read(ref _usedCount));
             writer.WriteNumber("sum", Interlocked.Read(ref _usedSum));
@@ -196,8 +195,7 @@ internal sealed class AllocatorDashboardSampler : IDisposable
         if (instrument is Histogram<long> histogram && instrument.Name == UsedInstrument
             && histogram.Advice?.HistogramBucketBoundaries is { Count: > 0 } advised)
         {
-            Volatile.Write(ref _usedBuckets, new long[advised.Count + 1]);
-            Volatile.Write(ref _usedBoundaries, [.. advised]);
+            Volatile.Write(ref _used, new UsedHistogram([.. advised]));
         }
 
         listener.EnableMeasurementEvents(instrument);
@@ -246,11 +244,10 @@ internal sealed class AllocatorDashboardSampler : IDisposable
 
     private void RecordUsed(long value)
     {
-        long[] boundaries = Volatile.Read(ref _usedBoundaries);
-        long[] buckets = Volatile.Read(ref _usedBuckets);
-        int bucket = boundaries.AsSpan().BinarySearch(value);
+        UsedHistogram used = Volatile.Read(ref _used);
+        int bucket = used.Boundaries.AsSpan().BinarySearch(value);
         // Prometheus buckets are "less than or equal": a value equal to a boundary belongs to it.
-        Interlocked.Increment(ref buckets[bucket >= 0 ? bucket : ~bucket]);
+        Interlocked.Increment(ref used.Buckets[bucket >= 0 ? bucket : ~bucket]);
         Interlocked.Add(ref _usedSum, value);
         Interlocked.Increment(ref _usedCount);
     }
@@ -271,4 +268,12 @@ internal sealed class AllocatorDashboardSampler : IDisposable
     private static void Add<TKey>(SortedDictionary<TKey, long> values, TKey key, long value)
         where TKey : notnull =>
         values[key] = values.GetValueOrDefault(key) + value;
+
+    // The usage histogram's boundaries and counts, swapped as one (the instrument's advice replaces the defaults).
+    private sealed class UsedHistogram(long[] boundaries)
+    {
+        public long[] Boundaries { get; } = boundaries;
+
+        public long[] Buckets { get; } = new long[boundaries.Length + 1];
+    }
 }
