@@ -493,6 +493,49 @@ public unsafe class BumpAllocatorTests
         Assert.Equal((long)allocator.Used, statistics.BytesInUse);
     }
 
+    [Fact]
+    public void Concurrent_counts_stay_exact_past_the_limits_of_their_packed_counter()
+    {
+        // The concurrent path counts allocations and bytes in one packed word, moved into the plain
+        // counters at 2^22 allocations or 2^39 bytes. A bump allocator never touches its region
+        // while allocating, so an untouched 8 TiB address range tests the byte limit without memory.
+        if (!Environment.Is64BitProcess)
+        {
+            return;   // needs 64-bit addresses (every platform CI runs on has them)
+        }
+
+        using var allocator = new BumpAllocator((byte*)(1UL << 44), (nuint)1 << 43);
+        long count = 0, bytes = 0;
+        void Allocate(nuint size)
+        {
+            Assert.True(allocator.TryAllocateConcurrent(size, 1, out _));
+            count++;
+            bytes += (long)size;
+            Assert.Equal(count, allocator.Statistics.AllocationCount);
+            Assert.Equal(bytes, allocator.Statistics.TotalBytesAllocated);
+        }
+
+        // Without the move the byte part would carry into the count part at 2^40.
+        for (int i = 0; i < 5; i++)
+        {
+            Allocate((nuint)1 << 38);      // every second one brings the byte part to 2^39: moved
+        }
+
+        Allocate(((nuint)1 << 39) + 5);    // too large for the packed word: counted directly
+        Allocate(3);
+
+        using var small = new BumpAllocator((byte*)(1UL << 45), (nuint)1 << 30);
+        const int allocations = (1 << 23) + 3;   // moved at 2^22; unmoved, the count part would overflow at 2^23
+        for (int i = 0; i < allocations; i++)
+        {
+            small.TryAllocateConcurrent(2, 1, out _);
+        }
+
+        Assert.Equal(allocations, small.Statistics.AllocationCount);
+        Assert.Equal(2L * allocations, small.Statistics.TotalBytesAllocated);
+        Assert.Equal(2L * allocations, small.Statistics.BytesInUse);
+    }
+
     // Model: AllocatorModel's list of live blocks (aligned, owned, disjoint, contents intact),
     // with resets; after everything is freed and a reset, the whole capacity is one block again.
     [Fact]

@@ -84,6 +84,16 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
     private long _deallocationCount;
     private long _totalBytesAllocated;
 
+    // The concurrent path's counts, packed so that one interlocked add keeps both exact (a second
+    // and third locked instruction per allocation cost more than the compare-exchange itself):
+    // allocations from bit ConcurrentCountShift up, bytes below. Moved into the two counters above
+    // long before either part could overflow (see AddConcurrentCounts).
+    private long _concurrentCounts;
+    private const int ConcurrentCountShift = 40;
+    private const long ConcurrentBytesMask = (1L << ConcurrentCountShift) - 1;
+    private const long ConcurrentBytesFoldAt = 1L << (ConcurrentCountShift - 1);
+    private const long ConcurrentCountFoldAt = 1L << 62;
+
     private IMemorySource? _source;
     private nuint _sourceSize;
     private bool _disposed;
@@ -154,14 +164,15 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
         get
         {
             nuint used = Used;
+            long concurrent = Volatile.Read(ref _concurrentCounts);
             return new AllocatorStatistics(
                 BytesInUse: (long)used,
                 PeakBytesInUse: (long)Math.Max(Math.Max(used, _highWater), _peakUsed),
                 Capacity: (long)Capacity,
-                AllocationCount: Volatile.Read(ref _allocationCount),
+                AllocationCount: Volatile.Read(ref _allocationCount) + (concurrent >>> ConcurrentCountShift),
                 DeallocationCount: _deallocationCount,
                 FailureCount: FailureCount,
-                TotalBytesAllocated: Volatile.Read(ref _totalBytesAllocated));
+                TotalBytesAllocated: Volatile.Read(ref _totalBytesAllocated) + (concurrent & ConcurrentBytesMask));
         }
     }
 
@@ -244,12 +255,55 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
                 }
 
                 pointer = (byte*)(next + padding);
-                Interlocked.Increment(ref _allocationCount);
-                Interlocked.Add(ref _totalBytesAllocated, (long)size);
+                AddConcurrentCounts(size);
                 return true;
             }
 
             next = observed;
+        }
+    }
+
+    // One interlocked add counts the allocation and its bytes. A part nearing its limit (2^22
+    // allocations or 2^39 bytes since the last move) is moved into the plain counters, whole
+    // snapshots at a time, so the sums stay exact whatever the interleaving.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void AddConcurrentCounts(nuint size)
+    {
+        if ((ulong)size >= ConcurrentBytesFoldAt)
+        {
+            AddConcurrentCountsDirectly(size);
+            return;
+        }
+
+        long counts = Interlocked.Add(ref _concurrentCounts, (1L << ConcurrentCountShift) + (long)size);
+        if ((counts & ConcurrentBytesMask) >= ConcurrentBytesFoldAt || counts >= ConcurrentCountFoldAt)
+        {
+            FoldConcurrentCounts();
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void AddConcurrentCountsDirectly(nuint size)
+    {
+        Interlocked.Increment(ref _allocationCount);
+        Interlocked.Add(ref _totalBytesAllocated, (long)size);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void FoldConcurrentCounts()
+    {
+        long counts = Volatile.Read(ref _concurrentCounts);
+        while ((counts & ConcurrentBytesMask) >= ConcurrentBytesFoldAt || counts >= ConcurrentCountFoldAt)
+        {
+            long observed = Interlocked.CompareExchange(ref _concurrentCounts, 0, counts);
+            if (observed == counts)
+            {
+                Interlocked.Add(ref _allocationCount, counts >>> ConcurrentCountShift);
+                Interlocked.Add(ref _totalBytesAllocated, counts & ConcurrentBytesMask);
+                return;
+            }
+
+            counts = observed;
         }
     }
 
