@@ -55,7 +55,7 @@ internal sealed class RequestArenaPool : IDisposable
     // Guards everything below; waiting rents Monitor.Wait on it.
     private readonly object _lock = new();
     private readonly List<ArenaMemorySource> _segments = [];
-    private readonly List<ArenaChunk> _allChunks = [];
+    private readonly HashSet<ArenaChunk> _allChunks = [];   // a set: trimming removes many, each in O(1)
     // The idle chunks as a stack (top = last); grows as chunks come back, MaxChunks at most.
     private readonly List<ArenaChunk> _idle = [];
     private int _idleLowWater;
