@@ -195,8 +195,9 @@ public sealed unsafe class ArenaMemorySource : IMemorySource, IDisposable
             long observed = Interlocked.CompareExchange(ref _head, Pack(next, TagOf(head) + 1), head);
             if (observed == head)
             {
-                byte previous = Interlocked.CompareExchange(ref _states[index], SlotInUse, SlotFree);
-                Debug.Assert(previous == SlotFree, "a slot on the free list is marked free");
+                // The slot is ours alone now (popped by the exchange), so a plain write marks it.
+                Debug.Assert(_states[index] == SlotFree, "a slot on the free list is marked free");
+                Volatile.Write(ref _states[index], SlotInUse);
                 Interlocked.Decrement(ref _freeCount);
                 region = slot;
                 return true;
