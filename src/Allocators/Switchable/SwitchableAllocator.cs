@@ -99,7 +99,8 @@ namespace AllocHosting.Allocators;
 /// </para>
 /// <para>
 /// <b>Statistics</b> are the sum of the global allocator's and the thread-local allocator's
-/// statistics (the peak is the sum of the two peaks, an upper bound). These allocators are usually
+/// statistics (the peak is the sum of the two peaks, an upper bound; a global allocator that is
+/// also the thread-local allocator's fallback, already in its statistics, is not added twice). These allocators are usually
 /// shared with other users, whose traffic is included. Context allocators report their own
 /// statistics (<see cref="Context"/>).
 /// </para>
@@ -228,7 +229,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     /// Whether a pointer that no registered allocator owns and the global allocator does not own
     /// either is rejected with <see cref="ArgumentException"/>. True when the global allocator can
     /// tell its own blocks: a tracking <see cref="NativeMemoryAllocator"/>, a
-    /// <see cref="MemoryMapAllocator"/> or a region allocator; false for the default
+    /// <see cref="MemoryMapAllocator"/>, a <see cref="MemoryPoolAllocator"/> or a region allocator; false for the default
     /// <see cref="NativeMemoryAllocator.Shared"/>.
     /// </summary>
     public bool RejectsUnownedPointers => _globalKnowsOwnership;
