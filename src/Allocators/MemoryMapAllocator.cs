@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using AllocHosting.Allocators.MemorySources;
+using AllocHosting.Allocators.Switchable;
 
 namespace AllocHosting.Allocators;
 
@@ -25,10 +26,18 @@ namespace AllocHosting.Allocators;
 /// growth (by mapping a new aligned block and copying, since <c>mremap</c> only keeps page alignment).
 /// </para>
 /// <para>
-/// It keeps the address and mapped size of every live block, so <see cref="Owns"/>, foreign
-/// pointers and double frees are detected (with <see cref="ArgumentException"/>, nothing changed);
-/// the seed unmapped whatever it was given. <see cref="AllocatorBase.Dispose()"/> unmaps every block
-/// still live; there is no finaliser, so an undisposed allocator leaves its blocks mapped.
+/// It keeps the address and mapped size of every live block, so foreign pointers and double frees
+/// are detected (with <see cref="ArgumentException"/>, nothing changed); the seed unmapped whatever
+/// it was given. <see cref="AllocatorBase.Dispose()"/> unmaps every block still live; there is no
+/// finaliser, so an undisposed allocator leaves its blocks mapped.
+/// </para>
+/// <para>
+/// Every live mapping is also registered in the process-wide owner registry with this allocator as
+/// owner (mappings are page-aligned, so no other allocator's memory shares their 4 KiB granules),
+/// across moves and resizes, until it is freed or the allocator is disposed. That makes
+/// <see cref="Owns"/> O(1) for any address, and lets a <see cref="SwitchableAllocator"/> route a free
+/// of one of its blocks back to it from any thread and mode, for example when it is the fallback of a
+/// <see cref="ThreadLocalAllocator"/>.
 /// </para>
 /// <example><code>
 /// using var allocator = new MemoryMapAllocator();
@@ -39,9 +48,11 @@ namespace AllocHosting.Allocators;
 /// </remarks>
 public sealed unsafe class MemoryMapAllocator : AllocatorBase
 {
-    // Every live block: its address and its mapped size (the request rounded up to the granularity).
-    // A block leaves the set before it is unmapped or moved, so an address the kernel hands out again
-    // is never still in the set.
+    // Every live block: its address and its mapped size (the request rounded up to the granularity),
+    // kept for size validation. A block leaves the set before it is unmapped or moved, so an address
+    // the kernel hands out again is never still in the set. Invariant (outside an operation on the
+    // block): the OwnerRegistry names this allocator as owner of exactly the granules of the live
+    // blocks; a range leaves the registry before it is unmapped or moved, for the same reason.
     private readonly ConcurrentDictionary<nuint, nuint> _live = new();
 
     // Counters, all Interlocked; bytes in use counts mapped (page-rounded) bytes.
@@ -80,25 +91,9 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     public override AllocatorStatistics Statistics => _counters.ToStatistics(null, FailureCount);
 
     /// <inheritdoc />
-    /// <remarks>True for any address inside a live block; a block's start is found in O(1), an interior address by scanning the live blocks.</remarks>
-    public override bool Owns(byte* pointer)
-    {
-        nuint address = (nuint)pointer;
-        if (_live.ContainsKey(address))
-        {
-            return true;
-        }
-
-        foreach (var (start, size) in _live)
-        {
-            if (address - start < size)
-            {
-                return true;
-            }
-        }
-
-        return false;
-    }
+    /// <remarks>True for any address inside a live block (its whole mapping); one lookup in the owner registry, no lock.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public override bool Owns(byte* pointer) => ReferenceEquals(OwnerRegistry.Find((nuint)pointer), this);
 
     /// <inheritdoc />
     protected override byte* AllocateCore(nuint size, nuint alignment)
@@ -110,6 +105,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
         }
 
         nuint mapped = Allocator.AlignUp(size, Granularity);
+        RegisterOrRelease(block, mapped);
         _live[(nuint)block] = mapped;
         _counters.Allocated(size, mapped);
         return block;
@@ -125,6 +121,8 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
             ThrowNotLive(pointer);
         }
 
+        // Out of the registry before the unmap: afterwards the kernel may hand the range to anyone.
+        OwnerRegistry.Unregister((nuint)pointer, mapped, this);
         Source.Release(pointer, mapped);
         _counters.Freed(mapped);
     }
@@ -156,7 +154,12 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     }
 
     /// <inheritdoc />
-    /// <remarks>Within the usable size nothing happens; beyond it <c>mremap</c> may move the block (page-aligned blocks) or a new aligned block is mapped and filled (larger alignments).</remarks>
+    /// <remarks>
+    /// Within the usable size nothing happens; beyond it <c>mremap</c> may move the block (page-aligned
+    /// blocks) or a new aligned block is mapped and filled (larger alignments). Should the grown mapping
+    /// overlap memory still registered to another allocator in the owner registry (that allocator's
+    /// bug), the block is unmapped and the registry's <see cref="InvalidOperationException"/> passed on.
+    /// </remarks>
     protected override byte* GrowCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
         ThrowIfDisposed();
@@ -173,16 +176,30 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
             return base.GrowCore(pointer, currentSize, newSize, alignment);
         }
 
-        // Out of the set first: once mremap moves the block the kernel may hand its old address to another thread.
+        // Out of the set and the registry first: once mremap moves the block the kernel may hand its
+        // old address to another thread (or to this allocator, which would register it again).
         if (!_live.TryRemove(new KeyValuePair<nuint, nuint>((nuint)pointer, mapped)))
         {
             ThrowNotLive(pointer);
         }
 
+        OwnerRegistry.Unregister((nuint)pointer, mapped, this);
         if (!Source.TryRemap(pointer, mapped, newMapped, out byte* moved))
         {
+            // Still mapped and ours, so registering it again cannot conflict.
+            OwnerRegistry.Register((nuint)pointer, mapped, this);
             _live[(nuint)pointer] = mapped;
             return null;
+        }
+
+        try
+        {
+            RegisterOrRelease(moved, newMapped);
+        }
+        catch
+        {
+            _counters.Freed(mapped);
+            throw;
         }
 
         _live[(nuint)moved] = newMapped;
@@ -212,6 +229,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
         {
             if (_live.TryRemove(address, out nuint mapped))
             {
+                OwnerRegistry.Unregister(address, mapped, this);
                 Source.Release((byte*)address, mapped);
                 _counters.Resized(-(long)mapped);
             }
@@ -222,14 +240,55 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
 
     private bool ResizeInPlace(byte* pointer, nuint mapped, nuint newMapped)
     {
-        if (!Source.TryResizeInPlace(pointer, mapped, newMapped))
+        if (newMapped < mapped)
         {
-            return false;
+            // The tail leaves the registry before it is unmapped: afterwards the kernel may hand it to anyone.
+            nuint tail = (nuint)pointer + newMapped;
+            OwnerRegistry.Unregister(tail, mapped - newMapped, this);
+            if (!Source.TryResizeInPlace(pointer, mapped, newMapped))
+            {
+                OwnerRegistry.Register(tail, mapped - newMapped, this);
+                return false;
+            }
+        }
+        else
+        {
+            if (!Source.TryResizeInPlace(pointer, mapped, newMapped))
+            {
+                return false;
+            }
+
+            try
+            {
+                OwnerRegistry.Register((nuint)pointer + mapped, newMapped - mapped, this);
+            }
+            catch
+            {
+                // Shrinking always succeeds: the block is as it was, and the failure is reported.
+                _ = Source.TryResizeInPlace(pointer, newMapped, mapped);
+                throw;
+            }
         }
 
         _live[(nuint)pointer] = newMapped;
         _counters.Resized((long)newMapped - (long)mapped);
         return true;
+    }
+
+    // Registers a mapping the kernel just handed out. When part of it is still registered to another
+    // owner (a stale registration: that owner's bug) the mapping is unmapped and the exception passed
+    // on, so that neither a mapping nor a registration leaks.
+    private void RegisterOrRelease(byte* block, nuint mapped)
+    {
+        try
+        {
+            OwnerRegistry.Register((nuint)block, mapped, this);
+        }
+        catch
+        {
+            Source.Release(block, mapped);
+            throw;
+        }
     }
 
     // The mapped size of the live block at pointer; throws when there is none or size exceeds it.

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using AllocHosting.Allocators.MemorySources;
+using AllocHosting.Allocators.Switchable;
 using AllocHosting.Allocators.Tests.Model;
 
 namespace AllocHosting.Allocators.Tests;
@@ -316,6 +317,126 @@ public unsafe class MemoryMapAllocatorTests
         Assert.Equal(1, allocator.Statistics.FailureCount);
         Assert.Throws<AllocatorExhaustedException>(() => allocator.Allocate(1, 8));
         Assert.Equal(0, allocator.LiveBlockCount);
+    }
+
+    [LinuxFact]
+    public void Live_blocks_are_registered_as_owned_by_their_allocator_and_unregistered_when_freed()
+    {
+        // OwnerRegistry is how SwitchableAllocator routes a free by address: every mapped byte names
+        // this allocator while the block is live, and no byte does once it is freed or trimmed.
+        using var allocator = new MemoryMapAllocator();
+        byte* block = allocator.Allocate(3 * PageSize, 8);
+
+        Assert.Same(allocator, OwnerRegistry.Find((nuint)block));
+        Assert.Same(allocator, OwnerRegistry.Find((nuint)block + (3 * PageSize) - 1));
+        Assert.NotSame(allocator, OwnerRegistry.Find((nuint)block + (3 * PageSize)));
+
+        Assert.True(allocator.TryShrinkInPlace(block, 3 * PageSize, PageSize, 8));
+        Assert.Same(allocator, OwnerRegistry.Find((nuint)block + PageSize - 1));
+        Assert.NotSame(allocator, OwnerRegistry.Find((nuint)block + PageSize));
+
+        if (allocator.TryGrowInPlace(block, PageSize, 2 * PageSize, 8))
+        {
+            Assert.Same(allocator, OwnerRegistry.Find((nuint)block + (2 * PageSize) - 1));
+            allocator.Deallocate(block, 2 * PageSize, 8);
+        }
+        else
+        {
+            allocator.Deallocate(block, PageSize, 8);
+        }
+
+        // Another allocator may map the address again at once, so only "not ours" is certain.
+        Assert.NotSame(allocator, OwnerRegistry.Find((nuint)block));
+        Assert.False(allocator.Owns(block));
+    }
+
+    [LinuxFact]
+    public void Grow_that_moves_the_mapping_unregisters_the_old_range_and_registers_the_new_one()
+    {
+        using var allocator = new MemoryMapAllocator();
+
+        // The kernel places consecutive mappings next to each other: find a block whose next page is
+        // another block, so that growing it cannot extend in place and mremap must move it.
+        var blocks = new List<nuint>();
+        nuint lower = 0;
+        for (int i = 0; i < 64 && lower == 0; i++)
+        {
+            nuint block = (nuint)allocator.Allocate(PageSize, 8);
+            foreach (nuint other in blocks)
+            {
+                lower = other + PageSize == block ? other : block + PageSize == other ? block : 0;
+                if (lower != 0)
+                {
+                    break;
+                }
+            }
+
+            blocks.Add(block);
+        }
+
+        Assert.True(lower != 0, "no two of 64 one-page mappings were adjacent");
+        FillPattern((byte*)lower, PageSize);
+        long allocations = allocator.Statistics.AllocationCount;
+        byte* grown = allocator.GrowingReallocate((byte*)lower, PageSize, 8 * PageSize, 8);
+
+        Assert.True((nuint)grown != lower, "the next page is taken, so the block had to move");
+        AssertPattern(grown, PageSize);
+        Assert.NotSame(allocator, OwnerRegistry.Find(lower));
+        Assert.False(allocator.Owns((byte*)lower));
+        Assert.Same(allocator, OwnerRegistry.Find((nuint)grown));
+        Assert.Same(allocator, OwnerRegistry.Find((nuint)grown + (8 * PageSize) - 1));
+        Assert.True(allocator.Owns(grown + (5 * PageSize)));
+        Assert.Equal(allocations + 1, allocator.Statistics.AllocationCount); // a move counts as one more allocation
+
+        blocks.Remove(lower);
+        allocator.Deallocate(grown, 8 * PageSize, 8);
+        Assert.NotSame(allocator, OwnerRegistry.Find((nuint)grown));
+        foreach (nuint block in blocks)
+        {
+            allocator.Deallocate((byte*)block, PageSize, 8);
+        }
+
+        Assert.Equal(0, allocator.LiveBlockCount);
+    }
+
+    [LinuxFact]
+    public void Owns_is_false_for_another_allocators_block_a_freed_block_and_memory_not_mapped_here()
+    {
+        using var allocator = new MemoryMapAllocator();
+        using var other = new MemoryMapAllocator();
+        using var native = new NativeMemoryAllocator(trackOwnership: true);
+        byte* mine = allocator.Allocate(PageSize, 8);
+        byte* theirs = other.Allocate(PageSize, 8);
+        byte* heap = native.Allocate(64, 8);
+
+        Assert.True(allocator.Owns(mine));
+        Assert.False(allocator.Owns(theirs));
+        Assert.True(other.Owns(theirs));
+        Assert.False(allocator.Owns(heap));
+        Assert.False(allocator.Owns((byte*)Allocator.ZeroSizeSentinel));
+
+        allocator.Deallocate(mine, PageSize, 8);
+        Assert.False(allocator.Owns(mine));
+        other.Deallocate(theirs, PageSize, 8);
+        native.Deallocate(heap, 64, 8);
+    }
+
+    [LinuxFact]
+    public void Dispose_unregisters_every_live_block()
+    {
+        var allocator = new MemoryMapAllocator();
+        var blocks = new List<nuint>();
+        for (int i = 1; i <= 3; i++)
+        {
+            blocks.Add((nuint)allocator.Allocate((nuint)i * PageSize, i == 3 ? (nuint)(64 * 1024) : 8));
+        }
+
+        Assert.All(blocks, block => Assert.Same(allocator, OwnerRegistry.Find(block)));
+
+        allocator.Dispose();
+
+        Assert.All(blocks, block => Assert.NotSame(allocator, OwnerRegistry.Find(block)));
+        Assert.All(blocks, block => Assert.False(allocator.Owns((byte*)block)));
     }
 
     [LinuxFact]

@@ -12,7 +12,7 @@ public class OwnerRegistryTests
     {
         nuint start = Base + 0x10_0000;
         nuint length = 5 * 4096;
-        var owner = new object();
+        var owner = new NativeMemoryAllocator();
         OwnerRegistry.Register(start, length, owner);
         try
         {
@@ -36,7 +36,7 @@ public class OwnerRegistryTests
         // A leaf covers 16 MiB; start 4 KiB before a leaf boundary and span three leaves.
         nuint start = Base + (0x100_0000 * 3) - 4096;
         nuint length = 0x200_0000 + 8192;
-        var owner = new object();
+        var owner = new NativeMemoryAllocator();
         OwnerRegistry.Register(start, length, owner);
         try
         {
@@ -55,8 +55,8 @@ public class OwnerRegistryTests
     public void Overlapping_registration_throws_and_changes_nothing()
     {
         nuint start = Base + 0x1000_0000;
-        var first = new object();
-        var second = new object();
+        var first = new NativeMemoryAllocator();
+        var second = new NativeMemoryAllocator();
         OwnerRegistry.Register(start, 4 * 4096, first);
         try
         {
@@ -78,15 +78,15 @@ public class OwnerRegistryTests
     public void Addresses_beyond_48_bits_and_empty_ranges_are_rejected_or_unowned()
     {
         Assert.Null(OwnerRegistry.Find(unchecked((nuint)0xFFFF_8000_0000_0000UL)));
-        Assert.Throws<ArgumentOutOfRangeException>(() => OwnerRegistry.Register((nuint)Base, 0, new object()));
-        Assert.Throws<ArgumentOutOfRangeException>(() => OwnerRegistry.Register(unchecked((nuint)0xFFFF_F000_0000UL), 0x2000_0000, new object()));
+        Assert.Throws<ArgumentOutOfRangeException>(() => OwnerRegistry.Register((nuint)Base, 0, new NativeMemoryAllocator()));
+        Assert.Throws<ArgumentOutOfRangeException>(() => OwnerRegistry.Register(unchecked((nuint)0xFFFF_F000_0000UL), 0x2000_0000, new NativeMemoryAllocator()));
     }
 
     [Fact]
     public async Task Lookups_race_safely_with_registration()
     {
         nuint start = Base + 0x2000_0000;
-        var owner = new object();
+        var owner = new NativeMemoryAllocator();
         using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(10));
         var reader = Task.Run(() =>
         {

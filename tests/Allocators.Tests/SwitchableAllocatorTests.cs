@@ -370,25 +370,6 @@ public class SwitchableAllocatorTests
     }
 
     [Fact]
-    public unsafe void Registered_owner_that_is_not_an_allocator_is_routed_to_the_thread_local_allocator()
-    {
-        using var global = new NativeMemoryAllocator(trackOwnership: true);
-        using var threadLocal = new SynchronizedBumpAllocator(registerAsHeap: true);
-        var switchable = new SwitchableAllocator(global, threadLocal);
-
-        byte* block;
-        using (switchable.Use(AllocatorKind.ThreadLocal))
-        {
-            block = switchable.Allocate(64, 8);
-        }
-
-        Assert.True(switchable.Owns(block));
-        switchable.Deallocate(block, 64, 8);
-        Assert.Equal(1, threadLocal.Statistics.DeallocationCount);
-        Assert.Equal(0, global.Statistics.DeallocationCount);
-    }
-
-    [Fact]
     public unsafe void W_SW2_pointer_nobody_owns_throws_ArgumentException_with_a_tracking_global()
     {
         using var global = new NativeMemoryAllocator(trackOwnership: true);
@@ -997,8 +978,7 @@ public class SwitchableAllocatorTests
 
     // A block too large for the slabs, taken in thread-local mode (the thread-local allocator's
     // fallback serves it), is freed on another thread in global mode: the routing finds the
-    // thread-local allocator as its owner and the fallback records the free. The default fallback
-    // (a memory map allocator) is used: only its blocks are registered with the owner registry.
+    // fallback (the default memory map allocator, which registers its blocks) as its owner.
     [LinuxFact]
     public async Task Over_size_thread_local_block_is_freed_from_another_thread_in_global_mode()
     {
@@ -1029,6 +1009,179 @@ public class SwitchableAllocatorTests
         Assert.Equal(0, fallback.Statistics.BytesInUse);
         Assert.Equal(0, global.Statistics.AllocationCount);
         Assert.Equal(0, global.Statistics.DeallocationCount);
+    }
+
+    // A user-supplied memory map allocator as fallback registers its own blocks, so routing by
+    // address reaches it from any mode and thread; before, such blocks were taken for the global
+    // allocator's (with an untracked global: NativeMemory.Free on an mmap'ed pointer).
+    [LinuxFact]
+    public async Task Over_size_blocks_of_a_user_supplied_memory_map_fallback_are_freed_by_it_from_any_mode_and_thread()
+    {
+        using var fallback = new MemoryMapAllocator();
+        using var threadLocal = new ThreadLocalAllocator(new ThreadLocalAllocatorOptions { Fallback = fallback, MaximumSlabSize = 4096 });
+        using var global = new NativeMemoryAllocator(trackOwnership: true);
+        var switchable = new SwitchableAllocator(global, threadLocal);
+        nuint size = 3 * 4096;
+
+        nuint first;
+        nuint second;
+        using (switchable.Use(AllocatorKind.ThreadLocal))
+        {
+            first = Allocate(switchable, size);
+            second = Allocate(switchable, size);
+        }
+
+        Assert.Equal(2, fallback.Statistics.AllocationCount);
+        Assert.Equal(2 * (long)size, switchable.Statistics.BytesInUse);
+
+        Free(switchable, first, size);
+        await Task.Run(() =>
+        {
+            Assert.Equal(AllocatorKind.Global, switchable.Current);
+            Free(switchable, second, size);
+        });
+
+        Assert.Equal(2, fallback.Statistics.DeallocationCount);
+        Assert.Equal(0, fallback.Statistics.BytesInUse);
+        Assert.Equal(0, fallback.LiveBlockCount);
+        Assert.Equal(0, global.Statistics.AllocationCount);
+        Assert.Equal(0, global.Statistics.DeallocationCount);
+        Assert.Equal(0, switchable.Statistics.BytesInUse);
+        Assert.Equal(2, switchable.Statistics.DeallocationCount);
+    }
+
+    [LinuxFact]
+    public unsafe void Grow_shrink_owns_and_usable_size_of_a_memory_map_fallback_block_reach_it_through_the_switchable_allocator()
+    {
+        using var fallback = new MemoryMapAllocator();
+        using var threadLocal = new ThreadLocalAllocator(new ThreadLocalAllocatorOptions { Fallback = fallback, MaximumSlabSize = 4096 });
+        using var global = new NativeMemoryAllocator(trackOwnership: true);
+        var switchable = new SwitchableAllocator(global, threadLocal);
+        nuint page = fallback.Granularity;
+
+        byte* block;
+        using (switchable.Use(AllocatorKind.ThreadLocal))
+        {
+            // Usable size in thread-local mode is the fallback's (page-rounded), not the request.
+            Assert.Equal(fallback.GetUsableSize(5000, 8), switchable.GetUsableSize(5000, 8));
+            Assert.Equal(page * 2, switchable.GetUsableSize(page + 1, 8));
+            block = switchable.Allocate(5000, 8);
+        }
+
+        new Span<byte>(block, 5000).Fill(7);
+        Assert.True(switchable.Owns(block + 4999));
+        Assert.True(switchable.TryGrowInPlace(block, 5000, 2 * page, 8)); // within the mapping
+
+        byte* grown = switchable.GrowingReallocate(block, 2 * page, 64 * page, 8);
+        Assert.True(fallback.Owns(grown));
+        Assert.True(new Span<byte>(grown, 5000).IndexOfAnyExcept((byte)7) < 0);
+        Assert.Equal(64 * (long)page, fallback.Statistics.BytesInUse);
+
+        Assert.True(switchable.TryShrinkInPlace(grown, 64 * page, 32 * page, 8));
+        Assert.Equal(32 * (long)page, fallback.Statistics.BytesInUse);
+
+        byte* shrunk = switchable.ShrinkingReallocate(grown, 32 * page, 4 * page, 8);
+        Assert.True(fallback.Owns(shrunk));
+        Assert.Equal(4 * (long)page, fallback.Statistics.BytesInUse);
+
+        switchable.Deallocate(shrunk, 4 * page, 8);
+        Assert.Equal(0, fallback.LiveBlockCount);
+        Assert.Equal(0, global.Statistics.AllocationCount);
+        Assert.Equal(0, global.Statistics.DeallocationCount);
+        Assert.Equal(0, global.Statistics.FailureCount);
+    }
+
+    // A fallback that does not register its blocks but tracks them (a tracking native allocator,
+    // distinct from the global) is asked before the global allocator about unregistered pointers,
+    // also when the global is an untracked native allocator whose free path otherwise skips all checks.
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Over_size_blocks_of_a_tracking_native_fallback_are_routed_to_it_before_the_global(bool trackingGlobal)
+    {
+        using var fallback = new NativeMemoryAllocator(trackOwnership: true);
+        using var threadLocal = new ThreadLocalAllocator(new ThreadLocalAllocatorOptions { Fallback = fallback, MaximumSlabSize = 4096 });
+        using var global = new NativeMemoryAllocator(trackOwnership: trackingGlobal);
+        var switchable = new SwitchableAllocator(global, threadLocal);
+        nuint size = 10_000;
+
+        nuint first;
+        nuint second;
+        using (switchable.Use(AllocatorKind.ThreadLocal))
+        {
+            Assert.Equal(size, switchable.GetUsableSize(size, 8));
+            first = Allocate(switchable, size);
+            second = Allocate(switchable, size);
+        }
+
+        nuint globalBlock = Allocate(switchable, 100);
+        Assert.Equal(2, fallback.Statistics.AllocationCount);
+        unsafe
+        {
+            Assert.True(switchable.Owns((byte*)first));
+            Assert.Equal(trackingGlobal, switchable.Owns((byte*)globalBlock));
+
+            byte* grown = switchable.GrowingReallocate((byte*)first, size, 4 * size, 8);
+            Assert.True(fallback.Owns(grown));
+            Assert.False(switchable.TryGrowInPlace(grown, 4 * size, 5 * size, 8)); // the fallback never grows in place
+            Assert.True(switchable.TryShrinkInPlace(grown, 4 * size, 3 * size, 8));
+            byte* shrunk = switchable.ShrinkingReallocate(grown, 3 * size, 2 * size, 8);
+            Assert.True(fallback.Owns(shrunk));
+            first = (nuint)shrunk;
+        }
+
+        Free(switchable, first, 2 * size);
+        await Task.Run(() =>
+        {
+            Assert.Equal(AllocatorKind.Global, switchable.Current);
+            Free(switchable, second, size);
+        });
+
+        Assert.Equal(0, fallback.Statistics.BytesInUse);
+        Assert.Equal(0, global.Statistics.DeallocationCount);
+        Assert.Equal(1, global.Statistics.AllocationCount);
+        Free(switchable, globalBlock, 100);
+        Assert.Equal(1, global.Statistics.DeallocationCount);
+        Assert.Equal(0, switchable.Statistics.BytesInUse);
+    }
+
+    [Fact]
+    public void Thread_local_allocator_whose_fallback_cannot_tell_its_blocks_is_refused_at_construction()
+    {
+        var untracked = new NativeMemoryAllocator();
+        using var threadLocal = new ThreadLocalAllocator(new ThreadLocalAllocatorOptions { Fallback = untracked });
+
+        var exception = Assert.Throws<ArgumentException>(() => new SwitchableAllocator(NativeMemoryAllocator.Shared, threadLocal));
+
+        Assert.Equal("threadLocal", exception.ParamName);
+        Assert.Contains("cannot tell its own blocks", exception.Message, StringComparison.Ordinal);
+        Assert.Contains("MemoryMapAllocator", exception.Message, StringComparison.Ordinal);
+        Assert.Contains("NativeMemoryAllocator(trackOwnership: true)", exception.Message, StringComparison.Ordinal);
+        Assert.Contains("the global allocator itself", exception.Message, StringComparison.Ordinal);
+
+        // The same fallback is fine when it is the global allocator: unregistered pointers go there anyway.
+        _ = new SwitchableAllocator(untracked, threadLocal);
+    }
+
+    [Fact]
+    public unsafe void Thread_local_allocator_whose_fallback_is_the_global_allocator_frees_there_and_is_counted_once()
+    {
+        var global = new NativeMemoryAllocator();
+        using var threadLocal = new ThreadLocalAllocator(new ThreadLocalAllocatorOptions { Fallback = global, MaximumSlabSize = 4096 });
+        var switchable = new SwitchableAllocator(global, threadLocal);
+
+        byte* block;
+        using (switchable.Use(AllocatorKind.ThreadLocal))
+        {
+            block = switchable.Allocate(10_000, 8);
+        }
+
+        Assert.Equal(1, switchable.Statistics.AllocationCount);
+        Assert.Equal(10_000, switchable.Statistics.BytesInUse);
+        switchable.Deallocate(block, 10_000, 8);
+        Assert.Equal(1, global.Statistics.DeallocationCount);
+        Assert.Equal(1, switchable.Statistics.DeallocationCount);
+        Assert.Equal(0, switchable.Statistics.BytesInUse);
     }
 
     // Model: AllocatorModel's list of live blocks (contents, alignment, no overlap, ownership), run in

@@ -239,24 +239,27 @@ public unsafe class ThreadLocalAllocatorTests
     public void Slab_segments_and_over_size_blocks_are_registered_for_address_routing()
     {
         // OwnerRegistry is how SwitchableAllocator routes a free by address (W-SW2): every byte this
-        // allocator hands out, slab or fallback, must name it as owner while the block is live.
+        // allocator hands out must name an owner while the block is live: this allocator for slab
+        // segments, the default fallback (a memory map allocator, which registers itself) for over-size blocks.
         using var allocator = new ThreadLocalAllocator();
+        IAllocator fallback = allocator.Fallback;
+        Assert.IsType<MemoryMapAllocator>(fallback);
         byte* small = allocator.Allocate(64, 16);
         byte* large = allocator.Allocate(1024 * KiB, 16);
 
         Assert.Same(allocator, OwnerRegistry.Find((nuint)small));
-        Assert.Same(allocator, OwnerRegistry.Find((nuint)large));
-        Assert.Same(allocator, OwnerRegistry.Find((nuint)large + (1024 * KiB) - 1));
+        Assert.Same(fallback, OwnerRegistry.Find((nuint)large));
+        Assert.Same(fallback, OwnerRegistry.Find((nuint)large + (1024 * KiB) - 1));
 
         byte* grown = allocator.GrowingReallocate(large, 1024 * KiB, 4096 * KiB, 16);
-        Assert.Same(allocator, OwnerRegistry.Find((nuint)grown + (4096 * KiB) - 1));
+        Assert.Same(fallback, OwnerRegistry.Find((nuint)grown + (4096 * KiB) - 1));
         if (grown != large)
         {
             Assert.Null(OwnerRegistry.Find((nuint)large));
         }
 
         byte* shrunk = allocator.ShrinkingReallocate(grown, 4096 * KiB, 512 * KiB, 16);
-        Assert.Same(allocator, OwnerRegistry.Find((nuint)shrunk));
+        Assert.Same(fallback, OwnerRegistry.Find((nuint)shrunk));
         Assert.Null(OwnerRegistry.Find((nuint)shrunk + (1024 * KiB)));
 
         allocator.Deallocate(shrunk, 512 * KiB, 16);

@@ -20,6 +20,11 @@ namespace AllocHosting.Allocators.Switchable;
 /// that. Registering a granule that another owner already holds throws and changes nothing.
 /// Addresses above 2<sup>48</sup> are never registered and are owned by nobody.
 /// </para>
+/// <para>
+/// Owners are the allocators that hand the memory out (context allocators, the thread-local
+/// allocator for its segments, memory map allocators for their mappings), so a router calls the
+/// owner it finds directly.
+/// </para>
 /// </remarks>
 internal static class OwnerRegistry
 {
@@ -29,12 +34,12 @@ internal static class OwnerRegistry
     private const int LevelMask = LevelSize - 1;
     private const int AddressBits = GranuleShift + (3 * LevelBits);
 
-    private static readonly object?[]?[]?[] s_root = new object?[]?[]?[LevelSize];
+    private static readonly IAllocator?[]?[]?[] s_root = new IAllocator?[]?[]?[LevelSize];
     private static readonly Lock s_lock = new();
 
     /// <summary>The owner of <paramref name="address"/>, or <see langword="null"/> when no registered range covers it.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static object? Find(nuint address)
+    public static IAllocator? Find(nuint address)
     {
         if ((ulong)address >> AddressBits != 0)
         {
@@ -42,20 +47,20 @@ internal static class OwnerRegistry
         }
 
         ulong granule = (ulong)address >> GranuleShift;
-        object?[]?[]? middle = Volatile.Read(ref s_root[(int)(granule >> (2 * LevelBits))]);
+        IAllocator?[]?[]? middle = Volatile.Read(ref s_root[(int)(granule >> (2 * LevelBits))]);
         if (middle is null)
         {
             return null;
         }
 
-        object?[]? leaf = Volatile.Read(ref middle[(int)((granule >> LevelBits) & LevelMask)]);
+        IAllocator?[]? leaf = Volatile.Read(ref middle[(int)((granule >> LevelBits) & LevelMask)]);
         return leaf is null ? null : Volatile.Read(ref leaf[(int)(granule & LevelMask)]);
     }
 
     /// <summary>Records <paramref name="owner"/> as the owner of every granule of <c>[start, start + length)</c>.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The range is empty or lies beyond 48-bit addresses.</exception>
     /// <exception cref="InvalidOperationException">Part of the range already belongs to another owner; nothing was registered.</exception>
-    public static void Register(nuint start, nuint length, object owner)
+    public static void Register(nuint start, nuint length, IAllocator owner)
     {
         ArgumentNullException.ThrowIfNull(owner);
         (ulong first, ulong last) = Granules(start, length);
@@ -63,7 +68,7 @@ internal static class OwnerRegistry
         {
             for (ulong g = first; g <= last; g++)
             {
-                object? current = Peek(g);
+                IAllocator? current = Peek(g);
                 if (current is not null && !ReferenceEquals(current, owner))
                 {
                     throw new InvalidOperationException(
@@ -79,7 +84,7 @@ internal static class OwnerRegistry
     }
 
     /// <summary>Forgets the owner of every granule of <c>[start, start + length)</c> that <paramref name="owner"/> holds.</summary>
-    public static void Unregister(nuint start, nuint length, object owner)
+    public static void Unregister(nuint start, nuint length, IAllocator owner)
     {
         ArgumentNullException.ThrowIfNull(owner);
         (ulong first, ulong last) = Granules(start, length);
@@ -107,26 +112,26 @@ internal static class OwnerRegistry
         return ((ulong)start >> GranuleShift, (end - 1) >> GranuleShift);
     }
 
-    private static object? Peek(ulong granule)
+    private static IAllocator? Peek(ulong granule)
     {
-        object?[]?[]? middle = s_root[(int)(granule >> (2 * LevelBits))];
-        object?[]? leaf = middle?[(int)((granule >> LevelBits) & LevelMask)];
+        IAllocator?[]?[]? middle = s_root[(int)(granule >> (2 * LevelBits))];
+        IAllocator?[]? leaf = middle?[(int)((granule >> LevelBits) & LevelMask)];
         return leaf?[(int)(granule & LevelMask)];
     }
 
     // Called under s_lock: creates missing levels and publishes them before use.
-    private static object?[] Leaf(ulong granule)
+    private static IAllocator?[] Leaf(ulong granule)
     {
-        ref object?[]?[]? middle = ref s_root[(int)(granule >> (2 * LevelBits))];
+        ref IAllocator?[]?[]? middle = ref s_root[(int)(granule >> (2 * LevelBits))];
         if (middle is null)
         {
-            Volatile.Write(ref middle, new object?[]?[LevelSize]);
+            Volatile.Write(ref middle, new IAllocator?[]?[LevelSize]);
         }
 
-        ref object?[]? leaf = ref middle![(int)((granule >> LevelBits) & LevelMask)];
+        ref IAllocator?[]? leaf = ref middle![(int)((granule >> LevelBits) & LevelMask)];
         if (leaf is null)
         {
-            Volatile.Write(ref leaf, new object?[LevelSize]);
+            Volatile.Write(ref leaf, new IAllocator?[LevelSize]);
         }
 
         return leaf!;

@@ -66,10 +66,13 @@ namespace AllocHosting.Allocators;
 /// the reallocations, the in-place resizes and <see cref="Owns"/> look the pointer up in the
 /// process-wide owner registry (O(1), no lock): context allocators register their region the first
 /// time one is installed with <see cref="UseContext"/> and unregister when disposed; the
-/// thread-local allocator registers its heaps. A registered block goes to its owner whatever the
-/// current kind and whichever thread frees it, also when its context allocator is no longer
-/// installed. Shrinking goes to the owner's shrinking reallocation (the seed called its growing one,
-/// W-SW1). Everything else goes to the global allocator. When the global allocator can tell its
+/// thread-local allocator registers its heaps, and a <see cref="MemoryMapAllocator"/> (the
+/// thread-local allocator's default fallback) its blocks. A registered block goes to its owner
+/// whatever the current kind and whichever thread frees it, also when its context allocator is no
+/// longer installed. Shrinking goes to the owner's shrinking reallocation (the seed called its
+/// growing one, W-SW1). A thread-local allocator's fallback that does not register its blocks is
+/// asked about the rest first, when it is not the global allocator (the constructor's remarks give
+/// the rule). Everything else goes to the global allocator. When the global allocator can tell its
 /// own blocks (a <see cref="NativeMemoryAllocator"/> created with <c>trackOwnership: true</c>, a
 /// <see cref="MemoryMapAllocator"/>, a region allocator; see <see cref="RejectsUnownedPointers"/>), a
 /// pointer it does not own is rejected with <see cref="ArgumentException"/> ("nobody owns this
@@ -96,7 +99,8 @@ namespace AllocHosting.Allocators;
 /// </para>
 /// <para>
 /// <b>Statistics</b> are the sum of the global allocator's and the thread-local allocator's
-/// statistics (the peak is the sum of the two peaks, an upper bound). These allocators are usually
+/// statistics (the peak is the sum of the two peaks, an upper bound; a global allocator that is
+/// also the thread-local allocator's fallback, already in its statistics, is not added twice). These allocators are usually
 /// shared with other users, whose traffic is included. Context allocators report their own
 /// statistics (<see cref="Context"/>).
 /// </para>
@@ -129,6 +133,19 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     private readonly AllocatorBase? _threadLocalBase;
     private readonly bool _globalKnowsOwnership;
 
+    // The thread-local allocator's fallback when its blocks are not in the owner registry and it is
+    // not the global allocator (it can tell its own blocks, or the constructor refused it); else null.
+    // An unregistered pointer it owns is its block, not the global allocator's.
+    private readonly IAllocator? _unregisteredFallback;
+
+    // Whether an unregistered pointer needs a check before it goes to the global allocator: the
+    // fallback above asked first, or the global allocator rejects what it does not own. False on the
+    // common paths (an untracked global, no such fallback), which then pay nothing for either.
+    private readonly bool _checksUnregistered;
+
+    // _plainNativeGlobal when an unregistered pointer goes to it without a check; the free fast path.
+    private readonly NativeMemoryAllocator? _uncheckedNativeGlobal;
+
     // A hint for the free path, which reads no thread-static: the state of the latest switch that
     // installed a context allocator (any flow, any thread), or null. Its context allocator is the
     // likely owner of a block being freed; a check of its live range (empty once disposed) gives the
@@ -156,12 +173,33 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     /// calling thread from its own heap; <see cref="ThreadLocalAllocator.Shared"/> (NUMA-local per-thread
     /// heaps) when null.
     /// </param>
+    /// <remarks>
+    /// Frees are routed by address, so every block must be traceable to its allocator. A
+    /// <see cref="ThreadLocalAllocator"/> passed as <paramref name="threadLocal"/> hands its over-size
+    /// requests to its <see cref="ThreadLocalAllocator.Fallback"/>, which must therefore be one of:
+    /// a <see cref="MemoryMapAllocator"/> (the default on Linux; it registers its blocks in the owner
+    /// registry, so routing finds them at no cost); the <paramref name="global"/> allocator itself
+    /// (unregistered pointers go there anyway); or an allocator whose <see cref="IAllocator.Owns"/>
+    /// answers exactly for its blocks: a <see cref="NativeMemoryAllocator"/> created with
+    /// <c>trackOwnership: true</c> (the default elsewhere), a <see cref="MemoryPoolAllocator"/> or a
+    /// region allocator. Such a fallback is asked, before the global allocator, about every pointer no
+    /// registered allocator owns, which costs its <see cref="IAllocator.Owns"/> call on those frees.
+    /// Any other fallback is refused here, since its blocks would be freed into the global allocator.
+    /// </remarks>
+    /// <exception cref="ArgumentException">
+    /// <paramref name="threadLocal"/> is a <see cref="ThreadLocalAllocator"/> whose fallback cannot tell
+    /// its own blocks (for example an untracked <see cref="NativeMemoryAllocator"/> other than the
+    /// global allocator); the message says what to pass instead.
+    /// </exception>
     public SwitchableAllocator(IAllocator? global = null, IAllocator? threadLocal = null)
     {
         _global = global ?? NativeMemoryAllocator.Shared;
         _threadLocal = threadLocal ?? DefaultThreadLocal();
         _globalKnowsOwnership = KnowsItsBlocks(_global);
+        _unregisteredFallback = UnregisteredFallbackOf(_threadLocal, _global);
+        _checksUnregistered = _globalKnowsOwnership || _unregisteredFallback is not null;
         _plainNativeGlobal = _global is NativeMemoryAllocator { TracksOwnership: false } native ? native : null;
+        _uncheckedNativeGlobal = _checksUnregistered ? null : _plainNativeGlobal;
         _globalBase = _global as AllocatorBase;
         _slabThreadLocal = _threadLocal as ThreadLocalAllocator;
         _threadLocalBase = _threadLocal as AllocatorBase;
@@ -191,7 +229,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     /// Whether a pointer that no registered allocator owns and the global allocator does not own
     /// either is rejected with <see cref="ArgumentException"/>. True when the global allocator can
     /// tell its own blocks: a tracking <see cref="NativeMemoryAllocator"/>, a
-    /// <see cref="MemoryMapAllocator"/> or a region allocator; false for the default
+    /// <see cref="MemoryMapAllocator"/>, a <see cref="MemoryPoolAllocator"/> or a region allocator; false for the default
     /// <see cref="NativeMemoryAllocator.Shared"/>.
     /// </summary>
     public bool RejectsUnownedPointers => _globalKnowsOwnership;
@@ -207,7 +245,15 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
                 return global;
             }
 
-            return global + _threadLocal.Statistics;
+            AllocatorStatistics threadLocal = _threadLocal.Statistics;
+            if (_slabThreadLocal is not null && ReferenceEquals(_slabThreadLocal.Fallback, _global))
+            {
+                // The thread-local allocator's statistics already include its fallback's, all but
+                // the failures: adding the global allocator's again would count its blocks twice.
+                return threadLocal with { FailureCount = threadLocal.FailureCount + global.FailureCount };
+            }
+
+            return global + threadLocal;
         }
     }
 
@@ -295,15 +341,12 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
 
     /// <summary>
     /// Whether <paramref name="pointer"/> lies in memory an allocator reachable by routing hands out:
-    /// a registered context or thread-local allocator, or the global allocator (which, by default,
-    /// cannot tell and says no).
+    /// a registered allocator (context, thread-local, memory map), the thread-local allocator's
+    /// fallback, or the global allocator (which, by default, cannot tell and says no).
     /// </summary>
-    public override bool Owns(byte* pointer) => OwnerRegistry.Find((nuint)pointer) switch
-    {
-        null => _global.Owns(pointer),
-        IAllocator owner => owner.Owns(pointer),
-        _ => _threadLocal?.Owns(pointer) ?? false,
-    };
+    public override bool Owns(byte* pointer) => OwnerRegistry.Find((nuint)pointer) is { } owner
+        ? owner.Owns(pointer)
+        : (_unregisteredFallback?.Owns(pointer) ?? false) || _global.Owns(pointer);
 
     /// <summary>Ends a scope: restores <paramref name="previous"/> if <paramref name="installed"/> is still the flow's state.</summary>
     internal void EndScope(FlowState? previous, FlowState installed)
@@ -378,8 +421,8 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
             }
         }
 
-        object? owner = OwnerRegistry.Find((nuint)pointer);
-        if (owner is null && _plainNativeGlobal is { } native)
+        IAllocator? owner = OwnerRegistry.Find((nuint)pointer);
+        if (owner is null && _uncheckedNativeGlobal is { } native)
         {
             native.DeallocatePrevalidated(pointer, size, alignment);
         }
@@ -431,14 +474,41 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     // Where the thread-local allocator comes from when the constructor gets none.
     private static ThreadLocalAllocator DefaultThreadLocal() => ThreadLocalAllocator.Shared;
 
-    // Only allocators whose Owns answers exactly for every block they hand out may reject pointers:
-    // an untracked NativeMemoryAllocator says no to everything.
+    // Only allocators whose Owns answers exactly for every block they hand out may reject pointers
+    // or claim unregistered ones: an untracked NativeMemoryAllocator says no to everything.
     private static bool KnowsItsBlocks(IAllocator allocator) => allocator switch
     {
         NativeMemoryAllocator native => native.TracksOwnership,
-        MemoryMapAllocator or IRegionAllocator => true,
+        MemoryMapAllocator or MemoryPoolAllocator or IRegionAllocator => true,
         _ => false,
     };
+
+    // The fallback of a ThreadLocalAllocator that routing must ask about unregistered pointers, or
+    // null when it needs no asking (see the constructor's remarks); throws when it cannot be asked.
+    private static IAllocator? UnregisteredFallbackOf(IAllocator? threadLocal, IAllocator global)
+    {
+        if (threadLocal is not ThreadLocalAllocator slab)
+        {
+            return null;
+        }
+
+        IAllocator fallback = slab.Fallback;
+        if (fallback is MemoryMapAllocator || ReferenceEquals(fallback, global))
+        {
+            return null;
+        }
+
+        if (!KnowsItsBlocks(fallback))
+        {
+            throw new ArgumentException(
+                $"The thread-local allocator's fallback, a {fallback.GetType().Name}, cannot tell its own blocks, so frees of its over-size blocks through this {nameof(SwitchableAllocator)} would go to the global allocator. " +
+                $"Set {nameof(ThreadLocalAllocatorOptions)}.{nameof(ThreadLocalAllocatorOptions.Fallback)} to a {nameof(MemoryMapAllocator)} (or leave it null for the default), to the global allocator itself, " +
+                $"or to an allocator that tracks its blocks: new {nameof(NativeMemoryAllocator)}(trackOwnership: true), a {nameof(MemoryPoolAllocator)} or a region allocator.",
+                nameof(threadLocal));
+        }
+
+        return fallback;
+    }
 
     // The fast path: a thread-static read and a tag check; the AsyncLocal is read only when another
     // instance (or nobody yet) filled this thread's cache.
@@ -531,7 +601,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void DeallocateRouted(object? owner, byte* pointer, nuint size, nuint alignment)
+    private void DeallocateRouted(IAllocator? owner, byte* pointer, nuint size, nuint alignment)
     {
         IAllocator target = Route(owner, pointer);
         if (target is AllocatorBase validatedByUs)
@@ -563,52 +633,31 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         return moved;
     }
 
-    // Routing: unregistered pointers belong to the global allocator. Registered owners are context
-    // allocators, the thread-local allocator, or other allocators that register themselves (all
-    // IAllocators); anything else registered is taken to be a heap of the thread-local allocator,
-    // which finds its own heap again from the pointer. Exact type and reference tests come before
-    // the interface cast, which costs more.
+    // Routing: a registered pointer goes to its owner (a context allocator, the thread-local
+    // allocator for its segments, a memory map allocator for its mappings). An unregistered one goes
+    // to the thread-local allocator's unregistered fallback when that owns it, else to the global
+    // allocator, which must own it when it can tell.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private IAllocator OwnerOf(byte* pointer) => Route(OwnerRegistry.Find((nuint)pointer), pointer);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private IAllocator Route(object? owner, byte* pointer)
-    {
-        if (owner is null)
-        {
-            return _globalKnowsOwnership ? CheckedGlobalOwner(pointer) : _global;
-        }
-
-        if (owner is ContextAllocator context)
-        {
-            return context;
-        }
-
-        return ReferenceEquals(owner, _threadLocal) ? _threadLocal : owner as IAllocator ?? HeapOwner(owner, pointer);
-    }
+    private IAllocator Route(IAllocator? owner, byte* pointer) =>
+        owner ?? (_checksUnregistered ? CheckedUnregisteredOwner(pointer) : _global);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private IAllocator CheckedGlobalOwner(byte* pointer)
+    private IAllocator CheckedUnregisteredOwner(byte* pointer)
     {
-        if (!_global.Owns(pointer))
+        if (_unregisteredFallback is { } fallback && fallback.Owns(pointer))
+        {
+            return fallback;
+        }
+
+        if (_globalKnowsOwnership && !_global.Owns(pointer))
         {
             ThrowNobodyOwns(pointer);
         }
 
         return _global;
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private IAllocator HeapOwner(object owner, byte* pointer)
-    {
-        if (_threadLocal is null)
-        {
-            throw new ArgumentException(
-                $"The pointer 0x{(nuint)pointer:X} belongs to a {owner.GetType().Name}, which is not an allocator, and this {nameof(SwitchableAllocator)} has no thread-local allocator to route it to.",
-                nameof(pointer));
-        }
-
-        return _threadLocal;
     }
 
     private static void Register(ContextAllocator context)

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
@@ -40,9 +39,11 @@ namespace AllocHosting.Allocators;
 /// <see cref="MaximumSlabAlignment"/>, or made when a heap cannot obtain a segment go to the fallback
 /// allocator (a <see cref="MemoryMapAllocator"/> by default, the seed's "over-size fallback"), and
 /// frees, growth and shrinking of those blocks are routed back to it by address. Growing or
-/// shrinking moves blocks between slabs and the fallback as their size requires. Segments, and the
-/// blocks of the default fallback, are registered in the process-wide owner registry with this
-/// allocator as owner, so a router that only knows an address (<c>SwitchableAllocator</c>) finds it.
+/// shrinking moves blocks between slabs and the fallback as their size requires. Segments are
+/// registered in the process-wide owner registry with this allocator as owner, and the default
+/// fallback registers its own blocks, so a router that only knows an address
+/// (<see cref="SwitchableAllocator"/>) finds the owner; see <see cref="ThreadLocalAllocatorOptions.Fallback"/>
+/// for what a <see cref="SwitchableAllocator"/> requires of other fallbacks.
 /// </para>
 /// <para>
 /// When a thread exits its heap is abandoned (detected by the finaliser of an object only that
@@ -105,11 +106,6 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     private readonly ThreadLocalAllocatorOptions _options;
     private readonly IAllocator _fallback;
     private readonly bool _ownsFallback;
-
-    // Blocks of the owned MemoryMapAllocator fallback, registered in OwnerRegistry with this allocator
-    // as owner so that address-routed frees elsewhere find them: address → registered length. Null
-    // for other fallbacks, whose blocks may share 4 KiB granules with memory we do not own.
-    private readonly ConcurrentDictionary<nuint, nuint>? _registeredFallbackBlocks;
     private readonly nuint _maximumSlabSize;
     private readonly nuint _segmentSize;
     private readonly nuint _stampKey;
@@ -142,15 +138,9 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
         else
         {
             _ownsFallback = true;
-            if (MemoryMapAllocator.IsSupported)
-            {
-                _fallback = new MemoryMapAllocator(options.MemoryMap);
-                _registeredFallbackBlocks = new ConcurrentDictionary<nuint, nuint>();
-            }
-            else
-            {
-                _fallback = new NativeMemoryAllocator(trackOwnership: true);
-            }
+            _fallback = MemoryMapAllocator.IsSupported
+                ? new MemoryMapAllocator(options.MemoryMap)
+                : new NativeMemoryAllocator(trackOwnership: true);
         }
     }
 
@@ -366,18 +356,7 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
             return newSize <= page.BlockSize;
         }
 
-        nuint registered = UnregisterFallbackBlock(pointer);
-        bool grown = false;
-        try
-        {
-            grown = _fallback.TryGrowInPlace(pointer, currentSize, newSize, alignment);
-        }
-        finally
-        {
-            RestoreFallbackBlock(pointer, registered, grown ? newSize : 0, alignment);
-        }
-
-        return grown;
+        return _fallback.TryGrowInPlace(pointer, currentSize, newSize, alignment);
     }
 
     /// <inheritdoc />
@@ -389,18 +368,7 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
             return true;
         }
 
-        nuint registered = UnregisterFallbackBlock(pointer);
-        bool shrunk = false;
-        try
-        {
-            shrunk = _fallback.TryShrinkInPlace(pointer, currentSize, newSize, alignment);
-        }
-        finally
-        {
-            RestoreFallbackBlock(pointer, registered, shrunk ? newSize : 0, alignment);
-        }
-
-        return shrunk;
+        return _fallback.TryShrinkInPlace(pointer, currentSize, newSize, alignment);
     }
 
     /// <inheritdoc />
@@ -412,25 +380,8 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
             return newSize <= page.BlockSize ? pointer : MoveBlock(pointer, currentSize, newSize, alignment);
         }
 
-        // A fallback block stays there (mremap moves pages, not bytes). Its registration is
-        // withdrawn first: once the kernel moves it, the old address may be mapped by anyone.
-        nuint registered = UnregisterFallbackBlock(pointer);
-        byte* moved = null;
-        try
-        {
-            return _fallback.TryGrowingReallocate(pointer, currentSize, newSize, alignment, out moved) ? moved : null;
-        }
-        finally
-        {
-            if (moved is not null)
-            {
-                RestoreFallbackBlock(moved, registered, newSize, alignment);
-            }
-            else
-            {
-                RestoreFallbackBlock(pointer, registered, 0, alignment);
-            }
-        }
+        // A fallback block stays there (mremap moves pages, not bytes).
+        return _fallback.TryGrowingReallocate(pointer, currentSize, newSize, alignment, out byte* moved) ? moved : null;
     }
 
     /// <inheritdoc />
@@ -459,24 +410,7 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
             }
         }
 
-        nuint registered = UnregisterFallbackBlock(pointer);
-        byte* shrunk = null;
-        try
-        {
-            shrunk = _fallback.ShrinkingReallocate(pointer, currentSize, newSize, alignment);
-            return shrunk;
-        }
-        finally
-        {
-            if (shrunk is not null)
-            {
-                RestoreFallbackBlock(shrunk, registered, newSize, alignment);
-            }
-            else
-            {
-                RestoreFallbackBlock(pointer, registered, 0, alignment);
-            }
-        }
+        return _fallback.ShrinkingReallocate(pointer, currentSize, newSize, alignment);
     }
 
     /// <inheritdoc />
@@ -496,14 +430,6 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
         foreach (ThreadHeap heap in heaps)
         {
             heap.ReleaseAll();
-        }
-
-        if (_registeredFallbackBlocks is not null)
-        {
-            foreach (nuint address in _registeredFallbackBlocks.Keys)
-            {
-                UnregisterFallbackBlock((byte*)address);
-            }
         }
 
         if (_ownsFallback && _fallback is IDisposable disposable)
@@ -614,55 +540,7 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
 
     private byte* AllocateFallback(nuint size, nuint alignment)
     {
-        if (!_fallback.TryAllocate(size, alignment, out byte* block))
-        {
-            return null;
-        }
-
-        if (_registeredFallbackBlocks is not null)
-        {
-            try
-            {
-                RegisterFallbackBlock(block, _fallback.GetUsableSize(size, alignment));
-            }
-            catch (InvalidOperationException)
-            {
-                // Someone left a stale registration in memory the kernel just gave us.
-                _fallback.Deallocate(block, size, alignment);
-                throw;
-            }
-        }
-
-        return block;
-    }
-
-    // Withdraws a fallback block's OwnerRegistry entry; returns its length (0 when it had none).
-    private nuint UnregisterFallbackBlock(byte* block)
-    {
-        if (_registeredFallbackBlocks is null || !_registeredFallbackBlocks.TryRemove((nuint)block, out nuint length))
-        {
-            return 0;
-        }
-
-        OwnerRegistry.Unregister((nuint)block, length, this);
-        return length;
-    }
-
-    // Registers a fallback block again after a resize: with the usable size of newSize, or with
-    // its previous length when newSize is 0 (the resize failed). Nothing when it had no entry.
-    private void RestoreFallbackBlock(byte* block, nuint previousLength, nuint newSize, nuint alignment)
-    {
-        if (previousLength != 0)
-        {
-            RegisterFallbackBlock(block, newSize != 0 ? _fallback.GetUsableSize(newSize, alignment) : previousLength);
-        }
-    }
-
-    // The usable size never exceeds the mapping, so no granule outside the block is claimed.
-    private void RegisterFallbackBlock(byte* block, nuint length)
-    {
-        OwnerRegistry.Register((nuint)block, length, this);
-        _registeredFallbackBlocks![(nuint)block] = length;
+        return _fallback.TryAllocate(size, alignment, out byte* block) ? block : null;
     }
 
     // The slab class serving (size, alignment), or -1 when the request goes to the fallback.
@@ -751,22 +629,7 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     private void DeallocateFallback(byte* pointer, nuint size, nuint alignment)
     {
         ThrowIfDisposed();
-
-        // Unregistered before the unmap: afterwards the address may be mapped and registered by anyone.
-        nuint registered = UnregisterFallbackBlock(pointer);
-        bool freed = false;
-        try
-        {
-            _fallback.Deallocate(pointer, size, alignment);
-            freed = true;
-        }
-        finally
-        {
-            if (!freed)
-            {
-                RestoreFallbackBlock(pointer, registered, 0, alignment);
-            }
-        }
+        _fallback.Deallocate(pointer, size, alignment);
     }
 
     private byte* Move(byte* from, byte* to, nuint newSize, nuint currentSize, nuint alignment)

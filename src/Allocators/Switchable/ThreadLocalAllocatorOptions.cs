@@ -67,7 +67,23 @@ public sealed class ThreadLocalAllocatorOptions
     /// <see cref="MemoryMapAllocator"/> (a tracking <see cref="NativeMemoryAllocator"/> where mapping is
     /// unsupported) that the thread-local allocator owns and disposes. A fallback passed here is not disposed.
     /// </summary>
-    /// <remarks>Frees of its blocks through the thread-local allocator are passed on to it; it must be thread-safe and should reject pointers it does not own.</remarks>
+    /// <remarks>
+    /// <para>
+    /// Frees of its blocks through the thread-local allocator are passed on to it; it must be
+    /// thread-safe and should reject pointers it does not own.
+    /// </para>
+    /// <para>
+    /// A <see cref="SwitchableAllocator"/> over the thread-local allocator routes frees by address
+    /// only, so it must be able to tell the fallback's blocks from the global allocator's. Pass a
+    /// <see cref="MemoryMapAllocator"/> (it registers its blocks with the router's owner registry:
+    /// no cost), the switchable allocator's global allocator itself, or an allocator whose
+    /// <see cref="IAllocator.Owns"/> answers exactly (a <see cref="NativeMemoryAllocator"/> with
+    /// <c>trackOwnership: true</c>, a <see cref="MemoryPoolAllocator"/>, a region allocator; asked
+    /// before the global allocator about every unregistered pointer). The
+    /// <see cref="SwitchableAllocator"/> constructor refuses any other fallback with
+    /// <see cref="ArgumentException"/>. The default fallback always qualifies.
+    /// </para>
+    /// </remarks>
     public IAllocator? Fallback { get; init; }
 
     /// <summary>Throws when a setting is out of range; the message names it.</summary>

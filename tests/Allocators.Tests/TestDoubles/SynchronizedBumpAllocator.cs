@@ -5,20 +5,17 @@ namespace AllocHosting.Allocators.Tests.TestDoubles;
 
 /// <summary>
 /// A thread-safe stand-in for the thread-local allocator: a bump allocator behind a lock whose region
-/// is registered in <see cref="OwnerRegistry"/>, with itself as owner or, like a heap of the real
-/// thread-local allocator, with an object that is not an allocator.
+/// is registered in <see cref="OwnerRegistry"/> with itself as owner.
 /// </summary>
 internal sealed unsafe class SynchronizedBumpAllocator : AllocatorBase
 {
     private readonly BumpAllocator _inner;
     private readonly Lock _lock = new();
-    private readonly object _owner;
 
-    public SynchronizedBumpAllocator(nuint capacity = 256 * 1024, bool registerAsHeap = false)
+    public SynchronizedBumpAllocator(nuint capacity = 256 * 1024)
     {
         _inner = new BumpAllocator(NativeMemorySource.Shared, capacity);
-        _owner = registerAsHeap ? new object() : this;
-        OwnerRegistry.Register(_inner.Range.From, _inner.Range.Length, _owner);
+        OwnerRegistry.Register(_inner.Range.From, _inner.Range.Length, this);
     }
 
     public MemoryRange Range => _inner.Range;
@@ -90,7 +87,7 @@ internal sealed unsafe class SynchronizedBumpAllocator : AllocatorBase
     {
         if (disposing)
         {
-            OwnerRegistry.Unregister(_inner.Range.From, _inner.Range.Length, _owner);
+            OwnerRegistry.Unregister(_inner.Range.From, _inner.Range.Length, this);
             _inner.Dispose();
         }
 
