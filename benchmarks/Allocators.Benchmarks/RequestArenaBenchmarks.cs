@@ -19,7 +19,7 @@ namespace AllocHosting.Allocators.Benchmarks;
 /// MeterProvider would) against none.
 /// </summary>
 [MemoryDiagnoser]
-public class RequestArenaBenchmarks
+public unsafe class RequestArenaBenchmarks
 {
     private const int Rents = 32;
     private static readonly int[] s_sizes = [64, 256, 1024, 4096, 16384];
@@ -33,6 +33,7 @@ public class RequestArenaBenchmarks
     private RequestArenaPool _bitSet = null!;
     private RequestArenaPool _bumpListened = null!;
     private RequestArena _rentArena = null!;
+    private BumpAllocator _bareBump = null!;
     private int _rentLease;
     private int _rentCount;
 
@@ -62,6 +63,7 @@ public class RequestArenaBenchmarks
 
         _rentArena = _bump.RentArena(_context);
         _rentLease = _rentArena.Lease;
+        _bareBump = new BumpAllocator(Allocators.MemorySources.NativeMemorySource.Shared, 256 * 1024);
     }
 
     [GlobalCleanup]
@@ -73,6 +75,7 @@ public class RequestArenaBenchmarks
         _bumpCleared.Dispose();
         _bitSet.Dispose();
         _bumpListened.Dispose();
+        _bareBump.Dispose();
         _meters.Dispose();
     }
 
@@ -107,6 +110,36 @@ public class RequestArenaBenchmarks
 
     [Benchmark(Description = "request arena, bump, metrics listened")]
     public int ArenaBumpMetricsOn() => ArenaRequest(_bumpListened);
+
+    /// <summary>The floor under the bump arena: the same 32 allocations on a bare bump allocator's single-threaded path, then a reset.</summary>
+    [Benchmark(Description = "bare bump, single-threaded path")]
+    public int BareBumpSingleThreaded()
+    {
+        int sum = 0;
+        for (int i = 0; i < Rents; i++)
+        {
+            int size = s_sizes[i % s_sizes.Length];
+            sum += PeerRoundTrips.Touch(new Span<byte>(_bareBump.Allocate((nuint)size, 16), size));
+        }
+
+        _bareBump.Reset();
+        return sum;
+    }
+
+    /// <summary>The floor under a thread-safe rent: the same 32 allocations on the bump allocator's lock-free concurrent path (one compare-exchange and one interlocked add each), then a reset.</summary>
+    [Benchmark(Description = "bare bump, concurrent path")]
+    public int BareBumpConcurrent()
+    {
+        int sum = 0;
+        for (int i = 0; i < Rents; i++)
+        {
+            int size = s_sizes[i % s_sizes.Length];
+            sum += PeerRoundTrips.Touch(new Span<byte>(_bareBump.AllocateConcurrent((nuint)size, 16), size));
+        }
+
+        _bareBump.Reset();
+        return sum;
+    }
 
     /// <summary>One Rent of 64 bytes including the Memory it returns (the arena is reset out of band every 512 rents).</summary>
     [Benchmark(Description = "IRequestBuffers.Rent(64)")]
