@@ -20,6 +20,8 @@ public class SwitchableAllocatorTests
     private static unsafe void Free(SwitchableAllocator allocator, nuint address, nuint size, nuint alignment = 8) =>
         allocator.Deallocate((byte*)address, size, alignment);
 
+    private static unsafe bool Owns(SwitchableAllocator allocator, nuint address) => allocator.Owns((byte*)address);
+
     [Fact]
     public void A_new_flow_is_in_global_mode_and_allocates_from_the_global_allocator()
     {
@@ -484,6 +486,145 @@ public class SwitchableAllocatorTests
         }
     }
 
+    // A source that counts its calls and hands out the allocator a test sets (a fresh thread-safe bump context by default).
+    private sealed class CountingSource : IContextAllocatorSource
+    {
+        private int _calls;
+
+        public ContextAllocator? Next { get; set; }
+
+        public int Calls => Volatile.Read(ref _calls);
+
+        public Exception? Failure { get; set; }
+
+        public ContextAllocator GetContextAllocator()
+        {
+            Interlocked.Increment(ref _calls);
+            if (Failure is not null)
+            {
+                throw Failure;
+            }
+
+            return Next ??= ContextAllocator.ShortLived(new BumpAllocator(NativeMemorySource.Shared, ContextCapacity), threadSafe: true);
+        }
+    }
+
+    [Fact]
+    public void A_context_source_is_asked_only_when_the_flow_first_allocates()
+    {
+        var switchable = new SwitchableAllocator(new NativeMemoryAllocator(trackOwnership: true));
+        var source = new CountingSource();
+
+        using (switchable.UseContext(source))
+        {
+            Assert.Equal(AllocatorKind.Context, switchable.Current);
+            Assert.Same(source, switchable.ContextSource);
+            Assert.Null(switchable.Context);
+            Assert.Same(source, switchable.Save().ContextSource);
+            Assert.Contains("context from a CountingSource", switchable.Save().ToString(), StringComparison.Ordinal);
+            Assert.Equal(0, source.Calls);
+
+            nuint block = Allocate(switchable, 100);
+
+            Assert.Equal(1, source.Calls);
+            ContextAllocator given = source.Next!;
+            Assert.Equal(1, given.Statistics.AllocationCount);
+            Assert.True(given.Range.Contains(block));
+            Free(switchable, block, 100);
+            Assert.Equal(1, given.Statistics.DeallocationCount);
+            given.Dispose();
+        }
+
+        Assert.Null(switchable.ContextSource);
+        Assert.Equal(AllocatorKind.Global, switchable.Current);
+    }
+
+    [Fact]
+    public async Task Blocks_from_each_allocator_a_source_gives_are_freed_into_it_from_any_mode_and_thread()
+    {
+        var switchable = new SwitchableAllocator(new NativeMemoryAllocator(trackOwnership: true));
+        var source = new CountingSource();
+        nuint first, second;
+        ContextAllocator firstContext, secondContext;
+        using (switchable.UseContext(source))
+        {
+            first = Allocate(switchable, 64);
+            firstContext = source.Next!;
+            source.Next = ContextAllocator.ShortLived(new BumpAllocator(NativeMemorySource.Shared, ContextCapacity), threadSafe: true);
+            second = Allocate(switchable, 64);
+            secondContext = source.Next;
+        }
+
+        Assert.Equal(2, source.Calls);
+        Assert.True(Owns(switchable, first) && Owns(switchable, second));
+        // In global mode and on another thread: routed by address to the allocator that handed each out.
+        await Task.Run(() =>
+        {
+            Free(switchable, first, 64);
+            Free(switchable, second, 64);
+        });
+
+        Assert.Equal(1, firstContext.Statistics.DeallocationCount);
+        Assert.Equal(1, secondContext.Statistics.DeallocationCount);
+        firstContext.Dispose();
+        secondContext.Dispose();
+    }
+
+    [Fact]
+    public async Task A_context_source_flows_into_Task_Run_and_survives_switching_away_and_back()
+    {
+        var switchable = new SwitchableAllocator(new NativeMemoryAllocator(trackOwnership: true));
+        var source = new CountingSource();
+        using (switchable.UseContext(source))
+        {
+            using (switchable.Use(AllocatorKind.Global))
+            {
+                Free(switchable, Allocate(switchable, 32), 32);
+                Assert.Equal(0, source.Calls);
+                using (switchable.Use(AllocatorKind.Context))
+                {
+                    Assert.Same(source, switchable.ContextSource);
+                    Free(switchable, Allocate(switchable, 32), 32);
+                    Assert.Equal(1, source.Calls);
+                }
+            }
+
+            nuint fromTask = await Task.Run(() => Allocate(switchable, 48));
+            Assert.Equal(2, source.Calls);
+            Assert.Equal(2, source.Next!.Statistics.AllocationCount);
+            Assert.Equal(source.Next.GetUsableSize(48, 8), switchable.GetUsableSize(48, 8));
+            Free(switchable, fromTask, 48);
+        }
+
+        source.Next!.Dispose();
+    }
+
+    [Fact]
+    public void A_source_that_fails_or_returns_null_fails_the_allocation_and_null_is_refused_at_install()
+    {
+        var switchable = new SwitchableAllocator(new NativeMemoryAllocator(trackOwnership: true));
+        Assert.Throws<ArgumentNullException>(() => switchable.UseContext((IContextAllocatorSource)null!));
+
+        var ended = new CountingSource { Failure = new ObjectDisposedException("request") };
+        using (switchable.UseContext(ended))
+        {
+            Assert.Throws<ObjectDisposedException>(() => Allocate(switchable, 16));
+        }
+
+        using (switchable.UseContext(new NullSource()))
+        {
+            var error = Assert.Throws<InvalidOperationException>(() => Allocate(switchable, 16));
+            Assert.Contains("NullSource", error.Message, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(0, switchable.Global.Statistics.AllocationCount);
+    }
+
+    private sealed class NullSource : IContextAllocatorSource
+    {
+        public ContextAllocator GetContextAllocator() => null!;
+    }
+
     [Fact]
     public void W_SW3_scopes_restore_the_previous_state_when_an_exception_is_thrown()
     {
@@ -595,7 +736,7 @@ public class SwitchableAllocatorTests
         }
 
         Assert.Throws<ArgumentOutOfRangeException>(() => switchable.Use((AllocatorKind)7));
-        Assert.Throws<ArgumentNullException>(() => switchable.UseContext(null!));
+        Assert.Throws<ArgumentNullException>(() => switchable.UseContext((ContextAllocator)null!));
         Assert.Equal(AllocatorKind.Global, switchable.Current);
     }
 

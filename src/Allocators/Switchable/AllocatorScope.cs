@@ -9,7 +9,7 @@ namespace AllocHosting.Allocators;
 /// </summary>
 /// <remarks>
 /// <para>
-/// Returned by <see cref="SwitchableAllocator.Use"/> and <see cref="SwitchableAllocator.UseContext"/>.
+/// Returned by <see cref="SwitchableAllocator.Use"/> and <see cref="SwitchableAllocator.UseContext(ContextAllocator)"/> (or its lazy overload).
 /// Dispose is idempotent (also across copies of the struct). Scopes must be disposed in reverse
 /// order of creation and in the flow that created them (the same method, before or after its
 /// awaits); disposing a scope whose switch has been overridden by a later scope that is still

@@ -9,7 +9,7 @@ namespace AllocHosting.Allocators;
 /// <summary>
 /// One allocator in front of three: a global allocator, a thread-local allocator and the
 /// <see cref="ContextAllocator"/> of the current async flow. Each async flow chooses which of them
-/// serves its new allocations (<see cref="Use"/>, <see cref="UseContext"/>); frees and resizes
+/// serves its new allocations (<see cref="Use"/>, <see cref="UseContext(ContextAllocator)"/>, <see cref="UseContext(IContextAllocatorSource)"/>); frees and resizes
 /// always go to the allocator that owns the block. The seed's
 /// <c>GlobalThreadAndCoroutineSwitchableAllocator</c>, with the async flow as the coroutine.
 /// Thread-safe.
@@ -65,7 +65,7 @@ namespace AllocHosting.Allocators;
 /// <b>Routing by owner</b> (the fix of the seed's W-SW2). <see cref="AllocatorBase.Deallocate"/>,
 /// the reallocations, the in-place resizes and <see cref="Owns"/> look the pointer up in the
 /// process-wide owner registry (O(1), no lock): context allocators register their region the first
-/// time one is installed with <see cref="UseContext"/> and unregister when disposed; the
+/// time one is installed with <see cref="UseContext(ContextAllocator)"/> and unregister when disposed; the
 /// thread-local allocator registers its heaps, and a <see cref="MemoryMapAllocator"/> (the
 /// thread-local allocator's default fallback) its blocks. A registered block goes to its owner
 /// whatever the current kind and whichever thread frees it, also when its context allocator is no
@@ -213,8 +213,11 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     /// <summary>The allocator serving <see cref="AllocatorKind.ThreadLocal"/> mode, or <see langword="null"/> when there is none.</summary>
     public IAllocator? ThreadLocal => _threadLocal;
 
-    /// <summary>The context allocator installed in the current async flow, or <see langword="null"/>.</summary>
+    /// <summary>The context allocator installed in the current async flow, or <see langword="null"/> (also when a <see cref="ContextSource"/> gives it lazily: reading this property never asks the source).</summary>
     public ContextAllocator? Context => CurrentState().Context;
+
+    /// <summary>The source installed in the current async flow with <see cref="UseContext(IContextAllocatorSource)"/>, or <see langword="null"/>.</summary>
+    public IContextAllocatorSource? ContextSource => CurrentState().Source;
 
     /// <summary>Which allocator serves new allocations in the current async flow.</summary>
     public AllocatorKind Current => CurrentState().Kind;
@@ -261,12 +264,11 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     /// Switches the current async flow to <paramref name="kind"/> for new allocations, keeping its
     /// context allocator; disposing the returned scope restores the previous kind.
     /// </summary>
-    /// <exception cref="InvalidOperationException"><paramref name="kind"/> is <see cref="AllocatorKind.Context"/> and the flow has no context allocator installed (use <see cref="UseContext"/>), or <see cref="AllocatorKind.ThreadLocal"/> and there is no thread-local allocator.</exception>
+    /// <exception cref="InvalidOperationException"><paramref name="kind"/> is <see cref="AllocatorKind.Context"/> and the flow has no context allocator installed (use <see cref="UseContext(ContextAllocator)"/>), or <see cref="AllocatorKind.ThreadLocal"/> and there is no thread-local allocator.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="kind"/> is not a defined kind.</exception>
     public AllocatorScope Use(AllocatorKind kind)
     {
         FlowState? previous = _flow.Value;
-        ContextAllocator? context = previous?.Context;
         switch (kind)
         {
             case AllocatorKind.Global:
@@ -279,7 +281,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
 
                 break;
             case AllocatorKind.Context:
-                if (context is null)
+                if (previous is not { HasContext: true })
                 {
                     ThrowNoContext();
                 }
@@ -289,7 +291,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
                 throw new ArgumentOutOfRangeException(nameof(kind), kind, "Not a defined AllocatorKind.");
         }
 
-        return Switch(previous, new FlowState(this, kind, context));
+        return Switch(previous, new FlowState(this, kind, previous?.Context, previous?.Source));
     }
 
     /// <summary>
@@ -312,6 +314,26 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         ArgumentNullException.ThrowIfNull(context);
         Register(context);
         return Switch(_flow.Value, new FlowState(this, AllocatorKind.Context, context));
+    }
+
+    /// <summary>
+    /// Switches the current async flow to <see cref="AllocatorKind.Context"/> with a context
+    /// allocator that <paramref name="source"/> gives when the flow first allocates, not now: a flow
+    /// that never allocates through this allocator never asks. Disposing the returned scope
+    /// restores the previous context allocator and kind.
+    /// </summary>
+    /// <remarks>
+    /// The source is asked on every allocation and usable-size query of the flow in context mode
+    /// (see <see cref="IContextAllocatorSource.GetContextAllocator"/>); each allocator it returns is
+    /// registered in the owner registry at its first use, as <see cref="UseContext(ContextAllocator)"/>
+    /// does, so frees, resizes and <see cref="Owns"/> find it from any flow. <see cref="Context"/>
+    /// stays null for such a flow; <see cref="ContextSource"/> returns the source.
+    /// </remarks>
+    /// <exception cref="ArgumentNullException"><paramref name="source"/> is null.</exception>
+    public AllocatorScope UseContext(IContextAllocatorSource source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        return Switch(_flow.Value, new FlowState(this, AllocatorKind.Context, null, source));
     }
 
     /// <summary>The current async flow's allocator state (context allocator and kind), to carry into work that does not inherit the flow.</summary>
@@ -464,7 +486,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         FlowState state = CurrentState();
         IAllocator allocator = state.Kind switch
         {
-            AllocatorKind.Context => state.Context!,
+            AllocatorKind.Context => ContextOf(state),
             AllocatorKind.ThreadLocal => _threadLocal!,
             _ => _global,
         };
@@ -560,7 +582,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     // cache line.
     private void NoteContext(FlowState? state)
     {
-        if (_allFlowsGlobal && state is not null && (state.Kind != AllocatorKind.Global || state.Context is not null))
+        if (_allFlowsGlobal && state is not null && (state.Kind != AllocatorKind.Global || state.HasContext))
         {
             Volatile.Write(ref _allFlowsGlobal, false);
         }
@@ -587,7 +609,22 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     // allocator, thread-local allocators other than ThreadLocalAllocator.
     [MethodImpl(MethodImplOptions.NoInlining)]
     private byte* AllocateOutOfLine(FlowState state, nuint size, nuint alignment) =>
-        state.Kind == AllocatorKind.Context ? state.Context!.AllocatePrevalidated(size, alignment) : AllocateThreadLocal(size, alignment);
+        state.Kind == AllocatorKind.Context ? ContextOf(state).AllocatePrevalidated(size, alignment) : AllocateThreadLocal(size, alignment);
+
+    // The flow's context allocator: the installed one, or the one its source gives now (registered
+    // at its first use; registering again is a volatile read).
+    private static ContextAllocator ContextOf(FlowState state)
+    {
+        if (state.Context is { } context)
+        {
+            return context;
+        }
+
+        ContextAllocator given = state.Source!.GetContextAllocator()
+            ?? throw new InvalidOperationException($"The {state.Source.GetType().Name} installed as this flow's context allocator source returned null.");
+        Register(given);
+        return given;
+    }
 
     private byte* AllocateThreadLocal(nuint size, nuint alignment)
     {
@@ -685,7 +722,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void ThrowNoContext() =>
         throw new InvalidOperationException(
-            "No context allocator is installed in this async flow, so it cannot switch to AllocatorKind.Context; install one with UseContext(allocator).");
+            "No context allocator is installed in this async flow, so it cannot switch to AllocatorKind.Context; install one with UseContext(allocator) or UseContext(source).");
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]

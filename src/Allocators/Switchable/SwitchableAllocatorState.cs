@@ -29,8 +29,11 @@ public readonly struct SwitchableAllocatorState : IEquatable<SwitchableAllocator
     /// <summary>The kind that served new allocations when the state was saved.</summary>
     public AllocatorKind Kind => _flow?.Kind ?? AllocatorKind.Global;
 
-    /// <summary>The context allocator that was installed when the state was saved, or <see langword="null"/>.</summary>
+    /// <summary>The context allocator that was installed when the state was saved, or <see langword="null"/> (also when a <see cref="ContextSource"/> gives it).</summary>
     public ContextAllocator? Context => _flow?.Context;
+
+    /// <summary>The context allocator source that was installed when the state was saved (<see cref="SwitchableAllocator.UseContext(IContextAllocatorSource)"/>), or <see langword="null"/>.</summary>
+    public IContextAllocatorSource? ContextSource => _flow?.Source;
 
     internal SwitchableAllocator? Owner => _owner;
 
@@ -53,5 +56,6 @@ public readonly struct SwitchableAllocatorState : IEquatable<SwitchableAllocator
     public override int GetHashCode() => HashCode.Combine(_owner, _flow);
 
     /// <inheritdoc />
-    public override string ToString() => Context is null ? $"{Kind}" : $"{Kind}, {Context.Kind} context";
+    public override string ToString() =>
+        Context is not null ? $"{Kind}, {Context.Kind} context" : ContextSource is not null ? $"{Kind}, context from a {ContextSource.GetType().Name}" : $"{Kind}";
 }

@@ -1,0 +1,36 @@
+namespace AllocHosting.Allocators;
+
+/// <summary>
+/// Gives an async flow its context allocator when the flow first needs one, instead of when it is
+/// installed: <see cref="SwitchableAllocator.UseContext(IContextAllocatorSource)"/>. A request arena,
+/// for example, takes memory only when its request first allocates.
+/// </summary>
+/// <example>
+/// <code>
+/// sealed class LazyBump : IContextAllocatorSource
+/// {
+///     private readonly Lazy&lt;ContextAllocator&gt; _context = new(() =&gt;
+///         ContextAllocator.ShortLived(new BumpAllocator(NativeMemorySource.Shared, 64 * 1024), threadSafe: true));
+///     public ContextAllocator GetContextAllocator() =&gt; _context.Value;
+/// }
+///
+/// using (switchable.UseContext(new LazyBump()))   // nothing is allocated yet
+/// {
+///     byte* block = switchable.Allocate(256, 8);  // the bump allocator is created here
+/// }
+/// </code>
+/// </example>
+public interface IContextAllocatorSource
+{
+    /// <summary>
+    /// The context allocator that serves the flow now. The switchable allocator calls it on every
+    /// allocation, and usable-size query, that a flow installed with this source makes in
+    /// <see cref="AllocatorKind.Context"/> mode, possibly from several threads at once: it must be
+    /// thread-safe, and cheap once the allocator exists. It may return another allocator later (a
+    /// fresh one when the first is full, say); each is registered in the owner registry at its first
+    /// use, so every block is freed into the allocator that handed it out.
+    /// </summary>
+    /// <returns>The context allocator; never null. Use a thread-safe form (<see cref="ContextAllocator.IsThreadSafe"/>) when the flow may fan out.</returns>
+    /// <exception cref="ObjectDisposedException">The source has ended (for example its request is over); the allocation fails with it.</exception>
+    ContextAllocator GetContextAllocator();
+}
