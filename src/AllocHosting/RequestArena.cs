@@ -102,8 +102,17 @@ internal sealed class RequestArena : IRequestArenaFeature
         }
     }
 
-    /// <summary>The current pool chunk's allocator, for installing as the flow's context allocator (takes a chunk if none yet).</summary>
+    /// <summary>The current pool chunk's allocator, to serve the flow's context allocations (takes a chunk if none yet; lock-free once there is one).</summary>
+    /// <exception cref="ObjectDisposedException">The request of <paramref name="lease"/> has ended.</exception>
     public Allocators.ContextAllocator GetContextAllocator(int lease)
+    {
+        ThrowIfStale(lease);
+        ArenaChunk? chunk = Volatile.Read(ref _current);
+        return chunk is not null ? chunk.ContextAllocator : GetContextAllocatorSlow(lease);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Allocators.ContextAllocator GetContextAllocatorSlow(int lease)
     {
         lock (_chainLock)
         {

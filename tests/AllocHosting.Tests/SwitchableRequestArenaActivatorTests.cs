@@ -36,8 +36,8 @@ public class SwitchableRequestArenaActivatorTests
             a => a.MapGet("/", (SwitchableAllocator switchable, IRequestBuffers buffers) =>
             {
                 Assert.Equal(AllocatorKind.Context, switchable.Current);
-                ContextAllocator context = Assert.IsType<ContextAllocator>(switchable.Context);
-                Assert.True(context.IsThreadSafe);
+                RequestArenaContextSource source = Assert.IsType<RequestArenaContextSource>(switchable.ContextSource);
+                Assert.True(source.GetContextAllocator().IsThreadSafe);
 
                 // Code that speaks Memory<byte> through the switchable allocator (no unsafe code).
                 using var pool = new AllocatorMemoryPool(switchable);
@@ -56,6 +56,53 @@ public class SwitchableRequestArenaActivatorTests
         Assert.True(used >= 1000, $"the arena served the switchable allocation ({used} bytes used)");
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0 && app.Pool.LiveBytes == 0, "the chunk is back");
         Assert.Equal(AllocatorKind.Global, app.Services.GetRequiredService<SwitchableAllocator>().Current);
+    }
+
+    [Fact]
+    public async Task When_enabled_a_request_that_never_allocates_still_takes_no_chunk()
+    {
+        await using var app = await TestApp.StartAsync(
+            a => a.MapGet("/", (SwitchableAllocator switchable) => switchable.Current.ToString()),
+            options => options.InstallContextAllocator = true);
+
+        Assert.Equal("Context", await app.Client.GetStringAsync("/"));
+        Assert.Equal(0, app.Pool.ChunkCount);
+    }
+
+    [Fact]
+    public async Task Work_that_outlives_its_request_cannot_allocate_from_the_arena_afterwards()
+    {
+        var requestEnded = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Task<Exception?>? straggler = null;
+        await using var app = await TestApp.StartAsync(
+            a => a.MapGet("/", (SwitchableAllocator switchable) =>
+            {
+                // Fire and forget: the task inherits the request's flow, and allocates after the request ended.
+                straggler = Task.Run(async () =>
+                {
+                    await requestEnded.Task;
+                    try
+                    {
+                        using var pool = new AllocatorMemoryPool(switchable);
+                        pool.Rent(100).Dispose();
+                        return null;
+                    }
+                    catch (InvalidOperationException error)
+                    {
+                        return (Exception?)error;
+                    }
+                });
+                return "ok";
+            }),
+            options => options.InstallContextAllocator = true);
+
+        await app.Client.GetStringAsync("/");
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the request released");
+        requestEnded.SetResult();
+
+        Exception? refused = await straggler!.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Contains("No request arena is active", Assert.IsType<InvalidOperationException>(refused).Message, StringComparison.Ordinal);
+        Assert.Equal(0, app.Pool.ChunksInUse);
     }
 
     [Theory]

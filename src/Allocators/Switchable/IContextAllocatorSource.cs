@@ -31,6 +31,6 @@ public interface IContextAllocatorSource
     /// use, so every block is freed into the allocator that handed it out.
     /// </summary>
     /// <returns>The context allocator; never null. Use a thread-safe form (<see cref="ContextAllocator.IsThreadSafe"/>) when the flow may fan out.</returns>
-    /// <exception cref="ObjectDisposedException">The source has ended (for example its request is over); the allocation fails with it.</exception>
+    /// <exception cref="InvalidOperationException">The source has ended (for example its request is over). Whatever the source throws fails the allocation with it.</exception>
     ContextAllocator GetContextAllocator();
 }
