@@ -633,6 +633,34 @@ public unsafe class MemoryMapSourceTests
         source.Release(region, PageSize);
     }
 
+    [LinuxFact]
+    public void Throwing_warning_for_a_refused_huge_page_advice_unmaps_the_region_and_degrades_anyway()
+    {
+        int warnings = 0;
+        var source = new MemoryMapSource(new MemoryMapSourceOptions
+        {
+            TransparentHugePages = true,
+            Warning = _ =>
+            {
+                warnings++;
+                throw new InvalidOperationException("callback");
+            },
+        })
+        {
+            SimulatedErrno = step => step == "madvise(MADV_HUGEPAGE)" ? 22 : 0,
+        };
+        ulong hugeBytesBefore = HugeWritableBytes();
+
+        Assert.Throws<InvalidOperationException>(() => source.Obtain(HugeRegion));
+
+        Assert.Equal(hugeBytesBefore, HugeWritableBytes());
+        Assert.Equal(0, source.MappedBytes);
+        Assert.False(source.TransparentHugePagesApplied);
+        byte* region = source.Obtain(PageSize); // degraded already: no second warning to throw
+        Assert.Equal(1, warnings);
+        source.Release(region, PageSize);
+    }
+
     [LinuxTheory]
     [InlineData(12)]
     [InlineData(22)]
