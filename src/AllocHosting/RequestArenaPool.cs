@@ -88,6 +88,12 @@ internal sealed class RequestArenaPool : IDisposable
     private bool _disposed;
 
     public RequestArenaPool(IOptions<SwitchableAllocatorOptions> options, AllocHostingMetrics metrics, ILogger<RequestArenaPool> logger, TimeProvider timeProvider)
+        : this(options, metrics, logger, timeProvider, NumaTopology.Current)
+    {
+    }
+
+    /// <summary>Tests only: a pool that places its memory for <paramref name="topology"/> (a fake multi-node one) instead of this machine's.</summary>
+    internal RequestArenaPool(IOptions<SwitchableAllocatorOptions> options, AllocHostingMetrics metrics, ILogger<RequestArenaPool> logger, TimeProvider timeProvider, NumaTopology topology)
     {
         _options = options.Value;
         _metrics = metrics;
@@ -97,7 +103,7 @@ internal sealed class RequestArenaPool : IDisposable
         ChunkSize = _options.InitialArenaSize;
         MaxChunks = (int)Math.Min(int.MaxValue, _options.MemoryBudget / ChunkSize);
         _maxChunksPerRequest = (int)Math.Max(1, _options.MaxArenaSizePerRequest / ChunkSize);
-        _source = CreateSource(_options, logger);
+        _source = CreateSource(_options, topology, logger);
 
         // The usable bytes of a chunk (a bit set chunk keeps its bit set inside).
         using (ArenaChunk probe = CreateChunk(NativeMemorySource.Shared))
@@ -123,6 +129,9 @@ internal sealed class RequestArenaPool : IDisposable
     public AllocHostingMetrics Metrics => _metrics;
 
     public SwitchableAllocatorOptions Options => _options;
+
+    /// <summary>Where the pool's segments come from (a <see cref="MemoryMapSource"/> where supported).</summary>
+    internal IMemorySource Source => _source;
 
     /// <summary>Chunks that exist now (idle or in use).</summary>
     public int ChunkCount
@@ -509,26 +518,28 @@ internal sealed class RequestArenaPool : IDisposable
         _trimTimer?.Dispose();
     }
 
-    private static IMemorySource CreateSource(SwitchableAllocatorOptions options, ILogger logger)
-    {
-        NumaPolicy policy = options.NumaPlacement switch
+    private static IMemorySource CreateSource(SwitchableAllocatorOptions options, NumaTopology topology, ILogger logger) =>
+        MemorySource.CreateDefault(new MemoryMapSourceOptions
         {
-            ArenaNumaPlacement.LocalToRequestThread => NumaPolicy.Local,
-            ArenaNumaPlacement.Interleave => NumaPolicy.Interleave(NumaNodeSet.Of(NumaTopology.Current.Nodes.Select(node => node.Id))),
-            _ => NumaPolicy.Default,
-        };
-
-        // A single-node machine gains nothing from a policy but would pay an mbind per mapping.
-        if (!NumaTopology.Current.IsMultiNode)
-        {
-            policy = NumaPolicy.Default;
-        }
-
-        return MemorySource.CreateDefault(new MemoryMapSourceOptions
-        {
-            NumaPolicy = policy,
+            NumaPolicy = PolicyFor(options.NumaPlacement, topology),
             Warning = message => logger.MemorySourceDegraded(message),
         });
+
+    /// <summary>The NUMA policy of the pool's memory source for <paramref name="placement"/> on <paramref name="topology"/>.</summary>
+    internal static NumaPolicy PolicyFor(ArenaNumaPlacement placement, NumaTopology topology)
+    {
+        // A single-node machine gains nothing from a policy but would pay an mbind per mapping.
+        if (!topology.IsMultiNode)
+        {
+            return NumaPolicy.Default;
+        }
+
+        return placement switch
+        {
+            ArenaNumaPlacement.LocalToRequestThread => NumaPolicy.Local,
+            ArenaNumaPlacement.Interleave => NumaPolicy.Interleave(NumaNodeSet.Of(topology.Nodes.Select(node => node.Id))),
+            _ => NumaPolicy.Default,
+        };
     }
 
     private void LogBudgetSpentOnce()

@@ -1,5 +1,6 @@
 using AllocHosting.Allocators;
 using AllocHosting.Allocators.Arenas;
+using AllocHosting.Allocators.MemorySources;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
@@ -12,6 +13,7 @@ public sealed class RequestArenaPoolTests : IDisposable
     private readonly FakeTimeProvider _time = new();
     private readonly TestMeterFactory _meters = new();
     private readonly RequestArenaPool _pool;
+    private readonly string _sysfs = Path.Combine(Path.GetTempPath(), "numa-pool-" + Guid.NewGuid().ToString("N"));
 
     public RequestArenaPoolTests()
     {
@@ -28,6 +30,10 @@ public sealed class RequestArenaPoolTests : IDisposable
     {
         _pool.Dispose();
         _meters.Dispose();
+        if (Directory.Exists(_sysfs))
+        {
+            Directory.Delete(_sysfs, recursive: true);
+        }
     }
 
     [Fact]
@@ -122,6 +128,145 @@ public sealed class RequestArenaPoolTests : IDisposable
         Assert.Throws<RequestArenaBudgetExceededException>(() => pool.TakeChunk(arena));
 
         Assert.Equal(2, logger.Collector.GetSnapshot().Count(r => r.Id.Name == "ArenaBudgetSpent"));
+    }
+
+    public static TheoryData<ArenaNumaPlacement, string> PlacementsOnTwoNodes => new()
+    {
+        { ArenaNumaPlacement.LocalToRequestThread, "Local" },
+        { ArenaNumaPlacement.Interleave, "Interleave{0,1}" }, // node 1 has memory but no CPU: still a node to spread over
+        { ArenaNumaPlacement.ProcessDefault, "Default" },
+        { (ArenaNumaPlacement)99, "Default" }, // the validator rejects it; the pool still adds no policy
+    };
+
+    public static TheoryData<ArenaNumaPlacement, RequestArenaKind> PlacementsAndKinds
+    {
+        get
+        {
+            var data = new TheoryData<ArenaNumaPlacement, RequestArenaKind>();
+            foreach (ArenaNumaPlacement placement in Enum.GetValues<ArenaNumaPlacement>())
+            {
+                data.Add(placement, RequestArenaKind.Bump);
+                data.Add(placement, RequestArenaKind.BitSet);
+            }
+
+            return data;
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(PlacementsOnTwoNodes))]
+    public void Each_placement_maps_to_its_policy_on_a_multi_node_machine(ArenaNumaPlacement placement, string policy)
+    {
+        NumaTopology twoNodes = FakeTopology("0-3", "");
+
+        Assert.Equal(policy, RequestArenaPool.PolicyFor(placement, twoNodes).ToString());
+    }
+
+    [Fact]
+    public void Interleave_spreads_over_every_node_of_the_topology()
+    {
+        NumaTopology fourNodes = FakeTopology("0-1", "2-3", "4-5", "6-7");
+
+        Assert.Equal(NumaPolicy.Interleave(NumaNodeSet.Of(0, 1, 2, 3)), RequestArenaPool.PolicyFor(ArenaNumaPlacement.Interleave, fourNodes));
+    }
+
+    [Theory]
+    [InlineData(ArenaNumaPlacement.LocalToRequestThread)]
+    [InlineData(ArenaNumaPlacement.Interleave)]
+    [InlineData(ArenaNumaPlacement.ProcessDefault)]
+    public void A_single_node_machine_gets_no_policy_whatever_the_placement(ArenaNumaPlacement placement)
+    {
+        // One node gains nothing from a policy and would pay an mbind per mapping.
+        NumaTopology oneNode = FakeTopology("0-7");
+
+        Assert.Equal(NumaPolicy.Default, RequestArenaPool.PolicyFor(placement, oneNode));
+        Assert.Equal(NumaPolicy.Default, RequestArenaPool.PolicyFor(placement, NumaTopology.FromSysfs(Path.Combine(_sysfs, "absent"))));
+    }
+
+    [Theory]
+    [MemberData(nameof(PlacementsOnTwoNodes))]
+    public void The_pool_gives_its_memory_source_the_placement_policy_and_rents_from_it(ArenaNumaPlacement placement, string policy)
+    {
+        // Node 1 does not exist on a one-node machine; the kernel keeps the nodes it has (Interleave{0}).
+        using var pool = CreatePool(new SwitchableAllocatorOptions { NumaPlacement = placement }, FakeTopology("0-3", ""));
+        if (pool.Source is not MemoryMapSource source)
+        {
+            Assert.False(MemoryMapSource.IsSupported);
+            return;
+        }
+
+        Assert.Equal(policy, source.Options.NumaPolicy.ToString());
+        RentWriteAndRelease(pool);
+        Assert.True(source.NumaPolicyApplied, source.FallbackReason);
+        Assert.Null(source.LastFailure);
+    }
+
+    [Theory]
+    [MemberData(nameof(PlacementsAndKinds))]
+    public void Arenas_of_this_machine_work_with_each_placement(ArenaNumaPlacement placement, RequestArenaKind kind)
+    {
+        using var pool = CreatePool(new SwitchableAllocatorOptions { NumaPlacement = placement, ArenaKind = kind }, topology: null);
+        if (pool.Source is MemoryMapSource source)
+        {
+            Assert.Equal(RequestArenaPool.PolicyFor(placement, NumaTopology.Current), source.Options.NumaPolicy);
+            if (!NumaTopology.Current.IsMultiNode)
+            {
+                Assert.Equal(NumaPolicy.Default, source.Options.NumaPolicy);
+            }
+        }
+
+        RentWriteAndRelease(pool);
+    }
+
+    private RequestArenaPool CreatePool(SwitchableAllocatorOptions options, NumaTopology? topology)
+    {
+        options.InitialArenaSize = 16 * 1024;
+        options.MemoryBudget = 8 * 16 * 1024;
+        options.MaxArenaSizePerRequest = 4 * 16 * 1024;
+        var metrics = new AllocHostingMetrics(_meters, new SwitchableAllocator());
+        return topology is null
+            ? new RequestArenaPool(Options.Create(options), metrics, NullLogger<RequestArenaPool>.Instance, _time)
+            : new RequestArenaPool(Options.Create(options), metrics, NullLogger<RequestArenaPool>.Instance, _time, topology);
+    }
+
+    // A request rents more than one chunk holds, writes every byte, reads them back and ends.
+    private static void RentWriteAndRelease(RequestArenaPool pool)
+    {
+        var context = new DefaultHttpContext();
+        RequestArena arena = pool.RentArena(context);
+        var rents = new List<Memory<byte>>();
+        for (int i = 0; i < 3; i++)
+        {
+            Memory<byte> memory = arena.Rent(pool.ChunkCapacity / 2);
+            memory.Span.Fill((byte)(i + 1));
+            rents.Add(memory);
+        }
+
+        for (int i = 0; i < rents.Count; i++)
+        {
+            Assert.True(rents[i].Span.IndexOfAnyExcept((byte)(i + 1)) < 0);
+        }
+
+        Assert.True(pool.ChunksInUse >= 2);
+        Assert.True(pool.SegmentCount >= 1);
+        pool.ReturnArena(arena, context);
+        Assert.Equal(0, pool.ChunksInUse);
+        Assert.Equal(0, pool.LiveBytes);
+    }
+
+    // A sysfs-like directory with one node per CPU list (empty: a memory-only node), ids from 0.
+    private NumaTopology FakeTopology(params string[] cpuLists)
+    {
+        string root = Path.Combine(_sysfs, Guid.NewGuid().ToString("N"));
+        for (int node = 0; node < cpuLists.Length; node++)
+        {
+            Directory.CreateDirectory(Path.Combine(root, $"node{node}"));
+            File.WriteAllText(Path.Combine(root, $"node{node}", "cpulist"), cpuLists[node] + "\n");
+        }
+
+        NumaTopology topology = NumaTopology.FromSysfs(root, () => 0);
+        Assert.Equal(cpuLists.Length, topology.NodeCount);
+        return topology;
     }
 
     private void UseTwoChunks(RequestArena arena)

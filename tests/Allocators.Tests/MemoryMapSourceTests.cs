@@ -16,6 +16,9 @@ public unsafe class MemoryMapSourceTests
 
     private static readonly nuint PageSize = (nuint)Environment.SystemPageSize;
 
+    // 64 GiB: mapped without swap reservation and never touched, it costs nothing, and nothing else in the process maps that much.
+    private static readonly nuint HugeRegion = (nuint)64 << 30;
+
     public static TheoryData<string> PolicyNames => ["Default", "Preferred{0}", "Bind{0}", "Interleave{0}", "Local"];
 
     [Fact]
@@ -565,6 +568,331 @@ public unsafe class MemoryMapSourceTests
         });
 
         Assert.Equal(0, source.MappedBytes);
+    }
+
+    [LinuxTheory]
+    [InlineData(22)] // EINVAL: a kernel built without transparent huge pages
+    [InlineData(1)] // EPERM: a sandbox that filters the advice
+    public void Refused_transparent_huge_page_advice_degrades_once_and_the_source_keeps_working(int errno)
+    {
+        var warnings = new List<string>();
+        int advised = 0;
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { TransparentHugePages = true, Warning = warnings.Add })
+        {
+            SimulatedErrno = step =>
+            {
+                if (step != "madvise(MADV_HUGEPAGE)")
+                {
+                    return 0;
+                }
+
+                advised++;
+                return errno;
+            },
+        };
+        Assert.True(source.TransparentHugePagesApplied);
+
+        byte* first = source.Obtain(4 * PageSize);
+        byte* second = source.Obtain(PageSize + 1);
+        FillPattern(first, 4 * PageSize);
+        FillPattern(second, 2 * PageSize);
+
+        Assert.False(source.TransparentHugePagesApplied);
+        Assert.Equal(1, advised); // refused once, never asked again
+        Assert.Contains("madvise(MADV_HUGEPAGE)", source.FallbackReason, StringComparison.Ordinal);
+        Assert.Contains(errno == 22 ? "EINVAL" : "EPERM", source.FallbackReason, StringComparison.Ordinal);
+        Assert.Equal([source.FallbackReason!], warnings);
+        Assert.DoesNotContain("hg", VmFlagsOf(second)); // the advice was not given to later regions
+        Assert.Contains("dd", VmFlagsOf(second)); // the required advice still was
+        Assert.True(source.NumaPolicyApplied);
+        Assert.Null(source.LastFailure);
+        Assert.Equal(6 * (long)PageSize, source.MappedBytes);
+        AssertPattern(first, 4 * PageSize);
+        AssertPattern(second, 2 * PageSize);
+
+        source.Release(first, 4 * PageSize);
+        source.Release(second, PageSize + 1);
+        Assert.Equal(0, source.MappedBytes);
+    }
+
+    [LinuxFact]
+    public void Refused_policy_and_refused_huge_page_advice_are_both_reported()
+    {
+        var warnings = new List<string>();
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { TransparentHugePages = true, NumaPolicy = NumaPolicy.Preferred(0), Warning = warnings.Add })
+        {
+            SimulatedErrno = step => step is "madvise(MADV_HUGEPAGE)" or "mbind" ? 38 : 0,
+        };
+
+        byte* region = source.Obtain(PageSize);
+
+        Assert.Equal(2, warnings.Count);
+        Assert.Equal($"{warnings[1]}; {warnings[0]}", source.FallbackReason); // the policy first, as documented
+        Assert.Contains("mbind failed with ENOSYS", warnings[1], StringComparison.Ordinal);
+        Assert.Contains("madvise(MADV_HUGEPAGE) failed with ENOSYS", warnings[0], StringComparison.Ordinal);
+        source.Release(region, PageSize);
+    }
+
+    [LinuxFact]
+    public void Throwing_warning_for_a_refused_huge_page_advice_unmaps_the_region_and_degrades_anyway()
+    {
+        int warnings = 0;
+        var source = new MemoryMapSource(new MemoryMapSourceOptions
+        {
+            TransparentHugePages = true,
+            Warning = _ =>
+            {
+                warnings++;
+                throw new InvalidOperationException("callback");
+            },
+        })
+        {
+            SimulatedErrno = step => step == "madvise(MADV_HUGEPAGE)" ? 22 : 0,
+        };
+        ulong hugeBytesBefore = HugeWritableBytes();
+
+        Assert.Throws<InvalidOperationException>(() => source.Obtain(HugeRegion));
+
+        Assert.Equal(hugeBytesBefore, HugeWritableBytes());
+        Assert.Equal(0, source.MappedBytes);
+        Assert.False(source.TransparentHugePagesApplied);
+        byte* region = source.Obtain(PageSize); // degraded already: no second warning to throw
+        Assert.Equal(1, warnings);
+        source.Release(region, PageSize);
+    }
+
+    [LinuxTheory]
+    [InlineData(12)]
+    [InlineData(22)]
+    public void Refused_core_dump_advice_fails_the_obtain_with_its_errno_and_leaves_nothing_mapped(int errno)
+    {
+        // The core-dump advice is the one required advice (ComputeRequiredAdvice): its refusal is not degraded.
+        Assert.Equal([MADV_DONTDUMP], MemoryMapSource.ComputeRequiredAdvice(MemoryMapSourceOptions.Default));
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { TransparentHugePages = true });
+        ulong hugeBytesBefore = HugeWritableBytes();
+        ulong hugeBytesWhileAdvised = 0;
+        source.SimulatedErrno = step =>
+        {
+            if (step == "madvise(MADV_DONTDUMP)")
+            {
+                hugeBytesWhileAdvised = HugeWritableBytes();
+                return errno;
+            }
+
+            return 0;
+        };
+
+        var error = Assert.Throws<MemorySourceExhaustedException>(() => source.Obtain(HugeRegion));
+
+        string name = errno == 12 ? "ENOMEM" : "EINVAL";
+        Assert.Contains($"madvise(MADV_DONTDUMP) failed with {name} ({errno})", error.Message, StringComparison.Ordinal);
+        Assert.Equal($"MemoryMapSource could not provide {HugeRegion} bytes: {source.LastFailure}", error.Message);
+        Assert.True(hugeBytesWhileAdvised >= hugeBytesBefore + HugeRegion); // the region was mapped when the advice was refused...
+        Assert.Equal(hugeBytesBefore, HugeWritableBytes()); // ...and is unmapped again
+        Assert.Equal(0, source.MappedBytes);
+        Assert.False(source.TryObtain(PageSize, out byte* region));
+        Assert.True(region == null);
+        Assert.Equal(0, source.MappedBytes);
+        Assert.Null(source.FallbackReason); // a required step fails the request instead of degrading the source
+        Assert.True(source.TransparentHugePagesApplied);
+
+        source.SimulatedErrno = null;
+        region = source.Obtain(PageSize);
+        Assert.Contains("dd", VmFlagsOf(region));
+        source.Release(region, PageSize);
+    }
+
+    [LinuxFact]
+    public void Remap_by_copy_keeps_the_contents_serves_the_new_size_and_unmaps_the_old_region()
+    {
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { NumaPolicy = NumaPolicy.Preferred(0) });
+        ulong hugeBytesBefore = HugeWritableBytes();
+        byte* huge = source.Obtain(HugeRegion);
+        FillPattern(huge, 3 * PageSize);
+        Assert.True(HugeWritableBytes() >= hugeBytesBefore + HugeRegion);
+
+        // Shrinking: the old size is the larger, only the new size is copied (W-MM4), the old region goes.
+        Assert.True(source.TryRemapByCopy(huge, HugeRegion, 5 * PageSize, out byte* small, out string? failure), failure);
+        Assert.Null(failure);
+        AssertPattern(small, 3 * PageSize);
+        Assert.True(new Span<byte>(small + (3 * PageSize), (int)(2 * PageSize)).IndexOfAnyExcept((byte)0) < 0);
+        Assert.Equal(hugeBytesBefore, HugeWritableBytes());
+        Assert.Equal(5 * (long)PageSize, source.MappedBytes);
+        Assert.Equal(new Dictionary<int, long> { [0] = 5 * (long)PageSize }, source.GetMappedBytesByNode());
+
+        // Growing: the old contents come along and the region is usable to its new size.
+        FillPattern(small, 5 * PageSize);
+        Assert.True(source.TryRemapByCopy(small, 5 * PageSize, 300 * PageSize, out byte* grown, out failure), failure);
+        Assert.True(grown != small);
+        AssertPattern(grown, 5 * PageSize);
+        new Span<byte>(grown + (5 * PageSize), (int)(295 * PageSize)).Fill(0xA5);
+        Assert.Equal(0xA5, grown[(300 * PageSize) - 1]);
+        Assert.Equal(300 * (long)PageSize, source.MappedBytes);
+        Assert.Equal(new Dictionary<int, long> { [0] = 300 * (long)PageSize }, source.GetMappedBytesByNode());
+        Assert.Equal(NumaPolicy.Preferred(0), MemoryMapSource.GetPolicyOfAddress(grown + (299 * PageSize)));
+        Assert.Contains("dd", VmFlagsOf(grown));
+
+        source.Release(grown, 300 * PageSize);
+        Assert.Equal(0, source.MappedBytes);
+    }
+
+    [LinuxFact]
+    public void Failed_remap_by_copy_leaves_the_old_region_intact_and_accounted()
+    {
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { NumaPolicy = NumaPolicy.Preferred(0) });
+        byte* region = source.Obtain(4 * PageSize);
+        FillPattern(region, 4 * PageSize);
+
+        // The new region cannot be mapped...
+        source.SimulatedErrno = step => step == "mmap" ? 12 : 0;
+        Assert.False(source.TryRemapByCopy(region, 4 * PageSize, 64 * PageSize, out byte* moved, out string? failure));
+        Assert.True(moved == null);
+        Assert.StartsWith("mmap failed with ENOMEM (12)", failure, StringComparison.Ordinal);
+        Assert.Equal(failure, source.LastFailure);
+        AssertRegionKept();
+
+        // ...or is mapped and then refused a required step: it is unmapped again, the old one stays.
+        ulong hugeBytesBefore = HugeWritableBytes();
+        source.SimulatedErrno = step => step == "madvise(MADV_DONTDUMP)" ? 22 : 0;
+        Assert.False(source.TryRemapByCopy(region, 4 * PageSize, HugeRegion, out moved, out failure));
+        Assert.True(moved == null);
+        Assert.StartsWith("madvise(MADV_DONTDUMP) failed with EINVAL", failure, StringComparison.Ordinal);
+        Assert.Equal(hugeBytesBefore, HugeWritableBytes());
+        AssertRegionKept();
+
+        source.SimulatedErrno = null;
+        source.Release(region, 4 * PageSize);
+        Assert.Equal(0, source.MappedBytes);
+
+        void AssertRegionKept()
+        {
+            AssertPattern(region, 4 * PageSize);
+            nuint last = (4 * PageSize) - 1;
+            region[last] = (byte)(last * 31 % 251);
+            Assert.Equal(4 * (long)PageSize, source.MappedBytes);
+            Assert.Equal(new Dictionary<int, long> { [0] = 4 * (long)PageSize }, source.GetMappedBytesByNode());
+            Assert.Equal(NumaPolicy.Preferred(0), MemoryMapSource.GetPolicyOfAddress(region));
+        }
+    }
+
+    [LinuxFact]
+    public void Refused_mremap_of_an_explicit_huge_page_region_falls_back_to_copying()
+    {
+        // Kernels before 5.16 cannot mremap hugetlb mappings and later ones cannot grow them: EINVAL.
+        // With no huge pages reserved here, a 2 MiB-aligned regular region stands in for the huge page,
+        // and the copy's mapping is refused too, so the test sees which path was taken.
+        nuint hugePage = 2u << 20;
+        var regular = new MemoryMapSource();
+        byte* region = regular.ObtainAligned(hugePage, hugePage);
+        FillPattern(region, hugePage);
+        var steps = new List<string>();
+        var huge = new MemoryMapSource(new MemoryMapSourceOptions { ExplicitHugePages = ExplicitHugePages.Size2MiB })
+        {
+            SimulatedErrno = step =>
+            {
+                steps.Add(step);
+                return step switch { "mremap" => 22, "mmap" => 12, _ => 0 };
+            },
+        };
+
+        Assert.False(huge.TryRemap(region, hugePage, 2 * hugePage, out byte* moved));
+
+        Assert.True(moved == null);
+        Assert.Equal(["mremap", "mmap"], steps); // refused mremap, then the copy's new mapping
+        Assert.StartsWith("mmap failed with ENOMEM", huge.LastFailure, StringComparison.Ordinal);
+        Assert.Contains("huge pages need pages reserved", huge.LastFailure, StringComparison.Ordinal);
+        var error = Assert.Throws<MemorySourceExhaustedException>(() => huge.Remap(region, hugePage, 2 * hugePage));
+        Assert.Contains("mmap failed", error.Message, StringComparison.Ordinal);
+        Assert.Equal(0, huge.MappedBytes);
+
+        // Another errno, or a regular source, gets no copy: the mremap refusal is the answer.
+        steps.Clear();
+        huge.SimulatedErrno = step =>
+        {
+            steps.Add(step);
+            return step == "mremap" ? 12 : 0;
+        };
+        Assert.False(huge.TryRemap(region, hugePage, 2 * hugePage, out _));
+        Assert.Equal(["mremap"], steps);
+        Assert.StartsWith("mremap failed with ENOMEM", huge.LastFailure, StringComparison.Ordinal);
+
+        steps.Clear();
+        regular.SimulatedErrno = step =>
+        {
+            steps.Add(step);
+            return step == "mremap" ? 22 : 0;
+        };
+        Assert.False(regular.TryRemap(region, hugePage, 2 * hugePage, out _));
+        Assert.Equal(["mremap"], steps);
+        Assert.StartsWith("mremap failed with EINVAL", regular.LastFailure, StringComparison.Ordinal);
+
+        AssertPattern(region, hugePage);
+        Assert.Equal((long)hugePage, regular.MappedBytes);
+        regular.SimulatedErrno = null;
+        regular.Release(region, hugePage);
+    }
+
+    [LinuxFact]
+    public void Explicit_huge_page_region_grows_by_copy_where_pages_are_reserved()
+    {
+        nuint hugePage = 2u << 20;
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { ExplicitHugePages = ExplicitHugePages.Size2MiB, NumaPolicy = NumaPolicy.Preferred(0) });
+        if (!source.TryObtain(hugePage, out byte* region))
+        {
+            // No huge pages reserved (vm.nr_hugepages): Explicit_huge_pages_fail_cleanly_without_reserved_pages covers this machine.
+            return;
+        }
+
+        FillPattern(region, hugePage);
+        int mremaps = 0;
+        source.SimulatedErrno = step =>
+        {
+            if (step != "mremap")
+            {
+                return 0;
+            }
+
+            mremaps++;
+            return 22; // what 6.x kernels answer to growing a hugetlb mapping
+        };
+
+        byte* grown = source.Remap(region, hugePage, 2 * hugePage);
+
+        Assert.Equal(1, mremaps);
+        AssertPattern(grown, hugePage);
+        grown[(2 * hugePage) - 1] = 1;
+        Assert.Equal(2 * (long)hugePage, source.MappedBytes);
+        Assert.Equal(new Dictionary<int, long> { [0] = 2 * (long)hugePage }, source.GetMappedBytesByNode());
+        Assert.Contains("ht", VmFlagsOf(grown)); // VM_HUGETLB
+
+        source.SimulatedErrno = null;
+        source.Release(grown, 2 * hugePage);
+        Assert.Equal(0, source.MappedBytes);
+    }
+
+    // The bytes of readable and writable private mappings of at least HugeRegion bytes. The runtime
+    // keeps its reservations inaccessible and no other test maps that much, so the figure tells
+    // whether a region whose address a test never sees is mapped (summed, not counted: adjacent
+    // mappings with the same flags merge).
+    private static ulong HugeWritableBytes()
+    {
+        ulong bytes = 0;
+        foreach (string line in File.ReadLines("/proc/self/maps"))
+        {
+            // 7f2c5c000000-7f3c5c000000 rw-p 00000000 00:00 0
+            int dash = line.IndexOf('-', StringComparison.Ordinal);
+            int space = line.IndexOf(' ', StringComparison.Ordinal);
+            if (dash > 0 && space > dash
+                && ulong.TryParse(line.AsSpan(0, dash), System.Globalization.NumberStyles.HexNumber, null, out ulong start)
+                && ulong.TryParse(line.AsSpan(dash + 1, space - dash - 1), System.Globalization.NumberStyles.HexNumber, null, out ulong end)
+                && line.AsSpan(space + 1).StartsWith("rw-p", StringComparison.Ordinal)
+                && end - start >= HugeRegion)
+            {
+                bytes += end - start;
+            }
+        }
+
+        return bytes;
     }
 
     // The VmFlags of the mapping containing address, from /proc/self/smaps.

@@ -138,6 +138,121 @@ public sealed class NumaTopologyTests : IDisposable
         }
     }
 
+    [Fact]
+    public void Getcpu_gives_the_node_and_sched_getcpu_is_never_asked()
+    {
+        WriteSparseTwoNodeSysfs();
+        (int Cpu, int Node) answer = (2, 3);
+        var calls = new FakeCpuCalls(getCpu: () => (0, answer.Cpu, answer.Node), schedGetCpu: () => (0, 0));
+        var topology = NumaTopology.FromSysfsWithCpuQuery(_root, calls.Calls);
+        Assert.Equal(CpuQueryState.NotProbed, topology.CpuQuery);
+
+        Assert.Equal(3, topology.CurrentNode);
+        Assert.Equal(2, topology.CurrentCpu);
+        Assert.Equal(NumaPolicy.Preferred(3), topology.ForCurrentThread());
+
+        // The kernel's node is taken as it is, not looked up from the CPU.
+        answer = (0, 3);
+        Assert.True(topology.TryGetCurrentNode(out int node));
+        Assert.Equal(3, node);
+        Assert.Equal(CpuQueryState.GetCpu, topology.CpuQuery);
+        Assert.Equal(4, calls.GetCpuCount);
+        Assert.Equal(0, calls.SchedGetCpuCount);
+        Assert.Null(topology.FallbackReason);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Refused_getcpu_falls_back_to_sched_getcpu_and_the_cpu_map(bool missingFromLibc)
+    {
+        // getcpu is refused (ENOSYS) or, before glibc 2.29, absent; sched_getcpu tells the CPU and sysfs its node.
+        WriteSparseTwoNodeSysfs();
+        int cpu = 3;
+        var calls = new FakeCpuCalls(
+            getCpu: () => missingFromLibc ? throw new EntryPointNotFoundException("getcpu") : (38, -1, -1),
+            schedGetCpu: () => (0, cpu));
+        var topology = NumaTopology.FromSysfsWithCpuQuery(_root, calls.Calls);
+
+        Assert.Equal(3, topology.CurrentNode);
+        Assert.Equal(CpuQueryState.SchedGetCpu, topology.CpuQuery);
+        cpu = 0;
+        Assert.Equal(1, topology.CurrentNode);
+        Assert.Equal(0, topology.CurrentCpu);
+        Assert.Equal(NumaPolicy.Preferred(1), topology.ForCurrentThread());
+        Assert.Equal(1, calls.GetCpuCount); // probed once, never asked again
+        Assert.Equal(4, calls.SchedGetCpuCount);
+        Assert.Null(topology.FallbackReason); // the node is known: nothing is missing
+
+        cpu = 9;
+        Assert.False(topology.TryGetCurrentNode(out int node));
+        Assert.Equal(-1, node);
+        Assert.Equal(1, topology.CurrentNode);
+        Assert.Contains("CPU 9", topology.FallbackReason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Both_calls_refused_give_the_first_node_and_say_so_once()
+    {
+        WriteSparseTwoNodeSysfs();
+        var calls = new FakeCpuCalls(getCpu: () => (38, -1, -1), schedGetCpu: () => (38, -1));
+        var topology = NumaTopology.FromSysfsWithCpuQuery(_root, calls.Calls);
+
+        Assert.Equal(1, topology.CurrentNode); // the first node, whose id is not 0 here
+        string? reason = topology.FallbackReason;
+        Assert.StartsWith("the current CPU cannot be asked for", reason, StringComparison.Ordinal);
+        Assert.Contains("getcpu failed with ENOSYS (38)", reason, StringComparison.Ordinal);
+        Assert.Contains("sched_getcpu failed with ENOSYS (38)", reason, StringComparison.Ordinal);
+        Assert.Equal(CpuQueryState.Neither, topology.CpuQuery);
+
+        Assert.False(topology.TryGetCurrentNode(out int node));
+        Assert.Equal(-1, node);
+        Assert.Equal(-1, topology.CurrentCpu);
+        Assert.Equal(NumaPolicy.Default, topology.ForCurrentThread());
+        Assert.Equal(1, topology.CurrentNode);
+        Assert.Same(reason, topology.FallbackReason);
+        Assert.Equal(1, calls.GetCpuCount); // neither call is made again
+        Assert.Equal(1, calls.SchedGetCpuCount);
+    }
+
+    [Fact]
+    public void Each_topology_probes_the_kernel_calls_for_itself()
+    {
+        WriteSparseTwoNodeSysfs();
+        var refused = NumaTopology.FromSysfsWithCpuQuery(_root, new FakeCpuCalls(() => (38, -1, -1), () => (38, -1)).Calls);
+        var working = new FakeCpuCalls(() => (0, 2, 3), () => (0, 0));
+        var answering = NumaTopology.FromSysfsWithCpuQuery(_root, working.Calls);
+
+        Assert.Equal(1, refused.CurrentNode);
+        Assert.Equal(3, answering.CurrentNode);
+        Assert.Equal(CpuQueryState.GetCpu, answering.CpuQuery);
+        Assert.Null(answering.FallbackReason);
+    }
+
+    [Fact]
+    public void One_node_needs_no_kernel_call_for_the_current_node()
+    {
+        Directory.CreateDirectory(Path.Combine(_root, "node0"));
+        File.WriteAllText(Path.Combine(_root, "node0", "cpulist"), "0-1\n");
+        var calls = new FakeCpuCalls(() => (0, 1, 0), () => (0, 1));
+        var topology = NumaTopology.FromSysfsWithCpuQuery(_root, calls.Calls);
+
+        Assert.Equal(0, topology.CurrentNode);
+        Assert.Equal(NumaPolicy.Default, topology.ForCurrentThread());
+        Assert.Equal(0, calls.GetCpuCount + calls.SchedGetCpuCount);
+        Assert.Equal(1, topology.CurrentCpu);
+        Assert.Equal(1, calls.GetCpuCount);
+    }
+
+    [LinuxFact]
+    public void This_machine_answers_with_getcpu()
+    {
+        var topology = NumaTopology.FromSysfs(NumaTopology.SysfsNodeDirectory);
+
+        Assert.True(topology.CurrentCpu >= 0, topology.FallbackReason);
+        Assert.Equal(CpuQueryState.GetCpu, topology.CpuQuery);
+    }
+
     private void WriteFakeSysfs()
     {
         // A layout like /sys/devices/system/node: node directories plus files and folders that are not nodes.
@@ -152,5 +267,40 @@ public sealed class NumaTopologyTests : IDisposable
         File.WriteAllText(Path.Combine(_root, "online"), "0-3\n");
         File.WriteAllText(Path.Combine(_root, "possible"), "0-3\n");
         Directory.CreateDirectory(Path.Combine(_root, "power"));
+    }
+
+    // Two nodes whose ids are not 0 and 1, so that "the first node" is not node 0: node1 has CPUs 0-1, node3 CPUs 2-3.
+    private void WriteSparseTwoNodeSysfs()
+    {
+        foreach (var (id, cpus) in new[] { (1, "0-1"), (3, "2-3") })
+        {
+            Directory.CreateDirectory(Path.Combine(_root, $"node{id}"));
+            File.WriteAllText(Path.Combine(_root, $"node{id}", "cpulist"), cpus + "\n");
+        }
+    }
+
+    // Stand-ins for getcpu and sched_getcpu that answer with an errno (0: success) and count their calls.
+    private sealed class FakeCpuCalls(Func<(int Errno, int Cpu, int Node)> getCpu, Func<(int Errno, int Cpu)> schedGetCpu)
+    {
+        public int GetCpuCount { get; private set; }
+
+        public int SchedGetCpuCount { get; private set; }
+
+        public CpuQueryCalls Calls => new(GetCpu, SchedGetCpu);
+
+        private int GetCpu(out int cpu, out int node)
+        {
+            GetCpuCount++;
+            (int errno, cpu, node) = getCpu();
+            return errno;
+        }
+
+        private int SchedGetCpu(out int cpu, out int node)
+        {
+            SchedGetCpuCount++;
+            (int errno, cpu) = schedGetCpu();
+            node = -1;
+            return errno;
+        }
     }
 }

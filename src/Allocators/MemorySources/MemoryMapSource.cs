@@ -143,9 +143,11 @@ public sealed unsafe class MemoryMapSource : IMemorySource
     public string? LastFailure => Volatile.Read(ref _lastFailure);
 
     /// <summary>
-    /// Tests only: given a step name (<c>"mbind"</c>, <c>"populate"</c> or <c>"mlock"</c>), returns an errno to act as if
-    /// the kernel had refused that step, or 0 to make the real call. Lets the degradation paths be
-    /// exercised on machines where the kernel never refuses (one node, CAP_IPC_LOCK).
+    /// Tests only: given a step name (<c>"mmap"</c>, <c>"madvise(MADV_DONTDUMP)"</c>,
+    /// <c>"madvise(MADV_HUGEPAGE)"</c>, <c>"mbind"</c>, <c>"populate"</c>, <c>"mlock"</c> or <c>"mremap"</c>),
+    /// returns an errno to act as if the kernel had refused that step, or 0 to make the real call.
+    /// Lets the degradation and fallback paths be exercised on machines where the kernel never
+    /// refuses (one node, CAP_IPC_LOCK, a kernel that knows every advice).
     /// </summary>
     internal Func<string, int>? SimulatedErrno { get; set; }
 
@@ -396,10 +398,15 @@ public sealed unsafe class MemoryMapSource : IMemorySource
         }
 
         region = null;
-        nint mapped = LinuxMemory.Map(0, rounded + extra, PROT_READ | PROT_WRITE, _mapFlags, -1, 0);
+        int errno = SimulatedErrno?.Invoke("mmap") ?? 0;
+        nint mapped = errno == 0 ? LinuxMemory.Map(0, rounded + extra, PROT_READ | PROT_WRITE, _mapFlags, -1, 0) : MAP_FAILED;
         if (mapped == MAP_FAILED)
         {
-            int errno = Marshal.GetLastPInvokeError();
+            if (errno == 0)
+            {
+                errno = Marshal.GetLastPInvokeError();
+            }
+
             failure = RecordFailure(LinuxErrors.Describe("mmap", errno) + HugePageHint(errno));
             return false;
         }
@@ -472,10 +479,18 @@ public sealed unsafe class MemoryMapSource : IMemorySource
     {
         foreach (int advice in _requiredAdvice)
         {
-            if (LinuxMemory.Advise((nint)start, size, advice) != 0)
+            int errno = SimulatedErrno is { } simulated ? simulated(AdviceCall(advice)) : 0;
+            if (errno == 0)
             {
-                return LinuxErrors.Describe($"madvise({AdviceName(advice)})", Marshal.GetLastPInvokeError());
+                if (LinuxMemory.Advise((nint)start, size, advice) == 0)
+                {
+                    continue;
+                }
+
+                errno = Marshal.GetLastPInvokeError();
             }
+
+            return LinuxErrors.Describe(AdviceCall(advice), errno);
         }
 
         AdviseTransparentHugePages(start, size);
@@ -496,11 +511,19 @@ public sealed unsafe class MemoryMapSource : IMemorySource
             return;
         }
 
-        if (LinuxMemory.Advise((nint)start, size, MADV_HUGEPAGE) != 0)
+        int errno = SimulatedErrno?.Invoke("madvise(MADV_HUGEPAGE)") ?? 0;
+        if (errno == 0)
         {
-            DegradeOnce(ref _hugePageAdviceRefused, ref _hugePageFallbackReason,
-                $"transparent huge pages are not advised any more: {LinuxErrors.Describe("madvise(MADV_HUGEPAGE)", Marshal.GetLastPInvokeError())}");
+            if (LinuxMemory.Advise((nint)start, size, MADV_HUGEPAGE) == 0)
+            {
+                return;
+            }
+
+            errno = Marshal.GetLastPInvokeError();
         }
+
+        DegradeOnce(ref _hugePageAdviceRefused, ref _hugePageFallbackReason,
+            $"transparent huge pages are not advised any more: {LinuxErrors.Describe("madvise(MADV_HUGEPAGE)", errno)}");
     }
 
     private string? ApplyNumaPolicy(byte* start, nuint size)
@@ -608,15 +631,20 @@ public sealed unsafe class MemoryMapSource : IMemorySource
             return true;
         }
 
-        nint moved = LinuxMemory.Remap((nint)region, oldRounded, newRounded, MREMAP_MAYMOVE);
-        if (moved != MAP_FAILED)
+        int errno = SimulatedErrno?.Invoke("mremap") ?? 0;
+        if (errno == 0)
         {
-            AccountMapped((long)newRounded - (long)oldRounded);
-            newRegion = (byte*)moved;
-            return true;
+            nint moved = LinuxMemory.Remap((nint)region, oldRounded, newRounded, MREMAP_MAYMOVE);
+            if (moved != MAP_FAILED)
+            {
+                AccountMapped((long)newRounded - (long)oldRounded);
+                newRegion = (byte*)moved;
+                return true;
+            }
+
+            errno = Marshal.GetLastPInvokeError();
         }
 
-        int errno = Marshal.GetLastPInvokeError();
         if (errno == EINVAL && Options.ExplicitHugePages != ExplicitHugePages.None)
         {
             // Kernels before 5.16 cannot mremap hugetlb mappings.
@@ -660,9 +688,10 @@ public sealed unsafe class MemoryMapSource : IMemorySource
             ? $" (explicit {Options.ExplicitHugePages} huge pages need pages reserved in advance: see /sys/kernel/mm/hugepages and vm.nr_hugepages)"
             : string.Empty;
 
-    private static string AdviceName(int advice) => advice switch
+    // The call as messages and simulated steps name it; a constant for every advice in use.
+    private static string AdviceCall(int advice) => advice switch
     {
-        MADV_DONTDUMP => "MADV_DONTDUMP",
-        _ => advice.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        MADV_DONTDUMP => "madvise(MADV_DONTDUMP)",
+        _ => $"madvise({advice.ToString(System.Globalization.CultureInfo.InvariantCulture)})",
     };
 }

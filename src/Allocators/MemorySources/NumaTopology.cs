@@ -55,18 +55,21 @@ public sealed class NumaTopology
 
     private static readonly Lazy<NumaTopology> s_current = new(LoadCurrent);
 
-    // -1: not probed yet; 0: getcpu; 1: sched_getcpu; 2: neither works.
-    private static int s_cpuQuery = -1;
-
     private readonly Dictionary<int, int> _nodeOfCpu;
     private readonly Func<int>? _currentCpu;
+
+    // The kernel's getcpu and sched_getcpu (or stand-ins from a test); null when the kernel is not asked.
+    private readonly CpuQueryCalls? _kernel;
+
+    // Which call answers: NotProbed until the first query, then the first of getcpu, sched_getcpu that worked, or neither.
+    private int _cpuQuery = (int)CpuQueryState.NotProbed;
     private string? _fallbackReason;
 
-    private NumaTopology(IReadOnlyList<NumaNode> nodes, Func<int>? currentCpu, bool queryKernel, string? fallbackReason)
+    private NumaTopology(IReadOnlyList<NumaNode> nodes, Func<int>? currentCpu, CpuQueryCalls? kernel, string? fallbackReason)
     {
         Nodes = nodes;
         _currentCpu = currentCpu;
-        QueriesKernel = queryKernel;
+        _kernel = kernel;
         _fallbackReason = fallbackReason;
         _nodeOfCpu = [];
         foreach (var node in nodes)
@@ -94,7 +97,7 @@ public sealed class NumaTopology
     public string? FallbackReason => Volatile.Read(ref _fallbackReason);
 
     /// <summary>The CPU the calling thread runs on now, or -1 when unknown.</summary>
-    public int CurrentCpu => _currentCpu is not null ? _currentCpu() : QueriesKernel ? QueryCurrent(out _) : -1;
+    public int CurrentCpu => _currentCpu is not null ? _currentCpu() : _kernel is not null ? QueryCurrent(_kernel, out _) : -1;
 
     /// <summary>
     /// The node the calling thread runs on now; the first node when there is only one or the kernel
@@ -102,8 +105,8 @@ public sealed class NumaTopology
     /// </summary>
     public int CurrentNode => TryGetCurrentNode(out int node) ? node : Nodes[0].Id;
 
-    // Whether the real getcpu/sched_getcpu is asked (Current on Linux) rather than a supplied function.
-    private bool QueriesKernel { get; }
+    /// <summary>Tests only: which kernel call tells the current CPU, as far as probed.</summary>
+    internal CpuQueryState CpuQuery => (CpuQueryState)Volatile.Read(ref _cpuQuery);
 
     /// <summary>Reads a sysfs-like directory holding <c>node&lt;N&gt;/cpulist</c> files.</summary>
     /// <param name="nodeDirectory">The directory (normally <see cref="SysfsNodeDirectory"/>).</param>
@@ -115,6 +118,14 @@ public sealed class NumaTopology
         ArgumentNullException.ThrowIfNull(nodeDirectory);
         bool queryKernel = currentCpu is null && OperatingSystem.IsLinux()
             && string.Equals(Path.GetFullPath(nodeDirectory).TrimEnd('/'), SysfsNodeDirectory, StringComparison.Ordinal);
+        return Read(nodeDirectory, currentCpu, queryKernel ? CpuQueryCalls.Kernel : null);
+    }
+
+    /// <summary>Tests only: reads <paramref name="nodeDirectory"/> and asks <paramref name="kernel"/>, standing in for getcpu and sched_getcpu, for the current CPU.</summary>
+    internal static NumaTopology FromSysfsWithCpuQuery(string nodeDirectory, CpuQueryCalls kernel) => Read(nodeDirectory, currentCpu: null, kernel);
+
+    private static NumaTopology Read(string nodeDirectory, Func<int>? currentCpu, CpuQueryCalls? kernel)
+    {
         try
         {
             var nodes = ReadNodes(nodeDirectory);
@@ -123,7 +134,7 @@ public sealed class NumaTopology
                 return SingleNode($"no node<N> directories under {nodeDirectory}", currentCpu);
             }
 
-            return new NumaTopology(nodes, currentCpu, queryKernel, fallbackReason: null);
+            return new NumaTopology(nodes, currentCpu, kernel, fallbackReason: null);
         }
         catch (Exception error) when (error is IOException or UnauthorizedAccessException or FormatException)
         {
@@ -163,9 +174,9 @@ public sealed class NumaTopology
             cpu = _currentCpu();
             node = GetNodeOfCpu(cpu);
         }
-        else if (QueriesKernel)
+        else if (_kernel is not null)
         {
-            cpu = QueryCurrent(out int kernelNode);
+            cpu = QueryCurrent(_kernel, out int kernelNode);
             node = kernelNode >= 0 ? kernelNode : GetNodeOfCpu(cpu);
         }
         else
@@ -257,7 +268,7 @@ public sealed class NumaTopology
             cpus[i] = i;
         }
 
-        return new NumaTopology([new NumaNode(0, cpus)], currentCpu, queryKernel: false, reason);
+        return new NumaTopology([new NumaNode(0, cpus)], currentCpu, kernel: null, reason);
     }
 
     private static NumaTopology LoadCurrent() =>
@@ -265,49 +276,114 @@ public sealed class NumaTopology
             ? FromSysfs(SysfsNodeDirectory)
             : SingleNode($"NUMA topology is read on Linux only; this is {RuntimeInformation.OSDescription}", currentCpu: null);
 
-    // The calling thread's CPU (and node when getcpu gives it), or -1.
-    private unsafe int QueryCurrent(out int node)
+    // The calling thread's CPU (and node when getcpu gives it), or -1. The first query probes
+    // getcpu, then sched_getcpu; the first that works answers every later query, and when neither
+    // does no call is made again.
+    private int QueryCurrent(CpuQueryCalls kernel, out int node)
     {
         node = -1;
-        int query = Volatile.Read(ref s_cpuQuery);
-        if (query <= 0)
+        var query = (CpuQueryState)Volatile.Read(ref _cpuQuery);
+        string? getCpuFailure = null;
+        if (query is CpuQueryState.NotProbed or CpuQueryState.GetCpu)
         {
             try
             {
-                uint cpu;
-                uint kernelNode;
-                if (LinuxNuma.GetCpu(&cpu, &kernelNode) == 0)
+                int errno = kernel.GetCpu(out int cpu, out int kernelNode);
+                if (errno == 0)
                 {
-                    Volatile.Write(ref s_cpuQuery, 0);
-                    node = (int)kernelNode;
-                    return (int)cpu;
+                    Volatile.Write(ref _cpuQuery, (int)CpuQueryState.GetCpu);
+                    node = kernelNode;
+                    return cpu;
                 }
 
-                ReportRefused(LinuxErrors.Describe("getcpu", Marshal.GetLastPInvokeError()));
+                getCpuFailure = LinuxErrors.Describe("getcpu", errno);
             }
             catch (EntryPointNotFoundException)
             {
                 // C libraries older than glibc 2.29 have no getcpu wrapper.
+                getCpuFailure = "the C library has no getcpu";
             }
 
-            Volatile.Write(ref s_cpuQuery, 1);
+            Volatile.Write(ref _cpuQuery, (int)CpuQueryState.SchedGetCpu);
+            query = CpuQueryState.SchedGetCpu;
         }
 
-        if (Volatile.Read(ref s_cpuQuery) == 1)
+        if (query == CpuQueryState.SchedGetCpu)
         {
-            int cpu = LinuxNuma.SchedGetCpu();
-            if (cpu >= 0)
+            int errno = kernel.SchedGetCpu(out int cpu, out _);
+            if (errno == 0)
             {
                 return cpu;
             }
 
-            ReportRefused(LinuxErrors.Describe("sched_getcpu", Marshal.GetLastPInvokeError()));
-            Volatile.Write(ref s_cpuQuery, 2);
+            // Only when neither call works is anything unknown: the reason names both refusals.
+            string failure = LinuxErrors.Describe("sched_getcpu", errno);
+            Interlocked.CompareExchange(
+                ref _fallbackReason,
+                $"the current CPU cannot be asked for: {(getCpuFailure is null ? failure : $"{getCpuFailure}; {failure}")}",
+                null);
+            Volatile.Write(ref _cpuQuery, (int)CpuQueryState.Neither);
         }
 
         return -1;
     }
+}
 
-    private void ReportRefused(string failure) =>
-        Interlocked.CompareExchange(ref _fallbackReason, $"the current CPU cannot be asked for: {failure}", null);
+/// <summary>Which kernel call tells a <see cref="NumaTopology"/> the calling thread's CPU.</summary>
+internal enum CpuQueryState
+{
+    /// <summary>Not asked yet.</summary>
+    NotProbed = -1,
+
+    /// <summary><c>getcpu</c>, which also gives the node.</summary>
+    GetCpu = 0,
+
+    /// <summary><c>sched_getcpu</c> (getcpu was refused or is missing), the node from the CPU-to-node map.</summary>
+    SchedGetCpu = 1,
+
+    /// <summary>Neither works; the CPU is unknown.</summary>
+    Neither = 2,
+}
+
+/// <summary>
+/// The two calls that tell the calling thread's CPU: <c>getcpu</c> and <c>sched_getcpu</c>. Each
+/// returns 0 with the CPU (and, for getcpu, the node; -1 otherwise), or the errno of its refusal.
+/// Tests substitute them to take <see cref="NumaTopology"/> through its fallbacks.
+/// </summary>
+internal sealed unsafe class CpuQueryCalls(CpuQueryCalls.Call getCpu, CpuQueryCalls.Call schedGetCpu)
+{
+    /// <summary>Returns 0 with <paramref name="cpu"/> and <paramref name="node"/> (-1 when the call does not give it), or an errno.</summary>
+    /// <exception cref="EntryPointNotFoundException">The C library lacks the function.</exception>
+    public delegate int Call(out int cpu, out int node);
+
+    /// <summary>The real calls.</summary>
+    public static CpuQueryCalls Kernel { get; } = new(KernelGetCpu, KernelSchedGetCpu);
+
+    /// <summary><c>getcpu</c>.</summary>
+    public Call GetCpu { get; } = getCpu;
+
+    /// <summary><c>sched_getcpu</c>.</summary>
+    public Call SchedGetCpu { get; } = schedGetCpu;
+
+    private static int KernelGetCpu(out int cpu, out int node)
+    {
+        uint kernelCpu;
+        uint kernelNode;
+        if (LinuxNuma.GetCpu(&kernelCpu, &kernelNode) != 0)
+        {
+            cpu = node = -1;
+            return Marshal.GetLastPInvokeError();
+        }
+
+        cpu = (int)kernelCpu;
+        node = (int)kernelNode;
+        return 0;
+    }
+
+    private static int KernelSchedGetCpu(out int cpu, out int node)
+    {
+        node = -1;
+        cpu = LinuxNuma.SchedGetCpu();
+        return cpu >= 0 ? 0 : Marshal.GetLastPInvokeError();
+    }
 }
