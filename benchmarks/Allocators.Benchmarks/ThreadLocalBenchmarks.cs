@@ -69,7 +69,7 @@ public unsafe class ThreadLocalBenchmarks
 /// </summary>
 public unsafe class ThreadLocalScalingBenchmarks : IDisposable
 {
-    private const int PairsPerThread = 100_000;
+    private const int PairsPerThread = 1_000_000;
     private const nuint Size = 64;
     private const nuint Alignment = 16;
 
