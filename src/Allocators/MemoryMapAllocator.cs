@@ -32,12 +32,13 @@ namespace AllocHosting.Allocators;
 /// finaliser, so an undisposed allocator leaves its blocks mapped.
 /// </para>
 /// <para>
-/// Every live mapping is also registered in the process-wide owner registry with this allocator as
-/// owner (mappings are page-aligned, so no other allocator's memory shares their 4 KiB granules),
-/// across moves and resizes, until it is freed or the allocator is disposed. That makes
-/// <see cref="Owns"/> O(1) for any address, and lets a <see cref="SwitchableAllocator"/> route a free
-/// of one of its blocks back to it from any thread and mode, for example when it is the fallback of a
-/// <see cref="ThreadLocalAllocator"/>.
+/// <see cref="Owns"/> finds a block's start in O(1) and an interior address by scanning the live
+/// blocks. A <see cref="SwitchableAllocator"/> whose thread-local allocator falls back to a
+/// <see cref="MemoryMapAllocator"/> asks it about the pointers no registered allocator owns. The
+/// <see cref="ThreadLocalAllocator"/>'s own default fallback instead registers every mapping in the
+/// process-wide owner registry (page-aligned mappings share no 4 KiB granule with other memory), so
+/// that routing its blocks costs nothing extra; registration costs a table entry per 4 KiB of the
+/// mapping, which is why other instances do not register.
 /// </para>
 /// <example><code>
 /// using var allocator = new MemoryMapAllocator();
@@ -70,10 +71,20 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     /// <summary>Creates an allocator whose blocks come from <paramref name="source"/> (which may be shared).</summary>
     /// <exception cref="ArgumentNullException"><paramref name="source"/> is null.</exception>
     public MemoryMapAllocator(MemoryMapSource source)
+        : this(source, registerBlocks: false)
+    {
+    }
+
+    /// <summary>An allocator that registers its mappings in the owner registry (the thread-local allocator's default fallback).</summary>
+    internal MemoryMapAllocator(MemoryMapSource source, bool registerBlocks)
     {
         ArgumentNullException.ThrowIfNull(source);
         Source = source;
+        RegistersBlocks = registerBlocks;
     }
+
+    /// <summary>Whether every live mapping is registered in the owner registry with this allocator as owner.</summary>
+    internal bool RegistersBlocks { get; }
 
     /// <summary>Whether this process can use the allocator (the same as <see cref="MemoryMapSource.IsSupported"/>).</summary>
     public static bool IsSupported => MemoryMapSource.IsSupported;
@@ -91,9 +102,30 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     public override AllocatorStatistics Statistics => _counters.ToStatistics(null, FailureCount);
 
     /// <inheritdoc />
-    /// <remarks>True for any address inside a live block (its whole mapping); one lookup in the owner registry, no lock.</remarks>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public override bool Owns(byte* pointer) => ReferenceEquals(OwnerRegistry.Find((nuint)pointer), this);
+    /// <remarks>True for any address inside a live block (its whole mapping): the start of a block is found in O(1) (one owner-registry lookup when the allocator registers its blocks), an interior address otherwise by scanning the live blocks.</remarks>
+    public override bool Owns(byte* pointer)
+    {
+        nuint address = (nuint)pointer;
+        if (RegistersBlocks)
+        {
+            return ReferenceEquals(OwnerRegistry.Find(address), this);
+        }
+
+        if (_live.ContainsKey(address))
+        {
+            return true;
+        }
+
+        foreach (var (start, size) in _live)
+        {
+            if (address - start < size)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     /// <inheritdoc />
     protected override byte* AllocateCore(nuint size, nuint alignment)
@@ -122,7 +154,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
         }
 
         // Out of the registry before the unmap: afterwards the kernel may hand the range to anyone.
-        OwnerRegistry.Unregister((nuint)pointer, mapped, this);
+        Unregister((nuint)pointer, mapped);
         Source.Release(pointer, mapped);
         _counters.Freed(mapped);
     }
@@ -183,11 +215,11 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
             ThrowNotLive(pointer);
         }
 
-        OwnerRegistry.Unregister((nuint)pointer, mapped, this);
+        Unregister((nuint)pointer, mapped);
         if (!Source.TryRemap(pointer, mapped, newMapped, out byte* moved))
         {
             // Still mapped and ours, so registering it again cannot conflict.
-            OwnerRegistry.Register((nuint)pointer, mapped, this);
+            Register((nuint)pointer, mapped);
             _live[(nuint)pointer] = mapped;
             return null;
         }
@@ -229,7 +261,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
         {
             if (_live.TryRemove(address, out nuint mapped))
             {
-                OwnerRegistry.Unregister(address, mapped, this);
+                Unregister(address, mapped);
                 Source.Release((byte*)address, mapped);
                 _counters.Resized(-(long)mapped);
             }
@@ -244,10 +276,10 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
         {
             // The tail leaves the registry before it is unmapped: afterwards the kernel may hand it to anyone.
             nuint tail = (nuint)pointer + newMapped;
-            OwnerRegistry.Unregister(tail, mapped - newMapped, this);
+            Unregister(tail, mapped - newMapped);
             if (!Source.TryResizeInPlace(pointer, mapped, newMapped))
             {
-                OwnerRegistry.Register(tail, mapped - newMapped, this);
+                Register(tail, mapped - newMapped);
                 return false;
             }
         }
@@ -260,7 +292,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
 
             try
             {
-                OwnerRegistry.Register((nuint)pointer + mapped, newMapped - mapped, this);
+                Register((nuint)pointer + mapped, newMapped - mapped);
             }
             catch
             {
@@ -275,6 +307,22 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
         return true;
     }
 
+    private void Register(nuint start, nuint length)
+    {
+        if (RegistersBlocks)
+        {
+            OwnerRegistry.Register(start, length, this);
+        }
+    }
+
+    private void Unregister(nuint start, nuint length)
+    {
+        if (RegistersBlocks)
+        {
+            OwnerRegistry.Unregister(start, length, this);
+        }
+    }
+
     // Registers a mapping the kernel just handed out. When part of it is still registered to another
     // owner (a stale registration: that owner's bug) the mapping is unmapped and the exception passed
     // on, so that neither a mapping nor a registration leaks.
@@ -282,7 +330,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     {
         try
         {
-            OwnerRegistry.Register((nuint)block, mapped, this);
+            Register((nuint)block, mapped);
         }
         catch
         {

@@ -324,7 +324,7 @@ public unsafe class MemoryMapAllocatorTests
     {
         // OwnerRegistry is how SwitchableAllocator routes a free by address: every mapped byte names
         // this allocator while the block is live, and no byte does once it is freed or trimmed.
-        using var allocator = new MemoryMapAllocator();
+        using var allocator = Registering();
         byte* block = allocator.Allocate(3 * PageSize, 8);
 
         Assert.Same(allocator, OwnerRegistry.Find((nuint)block));
@@ -353,7 +353,7 @@ public unsafe class MemoryMapAllocatorTests
     [LinuxFact]
     public void Grow_that_moves_the_mapping_unregisters_the_old_range_and_registers_the_new_one()
     {
-        using var allocator = new MemoryMapAllocator();
+        using var allocator = Registering();
 
         // The kernel places consecutive mappings next to each other: find a block whose next page is
         // another block, so that growing it cannot extend in place and mremap must move it.
@@ -399,11 +399,33 @@ public unsafe class MemoryMapAllocatorTests
         Assert.Equal(0, allocator.LiveBlockCount);
     }
 
+    // The thread-local allocator's default fallback: registers its mappings in OwnerRegistry.
+    private static MemoryMapAllocator Registering() => new(new MemoryMapSource(), registerBlocks: true);
+
     [LinuxFact]
-    public void Owns_is_false_for_another_allocators_block_a_freed_block_and_memory_not_mapped_here()
+    public void A_plain_allocator_registers_nothing_and_still_owns_block_starts_and_interiors()
     {
+        // Registration costs a table entry per 4 KiB of every mapping: only the thread-local
+        // allocator's default fallback pays it.
         using var allocator = new MemoryMapAllocator();
-        using var other = new MemoryMapAllocator();
+        byte* block = allocator.Allocate(3 * PageSize, 8);
+
+        Assert.Null(OwnerRegistry.Find((nuint)block));
+        Assert.True(allocator.Owns(block));
+        Assert.True(allocator.Owns(block + (2 * PageSize) + 17));
+        Assert.False(allocator.Owns(block + (3 * PageSize)));
+
+        allocator.Deallocate(block, 3 * PageSize, 8);
+        Assert.False(allocator.Owns(block));
+    }
+
+    [LinuxTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Owns_is_false_for_another_allocators_block_a_freed_block_and_memory_not_mapped_here(bool registerBlocks)
+    {
+        using var allocator = new MemoryMapAllocator(new MemoryMapSource(), registerBlocks);
+        using var other = new MemoryMapAllocator(new MemoryMapSource(), registerBlocks);
         using var native = new NativeMemoryAllocator(trackOwnership: true);
         byte* mine = allocator.Allocate(PageSize, 8);
         byte* theirs = other.Allocate(PageSize, 8);
@@ -424,7 +446,7 @@ public unsafe class MemoryMapAllocatorTests
     [LinuxFact]
     public void Dispose_unregisters_every_live_block()
     {
-        var allocator = new MemoryMapAllocator();
+        var allocator = Registering();
         var blocks = new List<nuint>();
         for (int i = 1; i <= 3; i++)
         {

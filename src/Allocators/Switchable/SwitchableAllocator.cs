@@ -66,8 +66,8 @@ namespace AllocHosting.Allocators;
 /// the reallocations, the in-place resizes and <see cref="Owns"/> look the pointer up in the
 /// process-wide owner registry (O(1), no lock): context allocators register their region the first
 /// time one is installed with <see cref="UseContext(ContextAllocator)"/> and unregister when disposed; the
-/// thread-local allocator registers its heaps, and a <see cref="MemoryMapAllocator"/> (the
-/// thread-local allocator's default fallback) its blocks. A registered block goes to its owner
+/// thread-local allocator registers its heaps, and its default fallback (a <see cref="MemoryMapAllocator"/>)
+/// its blocks. A registered block goes to its owner
 /// whatever the current kind and whichever thread frees it, also when its context allocator is no
 /// longer installed. Shrinking goes to the owner's shrinking reallocation (the seed called its
 /// growing one, W-SW1). A thread-local allocator's fallback that does not register its blocks is
@@ -177,12 +177,12 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     /// Frees are routed by address, so every block must be traceable to its allocator. A
     /// <see cref="ThreadLocalAllocator"/> passed as <paramref name="threadLocal"/> hands its over-size
     /// requests to its <see cref="ThreadLocalAllocator.Fallback"/>, which must therefore be one of:
-    /// a <see cref="MemoryMapAllocator"/> (the default on Linux; it registers its blocks in the owner
+    /// the default (on Linux a <see cref="MemoryMapAllocator"/> that registers its blocks in the owner
     /// registry, so routing finds them at no cost); the <paramref name="global"/> allocator itself
     /// (unregistered pointers go there anyway); or an allocator whose <see cref="IAllocator.Owns"/>
-    /// answers exactly for its blocks: a <see cref="NativeMemoryAllocator"/> created with
-    /// <c>trackOwnership: true</c> (the default elsewhere), a <see cref="MemoryPoolAllocator"/> or a
-    /// region allocator. Such a fallback is asked, before the global allocator, about every pointer no
+    /// answers exactly for its blocks: a <see cref="MemoryMapAllocator"/>, a
+    /// <see cref="NativeMemoryAllocator"/> created with <c>trackOwnership: true</c> (the default
+    /// elsewhere), a <see cref="MemoryPoolAllocator"/> or a region allocator. Such a fallback is asked, before the global allocator, about every pointer no
     /// registered allocator owns, which costs its <see cref="IAllocator.Owns"/> call on those frees.
     /// Any other fallback is refused here, since its blocks would be freed into the global allocator.
     /// </remarks>
@@ -515,7 +515,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         }
 
         IAllocator fallback = slab.Fallback;
-        if (fallback is MemoryMapAllocator || ReferenceEquals(fallback, global))
+        if (fallback is MemoryMapAllocator { RegistersBlocks: true } || ReferenceEquals(fallback, global))
         {
             return null;
         }

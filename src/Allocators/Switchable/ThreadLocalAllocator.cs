@@ -139,7 +139,7 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
         {
             _ownsFallback = true;
             _fallback = MemoryMapAllocator.IsSupported
-                ? new MemoryMapAllocator(options.MemoryMap)
+                ? new MemoryMapAllocator(new MemoryMapSource(options.MemoryMap), registerBlocks: true)   // routed for free: see MemoryMapAllocator
                 : new NativeMemoryAllocator(trackOwnership: true);
         }
     }

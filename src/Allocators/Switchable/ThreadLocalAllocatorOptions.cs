@@ -74,12 +74,13 @@ public sealed class ThreadLocalAllocatorOptions
     /// </para>
     /// <para>
     /// A <see cref="SwitchableAllocator"/> over the thread-local allocator routes frees by address
-    /// only, so it must be able to tell the fallback's blocks from the global allocator's. Pass a
-    /// <see cref="MemoryMapAllocator"/> (it registers its blocks with the router's owner registry:
-    /// no cost), the switchable allocator's global allocator itself, or an allocator whose
-    /// <see cref="IAllocator.Owns"/> answers exactly (a <see cref="NativeMemoryAllocator"/> with
-    /// <c>trackOwnership: true</c>, a <see cref="MemoryPoolAllocator"/>, a region allocator; asked
-    /// before the global allocator about every unregistered pointer). The
+    /// only, so it must be able to tell the fallback's blocks from the global allocator's. Leave this
+    /// null (the default fallback registers its blocks in the router's owner registry: no cost), or
+    /// pass the switchable allocator's global allocator itself, or an allocator whose
+    /// <see cref="IAllocator.Owns"/> answers exactly (a <see cref="MemoryMapAllocator"/>, a
+    /// <see cref="NativeMemoryAllocator"/> with <c>trackOwnership: true</c>, a
+    /// <see cref="MemoryPoolAllocator"/>, a region allocator; asked before the global allocator about
+    /// every unregistered pointer). The
     /// <see cref="SwitchableAllocator"/> constructor refuses any other fallback with
     /// <see cref="ArgumentException"/>. The default fallback always qualifies.
     /// </para>
