@@ -110,6 +110,25 @@ public unsafe class ThreadLocalScalingBenchmarks : IDisposable
     [Benchmark(OperationsPerInvoke = 2 * PairsPerThread, Description = "NativeMemory (glibc), 2 threads")]
     public void GlibcTwoThreads() => _second.RunWith(GlibcLoop);
 
+    [Benchmark(OperationsPerInvoke = PairsPerThread, Description = "NativeMemoryAllocator.Shared, 1 thread")]
+    public void NativeAllocatorOneThread() => NativeAllocatorLoop();
+
+    [Benchmark(OperationsPerInvoke = 2 * PairsPerThread, Description = "NativeMemoryAllocator.Shared, 2 threads")]
+    public void NativeAllocatorTwoThreads() => _second.RunWith(NativeAllocatorLoop);
+
+    // The switchable allocator's default global allocator: glibc behind validation and striped counters.
+    private static void NativeAllocatorLoop()
+    {
+        NativeMemoryAllocator allocator = NativeMemoryAllocator.Shared;
+        for (int i = 0; i < PairsPerThread; i++)
+        {
+            byte* p = allocator.Allocate(Size, Alignment);
+            p[0] = 1;
+            p[Size - 1] = 2;
+            allocator.Deallocate(p, Size, Alignment);
+        }
+    }
+
     private void ThreadLocalLoop()
     {
         ThreadLocalAllocator allocator = _threadLocal;

@@ -1,65 +1,195 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
 namespace AllocHosting.Allocators;
 
 /// <summary>
-/// The counters of a thread-safe allocator, updated with interlocked operations so that any thread
-/// may allocate and free. Embedded as a mutable field; never copy it. The single-threaded
-/// counterpart is <see cref="AllocatorCounters"/>.
+/// The counters of a thread-safe allocator that any thread may allocate from and free into. The
+/// single-threaded counterpart is <see cref="AllocatorCounters"/>.
 /// </summary>
-internal struct AtomicAllocatorCounters
+/// <remarks>
+/// <para>
+/// Striped by processor: each thread updates the stripe of the processor it runs on
+/// (<see cref="Thread.GetCurrentProcessorId"/>), each stripe on cache lines of its own, so the
+/// interlocked operations are uncontended unless a thread migrated and the runtime has not noticed
+/// yet. One set of counters for all threads put every allocation and free of every thread on one
+/// cache line: two threads allocating and freeing 64 bytes through a
+/// <see cref="NativeMemoryAllocator"/> ran at 120 ns per operation, against 23.5 ns for one thread
+/// alone; striped, 15 ns against 30 (Stopwatch loops on 2 cores; reading the processor id costs the
+/// single thread about 3 ns per update). Reads sum the stripes.
+/// </para>
+/// <para>
+/// The peak: while a single stripe has been used (one processor) it is exact;
+/// once several have, it is the largest bytes-in-use seen by a read of <see cref="ToStatistics"/>
+/// or sampled whenever a stripe reaches a new high (and never less than the single-stripe peak
+/// before that): an exact peak of a sum that many threads change at once would need one shared
+/// cache line again.
+/// </para>
+/// </remarks>
+internal sealed class AtomicAllocatorCounters
 {
-    // BytesInUse is what the allocator accounts for live blocks; PeakBytesInUse only grows.
-    private long _bytesInUse;
-    private long _peakBytesInUse;
-    private long _allocationCount;
-    private long _deallocationCount;
-    private long _totalBytesAllocated;
+    // One stripe per processor (a power of two; processor ids beyond it wrap, which only shares a stripe).
+    private readonly Stripe[] _stripes;
+    private readonly int _mask;
+
+    // Bit i set once stripe i was used (stripes are at most 64).
+    private long _usedStripes;
+
+    // The largest bytes-in-use seen by a read, or handed over by the single stripe used before.
+    private long _observedPeak;
+
+    public AtomicAllocatorCounters()
+    {
+        int count = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 64));
+        _stripes = new Stripe[count];
+        _mask = count - 1;
+    }
 
     /// <summary>Records an allocation of <paramref name="requested"/> bytes that took <paramref name="accounted"/> bytes.</summary>
     public void Allocated(nuint requested, nuint accounted)
     {
-        Interlocked.Increment(ref _allocationCount);
-        Interlocked.Add(ref _totalBytesAllocated, (long)requested);
-        Resized((long)accounted);
+        ref Stripe stripe = ref Mine();
+        Interlocked.Increment(ref stripe.AllocationCount);
+        Interlocked.Add(ref stripe.TotalBytesAllocated, (long)requested);
+        AddInUse(ref stripe, (long)accounted);
     }
 
     /// <summary>Records a free that gave <paramref name="accounted"/> bytes back.</summary>
     public void Freed(nuint accounted)
     {
-        Interlocked.Increment(ref _deallocationCount);
-        Interlocked.Add(ref _bytesInUse, -(long)accounted);
+        ref Stripe stripe = ref Mine();
+        Interlocked.Increment(ref stripe.DeallocationCount);
+        Interlocked.Add(ref stripe.BytesInUse, -(long)accounted);
     }
 
     /// <summary>Records a reallocation that moved a block: one more allocation of <paramref name="newRequested"/> bytes and one more free.</summary>
     public void Moved(nuint newRequested)
     {
-        Interlocked.Increment(ref _allocationCount);
-        Interlocked.Increment(ref _deallocationCount);
-        Interlocked.Add(ref _totalBytesAllocated, (long)newRequested);
+        ref Stripe stripe = ref Mine();
+        Interlocked.Increment(ref stripe.AllocationCount);
+        Interlocked.Increment(ref stripe.DeallocationCount);
+        Interlocked.Add(ref stripe.TotalBytesAllocated, (long)newRequested);
     }
 
-    /// <summary>Changes the bytes in use by <paramref name="delta"/> and folds the result into the peak.</summary>
-    public void Resized(long delta)
+    /// <summary>Changes the bytes in use by <paramref name="delta"/>.</summary>
+    public void Resized(long delta) => AddInUse(ref Mine(), delta);
+
+    public AllocatorStatistics ToStatistics(long? capacity, long failures)
     {
-        long inUse = Interlocked.Add(ref _bytesInUse, delta);
-        long peak = Volatile.Read(ref _peakBytesInUse);
-        while (inUse > peak)
+        long inUse = 0, allocations = 0, deallocations = 0, total = 0, singlePeak = 0;
+        for (int i = 0; i < _stripes.Length; i++)
         {
-            long seen = Interlocked.CompareExchange(ref _peakBytesInUse, inUse, peak);
+            ref Stripe stripe = ref _stripes[i];
+            inUse += Volatile.Read(ref stripe.BytesInUse);
+            allocations += Volatile.Read(ref stripe.AllocationCount);
+            deallocations += Volatile.Read(ref stripe.DeallocationCount);
+            total += Volatile.Read(ref stripe.TotalBytesAllocated);
+            singlePeak = Math.Max(singlePeak, Volatile.Read(ref stripe.Peak));
+        }
+
+        long used = Volatile.Read(ref _usedStripes);
+        long peak = BitOperations.PopCount((ulong)used) <= 1 ? singlePeak : RaiseObservedPeak(inUse);
+        return new AllocatorStatistics(inUse, Math.Max(peak, inUse), capacity, allocations, deallocations, failures, total);
+    }
+
+    // The stripe of the processor the calling thread runs on.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ref Stripe Mine()
+    {
+        int index = Thread.GetCurrentProcessorId() & _mask;
+
+        // A stale read only costs one more (idempotent) MarkUsed.
+        if ((_usedStripes & (1L << index)) == 0)
+        {
+            MarkUsed(index);
+        }
+
+        return ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_stripes), index);
+    }
+
+    // The first use of a stripe. When it ends the single-stripe period, the peak so far (exact, that
+    // stripe's own) becomes the observed peak that reads raise from now on.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void MarkUsed(int index)
+    {
+        long before = Interlocked.Or(ref _usedStripes, 1L << index);
+        if (BitOperations.PopCount((ulong)before) == 1)
+        {
+            RaiseObservedPeak(Volatile.Read(ref _stripes[BitOperations.TrailingZeroCount(before)].Peak));
+        }
+    }
+
+    private long RaiseObservedPeak(long candidate)
+    {
+        long peak = Volatile.Read(ref _observedPeak);
+        while (candidate > peak)
+        {
+            long seen = Interlocked.CompareExchange(ref _observedPeak, candidate, peak);
             if (seen == peak)
             {
-                break;
+                return candidate;
+            }
+
+            peak = seen;
+        }
+
+        return peak;
+    }
+
+    // The stripe's own peak is kept up to date (it is the exact peak while only one stripe is used);
+    // when it rises while several stripes are in use, the sum of all stripes is sampled into the
+    // observed peak (rare once the allocator has warmed up: only a new high of a stripe does it).
+    private void AddInUse(ref Stripe stripe, long delta)
+    {
+        long inUse = Interlocked.Add(ref stripe.BytesInUse, delta);
+        long peak = Volatile.Read(ref stripe.Peak);
+        while (inUse > peak)
+        {
+            long seen = Interlocked.CompareExchange(ref stripe.Peak, inUse, peak);
+            if (seen == peak)
+            {
+                if (BitOperations.PopCount((ulong)Volatile.Read(ref _usedStripes)) > 1)
+                {
+                    RaiseObservedPeak(SumInUse());
+                }
+
+                return;
             }
 
             peak = seen;
         }
     }
 
-    public readonly AllocatorStatistics ToStatistics(long? capacity, long failures) => new(
-        Volatile.Read(in _bytesInUse),
-        Volatile.Read(in _peakBytesInUse),
-        capacity,
-        Volatile.Read(in _allocationCount),
-        Volatile.Read(in _deallocationCount),
-        failures,
-        Volatile.Read(in _totalBytesAllocated));
+    private long SumInUse()
+    {
+        long inUse = 0;
+        for (int i = 0; i < _stripes.Length; i++)
+        {
+            inUse += Volatile.Read(ref _stripes[i].BytesInUse);
+        }
+
+        return inUse;
+    }
+
+    // One thread's counters, 128 bytes clear of the neighbouring stripes' on either side (adjacent-line
+    // prefetchers pair 64-byte lines) and of whatever the array sits next to.
+    [StructLayout(LayoutKind.Explicit, Size = 256)]
+    private struct Stripe
+    {
+        [FieldOffset(128)]
+        public long BytesInUse;
+
+        [FieldOffset(136)]
+        public long Peak;
+
+        [FieldOffset(144)]
+        public long AllocationCount;
+
+        [FieldOffset(152)]
+        public long DeallocationCount;
+
+        [FieldOffset(160)]
+        public long TotalBytesAllocated;
+    }
 }

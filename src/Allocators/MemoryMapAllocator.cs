@@ -57,7 +57,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     private readonly ConcurrentDictionary<nuint, nuint> _live = new();
 
     // Counters, all Interlocked; bytes in use counts mapped (page-rounded) bytes.
-    private AtomicAllocatorCounters _counters;
+    private readonly AtomicAllocatorCounters _counters = new();
     private int _disposed;
 
     /// <summary>Creates an allocator over a new <see cref="MemoryMapSource"/> with <paramref name="options"/>.</summary>

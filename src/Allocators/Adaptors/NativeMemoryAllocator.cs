@@ -75,8 +75,8 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
     private readonly Dictionary<nuint, TrackedBlock>? _blocks;
     private readonly Lock _blocksLock = new();
 
-    // Counters of requested sizes, updated with Interlocked so that any thread may allocate and free.
-    private AtomicAllocatorCounters _counters;
+    // Counters of requested sizes, striped by thread so that threads allocating at once do not share a cache line.
+    private readonly AtomicAllocatorCounters _counters = new();
 
     /// <summary>Creates an allocator over the process allocator.</summary>
     /// <param name="trackOwnership">
