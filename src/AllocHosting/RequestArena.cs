@@ -162,9 +162,13 @@ internal sealed class RequestArena : IRequestArenaFeature
         return new RequestBufferWriter(this, lease);
     }
 
+    /// <summary>The pool's per-processor slot this request uses for its arena object and its chunks (read once, when the request took the arena).</summary>
+    public int Slot { get; private set; }
+
     /// <summary>Starts serving a request.</summary>
-    public void Activate(HttpContext context)
+    public void Activate(HttpContext context, int slot)
     {
+        Slot = slot;
         _context = context;
         _rejected = false;
         Volatile.Write(ref _lease, _lease + 1);
@@ -189,7 +193,7 @@ internal sealed class RequestArena : IRequestArenaFeature
             {
                 allocatedBytes += chunk.Used;
                 usedBytes += chunk.Release(clear);
-                _pool.ReturnChunk(chunk);
+                _pool.ReturnChunk(chunk, Slot);
             }
 
             _chunks.Clear();

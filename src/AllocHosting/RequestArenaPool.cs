@@ -61,20 +61,23 @@ internal sealed class RequestArenaPool : IDisposable
     private int _idleLowWater;
     private int _waiters;
 
-    // A one-slot cache of an idle chunk in front of _idle, taken and filled without _lock: a
-    // request that fits in one chunk takes back the chunk the previous one returned (LIFO). It
-    // counts as idle. Trim and Dispose empty it under _lock; a return sees _waiters (changed
-    // with Interlocked, so the slot and the count are ordered) and pulses a waiting rent.
-    private ArenaChunk? _hotChunk;
+    // One-slot caches of idle chunks in front of _idle, one per processor, taken and filled
+    // without _lock: a request that fits in one chunk takes back the chunk the previous request on
+    // its core returned (LIFO). They count as idle. A rent that finds its slot and _idle empty takes
+    // another core's before it counts against the budget. Trim and Dispose empty them under _lock;
+    // a return sees _waiters (changed with Interlocked, so the slot and the count are ordered) and
+    // pulses a waiting rent.
+    private readonly ProcessorSlots<ArenaChunk> _hotChunks = new();
 
     // Set when the spent budget was logged; cleared when a chunk comes back, so an overload logs
     // one warning per episode instead of one per refused rent.
     private bool _budgetSpentLogged;
     private long _rejectedSinceHealthCheck;
 
-    // Arena objects, reused across requests. _hotArena is a one-slot cache in front of the
-    // stack: the common rent/return pair costs one exchange each instead of a lock each.
-    private RequestArena? _hotArena;
+    // Arena objects, reused across requests. _hotArenas are one-slot caches (one per processor) in
+    // front of the stack: the common rent/return pair costs one uncontended exchange each instead
+    // of a lock each.
+    private readonly ProcessorSlots<RequestArena> _hotArenas = new();
     private readonly Lock _arenaLock = new();
     private readonly RequestArena?[] _arenas = new RequestArena?[MaxPooledArenas];
     private int _arenaCount;
@@ -229,8 +232,10 @@ internal sealed class RequestArenaPool : IDisposable
 
     public RequestArena RentArena(HttpContext context)
     {
-        RequestArena? arena = Interlocked.Exchange(ref _hotArena, null) ?? RentPooledArena();
-        arena.Activate(context);
+        // One processor-id read per request: the arena keeps the slot for its chunk and its return.
+        int slot = _hotArenas.CurrentIndex;
+        RequestArena? arena = _hotArenas.Take(slot) ?? RentPooledArena();
+        arena.Activate(context, slot);
         return arena;
     }
 
@@ -267,7 +272,7 @@ internal sealed class RequestArenaPool : IDisposable
             _logger.RequestRejected(context.TraceIdentifier);
         }
 
-        if (Interlocked.CompareExchange(ref _hotArena, arena, null) is not null)
+        if (!_hotArenas.TryPut(arena, arena.Slot))
         {
             ReturnPooledArena(arena);
         }
@@ -287,11 +292,11 @@ internal sealed class RequestArenaPool : IDisposable
 
     /// <summary>Gives a request its next chunk: an idle one, a new one within the budget, or (policy Wait) one that comes back soon.</summary>
     /// <exception cref="RequestArenaBudgetExceededException">The budget is spent.</exception>
-    private int HotChunkCount => Volatile.Read(ref _hotChunk) is null ? 0 : 1;
+    private int HotChunkCount => _hotChunks.Count;
 
     public ArenaChunk TakeChunk(RequestArena arena)
     {
-        ArenaChunk? chunk = Interlocked.Exchange(ref _hotChunk, null) ?? TryTakeChunk();
+        ArenaChunk? chunk = _hotChunks.Take(arena.Slot) ?? TryTakeChunk();
         if (chunk is null && _options.BudgetPolicy == ArenaBudgetPolicy.Wait && _options.BudgetWaitTimeout > TimeSpan.Zero)
         {
             chunk = WaitForChunk(_options.BudgetWaitTimeout);
@@ -309,11 +314,12 @@ internal sealed class RequestArenaPool : IDisposable
         return chunk;
     }
 
-    public void ReturnChunk(ArenaChunk chunk)
+    /// <summary>Gives a chunk back, into the hot slot <paramref name="slot"/> (the returning arena's).</summary>
+    public void ReturnChunk(ArenaChunk chunk, int slot)
     {
         // The chunk given back last is handed out first: it takes the slot, and the one it
         // displaces (hotter than any on the stack) goes on top of the stack.
-        ArenaChunk? displaced = Interlocked.Exchange(ref _hotChunk, chunk);
+        ArenaChunk? displaced = _hotChunks.Exchange(chunk, slot);
         if (displaced is not null)
         {
             ReturnIdleChunk(displaced);
@@ -335,8 +341,7 @@ internal sealed class RequestArenaPool : IDisposable
             _budgetSpentLogged = false;
             if (_disposed)
             {
-                ArenaChunk? hot = Interlocked.Exchange(ref _hotChunk, null);
-                if (hot is not null)
+                while (_hotChunks.TakeAny() is { } hot)
                 {
                     DisposeChunk(hot);
                 }
@@ -419,10 +424,9 @@ internal sealed class RequestArenaPool : IDisposable
                 return;
             }
 
-            // The hot chunk joins the top of the stack; it was not idle all interval, as far as
-            // the low-water mark knows, so it is not trimmed now.
-            ArenaChunk? hot = Interlocked.Exchange(ref _hotChunk, null);
-            if (hot is not null)
+            // The hot chunks join the top of the stack; they were not idle all interval, as far as
+            // the low-water mark knows, so they are not trimmed now.
+            while (_hotChunks.TakeAny() is { } hot)
             {
                 _idle.Add(hot);
             }
@@ -493,8 +497,7 @@ internal sealed class RequestArenaPool : IDisposable
             }
 
             Volatile.Write(ref _disposed, true);
-            ArenaChunk? hot = Interlocked.Exchange(ref _hotChunk, null);
-            if (hot is not null)
+            while (_hotChunks.TakeAny() is { } hot)
             {
                 DisposeChunk(hot);
             }
@@ -562,8 +565,7 @@ internal sealed class RequestArenaPool : IDisposable
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            ArenaChunk? hot = Interlocked.Exchange(ref _hotChunk, null);
-            if (hot is not null)
+            if (_hotChunks.TakeAny() is { } hot)
             {
                 return hot;
             }
@@ -594,7 +596,7 @@ internal sealed class RequestArenaPool : IDisposable
             {
                 while (!_disposed)
                 {
-                    if (_idle.Count > 0 || _allChunks.Count < MaxChunks || Volatile.Read(ref _hotChunk) is not null)
+                    if (_idle.Count > 0 || _allChunks.Count < MaxChunks || _hotChunks.Count > 0)
                     {
                         break;
                     }

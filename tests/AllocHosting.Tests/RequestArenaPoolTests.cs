@@ -42,8 +42,8 @@ public sealed class RequestArenaPoolTests : IDisposable
         var arena = _pool.RentArena(new DefaultHttpContext());
         ArenaChunk a = _pool.TakeChunk(arena);
         ArenaChunk b = _pool.TakeChunk(arena);
-        _pool.ReturnChunk(a);
-        _pool.ReturnChunk(b);
+        _pool.ReturnChunk(a, arena.Slot);
+        _pool.ReturnChunk(b, arena.Slot);
 
         Assert.Same(b, _pool.TakeChunk(arena));
         Assert.Same(a, _pool.TakeChunk(arena));
@@ -56,7 +56,7 @@ public sealed class RequestArenaPoolTests : IDisposable
         var arena = _pool.RentArena(new DefaultHttpContext());
         var chunks = Enumerable.Range(0, 20).Select(_ => _pool.TakeChunk(arena)).ToList();
         Assert.Equal(2, _pool.SegmentCount);
-        chunks.ForEach(_pool.ReturnChunk);
+        chunks.ForEach(chunk => _pool.ReturnChunk(chunk, arena.Slot));
 
         // Afterwards only 2 at a time are used: the first trim only learns the low-water mark...
         _time.Advance(TimeSpan.FromSeconds(10));
@@ -123,7 +123,7 @@ public sealed class RequestArenaPoolTests : IDisposable
             Assert.Throws<RequestArenaBudgetExceededException>(() => pool.TakeChunk(arena));
         }
 
-        pool.ReturnChunk(held);
+        pool.ReturnChunk(held, arena.Slot);
         held = pool.TakeChunk(arena);
         Assert.Throws<RequestArenaBudgetExceededException>(() => pool.TakeChunk(arena));
 
@@ -273,7 +273,7 @@ public sealed class RequestArenaPoolTests : IDisposable
     {
         ArenaChunk x = _pool.TakeChunk(arena);
         ArenaChunk y = _pool.TakeChunk(arena);
-        _pool.ReturnChunk(x);
-        _pool.ReturnChunk(y);
+        _pool.ReturnChunk(x, arena.Slot);
+        _pool.ReturnChunk(y, arena.Slot);
     }
 }
