@@ -83,7 +83,7 @@ internal sealed class RequestArenaPool : IDisposable
     private int _arenaCount;
 
     // Plain counters behind the observable instruments.
-    private long _releasedAllocatedBytes;
+    private readonly ProcessorCounter _releasedAllocatedBytes = new();   // per core: added by every renting request
     private long _fallbackAllocatedBytes;
     private long _fallbackLiveBytes;
     private long _retiredRentCount;   // rents served by chunks since disposed (trimmed chunks, fallback chunks)
@@ -261,7 +261,7 @@ internal sealed class RequestArenaPool : IDisposable
         bool rejected = arena.WasRejected;
         if (arena.Release(_options.ClearPolicy == ArenaClearPolicy.ClearUsed, out long used, out long allocated, out bool overflowed))
         {
-            Interlocked.Add(ref _releasedAllocatedBytes, allocated);
+            _releasedAllocatedBytes.Add(arena.Slot, allocated);
             _metrics.ArenaReleased(used, overflowed, _kindTag);
         }
 
@@ -466,7 +466,7 @@ internal sealed class RequestArenaPool : IDisposable
     }
 
     /// <summary>Bytes handed out by request arenas since start (released requests plus those in flight).</summary>
-    public long AllocatedBytes => Interlocked.Read(ref _releasedAllocatedBytes) + LiveBytes;
+    public long AllocatedBytes => _releasedAllocatedBytes.Value + LiveBytes;
 
     /// <summary>Bytes handed out by the overflow fallback (the process allocator) since start.</summary>
     public long FallbackAllocatedBytes => Interlocked.Read(ref _fallbackAllocatedBytes);
