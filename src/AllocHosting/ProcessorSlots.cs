@@ -20,10 +20,12 @@ internal sealed class ProcessorSlots<T>
 
     public ProcessorSlots()
     {
-        int count = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 64));
-        _slots = new ProcessorSlot[count];
-        _mask = count - 1;
+        _slots = new ProcessorSlot[SlotCount];
+        _mask = SlotCount - 1;
     }
+
+    /// <summary>Slots per instance (of every <see cref="ProcessorSlots{T}"/> and <see cref="ProcessorCounter"/>): the processors, rounded up to a power of two, at most 64.</summary>
+    public static int SlotCount { get; } = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 64));
 
     /// <summary>Items in the slots now (a snapshot).</summary>
     public int Count
@@ -105,9 +107,8 @@ internal sealed class ProcessorCounter
 
     public ProcessorCounter()
     {
-        int count = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 64));
-        _cells = new ProcessorCell[count];
-        _mask = count - 1;
+        _cells = new ProcessorCell[ProcessorSlots<object>.SlotCount];
+        _mask = _cells.Length - 1;
     }
 
     /// <summary>The sum of every add so far (a snapshot while adds run).</summary>

@@ -120,21 +120,24 @@ internal sealed class AtomicAllocatorCounters
         }
     }
 
-    private long RaiseObservedPeak(long candidate)
+    private long RaiseObservedPeak(long candidate) => RaiseToAtLeast(ref _observedPeak, candidate);
+
+    /// <summary>Raises <paramref name="target"/> to <paramref name="candidate"/> if that is larger (lock-free); returns the value it holds then.</summary>
+    internal static long RaiseToAtLeast(ref long target, long candidate)
     {
-        long peak = Volatile.Read(ref _observedPeak);
-        while (candidate > peak)
+        long current = Volatile.Read(ref target);
+        while (candidate > current)
         {
-            long seen = Interlocked.CompareExchange(ref _observedPeak, candidate, peak);
-            if (seen == peak)
+            long seen = Interlocked.CompareExchange(ref target, candidate, current);
+            if (seen == current)
             {
                 return candidate;
             }
 
-            peak = seen;
+            current = seen;
         }
 
-        return peak;
+        return current;
     }
 
     // The stripe's own peak is kept up to date (it is the exact peak while only one stripe is used);
@@ -143,21 +146,10 @@ internal sealed class AtomicAllocatorCounters
     private void AddInUse(ref Stripe stripe, long delta)
     {
         long inUse = Interlocked.Add(ref stripe.BytesInUse, delta);
-        long peak = Volatile.Read(ref stripe.Peak);
-        while (inUse > peak)
+        if (inUse > Volatile.Read(ref stripe.Peak) && RaiseToAtLeast(ref stripe.Peak, inUse) == inUse
+            && BitOperations.PopCount((ulong)Volatile.Read(ref _usedStripes)) > 1)
         {
-            long seen = Interlocked.CompareExchange(ref stripe.Peak, inUse, peak);
-            if (seen == peak)
-            {
-                if (BitOperations.PopCount((ulong)Volatile.Read(ref _usedStripes)) > 1)
-                {
-                    RaiseObservedPeak(SumInUse());
-                }
-
-                return;
-            }
-
-            peak = seen;
+            RaiseObservedPeak(SumInUse());
         }
     }
 

@@ -500,22 +500,7 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
 
     // ---- Slow paths. ----
 
-    private long RaisePeak(long bytesInUse)
-    {
-        long peak = Interlocked.Read(ref _observedPeak);
-        while (bytesInUse > peak)
-        {
-            long seen = Interlocked.CompareExchange(ref _observedPeak, bytesInUse, peak);
-            if (seen == peak)
-            {
-                return bytesInUse;
-            }
-
-            peak = seen;
-        }
-
-        return peak;
-    }
+    private long RaisePeak(long bytesInUse) => AtomicAllocatorCounters.RaiseToAtLeast(ref _observedPeak, bytesInUse);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private byte* AllocateGeneric(nuint size, nuint alignment)
