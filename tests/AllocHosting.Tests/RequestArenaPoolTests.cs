@@ -107,6 +107,48 @@ public sealed class RequestArenaPoolTests : IDisposable
     }
 
     [Fact]
+    public void A_chunk_idle_in_another_processors_slot_is_taken_before_the_budget_refuses()
+    {
+        using var pool = new RequestArenaPool(
+            Options.Create(new SwitchableAllocatorOptions { InitialArenaSize = 16 * 1024, MemoryBudget = 16 * 1024, MaxArenaSizePerRequest = 16 * 1024, BudgetPolicy = ArenaBudgetPolicy.Reject }),
+            new AllocHostingMetrics(_meters, new SwitchableAllocator()),
+            NullLogger<RequestArenaPool>.Instance,
+            _time);
+        var arena = pool.RentArena(new DefaultHttpContext());
+        ArenaChunk only = pool.TakeChunk(arena);
+
+        // The whole budget idles in the slot of another processor than the arena's.
+        pool.ReturnChunk(only, arena.Slot + 1);
+
+        Assert.Equal(1, pool.IdleChunkCount);
+        Assert.Same(only, pool.TakeChunk(arena));
+        Assert.Equal(0, pool.IdleChunkCount);
+    }
+
+    [Fact]
+    public void Processor_slots_take_from_their_own_slot_and_any_slot_when_asked()
+    {
+        var slots = new ProcessorSlots<string>();
+        int mine = slots.CurrentIndex;
+        int other = (mine + 1) % ProcessorSlots<string>.SlotCount;
+
+        Assert.True(slots.TryPut("a", other));
+        Assert.False(slots.TryPut("b", other));
+        Assert.Equal("a", slots.Exchange("c", other));
+        Assert.Equal(1, slots.Count);
+        Assert.Equal(ProcessorSlots<string>.SlotCount == 1 ? "c" : null, slots.Take(mine));
+        Assert.Equal(ProcessorSlots<string>.SlotCount == 1 ? null : "c", slots.TakeAny());
+        Assert.Null(slots.TakeAny());
+        Assert.Equal(0, slots.Count);
+
+        var counter = new ProcessorCounter();
+        counter.Add(mine, 5);
+        counter.Add(other, 7);
+        counter.Add(mine + ProcessorSlots<string>.SlotCount, -2);   // indexes wrap
+        Assert.Equal(10, counter.Value);
+    }
+
+    [Fact]
     public void A_spent_budget_is_logged_once_per_episode()
     {
         var logger = new Microsoft.Extensions.Logging.Testing.FakeLogger<RequestArenaPool>();
