@@ -6,8 +6,9 @@ namespace AllocHosting;
 
 /// <summary>
 /// The instruments of meter <see cref="MeterName"/> (see docs/metrics.md). Nothing here runs per
-/// rent: the request-arena instruments are recorded once per request that rented, the byte
-/// figures are observable and read the pool's plain counters when a listener collects.
+/// rent: the usage histogram and the overflow counter are recorded once per request that rented;
+/// arenas in use, rents and the byte figures are observable and read the pool's counters when a
+/// listener collects (so a listener's aggregation is not touched by every request on every core).
 /// </summary>
 internal sealed class AllocHostingMetrics
 {
@@ -25,7 +26,6 @@ internal sealed class AllocHostingMetrics
     private readonly Meter _meter;
     private readonly Histogram<long> _used;
     private readonly Counter<long> _overflowed;
-    private readonly UpDownCounter<long> _active;
     private readonly Counter<long> _failures;
     private readonly Counter<long> _rejected;
 
@@ -45,10 +45,6 @@ internal sealed class AllocHostingMetrics
             "allochosting.request_arena.overflowed",
             unit: "{request}",
             description: "Requests that needed memory beyond their first arena chunk.");
-        _active = _meter.CreateUpDownCounter<long>(
-            "allochosting.request_arena.active",
-            unit: "{arena}",
-            description: "Request arenas in use now.");
         _failures = _meter.CreateCounter<long>(
             "allochosting.failures",
             unit: "{failure}",
@@ -72,6 +68,11 @@ internal sealed class AllocHostingMetrics
             () => ObserveLive(pool),
             unit: "By",
             description: "Bytes handed out and not yet released.");
+        _meter.CreateObservableUpDownCounter(
+            "allochosting.request_arena.active",
+            () => pool.ActiveArenas,
+            unit: "{arena}",
+            description: "Request arenas in use now.");
         _meter.CreateObservableCounter(
             "allochosting.request_arena.rents",
             () => pool.RentCount,
@@ -110,23 +111,9 @@ internal sealed class AllocHostingMetrics
         ];
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void ArenaActivated()
-    {
-        if (_active.Enabled)
-        {
-            _active.Add(1);
-        }
-    }
-
     /// <summary>Records the end of a request that rented: once per such request.</summary>
     public void ArenaReleased(long usedBytes, bool overflowed, string kind)
     {
-        if (_active.Enabled)
-        {
-            _active.Add(-1);
-        }
-
         if (_used.Enabled)
         {
             RecordUsed(usedBytes, kind);

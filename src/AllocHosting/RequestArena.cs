@@ -320,7 +320,7 @@ internal sealed class RequestArena : IRequestArenaFeature
     {
         if (!HoldsMemory)
         {
-            _pool.Metrics.ArenaActivated();
+            _pool.ArenaActivated(Slot);
         }
     }
 

@@ -84,6 +84,7 @@ internal sealed class RequestArenaPool : IDisposable
 
     // Plain counters behind the observable instruments.
     private readonly ProcessorCounter _releasedAllocatedBytes = new();   // per core: added by every renting request
+    private readonly ProcessorCounter _activeArenas = new();            // +1 at a request's first chunk, -1 at its release
     private long _fallbackAllocatedBytes;
     private long _fallbackLiveBytes;
     private long _retiredRentCount;   // rents served by chunks since disposed (trimmed chunks, fallback chunks)
@@ -129,7 +130,6 @@ internal sealed class RequestArenaPool : IDisposable
     /// <summary>The budget in chunks.</summary>
     public int MaxChunks { get; }
 
-    public AllocHostingMetrics Metrics => _metrics;
 
     public SwitchableAllocatorOptions Options => _options;
 
@@ -204,6 +204,12 @@ internal sealed class RequestArenaPool : IDisposable
 
     public long FallbackLiveBytes => Interlocked.Read(ref _fallbackLiveBytes);
 
+    /// <summary>Requests holding arena memory now: the figure of <c>allochosting.request_arena.active</c>.</summary>
+    public long ActiveArenas => _activeArenas.Value;
+
+    /// <summary>Counts a request that took its first memory (its arena's first chunk or fallback chunk).</summary>
+    public void ArenaActivated(int slot) => _activeArenas.Add(slot, 1);
+
     /// <summary>
     /// Rents served from arena memory since start: the figure of <c>allochosting.request_arena.rents</c>.
     /// Read from the chunks' allocation counters when asked (nothing is counted per rent beyond what
@@ -262,6 +268,7 @@ internal sealed class RequestArenaPool : IDisposable
         if (arena.Release(_options.ClearPolicy == ArenaClearPolicy.ClearUsed, out long used, out long allocated, out bool overflowed))
         {
             _releasedAllocatedBytes.Add(arena.Slot, allocated);
+            _activeArenas.Add(arena.Slot, -1);
             _metrics.ArenaReleased(used, overflowed, _kindTag);
         }
 

@@ -83,14 +83,36 @@ public class AllocHostingMetricsTests
     [Fact]
     public async Task Active_goes_up_while_a_request_holds_memory_and_back_down_after()
     {
-        await using var app = await StartAsync();
+        var holding = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var app = await TestApp.StartAsync(a =>
+        {
+            TestApp.MapRent(a);
+            a.MapGet("/hold", async (IRequestBuffers buffers) =>
+            {
+                buffers.Rent(10);
+                holding.SetResult();
+                await release.Task;
+                return "ok";
+            });
+            a.MapGet("/noop", () => "ok");
+        });
         using var active = Collect(app, "allochosting.request_arena.active");
 
-        await app.Client.GetStringAsync("/rent?bytes=10");
-        await app.Client.GetStringAsync("/noop");
-        await TestApp.EventuallyAsync(() => active.GetMeasurementSnapshot().Count == 2, "both changes are recorded");
+        Task<string> held = app.Client.GetStringAsync("/hold");
+        await holding.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        await app.Client.GetStringAsync("/noop");   // a request that rents nothing is not counted
+        active.RecordObservableInstruments();
+        Assert.Equal(1, active.LastMeasurement!.Value);
 
-        Assert.Equal([1L, -1L], active.GetMeasurementSnapshot().Select(m => m.Value));
+        release.SetResult();
+        await held;
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the request released");
+        await app.Client.GetStringAsync("/rent?bytes=10&times=3");   // counted once however often it rents
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the request released");
+        active.RecordObservableInstruments();
+        Assert.Equal(0, active.LastMeasurement!.Value);
+        Assert.Equal(0, app.Pool.ActiveArenas);
     }
 
     [Fact]

@@ -41,11 +41,11 @@ internal sealed class AllocatorDashboardSampler : IDisposable
     private long _usedSum;
     private long _overflowed;
     private long _rejected;
-    private long _active;
     private readonly Dictionary<string, long> _failures = new(StringComparer.Ordinal);
 
     // Observable instruments: written by the listener while a snapshot collects them, under _collectLock.
     private long _rents;
+    private long _active;
     private readonly SortedDictionary<string, long> _allocated = new(StringComparer.Ordinal);
     private readonly SortedDictionary<string, long> _live = new(StringComparer.Ordinal);
     private readonly SortedDictionary<long, long> _mapped = [];
@@ -86,6 +86,7 @@ internal sealed class AllocatorDashboardSampler : IDisposable
         lock (_collectLock)
         {
             _rents = 0;
+            _active = 0;
             _allocated.Clear();
             _live.Clear();
             _mapped.Clear();
@@ -102,7 +103,7 @@ internal sealed class AllocatorDashboardSampler : IDisposable
             writer.WriteEndObject();
 
             writer.WriteNumber("rents", _rents);
-            writer.WriteNumber("active", Interlocked.Read(ref _active));
+            writer.WriteNumber("active", _active);
             writer.WriteNumber("overflowed", Interlocked.Read(ref _overflowed));
             writer.WriteNumber("rejected", Interlocked.Read(ref _rejected));
 
@@ -211,9 +212,6 @@ internal sealed class AllocatorDashboardSampler : IDisposable
             case OverflowedInstrument:
                 Interlocked.Add(ref _overflowed, value);
                 break;
-            case ActiveInstrument:
-                Interlocked.Add(ref _active, value);
-                break;
             case RejectedInstrument:
                 Interlocked.Add(ref _rejected, value);
                 break;
@@ -229,6 +227,9 @@ internal sealed class AllocatorDashboardSampler : IDisposable
             // The observable ones arrive only inside RecordObservableInstruments, under _collectLock.
             case RentsInstrument:
                 _rents += value;
+                break;
+            case ActiveInstrument:
+                _active += value;
                 break;
             case AllocatedInstrument:
                 Add(_allocated, Tag(tags, AllocHostingMetrics.AllocatorTag)?.ToString() ?? "unknown", value);
