@@ -99,6 +99,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     public int LiveBlockCount => _live.Count;
 
     /// <inheritdoc />
+    /// <remarks>Counted on per-processor stripes, like <see cref="NativeMemoryAllocator"/>'s: the peak is exact while all the updates came from one processor, and otherwise the largest bytes-in-use sampled.</remarks>
     public override AllocatorStatistics Statistics => _counters.ToStatistics(null, FailureCount);
 
     /// <inheritdoc />

@@ -52,9 +52,12 @@ namespace AllocHosting.Allocators;
 /// <see langword="false"/>; the original block of a failed resize stays valid.
 /// </para>
 /// <para>
-/// <b>Statistics</b> count requested sizes (not the C runtime's rounding) with atomic operations;
+/// <b>Statistics</b> count requested sizes (not the C runtime's rounding) with atomic operations
+/// on per-processor stripes, so threads on different cores do not share a cache line;
 /// <see cref="AllocatorStatistics.Capacity"/> is <see langword="null"/>. A reallocation that moves
-/// counts as one more allocation and one more deallocation.
+/// counts as one more allocation and one more deallocation. The peak is exact while all the
+/// updates came from one processor; after that it is the largest bytes-in-use seen when a
+/// processor's stripe reached a new high or <see cref="Statistics"/> was read.
 /// </para>
 /// <para>
 /// <b>Dispose</b> of a tracking instance frees every block still live; otherwise it does nothing
