@@ -24,8 +24,9 @@ public enum ContextAllocatorKind
 /// </summary>
 /// <remarks>
 /// <para>
-/// The wrapped allocator is held in a field of its concrete sealed type and every operation
-/// switches on <see cref="Kind"/>, so calls are direct (no interface dispatch, no boxing).
+/// The wrapped allocator is held in a field of its concrete sealed type, and allocation, free and
+/// growth switch on <see cref="Kind"/>, so those calls are direct (no interface dispatch); the
+/// other members call it through its base class.
 /// Every <see cref="IAllocator"/> member, <see cref="Range"/>, <see cref="Reset"/> and
 /// <see cref="Statistics"/> are those of the wrapped allocator; disposing the context
 /// allocator disposes it.
@@ -41,11 +42,14 @@ public enum ContextAllocatorKind
 /// </remarks>
 public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
 {
-    // Exactly one of the typed fields is set, the one Kind names; it never changes.
+    // Exactly one of the typed fields is set, the one Kind names; it never changes. The hot members
+    // (allocate, free, grow) switch on the kind so that their calls are direct; the others go through
+    // _inner, the same allocator as its base type.
     private readonly ContextAllocatorKind _kind;
     private readonly BumpAllocator? _bump;
     private readonly BitSetAllocator? _bitSet;
     private readonly MultipleBinarySearchTreeAllocator? _tree;
+    private readonly AllocatorBase _inner;
 
     // Thread-safe variants (see IsThreadSafe): a bump context allocates only through the bump
     // allocator's lock-free concurrent path, so its "most recent" block is never set and no
@@ -62,6 +66,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     {
         _kind = ContextAllocatorKind.ShortLived;
         _bump = bump;
+        _inner = bump;
         _concurrentBump = concurrent;
     }
 
@@ -69,6 +74,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     {
         _kind = ContextAllocatorKind.MediumLived;
         _bitSet = bitSet;
+        _inner = bitSet;
         _lock = synchronizeWith;
     }
 
@@ -76,6 +82,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     {
         _kind = ContextAllocatorKind.LongLived;
         _tree = tree;
+        _inner = tree;
         _lock = synchronizeWith;
     }
 
@@ -90,31 +97,13 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     public ContextAllocatorKind Kind => _kind;
 
     /// <summary>The wrapped allocator.</summary>
-    public IAllocator Inner => _kind switch
-    {
-        ContextAllocatorKind.ShortLived => _bump!,
-        ContextAllocatorKind.MediumLived => _bitSet!,
-        ContextAllocatorKind.LongLived => _tree!,
-        _ => ThrowUnsupportedKind<IAllocator>(),
-    };
+    public IAllocator Inner => _inner;
 
     /// <summary>The region of the wrapped allocator.</summary>
-    public MemoryRange Range => _kind switch
-    {
-        ContextAllocatorKind.ShortLived => _bump!.Range,
-        ContextAllocatorKind.MediumLived => _bitSet!.Range,
-        ContextAllocatorKind.LongLived => _tree!.Range,
-        _ => ThrowUnsupportedKind<MemoryRange>(),
-    };
+    public MemoryRange Range => ((IRegionAllocator)_inner).Range;
 
     /// <summary>The statistics of the wrapped allocator (its failure count included).</summary>
-    public override AllocatorStatistics Statistics => _kind switch
-    {
-        ContextAllocatorKind.ShortLived => _bump!.Statistics,
-        ContextAllocatorKind.MediumLived => _bitSet!.Statistics,
-        ContextAllocatorKind.LongLived => _tree!.Statistics,
-        _ => ThrowUnsupportedKind<AllocatorStatistics>(),
-    };
+    public override AllocatorStatistics Statistics => _inner.Statistics;
 
     /// <inheritdoc />
     protected override string Name => $"{nameof(ContextAllocator)}({_kind})";
@@ -186,13 +175,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     }
 
     /// <inheritdoc />
-    public override bool Owns(byte* pointer) => _kind switch
-    {
-        ContextAllocatorKind.ShortLived => _bump!.Owns(pointer),
-        ContextAllocatorKind.MediumLived => _bitSet!.Owns(pointer),
-        ContextAllocatorKind.LongLived => _tree!.Owns(pointer),
-        _ => ThrowUnsupportedKind<bool>(),
-    };
+    public override bool Owns(byte* pointer) => _inner.Owns(pointer);
 
     // The core members: straight to the wrapped allocator, or under the shared lock for the
     // synchronised bit set and tree forms.
@@ -365,39 +348,18 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         }
     }
 
-    private byte* ShrinkUnlocked(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) => _kind switch
-    {
-        // The wrapped allocator throws (and counts) itself if it cannot shrink.
-        ContextAllocatorKind.ShortLived => _bump!.ShrinkingReallocate(pointer, currentSize, newSize, alignment),
-        ContextAllocatorKind.MediumLived => _bitSet!.ShrinkingReallocate(pointer, currentSize, newSize, alignment),
-        ContextAllocatorKind.LongLived => _tree!.ShrinkingReallocate(pointer, currentSize, newSize, alignment),
-        _ => (byte*)ThrowUnsupportedKind<nint>(),
-    };
+    // The wrapped allocator throws (and counts) itself if it cannot shrink.
+    private byte* ShrinkUnlocked(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
+        _inner.ShrinkingReallocate(pointer, currentSize, newSize, alignment);
 
-    private bool TryGrowInPlaceUnlocked(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) => _kind switch
-    {
-        ContextAllocatorKind.ShortLived => _bump!.TryGrowInPlace(pointer, currentSize, newSize, alignment),
-        ContextAllocatorKind.MediumLived => _bitSet!.TryGrowInPlace(pointer, currentSize, newSize, alignment),
-        ContextAllocatorKind.LongLived => _tree!.TryGrowInPlace(pointer, currentSize, newSize, alignment),
-        _ => ThrowUnsupportedKind<bool>(),
-    };
+    private bool TryGrowInPlaceUnlocked(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
+        _inner.TryGrowInPlace(pointer, currentSize, newSize, alignment);
 
-    private bool TryShrinkInPlaceUnlocked(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) => _kind switch
-    {
-        ContextAllocatorKind.ShortLived => _bump!.TryShrinkInPlace(pointer, currentSize, newSize, alignment),
-        ContextAllocatorKind.MediumLived => _bitSet!.TryShrinkInPlace(pointer, currentSize, newSize, alignment),
-        ContextAllocatorKind.LongLived => _tree!.TryShrinkInPlace(pointer, currentSize, newSize, alignment),
-        _ => ThrowUnsupportedKind<bool>(),
-    };
+    private bool TryShrinkInPlaceUnlocked(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
+        _inner.TryShrinkInPlace(pointer, currentSize, newSize, alignment);
 
     /// <inheritdoc />
-    protected override nuint GetUsableSizeCore(nuint size, nuint alignment) => _kind switch
-    {
-        ContextAllocatorKind.ShortLived => _bump!.GetUsableSize(size, alignment),
-        ContextAllocatorKind.MediumLived => _bitSet!.GetUsableSize(size, alignment),
-        ContextAllocatorKind.LongLived => _tree!.GetUsableSize(size, alignment),
-        _ => (nuint)ThrowUnsupportedKind<nint>(),
-    };
+    protected override nuint GetUsableSizeCore(nuint size, nuint alignment) => _inner.GetUsableSize(size, alignment);
 
     /// <summary>
     /// Registers <see cref="Range"/> as this allocator's in <see cref="OwnerRegistry"/> unless it already is;
@@ -430,9 +392,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
                 _registered = false;
             }
 
-            _bump?.Dispose();
-            _bitSet?.Dispose();
-            _tree?.Dispose();
+            _inner.Dispose();
         }
 
         base.Dispose(disposing);
@@ -444,8 +404,4 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     private void ThrowUnsupportedKind() =>
         throw new NotSupportedException($"{nameof(ContextAllocator)} has an unknown kind {_kind}.");
 
-    [DoesNotReturn]
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private T ThrowUnsupportedKind<T>() =>
-        throw new NotSupportedException($"{nameof(ContextAllocator)} has an unknown kind {_kind}.");
 }
