@@ -40,13 +40,13 @@ public unsafe class ThreadLocalBenchmarks
     public byte Glibc() => PeerRoundTrips.Glibc(Size);
 
     [Benchmark(Description = "mimalloc")]
-    public byte Mimalloc() => PeerRoundTrips.Mimalloc(_mi, Size);
+    public byte Mimalloc() => PeerRoundTrips.Native(_mi, Size);
 
     [Benchmark(Description = "jemalloc")]
-    public byte Jemalloc() => PeerRoundTrips.Jemalloc(_je, Size);
+    public byte Jemalloc() => PeerRoundTrips.Native(_je, Size);
 
     [Benchmark(Description = "jemalloc, no GC transition")]
-    public byte JemallocNoTransition() => PeerRoundTrips.JemallocNoTransition(_je, Size);
+    public byte JemallocNoTransition() => PeerRoundTrips.NativeNoTransition(_je, Size);
 
     [Benchmark(Description = "ThreadLocalAllocator")]
     public byte ThreadLocal()

@@ -114,16 +114,16 @@ public unsafe class TreeAllocatorBenchmarks
     public byte Glibc() => PeerRoundTrips.Glibc(Size);
 
     [Benchmark(Description = "mimalloc")]
-    public byte Mimalloc() => PeerRoundTrips.Mimalloc(_mi, Size);
+    public byte Mimalloc() => PeerRoundTrips.Native(_mi, Size);
 
     [Benchmark(Description = "mimalloc, no GC transition")]
-    public byte MimallocNoTransition() => PeerRoundTrips.MimallocNoTransition(_mi, Size);
+    public byte MimallocNoTransition() => PeerRoundTrips.NativeNoTransition(_mi, Size);
 
     [Benchmark(Description = "jemalloc")]
-    public byte Jemalloc() => PeerRoundTrips.Jemalloc(_je, Size);
+    public byte Jemalloc() => PeerRoundTrips.Native(_je, Size);
 
     [Benchmark(Description = "jemalloc, no GC transition")]
-    public byte JemallocNoTransition() => PeerRoundTrips.JemallocNoTransition(_je, Size);
+    public byte JemallocNoTransition() => PeerRoundTrips.NativeNoTransition(_je, Size);
 
     [Benchmark(Description = "MultipleBinarySearchTreeAllocator")]
     public byte Tree()

@@ -30,10 +30,7 @@ internal static unsafe class NativePeers
         }
 
         return new Mimalloc(
-            (delegate* unmanaged<nuint, void*>)NativeLibrary.GetExport(lib, "mi_malloc"),
-            (delegate* unmanaged<void*, void>)NativeLibrary.GetExport(lib, "mi_free"),
-            (delegate* unmanaged[SuppressGCTransition]<nuint, void*>)NativeLibrary.GetExport(lib, "mi_malloc"),
-            (delegate* unmanaged[SuppressGCTransition]<void*, void>)NativeLibrary.GetExport(lib, "mi_free"),
+            MallocFree.Load(lib, "mi_malloc", "mi_free"),
             (delegate* unmanaged<void*>)NativeLibrary.GetExport(lib, "mi_heap_new"),
             (delegate* unmanaged<void*, nuint, void*>)NativeLibrary.GetExport(lib, "mi_heap_malloc"),
             (delegate* unmanaged<void*, void>)NativeLibrary.GetExport(lib, "mi_heap_destroy"));
@@ -51,40 +48,58 @@ internal static unsafe class NativePeers
 
         // The Debian build exports the unprefixed names; GetExport on this handle resolves
         // jemalloc's own symbols, not glibc's.
-        return new Jemalloc(
-            (delegate* unmanaged<nuint, void*>)NativeLibrary.GetExport(lib, "malloc"),
-            (delegate* unmanaged<void*, void>)NativeLibrary.GetExport(lib, "free"),
-            (delegate* unmanaged[SuppressGCTransition]<nuint, void*>)NativeLibrary.GetExport(lib, "malloc"),
-            (delegate* unmanaged[SuppressGCTransition]<void*, void>)NativeLibrary.GetExport(lib, "free"));
+        return new Jemalloc(MallocFree.Load(lib, "malloc", "free"));
+    }
+
+    /// <summary>A malloc and a free, each with and without the GC transition.</summary>
+    internal class MallocFree
+    {
+        public MallocFree(MallocFree exports)
+            : this(exports.Malloc, exports.Free, exports.MallocNoTransition, exports.FreeNoTransition)
+        {
+        }
+
+        private MallocFree(
+            delegate* unmanaged<nuint, void*> malloc,
+            delegate* unmanaged<void*, void> free,
+            delegate* unmanaged[SuppressGCTransition]<nuint, void*> mallocNoTransition,
+            delegate* unmanaged[SuppressGCTransition]<void*, void> freeNoTransition)
+        {
+            Malloc = malloc;
+            Free = free;
+            MallocNoTransition = mallocNoTransition;
+            FreeNoTransition = freeNoTransition;
+        }
+
+        public delegate* unmanaged<nuint, void*> Malloc { get; }
+
+        public delegate* unmanaged<void*, void> Free { get; }
+
+        public delegate* unmanaged[SuppressGCTransition]<nuint, void*> MallocNoTransition { get; }
+
+        public delegate* unmanaged[SuppressGCTransition]<void*, void> FreeNoTransition { get; }
+
+        public static MallocFree Load(nint lib, string malloc, string free)
+        {
+            nint m = NativeLibrary.GetExport(lib, malloc), f = NativeLibrary.GetExport(lib, free);
+            return new MallocFree(
+                (delegate* unmanaged<nuint, void*>)m,
+                (delegate* unmanaged<void*, void>)f,
+                (delegate* unmanaged[SuppressGCTransition]<nuint, void*>)m,
+                (delegate* unmanaged[SuppressGCTransition]<void*, void>)f);
+        }
     }
 
     internal sealed class Mimalloc(
-        delegate* unmanaged<nuint, void*> malloc,
-        delegate* unmanaged<void*, void> free,
-        delegate* unmanaged[SuppressGCTransition]<nuint, void*> mallocNoTransition,
-        delegate* unmanaged[SuppressGCTransition]<void*, void> freeNoTransition,
+        MallocFree exports,
         delegate* unmanaged<void*> heapNew,
         delegate* unmanaged<void*, nuint, void*> heapMalloc,
-        delegate* unmanaged<void*, void> heapDestroy)
+        delegate* unmanaged<void*, void> heapDestroy) : MallocFree(exports)
     {
-        public readonly delegate* unmanaged<nuint, void*> Malloc = malloc;
-        public readonly delegate* unmanaged<void*, void> Free = free;
-        public readonly delegate* unmanaged[SuppressGCTransition]<nuint, void*> MallocNoTransition = mallocNoTransition;
-        public readonly delegate* unmanaged[SuppressGCTransition]<void*, void> FreeNoTransition = freeNoTransition;
         public readonly delegate* unmanaged<void*> HeapNew = heapNew;
         public readonly delegate* unmanaged<void*, nuint, void*> HeapMalloc = heapMalloc;
         public readonly delegate* unmanaged<void*, void> HeapDestroy = heapDestroy;
     }
 
-    internal sealed class Jemalloc(
-        delegate* unmanaged<nuint, void*> malloc,
-        delegate* unmanaged<void*, void> free,
-        delegate* unmanaged[SuppressGCTransition]<nuint, void*> mallocNoTransition,
-        delegate* unmanaged[SuppressGCTransition]<void*, void> freeNoTransition)
-    {
-        public readonly delegate* unmanaged<nuint, void*> Malloc = malloc;
-        public readonly delegate* unmanaged<void*, void> Free = free;
-        public readonly delegate* unmanaged[SuppressGCTransition]<nuint, void*> MallocNoTransition = mallocNoTransition;
-        public readonly delegate* unmanaged[SuppressGCTransition]<void*, void> FreeNoTransition = freeNoTransition;
-    }
+    internal sealed class Jemalloc(MallocFree exports) : MallocFree(exports);
 }

@@ -40,59 +40,33 @@ internal static unsafe class PeerRoundTrips
         return result;
     }
 
+    /// <summary>mimalloc or jemalloc through their plain exports (with the GC transition); 0 when the peer is missing.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static byte Mimalloc(NativePeers.Mimalloc? mi, int size)
+    public static byte Native(NativePeers.MallocFree? peer, int size)
     {
-        if (mi is null)
+        if (peer is null)
         {
             return 0;
         }
 
-        byte* p = (byte*)mi.Malloc((nuint)size);
+        byte* p = (byte*)peer.Malloc((nuint)size);
         byte result = Touch(p, size);
-        mi.Free(p);
+        peer.Free(p);
         return result;
     }
 
+    /// <summary>The same through the exports marked <c>SuppressGCTransition</c> (the allocator's own cost).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static byte MimallocNoTransition(NativePeers.Mimalloc? mi, int size)
+    public static byte NativeNoTransition(NativePeers.MallocFree? peer, int size)
     {
-        if (mi is null)
+        if (peer is null)
         {
             return 0;
         }
 
-        byte* p = (byte*)mi.MallocNoTransition((nuint)size);
+        byte* p = (byte*)peer.MallocNoTransition((nuint)size);
         byte result = Touch(p, size);
-        mi.FreeNoTransition(p);
-        return result;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static byte Jemalloc(NativePeers.Jemalloc? je, int size)
-    {
-        if (je is null)
-        {
-            return 0;
-        }
-
-        byte* p = (byte*)je.Malloc((nuint)size);
-        byte result = Touch(p, size);
-        je.Free(p);
-        return result;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static byte JemallocNoTransition(NativePeers.Jemalloc? je, int size)
-    {
-        if (je is null)
-        {
-            return 0;
-        }
-
-        byte* p = (byte*)je.MallocNoTransition((nuint)size);
-        byte result = Touch(p, size);
-        je.FreeNoTransition(p);
+        peer.FreeNoTransition(p);
         return result;
     }
 }
