@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using AllocHosting.Allocators.Arenas;
@@ -285,11 +286,7 @@ internal sealed class RequestArena : IRequestArenaFeature
     // Under _chainLock: takes the next pool chunk and makes it current.
     private ArenaChunk Chain()
     {
-        if (_chunks.Count == _maxChunks)
-        {
-            return Overflow(_pool.ChunkCapacity);
-        }
-
+        Debug.Assert(_chunks.Count < _maxChunks, "callers chain only below the per-request maximum");
         ArenaChunk chunk = _pool.TakeChunk(this);
         NoteHoldsMemory();
         _chunks.Add(chunk);
