@@ -297,6 +297,10 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     {
         switch (_kind)
         {
+            case ContextAllocatorKind.ShortLived when _concurrentBump:
+                // Frees run on many threads at once: counted atomically, never rewinding.
+                _bump!.DeallocateConcurrentPrevalidated(pointer, size);
+                break;
             case ContextAllocatorKind.ShortLived:
                 _bump!.DeallocatePrevalidated(pointer, size, alignment);
                 break;
@@ -318,21 +322,10 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         switch (_kind)
         {
             case ContextAllocatorKind.ShortLived when _concurrentBump:
-                // The bump allocator's own growth would use its single-threaded path: allocate
-                // concurrently and copy instead (the old block's space returns at Reset).
-                if (_bump!.TryGrowInPlace(pointer, currentSize, newSize, alignment))
-                {
-                    return pointer;
-                }
-
-                if (!_bump.TryAllocateConcurrent(newSize, alignment, out moved))
-                {
-                    return null;
-                }
-
-                NativeMemory.Copy(pointer, moved, currentSize);
-                _bump.Deallocate(pointer, currentSize, alignment);
-                return moved;
+                // The bump allocator's own growth would use its single-threaded path: grow in place
+                // (never possible, no block is most recent) or move through this allocator's
+                // concurrent allocate and free (the old block's space returns at Reset).
+                return base.GrowCore(pointer, currentSize, newSize, alignment);
             case ContextAllocatorKind.ShortLived:
                 _bump!.TryGrowingReallocate(pointer, currentSize, newSize, alignment, out moved);
                 return moved;

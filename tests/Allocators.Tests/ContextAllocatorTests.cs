@@ -235,6 +235,7 @@ public unsafe class ContextAllocatorTests
         Assert.True(context.IsThreadSafe);
 
         var live = new System.Collections.Concurrent.ConcurrentBag<(nuint Address, nuint Size)>();
+        int frees = 0, grows = 0;
         var workers = Enumerable.Range(0, Threads).Select(t => new Thread(() =>
         {
             var random = new Random(t);
@@ -257,6 +258,7 @@ public unsafe class ContextAllocatorTests
                 if (i % 4 == 1)
                 {
                     p = context.GrowingReallocate(p, size, size + 100, 8);
+                    Interlocked.Increment(ref grows);
                     Assert.Equal(-1, new ReadOnlySpan<byte>(p, (int)size).IndexOfAnyExcept(fill));
                     size += 100;
                     new Span<byte>(p, (int)size).Fill(fill);
@@ -265,6 +267,7 @@ public unsafe class ContextAllocatorTests
                 if (i % 5 == 2 && (bump is null || i % 3 != 0))
                 {
                     context.Deallocate(p, size, 8);
+                    Interlocked.Increment(ref frees);
                     continue;
                 }
 
@@ -279,6 +282,12 @@ public unsafe class ContextAllocatorTests
         for (int i = 1; i < sorted.Length; i++)
         {
             Assert.True(sorted[i - 1].Address + sorted[i - 1].Size <= sorted[i].Address, "blocks overlap");
+        }
+
+        if (bump is not null)
+        {
+            // Concurrent frees are all counted (a concurrent bump context's growth always moves: a free each).
+            Assert.Equal(frees + grows, context.Statistics.DeallocationCount);
         }
     }
 

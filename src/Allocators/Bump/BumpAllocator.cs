@@ -47,7 +47,8 @@ namespace AllocHosting.Allocators;
 /// Statistics: <see cref="AllocatorStatistics.BytesInUse"/> is <see cref="Used"/> (padding and
 /// the space of freed older blocks included) and costs nothing to keep; the peak is tracked
 /// only when the offset moves back. The single-threaded path counts with plain fields; the
-/// concurrent path counts with two atomic additions besides its compare-exchange.
+/// concurrent path counts allocations and their bytes with one atomic addition to a packed word
+/// besides its compare-exchange, and frees with one atomic increment.
 /// </para>
 /// <para>
 /// Isolation: <see cref="Reset(bool)"/> with <c>clear</c> zeroes the <see cref="HighWater"/>
@@ -355,6 +356,17 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
 
         // An older block's space stays taken until Reset; a double free of it cannot be seen.
         _deallocationCount++;
+    }
+
+    /// <summary>
+    /// Frees a block from the concurrent side (a thread-safe context allocator): checks it like
+    /// <see cref="DeallocateCore"/> and counts the free atomically, but never rewinds, since the
+    /// concurrent path leaves no block most recent.
+    /// </summary>
+    internal void DeallocateConcurrentPrevalidated(byte* pointer, nuint size)
+    {
+        ValidateLive((nuint)pointer, size);
+        Interlocked.Increment(ref _deallocationCount);
     }
 
     /// <inheritdoc />
