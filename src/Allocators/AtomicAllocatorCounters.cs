@@ -22,7 +22,7 @@ namespace AllocHosting.Allocators;
 /// <para>
 /// The peak: while a single stripe has been used (one processor) it is exact;
 /// once several have, it is the largest bytes-in-use seen by a read of <see cref="ToStatistics"/>
-/// or sampled whenever a stripe reaches a new high (and never less than the single-stripe peak
+/// or sampled whenever a stripe's high doubles (and never less than the single-stripe peak
 /// before that): an exact peak of a sum that many threads change at once would need one shared
 /// cache line again.
 /// </para>
@@ -141,14 +141,19 @@ internal sealed class AtomicAllocatorCounters
     }
 
     // The stripe's own peak is kept up to date (it is the exact peak while only one stripe is used);
-    // when it rises while several stripes are in use, the sum of all stripes is sampled into the
-    // observed peak (rare once the allocator has warmed up: only a new high of a stripe does it).
+    // when it doubles while several stripes are in use, the sum of all stripes is sampled into the
+    // observed peak.
     private void AddInUse(ref Stripe stripe, long delta)
     {
         long inUse = Interlocked.Add(ref stripe.BytesInUse, delta);
         if (inUse > Volatile.Read(ref stripe.Peak) && RaiseToAtLeast(ref stripe.Peak, inUse) == inUse
+            && inUse >= Volatile.Read(ref stripe.NextSample)
             && BitOperations.PopCount((ulong)Volatile.Read(ref _usedStripes)) > 1)
         {
+            // Only at doublings of the stripe's high: where blocks are allocated on one processor
+            // and freed on another, the allocating stripe sets a new high on every allocation, and
+            // summing every stripe each time would bring back the cross-core traffic striping removes.
+            Volatile.Write(ref stripe.NextSample, inUse * 2);
             RaiseObservedPeak(SumInUse());
         }
     }
@@ -183,5 +188,9 @@ internal sealed class AtomicAllocatorCounters
 
         [FieldOffset(160)]
         public long TotalBytesAllocated;
+
+        // The stripe high at which the sum of all stripes is next sampled into the observed peak.
+        [FieldOffset(168)]
+        public long NextSample;
     }
 }

@@ -57,7 +57,7 @@ namespace AllocHosting.Allocators;
 /// <see cref="AllocatorStatistics.Capacity"/> is <see langword="null"/>. A reallocation that moves
 /// counts as one more allocation and one more deallocation. The peak is exact while all the
 /// updates came from one processor; after that it is the largest bytes-in-use seen when a
-/// processor's stripe reached a new high or <see cref="Statistics"/> was read.
+/// processor's stripe doubled its high or <see cref="Statistics"/> was read.
 /// </para>
 /// <para>
 /// <b>Dispose</b> of a tracking instance frees every block still live; otherwise it does nothing
