@@ -155,7 +155,7 @@ internal sealed class RequestArenaPool : IDisposable
         {
             lock (_lock)
             {
-                return _idle.Count + HotChunkCount;
+                return _idle.Count + _hotChunks.Count;
             }
         }
     }
@@ -167,7 +167,7 @@ internal sealed class RequestArenaPool : IDisposable
         {
             lock (_lock)
             {
-                return _allChunks.Count - _idle.Count - HotChunkCount;
+                return _allChunks.Count - _idle.Count - _hotChunks.Count;
             }
         }
     }
@@ -299,8 +299,6 @@ internal sealed class RequestArenaPool : IDisposable
 
     /// <summary>Gives a request its next chunk: an idle one, a new one within the budget, or (policy Wait) one that comes back soon.</summary>
     /// <exception cref="RequestArenaBudgetExceededException">The budget is spent.</exception>
-    private int HotChunkCount => _hotChunks.Count;
-
     public ArenaChunk TakeChunk(RequestArena arena)
     {
         ArenaChunk? chunk = _hotChunks.Take(arena.Slot) ?? TryTakeChunk();

@@ -36,7 +36,9 @@ internal sealed class AllocatorDashboardSampler : IDisposable
     private readonly Lock _collectLock = new();
 
     // Recorded instruments: updated by request threads, read without the collect lock.
-    private UsedHistogram _used = new(AllocHostingMetrics.UsedBoundaries);
+    // The usage histogram's counts over AllocHostingMetrics.UsedBoundaries (the instrument's own
+    // advice: the meter is always the one AllocHostingMetrics creates), plus the +Inf bucket.
+    private readonly long[] _usedBuckets = new long[AllocHostingMetrics.UsedBoundaries.Length + 1];
     private long _usedCount;
     private long _usedSum;
     private long _overflowed;
@@ -118,8 +120,7 @@ internal sealed class AllocatorDashboardSampler : IDisposable
 
             writer.WriteEndObject();
 
-            UsedHistogram used = Volatile.Read(ref _used);
-            long[] boundaries = used.Boundaries, buckets = used.Buckets;
+            long[] boundaries = AllocHostingMetrics.UsedBoundaries, buckets = _usedBuckets;
             writer.WriteStartObject("used");
             writer.WriteNumber("count", Interlocked.Read(ref _usedCount));
             writer.WriteNumber("sum", Interlocked.Read(ref _usedSum));
@@ -193,12 +194,6 @@ internal sealed class AllocatorDashboardSampler : IDisposable
             return;
         }
 
-        if (instrument is Histogram<long> histogram && instrument.Name == UsedInstrument
-            && histogram.Advice?.HistogramBucketBoundaries is { Count: > 0 } advised)
-        {
-            Volatile.Write(ref _used, new UsedHistogram([.. advised]));
-        }
-
         listener.EnableMeasurementEvents(instrument);
     }
 
@@ -245,10 +240,9 @@ internal sealed class AllocatorDashboardSampler : IDisposable
 
     private void RecordUsed(long value)
     {
-        UsedHistogram used = Volatile.Read(ref _used);
-        int bucket = used.Boundaries.AsSpan().BinarySearch(value);
+        int bucket = AllocHostingMetrics.UsedBoundaries.AsSpan().BinarySearch(value);
         // Prometheus buckets are "less than or equal": a value equal to a boundary belongs to it.
-        Interlocked.Increment(ref used.Buckets[bucket >= 0 ? bucket : ~bucket]);
+        Interlocked.Increment(ref _usedBuckets[bucket >= 0 ? bucket : ~bucket]);
         Interlocked.Add(ref _usedSum, value);
         Interlocked.Increment(ref _usedCount);
     }
@@ -269,12 +263,4 @@ internal sealed class AllocatorDashboardSampler : IDisposable
     private static void Add<TKey>(SortedDictionary<TKey, long> values, TKey key, long value)
         where TKey : notnull =>
         values[key] = values.GetValueOrDefault(key) + value;
-
-    // The usage histogram's boundaries and counts, swapped as one (the instrument's advice replaces the defaults).
-    private sealed class UsedHistogram(long[] boundaries)
-    {
-        public long[] Boundaries { get; } = boundaries;
-
-        public long[] Buckets { get; } = new long[boundaries.Length + 1];
-    }
 }
