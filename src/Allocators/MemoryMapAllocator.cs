@@ -264,7 +264,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
             {
                 Unregister(address, mapped);
                 Source.Release((byte*)address, mapped);
-                _counters.Resized(-(long)mapped);
+                _counters.Freed(mapped);   // a deallocation, as NativeMemoryAllocator counts its blocks freed on dispose
             }
         }
 

@@ -284,6 +284,8 @@ public unsafe class MemoryMapAllocatorTests
 
         Assert.Equal(0, allocator.Source.MappedBytes);
         Assert.Equal(0, allocator.LiveBlockCount);
+        Assert.Equal(3, allocator.Statistics.DeallocationCount);   // blocks unmapped by dispose count as freed
+        Assert.Equal(0, allocator.Statistics.BytesInUse);
         Assert.Throws<ObjectDisposedException>(() => allocator.Allocate(8, 8));
         allocator.Dispose();
     }
