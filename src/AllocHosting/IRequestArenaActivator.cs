@@ -45,4 +45,7 @@ internal sealed class SwitchableRequestArenaActivator(SwitchableAllocator switch
 internal sealed class RequestArenaContextSource(RequestArena arena, int lease) : IContextAllocatorSource
 {
     public ContextAllocator GetContextAllocator() => arena.GetContextAllocator(lease);
+
+    public ContextAllocator? GetContextAllocatorAfter(ContextAllocator exhausted, nuint size, nuint alignment) =>
+        arena.GetNextContextAllocator(lease, exhausted, size);
 }

@@ -122,6 +122,27 @@ internal sealed class RequestArena : IRequestArenaFeature
         }
     }
 
+    /// <summary>
+    /// After the current chunk's context allocator (<paramref name="exhausted"/>) could not serve
+    /// <paramref name="size"/> bytes: chains the next pool chunk, within the per-request maximum,
+    /// and returns its context allocator; null when no chunk can serve the request that way.
+    /// </summary>
+    /// <exception cref="RequestArenaBudgetExceededException">The budget is spent.</exception>
+    public Allocators.ContextAllocator? GetNextContextAllocator(int lease, Allocators.ContextAllocator exhausted, nuint size)
+    {
+        lock (_chainLock)
+        {
+            ThrowIfStale(lease);
+            ArenaChunk? current = _current;
+            if (current is not null && !ReferenceEquals(current.ContextAllocator, exhausted))
+            {
+                return current.ContextAllocator;   // another task chained meanwhile
+            }
+
+            return size <= (nuint)_pool.ChunkCapacity && _chunks.Count < _maxChunks ? Chain().ContextAllocator : null;
+        }
+    }
+
     public Memory<byte> Rent(int length) => Rent(length, Volatile.Read(ref _lease));
 
     public Memory<T> Rent<T>(int count)

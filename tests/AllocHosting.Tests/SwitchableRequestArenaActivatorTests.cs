@@ -59,6 +59,36 @@ public class SwitchableRequestArenaActivatorTests
     }
 
     [Fact]
+    public async Task When_enabled_switchable_allocations_chain_further_chunks_like_rents_do()
+    {
+        await using var app = await TestApp.StartAsync(
+            a => a.MapGet("/", (SwitchableAllocator switchable, IRequestBuffers buffers) =>
+            {
+                // Three 40 KB blocks: more than one 64 KiB chunk holds.
+                using var pool = new AllocatorMemoryPool(switchable);
+                var owners = Enumerable.Range(0, 3).Select(_ => pool.Rent(40_000)).ToList();
+                owners.ForEach(o => o.Memory.Span.Fill(7));
+                bool intact = owners.All(o => !o.Memory.Span.ContainsAnyExcept((byte)7));
+                string used = buffers.Used.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                owners.ForEach(o => o.Dispose());
+                return intact ? used : "overlap";
+            }),
+            options =>
+            {
+                options.InstallContextAllocator = true;
+                options.InitialArenaSize = 64 * 1024;
+                options.MaxArenaSizePerRequest = 256 * 1024;
+            });
+
+        string answer = await app.Client.GetStringAsync("/");
+
+        Assert.True(long.TryParse(answer, System.Globalization.CultureInfo.InvariantCulture, out long used), answer);
+        Assert.True(used >= 120_000, $"the arena served all three blocks ({used} bytes used)");
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the chunks are back");
+        Assert.True(app.Pool.ChunkCount >= 2, "a second chunk was chained");
+    }
+
+    [Fact]
     public async Task When_enabled_a_request_that_never_allocates_still_takes_no_chunk()
     {
         await using var app = await TestApp.StartAsync(

@@ -599,6 +599,48 @@ public class SwitchableAllocatorTests
         source.Next!.Dispose();
     }
 
+    private sealed class ChainingSource : IContextAllocatorSource
+    {
+        public List<ContextAllocator> Given { get; } = [];
+
+        public ContextAllocator GetContextAllocator() => Given.Count > 0 ? Given[^1] : Next();
+
+        public ContextAllocator? GetContextAllocatorAfter(ContextAllocator exhausted, nuint size, nuint alignment) =>
+            Given.Count < 3 ? Next() : null;
+
+        private ContextAllocator Next()
+        {
+            Given.Add(ContextAllocator.ShortLived(new BumpAllocator(NativeMemorySource.Shared, 4096), threadSafe: true));
+            return Given[^1];
+        }
+    }
+
+    [Fact]
+    public void A_source_asked_after_its_allocator_is_full_can_give_another_and_refuse_at_last()
+    {
+        var switchable = new SwitchableAllocator(new NativeMemoryAllocator(trackOwnership: true));
+        var source = new ChainingSource();
+        var blocks = new List<nuint>();
+        using (switchable.UseContext(source))
+        {
+            for (int i = 0; i < 3; i++)
+            {
+                blocks.Add(Allocate(switchable, 3000));   // one per 4 KiB context: each after the first asks again
+            }
+
+            Assert.Throws<AllocatorExhaustedException>(() => Allocate(switchable, 3000));
+        }
+
+        Assert.Equal(3, source.Given.Count);
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.True(source.Given[i].Range.Contains(blocks[i]));
+            Free(switchable, blocks[i], 3000);   // routed to the allocator that gave it
+            Assert.Equal(1, source.Given[i].Statistics.DeallocationCount);
+            source.Given[i].Dispose();
+        }
+    }
+
     [Fact]
     public void A_source_that_fails_or_returns_null_fails_the_allocation_and_null_is_refused_at_install()
     {

@@ -608,8 +608,24 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     // The targets AllocateCore does not inline: context allocators other than a single-threaded bump
     // allocator, thread-local allocators other than ThreadLocalAllocator.
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private byte* AllocateOutOfLine(FlowState state, nuint size, nuint alignment) =>
-        state.Kind == AllocatorKind.Context ? ContextOf(state).AllocatePrevalidated(size, alignment) : AllocateThreadLocal(size, alignment);
+    private byte* AllocateOutOfLine(FlowState state, nuint size, nuint alignment)
+    {
+        if (state.Kind != AllocatorKind.Context)
+        {
+            return AllocateThreadLocal(size, alignment);
+        }
+
+        ContextAllocator context = ContextOf(state);
+        byte* pointer = context.AllocatePrevalidated(size, alignment);
+        if (pointer == null && state.Source?.GetContextAllocatorAfter(context, size, alignment) is { } next && !ReferenceEquals(next, context))
+        {
+            // The source's allocator is full: it may give a fresh one (a request arena chains a chunk).
+            Register(next);
+            pointer = next.AllocatePrevalidated(size, alignment);
+        }
+
+        return pointer;
+    }
 
     // The flow's context allocator: the installed one, or the one its source gives now (registered
     // at its first use; registering again is a volatile read).
