@@ -39,12 +39,7 @@ internal static class LinuxConstants
     public const int MADV_DONTDUMP = 16;
     public const int MADV_POPULATE_WRITE = 23;
 
-    // NUMA policy modes (mbind, get_mempolicy).
-    public const int MPOL_DEFAULT = 0;
-    public const int MPOL_PREFERRED = 1;
-    public const int MPOL_BIND = 2;
-    public const int MPOL_INTERLEAVE = 3;
-    public const int MPOL_LOCAL = 4;
+    // NUMA policy modes: the values of NumaPolicyMode (MPOL_DEFAULT 0 … MPOL_LOCAL 4).
 
     // Mode flags OR-ed into the mode; the kernel rejects both together (W-NU2).
     public const int MPOL_F_STATIC_NODES = 1 << 15;
@@ -62,9 +57,7 @@ internal static class LinuxConstants
     // errno values the sources react to.
     public const int EPERM = 1;
     public const int EINTR = 4;
-    public const int EAGAIN = 11;
     public const int ENOMEM = 12;
-    public const int EFAULT = 14;
     public const int EINVAL = 22;
     public const int ENOSYS = 38;
 }

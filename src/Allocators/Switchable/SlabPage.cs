@@ -38,8 +38,6 @@ internal sealed unsafe class SlabPage
     /// <summary><c>2⁶⁴ / BlockSize</c> rounded up: <c>offset × it ≤ it − 1</c> exactly when the (32-bit) offset is a multiple of the block size (Lemire's divisibility test, no division).</summary>
     public readonly ulong DivisibilityMagic;
 
-    /// <summary>The size class.</summary>
-    public readonly int ClassIndex;
 
     /// <summary>How many of the page's blocks a <see cref="RemoteFreeBatch"/> holds before pushing them: <see cref="RemoteFreeBatch.MaximumBlocks"/>, fewer for blocks so large that they would exceed <see cref="RemoteFreeBatch.MaximumBytes"/>, at least 1.</summary>
     public readonly int RemoteBatchLimit;
@@ -91,7 +89,6 @@ internal sealed unsafe class SlabPage
         Segment = segment;
         FirstUnit = firstUnit;
         UnitCount = unitCount;
-        ClassIndex = classIndex;
         BlockSize = (nuint)SlabSizeClasses.SizeOf(classIndex);
         DivisibilityMagic = (ulong.MaxValue / BlockSize) + 1;
         RemoteBatchLimit = (int)Math.Clamp(RemoteFreeBatch.MaximumBytes / BlockSize, 1, (nuint)RemoteFreeBatch.MaximumBlocks);
@@ -113,13 +110,11 @@ internal sealed unsafe class SlabPage
         return offset < Limit - Start && (ulong)(uint)offset * DivisibilityMagic <= DivisibilityMagic - 1;
     }
 
-    /// <summary>Pushes a block freed by a thread that does not own the page (lock-free; ABA cannot arise because the owner only ever takes the whole list).</summary>
-    public void PushRemote(nuint block) => PushRemote(block, block);
-
     /// <summary>
     /// Pushes a list of blocks freed by threads that do not own the page, linked from
     /// <paramref name="first"/> to <paramref name="last"/> through their first words, with one
-    /// compare-and-swap (a full fence: see ThreadLocalAllocator.FlushRemoteBatch).
+    /// compare-and-swap (a full fence: see ThreadLocalAllocator.FlushRemoteBatch). Lock-free; ABA
+    /// cannot arise because the owner only ever takes the whole list.
     /// </summary>
     public void PushRemote(nuint first, nuint last)
     {

@@ -77,8 +77,6 @@ internal sealed unsafe class ThreadHeap
     /// <summary>The node the heap's bytes are attributed to: the policy's single node, else -1.</summary>
     public readonly int Node;
 
-    /// <summary>The managed id of the thread that created the heap (for diagnostics only: ids are reused).</summary>
-    public readonly int CreatingThreadId;
 
     /// <summary>Serialises every owner field once the heap is abandoned, and its release.</summary>
     public readonly Lock Lock = new();
@@ -142,7 +140,6 @@ internal sealed unsafe class ThreadHeap
         Allocator = allocator;
         Policy = policy;
         Node = policy.SingleNode ?? -1;
-        CreatingThreadId = Environment.CurrentManagedThreadId;
         _source = source;
         _segmentSize = segmentSize;
         _stampKey = stampKey;
