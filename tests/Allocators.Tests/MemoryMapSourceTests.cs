@@ -66,6 +66,25 @@ public unsafe class MemoryMapSourceTests
         Assert.Empty(MemoryMapSource.ComputeAdvice(new MemoryMapSourceOptions { ExcludeFromCoreDumps = false }));
     }
 
+    [LinuxFact]
+    public void Obtain_makes_one_madvise_call_per_advice_W_MM1()
+    {
+        // The real path, not only ComputeAdvice: the steps the source takes for one region, recorded
+        // through the errno hook (0: each call is then made for real).
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { TransparentHugePages = true, ExcludeFromCoreDumps = true });
+        var steps = new List<string>();
+        source.SimulatedErrno = step =>
+        {
+            steps.Add(step);
+            return 0;
+        };
+
+        byte* region = source.Obtain(PageSize);
+        source.Release(region, PageSize);
+
+        Assert.Equal(["madvise(MADV_DONTDUMP)", "madvise(MADV_HUGEPAGE)"], steps.Where(step => step.StartsWith("madvise", StringComparison.Ordinal)));
+    }
+
     [Fact]
     public void Only_the_core_dump_advice_is_required_the_huge_page_advice_is_optional()
     {
