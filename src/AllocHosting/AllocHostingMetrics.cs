@@ -90,11 +90,11 @@ internal sealed class AllocHostingMetrics
     private Measurement<long>[] ObserveAllocated(RequestArenaPool pool)
     {
         AllocatorStatistics global = _switchable.Global.Statistics;
-        AllocatorStatistics? thread = _switchable.ThreadLocal?.Statistics;
+        AllocatorStatistics thread = _switchable.ThreadLocal.Statistics;
         return
         [
             new(pool.AllocatedBytes, new KeyValuePair<string, object?>(AllocatorTag, "request")),
-            new(thread?.TotalBytesAllocated ?? 0, new KeyValuePair<string, object?>(AllocatorTag, "thread")),
+            new(thread.TotalBytesAllocated, new KeyValuePair<string, object?>(AllocatorTag, "thread")),
             new(pool.FallbackAllocatedBytes + global.TotalBytesAllocated, new KeyValuePair<string, object?>(AllocatorTag, "global")),
         ];
     }
@@ -102,11 +102,11 @@ internal sealed class AllocHostingMetrics
     private Measurement<long>[] ObserveLive(RequestArenaPool pool)
     {
         AllocatorStatistics global = _switchable.Global.Statistics;
-        AllocatorStatistics? thread = _switchable.ThreadLocal?.Statistics;
+        AllocatorStatistics thread = _switchable.ThreadLocal.Statistics;
         return
         [
             new(pool.LiveBytes, new KeyValuePair<string, object?>(AllocatorTag, "request")),
-            new(thread?.BytesInUse ?? 0, new KeyValuePair<string, object?>(AllocatorTag, "thread")),
+            new(thread.BytesInUse, new KeyValuePair<string, object?>(AllocatorTag, "thread")),
             new(pool.FallbackLiveBytes + global.BytesInUse, new KeyValuePair<string, object?>(AllocatorTag, "global")),
         ];
     }

@@ -771,10 +771,11 @@ public class SwitchableAllocatorTests
 
         var noContext = Assert.Throws<InvalidOperationException>(() => switchable.Use(AllocatorKind.Context));
         Assert.Contains("UseContext", noContext.Message, StringComparison.Ordinal);
-        if (switchable.ThreadLocal is null)
+        // Thread-local mode is always available: the default is ThreadLocalAllocator.Shared.
+        Assert.Same(ThreadLocalAllocator.Shared, switchable.ThreadLocal);
+        using (switchable.Use(AllocatorKind.ThreadLocal))
         {
-            // Until a default thread-local allocator exists, none is configured here.
-            Assert.Throws<InvalidOperationException>(() => switchable.Use(AllocatorKind.ThreadLocal));
+            Assert.Equal(AllocatorKind.ThreadLocal, switchable.Current);
         }
 
         Assert.Throws<ArgumentOutOfRangeException>(() => switchable.Use((AllocatorKind)7));
@@ -1081,7 +1082,7 @@ public class SwitchableAllocatorTests
 
         using (switchable.Use(AllocatorKind.ThreadLocal))
         {
-            nuint slabSize = switchable.ThreadLocal!.GetUsableSize(100, 8);
+            nuint slabSize = switchable.ThreadLocal.GetUsableSize(100, 8);
             Assert.True(slabSize > 100, $"the size class of 100 B is {slabSize}");
             Assert.Equal(slabSize, switchable.GetUsableSize(100, 8));
         }

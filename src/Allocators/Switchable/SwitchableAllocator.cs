@@ -128,7 +128,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     // _plainNativeGlobal: _global when it is an untracked NativeMemoryAllocator (the default).
     private readonly NativeMemoryAllocator? _plainNativeGlobal;
     private readonly AllocatorBase? _globalBase;
-    private readonly IAllocator? _threadLocal;
+    private readonly IAllocator _threadLocal;
     private readonly ThreadLocalAllocator? _slabThreadLocal;
     private readonly AllocatorBase? _threadLocalBase;
     private readonly bool _globalKnowsOwnership;
@@ -210,8 +210,8 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     /// <summary>The global allocator: serves <see cref="AllocatorKind.Global"/> mode and every pointer no other allocator owns.</summary>
     public IAllocator Global => _global;
 
-    /// <summary>The allocator serving <see cref="AllocatorKind.ThreadLocal"/> mode, or <see langword="null"/> when there is none.</summary>
-    public IAllocator? ThreadLocal => _threadLocal;
+    /// <summary>The allocator serving <see cref="AllocatorKind.ThreadLocal"/> mode (the constructor's, or <see cref="ThreadLocalAllocator.Shared"/>).</summary>
+    public IAllocator ThreadLocal => _threadLocal;
 
     /// <summary>The context allocator installed in the current async flow, or <see langword="null"/> (also when a <see cref="ContextSource"/> gives it lazily: reading this property never asks the source).</summary>
     public ContextAllocator? Context => CurrentState().Context;
@@ -243,7 +243,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         get
         {
             AllocatorStatistics global = _global.Statistics;
-            if (_threadLocal is null || ReferenceEquals(_threadLocal, _global))
+            if (ReferenceEquals(_threadLocal, _global))
             {
                 return global;
             }
@@ -264,7 +264,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     /// Switches the current async flow to <paramref name="kind"/> for new allocations, keeping its
     /// context allocator; disposing the returned scope restores the previous kind.
     /// </summary>
-    /// <exception cref="InvalidOperationException"><paramref name="kind"/> is <see cref="AllocatorKind.Context"/> and the flow has no context allocator installed (use <see cref="UseContext(ContextAllocator)"/>), or <see cref="AllocatorKind.ThreadLocal"/> and there is no thread-local allocator.</exception>
+    /// <exception cref="InvalidOperationException"><paramref name="kind"/> is <see cref="AllocatorKind.Context"/> and the flow has no context allocator installed (use <see cref="UseContext(ContextAllocator)"/>).</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="kind"/> is not a defined kind.</exception>
     public AllocatorScope Use(AllocatorKind kind)
     {
@@ -274,11 +274,6 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
             case AllocatorKind.Global:
                 break;
             case AllocatorKind.ThreadLocal:
-                if (_threadLocal is null)
-                {
-                    ThrowNoThreadLocal();
-                }
-
                 break;
             case AllocatorKind.Context:
                 if (previous is not { HasContext: true })
@@ -487,7 +482,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         IAllocator allocator = state.Kind switch
         {
             AllocatorKind.Context => ContextOf(state),
-            AllocatorKind.ThreadLocal => _threadLocal!,
+            AllocatorKind.ThreadLocal => _threadLocal,
             _ => _global,
         };
         return allocator.GetUsableSize(size, alignment);
@@ -649,7 +644,7 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
             return threadLocal.AllocatePrevalidated(size, alignment);
         }
 
-        _threadLocal!.TryAllocate(size, alignment, out byte* pointer);
+        _threadLocal.TryAllocate(size, alignment, out byte* pointer);
         return pointer;
     }
 
@@ -739,12 +734,6 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
     private static void ThrowNoContext() =>
         throw new InvalidOperationException(
             "No context allocator is installed in this async flow, so it cannot switch to AllocatorKind.Context; install one with UseContext(allocator) or UseContext(source).");
-
-    [DoesNotReturn]
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void ThrowNoThreadLocal() =>
-        throw new InvalidOperationException(
-            "This SwitchableAllocator has no thread-local allocator, so it cannot switch to AllocatorKind.ThreadLocal; pass one to the constructor.");
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
