@@ -39,7 +39,7 @@ public enum ExplicitHugePages
 /// using var allocator = new MemoryMapAllocator(options);
 /// </code></example>
 /// </remarks>
-public sealed class MemoryMapSourceOptions
+public sealed record MemoryMapSourceOptions
 {
     /// <summary>The default options.</summary>
     public static MemoryMapSourceOptions Default { get; } = new();

@@ -563,18 +563,9 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
         return heap;
     }
 
-    private static MemoryMapSourceOptions WithPolicy(MemoryMapSourceOptions template, NumaPolicy policy) => new()
-    {
-        NumaPolicy = policy,
-        StrictNumaPolicy = template.StrictNumaPolicy,
-        TransparentHugePages = template.TransparentHugePages,
-        ExplicitHugePages = template.ExplicitHugePages,
-        Prefault = template.Prefault,
-        Lock = template.Lock,
-        ExcludeFromCoreDumps = template.ExcludeFromCoreDumps,
-        NoReserve = template.NoReserve,
-        Warning = template.Warning,
-    };
+    // Every other option is the template's (a record: an option added later is carried too).
+    private static MemoryMapSourceOptions WithPolicy(MemoryMapSourceOptions template, NumaPolicy policy) =>
+        template with { NumaPolicy = policy };
 
     // The page of a slab block of this allocator; null for anything else, which then belongs to
     // the fallback. Throws for blocks of another thread-local allocator and for addresses inside
