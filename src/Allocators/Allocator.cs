@@ -76,6 +76,22 @@ public static unsafe class Allocator
             $"The pointer 0x{(nuint)pointer:X} was not allocated by this {allocatorName}.",
             nameof(pointer));
 
+    /// <summary>For allocators that keep a table of live blocks: the pointer is in none of them.</summary>
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal static void ThrowNotLive(string allocatorName, void* pointer) =>
+        throw new ArgumentException(
+            $"The pointer 0x{(nuint)pointer:X} is not a live block of this {allocatorName}: it was not allocated here, or it was already freed (double free).",
+            nameof(pointer));
+
+    /// <summary>For allocators that keep each live block's size and alignment: the caller passed others.</summary>
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    internal static void ThrowBlockMismatch(void* pointer, nuint blockSize, nuint blockAlignment, nuint size, nuint alignment) =>
+        throw new ArgumentException(
+            $"The block at 0x{(nuint)pointer:X} has {blockSize} bytes aligned to {blockAlignment}, but {size} bytes aligned to {alignment} were passed; pass the size and alignment the block has.",
+            nameof(pointer));
+
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
     internal static void ThrowDoubleFree(string allocatorName, void* pointer) =>

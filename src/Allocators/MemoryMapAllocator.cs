@@ -151,7 +151,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
         nuint mapped = LookUp(pointer, size);
         if (!_live.TryRemove(new KeyValuePair<nuint, nuint>((nuint)pointer, mapped)))
         {
-            ThrowNotLive(pointer);
+            Allocator.ThrowNotLive(Name, pointer);
         }
 
         // Out of the registry before the unmap: afterwards the kernel may hand the range to anyone.
@@ -213,7 +213,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
         // old address to another thread (or to this allocator, which would register it again).
         if (!_live.TryRemove(new KeyValuePair<nuint, nuint>((nuint)pointer, mapped)))
         {
-            ThrowNotLive(pointer);
+            Allocator.ThrowNotLive(Name, pointer);
         }
 
         Unregister((nuint)pointer, mapped);
@@ -345,7 +345,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     {
         if (!_live.TryGetValue((nuint)pointer, out nuint mapped))
         {
-            ThrowNotLive(pointer);
+            Allocator.ThrowNotLive(Name, pointer);
         }
 
         if (size > mapped)
@@ -358,13 +358,6 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-
-    [DoesNotReturn]
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowNotLive(byte* pointer) =>
-        throw new ArgumentException(
-            $"The pointer 0x{(nuint)pointer:X} is not a live block of this {Name}: it was not allocated here, or it was already freed (double free).",
-            nameof(pointer));
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]

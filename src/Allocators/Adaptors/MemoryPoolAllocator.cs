@@ -147,13 +147,13 @@ public sealed unsafe class MemoryPoolAllocator : AllocatorBase
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (!_blocks.Remove((nuint)pointer, out block))
             {
-                ThrowNotLive(pointer);
+                Allocator.ThrowNotLive(nameof(MemoryPoolAllocator), pointer);
             }
 
             if (block.Size != size || block.Alignment != alignment)
             {
                 _blocks.Add((nuint)pointer, block);
-                ThrowMismatch(pointer, block.Size, block.Alignment, size, alignment);
+                Allocator.ThrowBlockMismatch(pointer, block.Size, block.Alignment, size, alignment);
             }
 
             _counters.Freed(size);
@@ -250,30 +250,18 @@ public sealed unsafe class MemoryPoolAllocator : AllocatorBase
         ref PooledBlock block = ref CollectionsMarshal.GetValueRefOrNullRef(_blocks, (nuint)pointer);
         if (Unsafe.IsNullRef(ref block))
         {
-            ThrowNotLive(pointer);
+            Allocator.ThrowNotLive(nameof(MemoryPoolAllocator), pointer);
         }
 
         if (block.Size != size || block.Alignment != alignment)
         {
-            ThrowMismatch(pointer, block.Size, block.Alignment, size, alignment);
+            Allocator.ThrowBlockMismatch(pointer, block.Size, block.Alignment, size, alignment);
         }
 
         return ref block;
     }
 
-    [DoesNotReturn]
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void ThrowNotLive(byte* pointer) =>
-        throw new ArgumentException(
-            $"The pointer 0x{(nuint)pointer:X} is not a live block of this {nameof(MemoryPoolAllocator)}: it was not allocated here or it was already freed.",
-            nameof(pointer));
 
-    [DoesNotReturn]
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void ThrowMismatch(byte* pointer, nuint blockSize, nuint blockAlignment, nuint size, nuint alignment) =>
-        throw new ArgumentException(
-            $"The block at 0x{(nuint)pointer:X} has {blockSize} bytes aligned to {blockAlignment}, but {size} bytes aligned to {alignment} were passed; pass the size and alignment the block has.",
-            nameof(pointer));
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]

@@ -264,13 +264,13 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
             // One lookup: take the entry out, and put it back if it does not match.
             if (!_blocks!.Remove((nuint)pointer, out var block))
             {
-                ThrowNotLive(pointer);
+                Allocator.ThrowNotLive(nameof(NativeMemoryAllocator), pointer);
             }
 
             if (block.Size != size || block.Alignment != alignment)
             {
                 _blocks.Add((nuint)pointer, block);
-                ThrowMismatch(pointer, block, size, alignment);
+                Allocator.ThrowBlockMismatch(pointer, block.Size, block.Alignment, size, alignment);
             }
         }
     }
@@ -282,12 +282,12 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
         ref TrackedBlock block = ref CollectionsMarshal.GetValueRefOrNullRef(_blocks!, (nuint)pointer);
         if (Unsafe.IsNullRef(ref block))
         {
-            ThrowNotLive(pointer);
+            Allocator.ThrowNotLive(nameof(NativeMemoryAllocator), pointer);
         }
 
         if (block.Size != size || block.Alignment != alignment)
         {
-            ThrowMismatch(pointer, block, size, alignment);
+            Allocator.ThrowBlockMismatch(pointer, block.Size, block.Alignment, size, alignment);
         }
 
         return ref block;
@@ -355,19 +355,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
         }
     }
 
-    [DoesNotReturn]
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void ThrowNotLive(byte* pointer) =>
-        throw new ArgumentException(
-            $"The pointer 0x{(nuint)pointer:X} is not a live block of this {nameof(NativeMemoryAllocator)}: it was not allocated here or it was already freed.",
-            nameof(pointer));
 
-    [DoesNotReturn]
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void ThrowMismatch(byte* pointer, TrackedBlock block, nuint size, nuint alignment) =>
-        throw new ArgumentException(
-            $"The block at 0x{(nuint)pointer:X} has {block.Size} bytes aligned to {block.Alignment}, but {size} bytes aligned to {alignment} were passed; pass the size and alignment the block has.",
-            nameof(pointer));
 
     private readonly record struct TrackedBlock(nuint Size, nuint Alignment);
 }
