@@ -278,7 +278,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         switch (_kind)
         {
             case ContextAllocatorKind.ShortLived when _concurrentBump:
-                _bump!.TryAllocateConcurrent(size, alignment, out byte* concurrent);
+                _bump!.TryAllocateConcurrentPrevalidated(size, alignment, out byte* concurrent);   // AllocatorBase validated it
                 return concurrent;
             case ContextAllocatorKind.ShortLived:
                 // Skips the second validation of the request: the base class did it.

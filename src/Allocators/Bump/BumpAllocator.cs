@@ -233,6 +233,13 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
             return true;
         }
 
+        return TryAllocateConcurrentPrevalidated(size, alignment, out pointer);
+    }
+
+    /// <summary><see cref="TryAllocateConcurrent"/> for a caller that validated the request and handles size 0 (a context allocator, after <see cref="AllocatorBase"/>'s checks).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool TryAllocateConcurrentPrevalidated(nuint size, nuint alignment, out byte* pointer)
+    {
         nuint next = Volatile.Read(ref _next);
         while (true)
         {
