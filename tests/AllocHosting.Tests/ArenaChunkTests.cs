@@ -34,14 +34,26 @@ public class ArenaChunkTests
     public void Release_clears_exactly_the_high_water_and_reports_it(ArenaChunkKind kind)
     {
         using ArenaChunk chunk = Create(kind);
-        chunk.TryRent(1000, 16, out Memory<byte> used);
+
+        // A first use dirties the whole chunk and is released without clearing, so that bytes
+        // beyond the next use's high water are 0xEE: a release that cleared them would show.
+        Assert.True(chunk.TryRent(chunk.Capacity, 16, out Memory<byte> whole));
+        whole.Span.Fill(0xEE);
+        chunk.Release(clear: false);
+
+        Assert.True(chunk.TryRent(1000, 16, out Memory<byte> used));
         used.Span.Fill(0xFF);
 
         long highWater = chunk.Release(clear: true);
 
         Assert.InRange(highWater, 1000, 1024);
-        chunk.TryRent(chunk.Capacity - 64, 16, out Memory<byte> all);
-        Assert.False(all.Span.ContainsAnyExcept((byte)0));
+        Assert.True(chunk.TryRent(chunk.Capacity, 16, out Memory<byte> all));
+        Assert.Equal(chunk.Capacity, all.Length);
+        int zeroes = (int)highWater;
+        int dirty = all.Span[..zeroes].IndexOfAnyExcept((byte)0);
+        Assert.True(dirty < 0, $"byte {dirty}, below the high water {highWater}, was not cleared");
+        int cleared = all.Span[zeroes..].IndexOfAnyExcept((byte)0xEE);
+        Assert.True(cleared < 0, $"byte {zeroes + cleared}, at or beyond the high water {highWater}, was touched by the release");
     }
 
     [Fact]

@@ -292,6 +292,7 @@ public class RequestArenaMiddlewareTests
     public async Task Under_the_Wait_policy_a_rent_gets_the_chunk_another_request_gives_back()
     {
         var holding = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using var app = await TestApp.StartAsync(
             a =>
             {
@@ -299,7 +300,7 @@ public class RequestArenaMiddlewareTests
                 {
                     buffers.Rent(100);
                     holding.SetResult();
-                    await Task.Delay(100);
+                    await release.Task;
                     return "held";
                 });
                 a.MapGet("/rent", (IRequestBuffers buffers) => buffers.Rent(100).Length);
@@ -309,15 +310,30 @@ public class RequestArenaMiddlewareTests
                 options.MemoryBudget = 64 * 1024;
                 options.MaxArenaSizePerRequest = 64 * 1024;
                 options.BudgetPolicy = ArenaBudgetPolicy.Wait;
+
+                // Far beyond the time the holder is held, so the waiting rent cannot time out into a 503.
                 options.BudgetWaitTimeout = TimeSpan.FromSeconds(10);
             });
+        Assert.Equal(1, app.Pool.MaxChunks);
 
         Task<string> holder = app.Client.GetStringAsync("/hold");
         await holding.Task.WaitAsync(TimeSpan.FromSeconds(10));
-        HttpResponseMessage waited = await app.Client.GetAsync("/rent");
+
+        // The rent blocks its request thread while it waits: started off the test's thread.
+        Task<HttpResponseMessage> waiting = Task.Run(() => app.Client.GetAsync("/rent"));
+        await Task.WhenAny(waiting, Task.Delay(TimeSpan.FromMilliseconds(200)));
+        Assert.False(waiting.IsCompleted, "the second request waits while the budget's only chunk is held");
+        Assert.Equal(1, app.Pool.ChunkCount);
+
+        release.SetResult();
+        Assert.Equal("held", await holder.WaitAsync(TimeSpan.FromSeconds(10)));
+        HttpResponseMessage waited = await waiting.WaitAsync(TimeSpan.FromSeconds(10));
 
         Assert.Equal(HttpStatusCode.OK, waited.StatusCode);
-        Assert.Equal("held", await holder);
+        Assert.Equal("100", await waited.Content.ReadAsStringAsync());
+
+        // Trimming is off in TestApp, so a chunk made beyond the budget would still be counted.
+        Assert.Equal(app.Pool.MaxChunks, app.Pool.ChunkCount);
     }
 
     [Fact]

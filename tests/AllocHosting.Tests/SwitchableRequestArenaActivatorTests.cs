@@ -144,7 +144,10 @@ public class SwitchableRequestArenaActivatorTests
             a => a.MapGet("/", async (SwitchableAllocator switchable, IRequestBuffers buffers) =>
             {
                 using var pool = new AllocatorMemoryPool(switchable);
-                var blocks = await Task.WhenAll(Enumerable.Range(0, 8).Select(t => Task.Run(() =>
+                // Every task rents and writes; only once all have written is any block checked (a
+                // block that overlaps another task's shows that task's byte), and only then are the
+                // owned blocks given back (a freed block could be handed to a task still writing).
+                var tasks = await Task.WhenAll(Enumerable.Range(0, 8).Select(t => Task.Run(() =>
                 {
                     var mine = new List<Memory<byte>>();
                     var owners = new List<IMemoryOwner<byte>>();
@@ -155,11 +158,15 @@ public class SwitchableRequestArenaActivatorTests
                         mine.Add(memory);
                     }
 
-                    bool intact = mine.All(m => !m.Span.ContainsAnyExcept((byte)(t + 1)));
-                    owners.ForEach(o => o.Dispose());
-                    return intact;
+                    return (Blocks: mine, Owners: owners);
                 })));
-                return blocks.All(b => b) ? "intact" : "overlap";
+                bool intact = tasks.Select((task, t) => task.Blocks.All(m => !m.Span.ContainsAnyExcept((byte)(t + 1)))).All(ok => ok);
+                foreach (var task in tasks)
+                {
+                    task.Owners.ForEach(o => o.Dispose());
+                }
+
+                return intact ? "intact" : "overlap";
             }),
             options =>
             {

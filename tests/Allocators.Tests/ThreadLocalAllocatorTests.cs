@@ -787,7 +787,7 @@ public unsafe class ThreadLocalAllocatorTests
     {
         using var allocator = new ThreadLocalAllocator();
         using var barrier = new Barrier(2);
-        var sets = new ConcurrentBag<(ThreadHeap Heap, nint[] Blocks)>();
+        var sets = new ConcurrentBag<(ThreadHeap Heap, nint[] Blocks, ThreadHeap?[] PageHeaps)>();
         int heapsWhileBothRun = -1;
         var threads = Enumerable.Range(0, 2).Select(_ => new Thread(() =>
         {
@@ -798,7 +798,15 @@ public unsafe class ThreadLocalAllocatorTests
                 blocks[i] = (nint)allocator.Allocate((nuint)(16 << (i % 8)), 16);
             }
 
-            sets.Add((allocator.FindCurrentHeap()!, blocks));
+            // The heap of each block's page, read on the allocating thread while the blocks are live
+            // (null when the block is on no slab page); checked on the test thread.
+            var pageHeaps = new ThreadHeap?[blocks.Length];
+            for (int i = 0; i < blocks.Length; i++)
+            {
+                pageHeaps[i] = ThreadLocalAllocator.PageOf((byte*)blocks[i])?.Heap;
+            }
+
+            sets.Add((allocator.FindCurrentHeap()!, blocks, pageHeaps));
 
             // Counted while both threads are alive: once they exit, a garbage collection (other tests
             // run in parallel) may finalise their heaps' tokens and release the empty heaps.
@@ -825,7 +833,10 @@ public unsafe class ThreadLocalAllocatorTests
         var (a, b) = (sets.First(), sets.Last());
         Assert.NotSame(a.Heap, b.Heap);
         Assert.Empty(a.Blocks.Intersect(b.Blocks));
-        Assert.All(a.Blocks, p => Assert.Same(a.Heap, ThreadLocalAllocator.PageOf((byte*)p)?.Heap ?? a.Heap));
+        Assert.NotNull(a.Heap);
+        Assert.NotNull(b.Heap);
+        Assert.All(a.PageHeaps, h => Assert.Same(a.Heap, h));
+        Assert.All(b.PageHeaps, h => Assert.Same(b.Heap, h));
         Assert.Equal(2, heapsWhileBothRun);
         Assert.Equal(0, allocator.Statistics.BytesInUse);
     }
