@@ -194,23 +194,40 @@ internal sealed class AllocatorDashboardSampler : IDisposable
             return;
         }
 
-        listener.EnableMeasurementEvents(instrument);
+        // The instrument's kind travels as the measurement state: no string comparison per measurement.
+        Measured? kind = instrument.Name switch
+        {
+            UsedInstrument => Measured.Used,
+            OverflowedInstrument => Measured.Overflowed,
+            RejectedInstrument => Measured.Rejected,
+            FailuresInstrument => Measured.Failures,
+            RentsInstrument => Measured.Rents,
+            ActiveInstrument => Measured.Active,
+            AllocatedInstrument => Measured.Allocated,
+            LiveInstrument => Measured.Live,
+            MappedInstrument => Measured.Mapped,
+            _ => null,
+        };
+        if (kind is { } known)
+        {
+            listener.EnableMeasurementEvents(instrument, s_states[(int)known]);
+        }
     }
 
     private void OnMeasurement(Instrument instrument, long value, ReadOnlySpan<KeyValuePair<string, object?>> tags, object? state)
     {
-        switch (instrument.Name)
+        switch ((Measured)state!)
         {
-            case UsedInstrument:
+            case Measured.Used:
                 RecordUsed(value);
                 break;
-            case OverflowedInstrument:
+            case Measured.Overflowed:
                 Interlocked.Add(ref _overflowed, value);
                 break;
-            case RejectedInstrument:
+            case Measured.Rejected:
                 Interlocked.Add(ref _rejected, value);
                 break;
-            case FailuresInstrument:
+            case Measured.Failures:
                 string errorType = Tag(tags, AllocHostingMetrics.ErrorTypeTag)?.ToString() ?? "unknown";
                 lock (_failures)
                 {
@@ -220,19 +237,19 @@ internal sealed class AllocatorDashboardSampler : IDisposable
                 break;
 
             // The observable ones arrive only inside RecordObservableInstruments, under _collectLock.
-            case RentsInstrument:
+            case Measured.Rents:
                 _rents += value;
                 break;
-            case ActiveInstrument:
+            case Measured.Active:
                 _active += value;
                 break;
-            case AllocatedInstrument:
+            case Measured.Allocated:
                 Add(_allocated, Tag(tags, AllocHostingMetrics.AllocatorTag)?.ToString() ?? "unknown", value);
                 break;
-            case LiveInstrument:
+            case Measured.Live:
                 Add(_live, Tag(tags, AllocHostingMetrics.AllocatorTag)?.ToString() ?? "unknown", value);
                 break;
-            case MappedInstrument:
+            case Measured.Mapped:
                 Add(_mapped, Convert.ToInt64(Tag(tags, AllocHostingMetrics.NumaNodeTag) ?? -1L, System.Globalization.CultureInfo.InvariantCulture), value);
                 break;
         }
@@ -263,4 +280,20 @@ internal sealed class AllocatorDashboardSampler : IDisposable
     private static void Add<TKey>(SortedDictionary<TKey, long> values, TKey key, long value)
         where TKey : notnull =>
         values[key] = values.GetValueOrDefault(key) + value;
+
+    // One boxed value per kind, made once: the state EnableMeasurementEvents hands back with each measurement.
+    private static readonly object[] s_states = [.. Enum.GetValues<Measured>().Select(kind => (object)kind)];
+
+    private enum Measured
+    {
+        Used,
+        Overflowed,
+        Rejected,
+        Failures,
+        Rents,
+        Active,
+        Allocated,
+        Live,
+        Mapped,
+    }
 }
