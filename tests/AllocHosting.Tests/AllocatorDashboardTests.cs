@@ -1,6 +1,5 @@
 using System.Net;
 using System.Text.Json;
-using AllocHosting.Dashboard;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;

@@ -1,5 +1,4 @@
 using AllocHosting.Allocators;
-using AllocHosting.Allocators.Arenas;
 using AllocHosting.Allocators.MemorySources;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging.Abstractions;

@@ -1,6 +1,5 @@
 using System.Runtime.InteropServices;
 using AllocHosting.Allocators.MemorySources;
-using AllocHosting.Allocators.Switchable;
 using AllocHosting.Allocators.Tests.Model;
 
 namespace AllocHosting.Allocators.Tests;

@@ -2,7 +2,6 @@ using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using AllocHosting.Allocators.MemorySources;
-using AllocHosting.Allocators.Switchable;
 using AllocHosting.Allocators.Tests.Model;
 
 namespace AllocHosting.Allocators.Tests;

@@ -3,7 +3,7 @@ using System.Text.Encodings.Web;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
 
-namespace AllocHosting.Dashboard;
+namespace AllocHosting;
 
 /// <summary>The dashboard's page, script and style sheet (embedded resources) and its data endpoint.</summary>
 internal static class AllocatorDashboardAssets

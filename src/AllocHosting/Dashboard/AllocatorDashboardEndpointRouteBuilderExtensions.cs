@@ -1,6 +1,5 @@
 using System.Diagnostics.CodeAnalysis;
 using AllocHosting;
-using AllocHosting.Dashboard;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;

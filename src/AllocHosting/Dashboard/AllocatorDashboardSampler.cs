@@ -3,7 +3,7 @@ using System.Text.Json;
 using AllocHosting.Allocators.MemorySources;
 using Microsoft.Extensions.Options;
 
-namespace AllocHosting.Dashboard;
+namespace AllocHosting;
 
 /// <summary>
 /// Feeds the allocator dashboard from the app's own <c>AllocHosting</c> meter through an in-process

@@ -4,17 +4,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using AllocHosting.Allocators.MemorySources;
 
-namespace AllocHosting.Allocators.Arenas;
-
-/// <summary>Which allocator carves an <see cref="ArenaChunk"/>.</summary>
-public enum ArenaChunkKind
-{
-    /// <summary>A <see cref="BumpAllocator"/>: lock-free concurrent renting by a compare-exchange on the offset.</summary>
-    Bump,
-
-    /// <summary>A <see cref="BitSetAllocator"/>: renting takes a short lock.</summary>
-    BitSet,
-}
+namespace AllocHosting.Allocators;
 
 /// <summary>
 /// One chunk of a request arena: a region of native memory, an allocator over it, and a single

@@ -2,7 +2,7 @@ using System.Buffers;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 
-namespace AllocHosting.Allocators.Arenas;
+namespace AllocHosting.Allocators;
 
 /// <summary>
 /// One <see cref="MemoryManager{T}"/> over the whole usable part of an <see cref="ArenaChunk"/>

@@ -4,30 +4,6 @@ using AllocHosting.Allocators.Interop;
 
 namespace AllocHosting.Allocators.MemorySources;
 
-/// <summary>One NUMA node: its id and the CPUs that belong to it.</summary>
-public sealed class NumaNode
-{
-    /// <summary>Creates a node description.</summary>
-    /// <param name="id">The kernel's node id.</param>
-    /// <param name="cpus">The CPU ids of the node, ascending (empty for a memory-only node).</param>
-    public NumaNode(int id, IReadOnlyList<int> cpus)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(id);
-        ArgumentNullException.ThrowIfNull(cpus);
-        Id = id;
-        Cpus = [.. cpus];
-    }
-
-    /// <summary>The kernel's node id.</summary>
-    public int Id { get; }
-
-    /// <summary>The CPU ids of the node, ascending (empty for a memory-only node).</summary>
-    public IReadOnlyList<int> Cpus { get; }
-
-    /// <summary>The node as <c>node1 [4, 5, 6, 7]</c>.</summary>
-    public override string ToString() => $"node{Id} [{string.Join(", ", Cpus)}]";
-}
-
 /// <summary>
 /// The machine's NUMA nodes, their CPUs, and the node the calling thread runs on: what a hosting layer
 /// needs to give each thread memory on its own node.
@@ -326,64 +302,5 @@ public sealed class NumaTopology
         }
 
         return -1;
-    }
-}
-
-/// <summary>Which kernel call tells a <see cref="NumaTopology"/> the calling thread's CPU.</summary>
-internal enum CpuQueryState
-{
-    /// <summary>Not asked yet.</summary>
-    NotProbed = -1,
-
-    /// <summary><c>getcpu</c>, which also gives the node.</summary>
-    GetCpu = 0,
-
-    /// <summary><c>sched_getcpu</c> (getcpu was refused or is missing), the node from the CPU-to-node map.</summary>
-    SchedGetCpu = 1,
-
-    /// <summary>Neither works; the CPU is unknown.</summary>
-    Neither = 2,
-}
-
-/// <summary>
-/// The two calls that tell the calling thread's CPU: <c>getcpu</c> and <c>sched_getcpu</c>. Each
-/// returns 0 with the CPU (and, for getcpu, the node; -1 otherwise), or the errno of its refusal.
-/// Tests substitute them to take <see cref="NumaTopology"/> through its fallbacks.
-/// </summary>
-internal sealed unsafe class CpuQueryCalls(CpuQueryCalls.Call getCpu, CpuQueryCalls.Call schedGetCpu)
-{
-    /// <summary>Returns 0 with <paramref name="cpu"/> and <paramref name="node"/> (-1 when the call does not give it), or an errno.</summary>
-    /// <exception cref="EntryPointNotFoundException">The C library lacks the function.</exception>
-    public delegate int Call(out int cpu, out int node);
-
-    /// <summary>The real calls.</summary>
-    public static CpuQueryCalls Kernel { get; } = new(KernelGetCpu, KernelSchedGetCpu);
-
-    /// <summary><c>getcpu</c>.</summary>
-    public Call GetCpu { get; } = getCpu;
-
-    /// <summary><c>sched_getcpu</c>.</summary>
-    public Call SchedGetCpu { get; } = schedGetCpu;
-
-    private static int KernelGetCpu(out int cpu, out int node)
-    {
-        uint kernelCpu;
-        uint kernelNode;
-        if (LinuxNuma.GetCpu(&kernelCpu, &kernelNode) != 0)
-        {
-            cpu = node = -1;
-            return Marshal.GetLastPInvokeError();
-        }
-
-        cpu = (int)kernelCpu;
-        node = (int)kernelNode;
-        return 0;
-    }
-
-    private static int KernelSchedGetCpu(out int cpu, out int node)
-    {
-        node = -1;
-        cpu = LinuxNuma.SchedGetCpu();
-        return cpu >= 0 ? 0 : Marshal.GetLastPInvokeError();
     }
 }

@@ -1,4 +1,4 @@
-namespace AllocHosting.Allocators.Switchable;
+namespace AllocHosting.Allocators;
 
 /// <summary>
 /// What one async flow has chosen in one <see cref="SwitchableAllocator"/>: the kind serving new

@@ -2,7 +2,6 @@ using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using AllocHosting.Allocators.MemorySources;
-using AllocHosting.Allocators.Switchable;
 
 namespace AllocHosting.Allocators;
 

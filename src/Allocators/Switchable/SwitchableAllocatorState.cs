@@ -1,4 +1,3 @@
-using AllocHosting.Allocators.Switchable;
 
 namespace AllocHosting.Allocators;
 

@@ -1,5 +1,4 @@
 using AllocHosting.Allocators.MemorySources;
-using AllocHosting.Allocators.Switchable;
 
 namespace AllocHosting.Allocators.Tests.TestDoubles;
 

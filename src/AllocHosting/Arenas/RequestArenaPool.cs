@@ -1,6 +1,6 @@
 using System.Diagnostics.Metrics;
 using System.Runtime.CompilerServices;
-using AllocHosting.Allocators.Arenas;
+using AllocHosting.Allocators;
 using AllocHosting.Allocators.MemorySources;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;

@@ -2,7 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using AllocHosting.Allocators.MemorySources;
 
-namespace AllocHosting.Allocators.Switchable;
+namespace AllocHosting.Allocators;
 
 // Data layout of ThreadLocalAllocator (mimalloc-like size-class slabs)
 // ===================================================================
@@ -76,7 +76,6 @@ internal sealed unsafe class ThreadHeap
 
     /// <summary>The node the heap's bytes are attributed to: the policy's single node, else -1.</summary>
     public readonly int Node;
-
 
     /// <summary>Serialises every owner field once the heap is abandoned, and its release.</summary>
     public readonly Lock Lock = new();
@@ -573,41 +572,5 @@ internal sealed unsafe class ThreadHeap
         Volatile.Write(ref _allPages, []);
 
         Allocator.OnHeapReleased(this);
-    }
-}
-
-/// <summary>The per-allocation counters of a heap, 128 bytes clear of anything else on either side.</summary>
-[StructLayout(LayoutKind.Explicit, Size = 272)]
-internal struct HotCounters
-{
-    /// <summary>Blocks handed out.</summary>
-    [FieldOffset(128)]
-    public long AllocationCount;
-
-    /// <summary>Bytes requested.</summary>
-    [FieldOffset(136)]
-    public long TotalBytesAllocated;
-}
-
-/// <summary>
-/// Marks a heap abandoned when its thread dies: the thread's [ThreadStatic] table holds the only
-/// reference to this object, so it becomes unreachable (and is finalised) once the thread is gone.
-/// </summary>
-internal sealed class HeapLifetime(ThreadHeap heap)
-{
-    /// <summary>The heap whose thread this object outlives by one garbage collection.</summary>
-    public ThreadHeap Heap { get; } = heap;
-
-    ~HeapLifetime()
-    {
-        try
-        {
-            Heap.Abandon();
-        }
-#pragma warning disable CA1031 // An exception escaping a finaliser ends the process; the heap's memory then simply stays mapped.
-        catch (Exception)
-        {
-        }
-#pragma warning restore CA1031
     }
 }

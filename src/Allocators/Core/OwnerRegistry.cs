@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 
-namespace AllocHosting.Allocators.Switchable;
+namespace AllocHosting.Allocators;
 
 /// <summary>
 /// Finds, in O(1), which allocator owns an address: the routing table behind

@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
-namespace AllocHosting.Allocators.Switchable;
+namespace AllocHosting.Allocators;
 
 /// <summary>
 /// Finds the <see cref="SlabPage"/> of any address in two dependent loads: the free fast path of

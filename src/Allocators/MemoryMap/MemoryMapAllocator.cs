@@ -2,7 +2,6 @@ using System.Collections.Concurrent;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using AllocHosting.Allocators.MemorySources;
-using AllocHosting.Allocators.Switchable;
 
 namespace AllocHosting.Allocators;
 

@@ -1,58 +1,5 @@
 namespace AllocHosting;
 
-/// <summary>Which allocator carves a request's arena.</summary>
-public enum RequestArenaKind
-{
-    /// <summary>Bump allocation: the fastest; renting from several tasks of a request is lock-free. The default.</summary>
-    Bump,
-
-    /// <summary>Bit set allocation over fixed-size blocks: renting takes a short lock; block rounding costs some space.</summary>
-    BitSet,
-}
-
-/// <summary>What a rent does when the request's arena has reached <see cref="SwitchableAllocatorOptions.MaxArenaSizePerRequest"/> (or the rent is larger than one chunk).</summary>
-public enum ArenaOverflowPolicy
-{
-    /// <summary>Serve the rent from the process allocator (native memory outside the arena budget), tracked and freed when the request ends. The default.</summary>
-    FallBack,
-
-    /// <summary>Refuse the rent with an <see cref="InsufficientMemoryException"/>.</summary>
-    Fail,
-}
-
-/// <summary>What happens to the bytes a request used when its arena is released.</summary>
-public enum ArenaClearPolicy
-{
-    /// <summary>Zero the bytes the request may have written (its high-water mark) so the next request never sees them. The default.</summary>
-    ClearUsed,
-
-    /// <summary>Leave them: faster, but the next request's buffers start with this request's bytes.</summary>
-    None,
-}
-
-/// <summary>What a rent does when the process-wide arena budget (<see cref="SwitchableAllocatorOptions.MemoryBudget"/>) is spent.</summary>
-public enum ArenaBudgetPolicy
-{
-    /// <summary>Wait up to <see cref="SwitchableAllocatorOptions.BudgetWaitTimeout"/> for another request to give a chunk back, then reject. The default.</summary>
-    Wait,
-
-    /// <summary>Reject at once: the request ends with 503 Service Unavailable and a Retry-After header.</summary>
-    Reject,
-}
-
-/// <summary>Where arena memory is placed on a NUMA machine.</summary>
-public enum ArenaNumaPlacement
-{
-    /// <summary>On the node of the thread that first touches it: the thread that starts the request using the chunk (the kernel's local policy). The default.</summary>
-    LocalToRequestThread,
-
-    /// <summary>The process's default policy (no system call per mapping).</summary>
-    ProcessDefault,
-
-    /// <summary>Pages spread over every node: even bandwidth when requests hop between nodes.</summary>
-    Interleave,
-}
-
 /// <summary>
 /// Options of <c>AddSwitchableAllocators</c>: the request arenas, their budget and the
 /// metrics and health figures. Bound from the configuration section

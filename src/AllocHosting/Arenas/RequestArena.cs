@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
-using AllocHosting.Allocators.Arenas;
+using AllocHosting.Allocators;
 using Microsoft.AspNetCore.Http;
 
 namespace AllocHosting;

@@ -15,10 +15,3 @@ public readonly record struct MemoryRange(nuint From, nuint To)
     public bool Contains(nuint address, nuint length) =>
         address >= From && address <= To && length <= To - address;
 }
-
-/// <summary>An allocator that hands out memory from one contiguous region (the seed's <c>LocalAllocator</c>).</summary>
-public interface IRegionAllocator : IAllocator
-{
-    /// <summary>The region blocks are carved from; <see cref="IAllocator.Owns"/> tests this range.</summary>
-    MemoryRange Range { get; }
-}

@@ -1,7 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 
-namespace AllocHosting.Allocators.Switchable;
+namespace AllocHosting.Allocators;
 
 /// <summary>
 /// The size classes of <see cref="ThreadLocalAllocator"/>'s slabs: 16-byte steps up to 128 bytes,

@@ -1,6 +1,5 @@
 using AllocHosting;
 using AllocHosting.Allocators;
-using AllocHosting.Dashboard;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;

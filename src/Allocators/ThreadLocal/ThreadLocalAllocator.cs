@@ -4,7 +4,6 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using AllocHosting.Allocators.MemorySources;
-using AllocHosting.Allocators.Switchable;
 
 namespace AllocHosting.Allocators;
 

@@ -1,7 +1,6 @@
-using AllocHosting.Allocators.Arenas;
 using AllocHosting.Allocators.MemorySources;
 
-namespace AllocHosting.Tests;
+namespace AllocHosting.Allocators.Tests;
 
 public class ArenaChunkTests
 {

@@ -1,0 +1,11 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace AllocHosting.Allocators;
+
+/// <summary>The page each size class of a heap allocates from, inline in the heap object (one load fewer than an array).</summary>
+[InlineArray(SlabSizeClasses.Count)]
+internal struct PageTable
+{
+    private SlabPage _first;
+}
