@@ -1,5 +1,3 @@
-using AllocHosting.Allocators;
-
 namespace AllocHosting;
 
 /// <summary>

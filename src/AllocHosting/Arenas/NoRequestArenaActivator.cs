@@ -1,5 +1,3 @@
-using AllocHosting.Allocators;
-
 namespace AllocHosting;
 
 /// <summary>The activator when <see cref="SwitchableAllocatorOptions.InstallContextAllocator"/> is off: installs nothing, so requests that never rent take no chunk.</summary>

@@ -1,4 +1,3 @@
-using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
@@ -354,8 +353,6 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
             return null;
         }
     }
-
-
 
     private readonly record struct TrackedBlock(nuint Size, nuint Alignment);
 }

@@ -1,5 +1,3 @@
-using AllocHosting.Allocators.Interop;
-
 namespace AllocHosting.Allocators.MemorySources;
 
 /// <summary>

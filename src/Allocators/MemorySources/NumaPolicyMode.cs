@@ -1,5 +1,3 @@
-using AllocHosting.Allocators.Interop;
-
 namespace AllocHosting.Allocators.MemorySources;
 
 /// <summary>The kernel's NUMA memory policy modes, as <c>mbind</c> and <c>get_mempolicy</c> number them.</summary>
