@@ -447,7 +447,7 @@ internal sealed unsafe class ThreadHeap
             return null;
         }
 
-        var segment = new HeapSegment(this, (nuint)region, _segmentSize);
+        var segment = new HeapSegment((nuint)region, _segmentSize);
         try
         {
             OwnerRegistry.Register(segment.Start, segment.Size, Allocator);
