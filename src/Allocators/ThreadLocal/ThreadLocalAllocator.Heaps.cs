@@ -25,7 +25,6 @@ public sealed unsafe partial class ThreadLocalAllocator
     private long _releasedAllocations;
     private long _releasedBytesAllocated;
 
-
     /// <summary>Heaps alive now: one per thread that allocated, until the heap is released after its thread exits.</summary>
     public int HeapCount
     {
@@ -138,7 +137,6 @@ public sealed unsafe partial class ThreadLocalAllocator
             }
         }
     }
-
 
     private ThreadHeap CurrentHeap() => FindCurrentHeap() ?? CreateHeapSlow();
 

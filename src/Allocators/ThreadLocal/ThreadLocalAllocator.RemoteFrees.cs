@@ -15,11 +15,10 @@ public sealed unsafe partial class ThreadLocalAllocator
     [ThreadStatic]
     private static RemoteFreeBatch? t_remoteBatch;
 
-
     /// <summary>
     /// Blocks the calling thread freed into pages of other threads' heaps (of any thread-local
     /// allocator) and holds back, not yet handed to their owners, which cannot reuse them until
-    /// then. At most one page's worth (<see cref="RemoteFreeBatch.MaximumBlocks"/> blocks, 32 KiB);
+    /// then. At most 32 blocks (at most 32 KiB), all of one page;
     /// <see cref="Collect"/> and the thread's next allocation slow path hand them over.
     /// </summary>
     public static int PendingRemoteFrees => t_remoteBatch?.Count ?? 0;
