@@ -4,7 +4,8 @@ namespace AllocHosting.Allocators;
 
 /// <summary>
 /// Finds, in O(1), which allocator owns an address: the routing table behind
-/// <c>SwitchableAllocator</c>'s frees (architecture decision 4, seed weakness W-SW2).
+/// <c>SwitchableAllocator</c>'s frees, which go to the allocator that owns the address whichever
+/// flow or thread frees it and whatever allocator that flow uses now (seed weakness W-SW2).
 /// </summary>
 /// <remarks>
 /// <para>

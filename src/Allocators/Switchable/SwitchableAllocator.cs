@@ -1,6 +1,4 @@
-using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using AllocHosting.Allocators.MemorySources;
 
 namespace AllocHosting.Allocators;
@@ -109,7 +107,7 @@ namespace AllocHosting.Allocators;
 /// and never changes the choice of another flow.
 /// </para>
 /// </remarks>
-public sealed unsafe class SwitchableAllocator : AllocatorBase
+public sealed unsafe partial class SwitchableAllocator : AllocatorBase
 {
     // The current flow's state for the switchable allocator named by its Owner, or null before the
     // thread first asked. Invariant: when t_current.Owner is X, t_current is X's _flow.Value on this
@@ -259,130 +257,9 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         }
     }
 
-    /// <summary>
-    /// Switches the current async flow to <paramref name="kind"/> for new allocations, keeping its
-    /// context allocator; disposing the returned scope restores the previous kind.
-    /// </summary>
-    /// <exception cref="InvalidOperationException"><paramref name="kind"/> is <see cref="AllocatorKind.Context"/> and the flow has no context allocator installed (use <see cref="UseContext(ContextAllocator)"/>).</exception>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="kind"/> is not a defined kind.</exception>
-    public AllocatorScope Use(AllocatorKind kind)
-    {
-        FlowState? previous = _flow.Value;
-        switch (kind)
-        {
-            case AllocatorKind.Global:
-                break;
-            case AllocatorKind.ThreadLocal:
-                break;
-            case AllocatorKind.Context:
-                if (previous is not { HasContext: true })
-                {
-                    ThrowNoContext();
-                }
-
-                break;
-            default:
-                throw new ArgumentOutOfRangeException(nameof(kind), kind, "Not a defined AllocatorKind.");
-        }
-
-        return Switch(previous, new FlowState(this, kind, previous?.Context, previous?.Source));
-    }
-
-    /// <summary>
-    /// Installs <paramref name="context"/> as the current async flow's context allocator and switches
-    /// the flow to <see cref="AllocatorKind.Context"/>; disposing the returned scope restores the
-    /// previous context allocator and kind.
-    /// </summary>
-    /// <remarks>
-    /// The first installation registers the context allocator's region in the owner registry (its
-    /// <see cref="AllocatorBase.Dispose()"/> unregisters it), so that its blocks are routed back to it
-    /// from any flow and thread while it lives. Its region must not share a 4 KiB page with memory of
-    /// another registered allocator: regions from <see cref="NativeMemorySource"/>,
-    /// <see cref="MemoryMapSource"/> or an <see cref="ArenaMemorySource"/> with page-sized slots never do.
-    /// </remarks>
-    /// <exception cref="ArgumentNullException"><paramref name="context"/> is null.</exception>
-    /// <exception cref="ObjectDisposedException"><paramref name="context"/> was disposed.</exception>
-    /// <exception cref="InvalidOperationException">The context allocator's region shares a page with memory another allocator registered.</exception>
-    public AllocatorScope UseContext(ContextAllocator context)
-    {
-        ArgumentNullException.ThrowIfNull(context);
-        Register(context);
-        return Switch(_flow.Value, new FlowState(this, AllocatorKind.Context, context));
-    }
-
-    /// <summary>
-    /// Switches the current async flow to <see cref="AllocatorKind.Context"/> with a context
-    /// allocator that <paramref name="source"/> gives when the flow first allocates, not now: a flow
-    /// that never allocates through this allocator never asks. Disposing the returned scope
-    /// restores the previous context allocator and kind.
-    /// </summary>
-    /// <remarks>
-    /// The source is asked on every allocation and usable-size query of the flow in context mode
-    /// (see <see cref="IContextAllocatorSource.GetContextAllocator"/>); each allocator it returns is
-    /// registered in the owner registry at its first use, as <see cref="UseContext(ContextAllocator)"/>
-    /// does, so frees, resizes and <see cref="Owns"/> find it from any flow. <see cref="Context"/>
-    /// stays null for such a flow; <see cref="ContextSource"/> returns the source.
-    /// </remarks>
-    /// <exception cref="ArgumentNullException"><paramref name="source"/> is null.</exception>
-    public AllocatorScope UseContext(IContextAllocatorSource source)
-    {
-        ArgumentNullException.ThrowIfNull(source);
-        return Switch(_flow.Value, new FlowState(this, AllocatorKind.Context, null, source));
-    }
-
-    /// <summary>The current async flow's allocator state (context allocator and kind), to carry into work that does not inherit the flow.</summary>
-    public SwitchableAllocatorState Save() => new(this, _flow.Value);
-
-    /// <summary>
-    /// Makes <paramref name="state"/> the current async flow's allocator state: typically inside a
-    /// work item run without execution-context flow, with a state saved by the flow that scheduled it.
-    /// </summary>
-    /// <remarks>
-    /// Like any switch, it lasts until the flow ends or switches again; a scheduler that runs several
-    /// work items on one thread without resetting the execution context should save the state it
-    /// finds and restore it after each item. <c>default(SwitchableAllocatorState)</c> is global mode
-    /// without a context allocator.
-    /// </remarks>
-    /// <exception cref="ArgumentException"><paramref name="state"/> was saved from another switchable allocator.</exception>
-    public void Restore(SwitchableAllocatorState state)
-    {
-        if (state.Owner is not null && !ReferenceEquals(state.Owner, this))
-        {
-            throw new ArgumentException("The state was saved from another SwitchableAllocator; restore it on the instance that saved it.", nameof(state));
-        }
-
-        NoteContext(state.Flow);
-        _flow.Value = state.Flow;
-    }
-
-    /// <summary>
-    /// Whether <paramref name="pointer"/> lies in memory an allocator reachable by routing hands out:
-    /// a registered allocator (context, thread-local, memory map), the thread-local allocator's
-    /// fallback, or the global allocator (which, by default, cannot tell and says no).
-    /// </summary>
-    public override bool Owns(byte* pointer) => OwnerRegistry.Find((nuint)pointer) is { } owner
-        ? owner.Owns(pointer)
-        : (_unregisteredFallback?.Owns(pointer) ?? false) || _global.Owns(pointer);
-
-    /// <summary>Ends a scope: restores <paramref name="previous"/> if <paramref name="installed"/> is still the flow's state.</summary>
-    internal void EndScope(FlowState? previous, FlowState installed)
-    {
-        FlowState? current = _flow.Value;
-        if (ReferenceEquals(current, installed))
-        {
-            NoteContext(previous);
-            _flow.Value = previous;
-        }
-        else if (!ReferenceEquals(current, previous))
-        {
-            // Equal to previous: a copy of this scope was disposed already; nothing to do.
-            ThrowScopeOutOfOrder();
-        }
-    }
-
     /// <inheritdoc />
     /// <remarks>
-    /// Inlined: the sealed common targets (an untracked <see cref="NativeMemoryAllocator"/>, the
+    /// The allocation fast path. Inlined: the sealed common targets (an untracked <see cref="NativeMemoryAllocator"/>, the
     /// <see cref="ThreadLocalAllocator"/>, the bump allocator of a single-threaded short-lived context)
     /// through their already-validated entry points; every other target out of line.
     /// </remarks>
@@ -396,83 +273,13 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
             {
                 byte* pointer = state.Kind == AllocatorKind.Context && state.DirectBump is { } bump ? bump.AllocatePrevalidated(size, alignment)
                     : state.Kind == AllocatorKind.ThreadLocal && _slabThreadLocal is { } slab ? slab.AllocatePrevalidated(size, alignment)
-                    : AllocateOutOfLine(state, size, alignment);
-                return pointer != null || !FallBackToGlobal ? pointer : AllocateFallback(size, alignment);
+                    : AllocateOtherTargetSlow(state, size, alignment);
+                return pointer != null || !FallBackToGlobal ? pointer : AllocateFallbackSlow(size, alignment);
             }
         }
 
-        return _plainNativeGlobal is { } native ? native.AllocatePrevalidated(size, alignment) : AllocateGlobal(size, alignment);
+        return _plainNativeGlobal is { } native ? native.AllocatePrevalidated(size, alignment) : AllocateGlobalSlow(size, alignment);
     }
-
-    /// <summary>Frees the block into the allocator that owns it, whatever the current kind.</summary>
-    /// <remarks>
-    /// The likely owners are asked first, each with a check that gives the same answer as the
-    /// owner registry: the thread-local allocator through its page map, then the context allocator
-    /// installed most recently through its live range (empty once disposed). The current flow's
-    /// state is not read here: a thread-static read costs more than these checks.
-    /// </remarks>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
-    {
-        if (_slabThreadLocal is { } slab && SlabPageMap.Find((nuint)pointer) is { } page && page.Allocator == slab)
-        {
-            // The page is known: the thread-local allocator does not look it up again.
-            slab.DeallocateInPage(page, pointer, size);
-            return;
-        }
-
-        if (_recentContext is { } recent)
-        {
-            if (recent.DirectBump is { } bump)
-            {
-                if (bump.Owns(pointer))
-                {
-                    bump.DeallocatePrevalidated(pointer, size, alignment);
-                    return;
-                }
-            }
-            else if (TryDeallocateInContext(recent.Context!, pointer, size, alignment))
-            {
-                return;
-            }
-        }
-
-        IAllocator? owner = OwnerRegistry.Find((nuint)pointer);
-        if (owner is null && _uncheckedNativeGlobal is { } native)
-        {
-            native.DeallocatePrevalidated(pointer, size, alignment);
-        }
-        else
-        {
-            DeallocateRouted(owner, pointer, size, alignment);
-        }
-    }
-
-    /// <summary>Grows the block in the allocator that owns it (and, with <see cref="FallBackToGlobal"/>, moves it to the global allocator when the owner cannot).</summary>
-    protected override byte* GrowCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
-    {
-        IAllocator owner = OwnerOf(pointer);
-        if (owner.TryGrowingReallocate(pointer, currentSize, newSize, alignment, out byte* grown))
-        {
-            return grown;
-        }
-
-        return FallBackToGlobal && !ReferenceEquals(owner, _global)
-            ? MoveToGlobal(owner, pointer, currentSize, newSize, alignment)
-            : null;
-    }
-
-    /// <summary>Shrinks the block with the shrinking reallocation of the allocator that owns it (W-SW1).</summary>
-    protected override byte* ShrinkCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
-        OwnerOf(pointer).ShrinkingReallocate(pointer, currentSize, newSize, alignment);
-
-    /// <inheritdoc />
-    protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
-        OwnerOf(pointer).TryGrowInPlace(pointer, currentSize, newSize, alignment);
-
-    /// <inheritdoc />
-    protected override bool TryShrinkInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
-        OwnerOf(pointer).TryShrinkInPlace(pointer, currentSize, newSize, alignment);
 
     /// <summary>The usable size of the request in the allocator that would serve it now (the current flow's kind).</summary>
     protected override nuint GetUsableSizeCore(nuint size, nuint alignment)
@@ -526,83 +333,13 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         return fallback;
     }
 
-    // The fast path: a thread-static read and a tag check; the AsyncLocal is read only when another
-    // instance (or nobody yet) filled this thread's cache.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private FlowState CurrentState()
-    {
-        FlowState? state = t_current;
-        return state is not null && ReferenceEquals(state.Owner, this) ? state : RefreshCurrentState();
-    }
-
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private FlowState RefreshCurrentState()
-    {
-        FlowState state = _flow.Value ?? _globalState;
-        t_current = state;
-        return state;
-    }
-
-    // Runs on the thread whose view of _flow changed: when this code sets it, and when the thread
-    // switches to an execution context where it has another value (await continuations, thread
-    // pool items, the pool's reset to the default context after an item).
-    private void OnFlowChanged(AsyncLocalValueChangedArgs<FlowState?> args) =>
-        t_current = args.CurrentValue ?? _globalState;
-
-    // The free path's check of a context allocator that is not a plain bump allocator.
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static bool TryDeallocateInContext(ContextAllocator context, byte* pointer, nuint size, nuint alignment)
-    {
-        MemoryRange range = context.Range;
-        if ((nuint)pointer - range.From >= range.Length)
-        {
-            return false;
-        }
-
-        context.DeallocatePrevalidated(pointer, size, alignment);
-        return true;
-    }
-
-    private AllocatorScope Switch(FlowState? previous, FlowState next)
-    {
-        NoteContext(next);
-        _flow.Value = next;
-        return new AllocatorScope(this, previous, next);
-    }
-
-    // Called before a state is installed: clears _allFlowsGlobal when the state leaves plain global
-    // mode, and points the free path's hint at a state that carries a context allocator. Both are
-    // written only when they change, so that flows sharing one context do not keep dirtying the
-    // cache line.
-    private void NoteContext(FlowState? state)
-    {
-        if (_allFlowsGlobal && state is not null && (state.Kind != AllocatorKind.Global || state.HasContext))
-        {
-            Volatile.Write(ref _allFlowsGlobal, false);
-        }
-
-        if (state?.Context is { } context && !ReferenceEquals(_recentContext?.Context, context))
-        {
-            _recentContext = state;
-        }
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private byte* AllocateGlobal(nuint size, nuint alignment)
-    {
-        if (_globalBase is { } global)
-        {
-            return global.AllocatePrevalidated(size, alignment);
-        }
-
-        _global.TryAllocate(size, alignment, out byte* pointer);
-        return pointer;
-    }
+    private byte* AllocateGlobalSlow(nuint size, nuint alignment) => AllocateFrom(_globalBase, _global, size, alignment);
 
     // The targets AllocateCore does not inline: context allocators other than a single-threaded bump
     // allocator, thread-local allocators other than ThreadLocalAllocator.
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private byte* AllocateOutOfLine(FlowState state, nuint size, nuint alignment)
+    private byte* AllocateOtherTargetSlow(FlowState state, nuint size, nuint alignment)
     {
         if (state.Kind != AllocatorKind.Context)
         {
@@ -636,75 +373,27 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
         return given;
     }
 
-    private byte* AllocateThreadLocal(nuint size, nuint alignment)
+    private byte* AllocateThreadLocal(nuint size, nuint alignment) => AllocateFrom(_threadLocalBase, _threadLocal, size, alignment);
+
+    // A target that is an AllocatorBase (validated: its typed view) is called on its
+    // already-validated entry point, since this allocator validated the request; any other
+    // IAllocator through TryAllocate.
+    private static byte* AllocateFrom(AllocatorBase? validated, IAllocator target, nuint size, nuint alignment)
     {
-        if (_threadLocalBase is { } threadLocal)
+        if (validated is not null)
         {
-            return threadLocal.AllocatePrevalidated(size, alignment);
+            return validated.AllocatePrevalidated(size, alignment);
         }
 
-        _threadLocal.TryAllocate(size, alignment, out byte* pointer);
+        target.TryAllocate(size, alignment, out byte* pointer);
         return pointer;
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void DeallocateRouted(IAllocator? owner, byte* pointer, nuint size, nuint alignment)
-    {
-        IAllocator target = Route(owner, pointer);
-        if (target is AllocatorBase validatedByUs)
-        {
-            validatedByUs.DeallocatePrevalidated(pointer, size, alignment);
-        }
-        else
-        {
-            target.Deallocate(pointer, size, alignment);
-        }
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private byte* AllocateFallback(nuint size, nuint alignment)
+    private byte* AllocateFallbackSlow(nuint size, nuint alignment)
     {
         _global.TryAllocate(size, alignment, out byte* pointer);
         return pointer;
-    }
-
-    private byte* MoveToGlobal(IAllocator owner, byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
-    {
-        if (!_global.TryAllocate(newSize, alignment, out byte* moved))
-        {
-            return null;
-        }
-
-        NativeMemory.Copy(pointer, moved, currentSize);
-        owner.Deallocate(pointer, currentSize, alignment);
-        return moved;
-    }
-
-    // Routing: a registered pointer goes to its owner (a context allocator, the thread-local
-    // allocator for its segments, a memory map allocator for its mappings). An unregistered one goes
-    // to the thread-local allocator's unregistered fallback when that owns it, else to the global
-    // allocator, which must own it when it can tell.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private IAllocator OwnerOf(byte* pointer) => Route(OwnerRegistry.Find((nuint)pointer), pointer);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private IAllocator Route(IAllocator? owner, byte* pointer) =>
-        owner ?? (_checksUnregistered ? CheckedUnregisteredOwner(pointer) : _global);
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private IAllocator CheckedUnregisteredOwner(byte* pointer)
-    {
-        if (_unregisteredFallback is { } fallback && fallback.Owns(pointer))
-        {
-            return fallback;
-        }
-
-        if (_globalKnowsOwnership && !_global.Owns(pointer))
-        {
-            ThrowNobodyOwns(pointer);
-        }
-
-        return _global;
     }
 
     private static void Register(ContextAllocator context)
@@ -720,23 +409,4 @@ public sealed unsafe class SwitchableAllocator : AllocatorBase
                 e);
         }
     }
-
-    [DoesNotReturn]
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowNobodyOwns(byte* pointer) =>
-        throw new ArgumentException(
-            $"Nobody owns this pointer (0x{(nuint)pointer:X}): no registered allocator covers it and the global {_global.GetType().Name} did not allocate it (or it was already freed, or its context allocator was disposed).",
-            nameof(pointer));
-
-    [DoesNotReturn]
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void ThrowNoContext() =>
-        throw new InvalidOperationException(
-            "No context allocator is installed in this async flow, so it cannot switch to AllocatorKind.Context; install one with UseContext(allocator) or UseContext(source).");
-
-    [DoesNotReturn]
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void ThrowScopeOutOfOrder() =>
-        throw new InvalidOperationException(
-            "An AllocatorScope was disposed while a scope created after it is still active in this flow (or in another flow than the one that created it); dispose scopes in reverse order, ideally with using.");
 }

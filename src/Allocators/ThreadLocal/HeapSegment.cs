@@ -7,11 +7,8 @@ namespace AllocHosting.Allocators;
 /// <see cref="OwnerRegistry"/> with the <see cref="ThreadLocalAllocator"/> as owner (so that
 /// address-routed frees elsewhere find it), divided into 64 KiB units.
 /// </summary>
-internal sealed unsafe class HeapSegment(ThreadHeap heap, nuint start, nuint size)
+internal sealed unsafe class HeapSegment(nuint start, nuint size)
 {
-    /// <summary>The heap that owns the segment.</summary>
-    public readonly ThreadHeap Heap = heap;
-
     /// <summary>The first byte of the region.</summary>
     public readonly nuint Start = start;
 

@@ -30,7 +30,7 @@ internal sealed unsafe class RemoteFreeBatch
     // the reads other threads make of objects the GC placed next to this one do not miss.
     private State _state;
 
-    /// <summary>Blocks held now (tests).</summary>
+    /// <summary>Blocks held now, not yet pushed (<see cref="ThreadLocalAllocator.PendingRemoteFrees"/>).</summary>
     public int Count => _state.Count;
 
     /// <summary>Adds a block of <paramref name="page"/> (its stamp written, its heap not abandoned when last checked), pushing the batch when it is full or held another page's blocks.</summary>
@@ -39,7 +39,7 @@ internal sealed unsafe class RemoteFreeBatch
     {
         if (page != _state.Page)
         {
-            StartFor(page, block);
+            StartBatchSlow(page, block);
         }
 
         *(nuint*)block = _state.First;
@@ -53,23 +53,17 @@ internal sealed unsafe class RemoteFreeBatch
     /// <summary>Pushes the batch on its page's remote list (its thread only).</summary>
     public void Flush()
     {
-        SlabPage? page = _state.Page;
-        if (page is null)
-        {
-            return;
-        }
-
-        (nuint first, nuint last) = Take();
-        ThreadHeap heap = page.Heap!;
+        SlabPage? page = Take(out nuint first, out nuint last);
 
         // A heap released by Dispose took the blocks' memory with it (the allocator was in use
         // while disposed, which its contract forbids): there is nothing left to give back to.
-        if (heap.ServingAllocator is null)
+        if (page is null || page.Heap!.ServingAllocator is null)
         {
             return;
         }
 
-        PushAndCheckAbandoned(page, heap, first, last);
+        page.PushRemote(first, last);
+        CollectIfAbandoned(page.Heap);
     }
 
     ~RemoteFreeBatch()
@@ -85,13 +79,13 @@ internal sealed unsafe class RemoteFreeBatch
 #pragma warning restore CA1031
     }
 
-    // The push is a full fence (lock cmpxchg) that pairs with the exchange in ThreadHeap.Abandon,
-    // a store-then-load on each side (Dekker): either the abandoning thread, draining after setting
-    // its flag, sees these blocks, or this thread, loading the flag after its push, sees the flag and
-    // collects. A release/acquire pair would not order this thread's store before its load.
-    private static void PushAndCheckAbandoned(SlabPage page, ThreadHeap heap, nuint first, nuint last)
+    // Called after a push. The push is a full fence (lock cmpxchg) that pairs with the exchange in
+    // ThreadHeap.Abandon, a store-then-load on each side (Dekker): either the abandoning thread,
+    // draining after setting its flag, sees the pushed blocks, or this thread, loading the flag
+    // after its push, sees the flag and collects. A release/acquire pair would not order this
+    // thread's store before its load.
+    private static void CollectIfAbandoned(ThreadHeap heap)
     {
-        page.PushRemote(first, last);
         if (heap.IsAbandoned)
         {
             heap.CollectAbandoned();
@@ -99,34 +93,35 @@ internal sealed unsafe class RemoteFreeBatch
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void StartFor(SlabPage page, nuint block)
+    private void StartBatchSlow(SlabPage page, nuint block)
     {
         Flush();
         _state.Page = page;
         _state.Last = block;
     }
 
-    private (nuint First, nuint Last) Take()
+    // Empties the batch: its page (null when it was empty) and its list from first to last.
+    private SlabPage? Take(out nuint first, out nuint last)
     {
-        (nuint first, nuint last) = (_state.First, _state.Last);
+        SlabPage? page = _state.Page;
+        (first, last) = (_state.First, _state.Last);
         _state.Page = null;
         _state.First = 0;
         _state.Last = 0;
         _state.Count = 0;
-        return (first, last);
+        return page;
     }
 
     // On the finaliser thread, after the batch's thread died: nothing else touches the batch, but
     // Dispose may release the heap concurrently, so the check and the push are made under its lock.
     private void FlushAfterThreadExit()
     {
-        SlabPage? page = _state.Page;
+        SlabPage? page = Take(out nuint first, out nuint last);
         if (page is null)
         {
             return;
         }
 
-        (nuint first, nuint last) = Take();
         ThreadHeap heap = page.Heap!;
         lock (heap.Lock)
         {
@@ -138,10 +133,7 @@ internal sealed unsafe class RemoteFreeBatch
             page.PushRemote(first, last);
         }
 
-        if (heap.IsAbandoned)
-        {
-            heap.CollectAbandoned();
-        }
+        CollectIfAbandoned(heap);
     }
 
     [StructLayout(LayoutKind.Explicit, Size = 296)]

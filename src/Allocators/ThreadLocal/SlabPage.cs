@@ -112,7 +112,7 @@ internal sealed unsafe class SlabPage
     /// <summary>
     /// Pushes a list of blocks freed by threads that do not own the page, linked from
     /// <paramref name="first"/> to <paramref name="last"/> through their first words, with one
-    /// compare-and-swap (a full fence: see ThreadLocalAllocator.FlushRemoteBatch). Lock-free; ABA
+    /// compare-and-swap (a full fence, which the abandoned-heap check after it relies on: see RemoteFreeBatch.Flush). Lock-free; ABA
     /// cannot arise because the owner only ever takes the whole list.
     /// </summary>
     public void PushRemote(nuint first, nuint last)

@@ -162,8 +162,13 @@ internal sealed unsafe class ThreadHeap
     /// <summary>Segments held (owner).</summary>
     public int SegmentCount => _segments.Count;
 
-    /// <summary>Slow path of allocation (owner): a block of class <paramref name="classIndex"/>, or null when no segment can be obtained.</summary>
-    public byte* Allocate(int classIndex, nuint size)
+    /// <summary>
+    /// The allocation slow path (owner): a block of class <paramref name="classIndex"/> once the
+    /// current page is refilled (its remote frees drained, its tail carved, another page of the
+    /// class or a new one), or null when no segment can be obtained.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public byte* AllocateSlow(int classIndex, nuint size)
     {
         SlabPage page = Current[classIndex];
         if (page.Free == 0)
@@ -177,7 +182,18 @@ internal sealed unsafe class ThreadHeap
             page = refilled;
         }
 
-        nuint block = page.Free;
+        return Pop(page, page.Free, size);
+    }
+
+    /// <summary>
+    /// Takes <paramref name="block"/>, the head of <paramref name="page"/>'s local free list (not 0),
+    /// clears its free stamp and counts the allocation (owner). The one slab pop: the allocation fast
+    /// path of <see cref="ThreadLocalAllocator"/> inlines it after its own load of
+    /// <see cref="SlabPage.Free"/>, and <see cref="AllocateSlow"/> calls it after a refill.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public byte* Pop(SlabPage page, nuint block, nuint size)
+    {
         page.Free = *(nuint*)block;
         ((nuint*)block)[1] = 0;
         page.Used++;
@@ -272,28 +288,6 @@ internal sealed unsafe class ThreadHeap
         {
             ReleaseCore();
         }
-    }
-
-    /// <summary>Whether the heap holds <paramref name="block"/> on a free list of <paramref name="page"/> (owner; a test hook, linear).</summary>
-    internal bool IsOnFreeList(SlabPage page, nuint block)
-    {
-        for (nuint p = page.Free; p != 0; p = *(nuint*)p)
-        {
-            if (p == block)
-            {
-                return true;
-            }
-        }
-
-        for (nuint p = Volatile.Read(ref page.Remote.Value); p != 0; p = *(nuint*)p)
-        {
-            if (p == block)
-            {
-                return true;
-            }
-        }
-
-        return false;
     }
 
     // Finds a page of the class with a free block: the current one (after draining its remote
@@ -453,7 +447,7 @@ internal sealed unsafe class ThreadHeap
             return null;
         }
 
-        var segment = new HeapSegment(this, (nuint)region, _segmentSize);
+        var segment = new HeapSegment((nuint)region, _segmentSize);
         try
         {
             OwnerRegistry.Register(segment.Start, segment.Size, Allocator);

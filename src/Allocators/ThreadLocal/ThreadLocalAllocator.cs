@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using AllocHosting.Allocators.MemorySources;
 
@@ -16,7 +15,8 @@ namespace AllocHosting.Allocators;
 /// <para>
 /// What it is for: many threads allocating and freeing small and medium buffers (16 B to 256 KiB)
 /// at high rates, including async code whose continuations free on another thread than the one
-/// that allocated (architecture decision 4). One instance serves every thread, like
+/// that allocated: a free always goes back to the heap that owns the block's address, whichever
+/// thread makes it, so no thread ever takes over another's memory. One instance serves every thread, like
 /// <see cref="System.Buffers.ArrayPool{T}.Shared"/>; <see cref="Shared"/> is a process-wide one.
 /// </para>
 /// <para>
@@ -82,7 +82,7 @@ namespace AllocHosting.Allocators;
 /// segments (and is not adopted by other threads).
 /// </para>
 /// </remarks>
-public sealed unsafe class ThreadLocalAllocator : AllocatorBase
+public sealed unsafe partial class ThreadLocalAllocator : AllocatorBase
 {
     /// <summary>The alignment every slab block has without asking: 16 bytes.</summary>
     public const int MinimumAlignment = SlabSizeClasses.SmallestSize;
@@ -90,30 +90,12 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     /// <summary>The largest alignment served from slabs (4 KiB); larger alignments go to the fallback.</summary>
     public const int MaximumSlabAlignment = 4096;
 
-    // The heap this thread used last (its ServingAllocator says for which allocator); a cache of t_lifetimes.
-    [ThreadStatic]
-    private static ThreadHeap? t_heap;
-
-    // Every heap this thread created, one per allocator; the only strong references to the lifetimes.
-    [ThreadStatic]
-    private static List<HeapLifetime>? t_lifetimes;
-
-    // Blocks this thread freed into another thread's page and has not pushed yet (any allocator).
-    [ThreadStatic]
-    private static RemoteFreeBatch? t_remoteBatch;
-
     private readonly ThreadLocalAllocatorOptions _options;
     private readonly IAllocator _fallback;
     private readonly bool _ownsFallback;
     private readonly nuint _maximumSlabSize;
     private readonly nuint _segmentSize;
     private readonly nuint _stampKey;
-
-    // Live heaps and the counters of released ones, under _heapsLock.
-    private readonly Lock _heapsLock = new();
-    private readonly List<ThreadHeap> _heaps = [];
-    private long _releasedAllocations;
-    private long _releasedBytesAllocated;
 
     // The largest bytes-in-use seen by a statistics read (Interlocked).
     private long _observedPeak;
@@ -152,36 +134,6 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     /// <summary>The largest request served from slabs: <see cref="ThreadLocalAllocatorOptions.MaximumSlabSize"/> rounded up to its size class.</summary>
     public nuint MaximumSlabSize => _maximumSlabSize;
 
-    /// <summary>Heaps alive now: one per thread that allocated, until the heap is released after its thread exits.</summary>
-    public int HeapCount
-    {
-        get
-        {
-            lock (_heapsLock)
-            {
-                return _heaps.Count;
-            }
-        }
-    }
-
-    /// <summary>Bytes of segments mapped by all heaps (address space; the fallback's blocks are not included). Approximate while threads run.</summary>
-    public long MappedBytes
-    {
-        get
-        {
-            long sum = 0;
-            lock (_heapsLock)
-            {
-                foreach (ThreadHeap heap in _heaps)
-                {
-                    sum += Volatile.Read(ref heap.MappedBytes);
-                }
-            }
-
-            return sum;
-        }
-    }
-
     /// <inheritdoc />
     /// <remarks>
     /// The sum over every heap (including released ones) plus the fallback's statistics. Each heap's
@@ -219,21 +171,6 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
         }
     }
 
-    /// <summary>Bytes of segments mapped, by the NUMA node they are attributed to (-1: no single node). Approximate while threads run.</summary>
-    public IReadOnlyDictionary<int, long> GetMappedBytesByNode()
-    {
-        var byNode = new Dictionary<int, long>();
-        lock (_heapsLock)
-        {
-            foreach (ThreadHeap heap in _heaps)
-            {
-                byNode[heap.Node] = byNode.GetValueOrDefault(heap.Node) + Volatile.Read(ref heap.MappedBytes);
-            }
-        }
-
-        return byNode;
-    }
-
     /// <summary>
     /// Pushes the blocks the calling thread freed into other threads' heaps and has not handed back
     /// yet, then, on the calling thread's heap (if it has one), takes every block other threads
@@ -259,6 +196,7 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     // ---- Fast paths. ----
 
     /// <inheritdoc />
+    /// <remarks>The allocation fast path: the calling thread's heap (one thread-static load), its class's current page, a pop of that page's free list; everything else goes to the slow path.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected override byte* AllocateCore(nuint size, nuint alignment)
     {
@@ -269,19 +207,15 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
             nuint block = page.Free;
             if (block != 0)
             {
-                page.Free = *(nuint*)block;
-                ((nuint*)block)[1] = 0;
-                page.Used++;
-                heap.AllocationCount++;
-                heap.TotalBytesAllocated += (long)size;
-                return (byte*)block;
+                return heap.Pop(page, block, size);
             }
         }
 
-        return AllocateGeneric(size, alignment);
+        return AllocateSlow(size, alignment);
     }
 
     /// <inheritdoc />
+    /// <remarks>The free fast path: the page found by address in two loads, and a push on its free list when the calling thread owns it.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
     {
@@ -289,7 +223,7 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
         SlabPage? page = FindPage(block, size);
         if (page is null)
         {
-            DeallocateFallback(pointer, size, alignment);
+            DeallocateFallbackSlow(pointer, size, alignment);
             return;
         }
 
@@ -334,82 +268,7 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
             return;
         }
 
-        DeallocateNonLocal(heap, page, block);
-    }
-
-    // ---- Resizing. ----
-
-    /// <inheritdoc />
-    protected override nuint GetUsableSizeCore(nuint size, nuint alignment)
-    {
-        int classIndex = SlabClassOf(size, alignment);
-        return classIndex >= 0 ? (nuint)SlabSizeClasses.SizeOf(classIndex) : _fallback.GetUsableSize(size, alignment);
-    }
-
-    /// <inheritdoc />
-    protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
-    {
-        SlabPage? page = FindPage((nuint)pointer, currentSize);
-        if (page is not null)
-        {
-            return newSize <= page.BlockSize;
-        }
-
-        return _fallback.TryGrowInPlace(pointer, currentSize, newSize, alignment);
-    }
-
-    /// <inheritdoc />
-    /// <remarks>A slab block keeps its page when shrunk in place; <see cref="AllocatorBase.ShrinkingReallocate"/> moves it to a smaller class when that at least halves it.</remarks>
-    protected override bool TryShrinkInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
-    {
-        if (FindPage((nuint)pointer, currentSize) is not null)
-        {
-            return true;
-        }
-
-        return _fallback.TryShrinkInPlace(pointer, currentSize, newSize, alignment);
-    }
-
-    /// <inheritdoc />
-    protected override byte* GrowCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
-    {
-        SlabPage? page = FindPage((nuint)pointer, currentSize);
-        if (page is not null)
-        {
-            return newSize <= page.BlockSize ? pointer : MoveBlock(pointer, currentSize, newSize, alignment);
-        }
-
-        // A fallback block stays there (mremap moves pages, not bytes).
-        return _fallback.TryGrowingReallocate(pointer, currentSize, newSize, alignment, out byte* moved) ? moved : null;
-    }
-
-    /// <inheritdoc />
-    protected override byte* ShrinkCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
-    {
-        SlabPage? page = FindPage((nuint)pointer, currentSize);
-        int classIndex = SlabClassOf(newSize, alignment);
-        if (page is not null)
-        {
-            if (classIndex < 0 || (nuint)SlabSizeClasses.SizeOf(classIndex) * 2 > page.BlockSize)
-            {
-                return pointer;
-            }
-
-            // Best effort: when no smaller block can be had the block simply stays where it is.
-            byte* smaller = AllocateSlab(classIndex, newSize);
-            return smaller is null ? pointer : Move(pointer, smaller, newSize, currentSize, alignment);
-        }
-
-        if (classIndex >= 0)
-        {
-            byte* slab = AllocateSlab(classIndex, newSize);
-            if (slab is not null)
-            {
-                return Move(pointer, slab, newSize, currentSize, alignment);
-            }
-        }
-
-        return _fallback.ShrinkingReallocate(pointer, currentSize, newSize, alignment);
+        DeallocateNonLocalSlow(heap, page, block);
     }
 
     /// <inheritdoc />
@@ -439,70 +298,12 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
         base.Dispose(disposing);
     }
 
-    // ---- Internal hooks. ----
-
-    /// <summary>The calling thread's heap of this allocator, or null when it has none (tests).</summary>
-    internal ThreadHeap? FindCurrentHeap()
-    {
-        ThreadHeap? heap = t_heap;
-        if (heap is not null && heap.ServingAllocator == this)
-        {
-            return heap;
-        }
-
-        List<HeapLifetime>? lifetimes = t_lifetimes;
-        if (lifetimes is null)
-        {
-            return null;
-        }
-
-        foreach (HeapLifetime lifetime in lifetimes)
-        {
-            if (lifetime.Heap.ServingAllocator == this)
-            {
-                t_heap = lifetime.Heap;
-                return lifetime.Heap;
-            }
-        }
-
-        return null;
-    }
-
-    /// <summary>The calling thread's batch of remote frees, or null when it never freed into another heap (tests).</summary>
-    internal static RemoteFreeBatch? CurrentRemoteBatch => t_remoteBatch;
-
-    /// <summary>The live heaps (tests).</summary>
-    internal ThreadHeap[] FindHeapsForTesting()
-    {
-        lock (_heapsLock)
-        {
-            return [.. _heaps];
-        }
-    }
-
-    /// <summary>The page of a slab block (tests).</summary>
-    internal static SlabPage? PageOf(byte* pointer) => SlabPageMap.Find((nuint)pointer);
-
-    /// <summary>Called by a heap, under its lock, when it has released its segments.</summary>
-    internal void OnHeapReleased(ThreadHeap heap)
-    {
-        lock (_heapsLock)
-        {
-            if (_heaps.Remove(heap))
-            {
-                // A released heap has no block in use (blocks left at disposal are gone with it).
-                _releasedAllocations += heap.AllocationCount;
-                _releasedBytesAllocated += heap.TotalBytesAllocated;
-            }
-        }
-    }
-
     // ---- Slow paths. ----
 
     private long RaisePeak(long bytesInUse) => AtomicAllocatorCounters.RaiseToAtLeast(ref _observedPeak, bytesInUse);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private byte* AllocateGeneric(nuint size, nuint alignment)
+    private byte* AllocateSlow(nuint size, nuint alignment)
     {
         ThrowIfDisposed();
 
@@ -520,7 +321,7 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
         return block is not null ? block : AllocateFallback((nuint)SlabSizeClasses.SizeOf(classIndex), alignment);
     }
 
-    private byte* AllocateSlab(int classIndex, nuint size) => CurrentHeap().Allocate(classIndex, size);
+    private byte* AllocateSlab(int classIndex, nuint size) => CurrentHeap().AllocateSlow(classIndex, size);
 
     private byte* AllocateFallback(nuint size, nuint alignment)
     {
@@ -539,33 +340,6 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
         return classIndex < SlabSizeClasses.Count && (nuint)SlabSizeClasses.SizeOf(classIndex) <= _maximumSlabSize ? classIndex : -1;
     }
 
-    private ThreadHeap CurrentHeap() => FindCurrentHeap() ?? CreateHeap();
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private ThreadHeap CreateHeap()
-    {
-        NumaPolicy policy = _options.NumaPolicy ?? _options.NumaPolicySelector?.Invoke() ?? NumaTopology.Current.ForCurrentThread();
-        IMemorySource source = _options.UseMemoryMap && MemoryMapSource.IsSupported
-            ? new MemoryMapSource(WithPolicy(_options.MemoryMap ?? MemoryMapSourceOptions.Default, policy))
-            : new NativeMemorySource(_segmentSize);
-        var heap = new ThreadHeap(this, policy, source, _segmentSize, _options.MaximumSegmentsPerHeap, _stampKey);
-        lock (_heapsLock)
-        {
-            ThrowIfDisposed();
-            _heaps.Add(heap);
-        }
-
-        List<HeapLifetime> lifetimes = t_lifetimes ??= [];
-        lifetimes.RemoveAll(static l => l.Heap.ServingAllocator is null);
-        lifetimes.Add(new HeapLifetime(heap));
-        t_heap = heap;
-        return heap;
-    }
-
-    // Every other option is the template's (a record: an option added later is carried too).
-    private static MemoryMapSourceOptions WithPolicy(MemoryMapSourceOptions template, NumaPolicy policy) =>
-        template with { NumaPolicy = policy };
-
     // The page of a slab block of this allocator; null for anything else, which then belongs to
     // the fallback. Throws for blocks of another thread-local allocator and for addresses inside
     // our pages that are not a block's start or whose size exceeds the block.
@@ -582,36 +356,10 @@ public sealed unsafe class ThreadLocalAllocator : AllocatorBase
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void DeallocateNonLocal(ThreadHeap heap, SlabPage page, nuint block)
-    {
-        if (FindCurrentHeap() == heap)
-        {
-            heap.FreeLocal(page, block);
-        }
-        else if (heap.IsAbandoned)
-        {
-            heap.FreeAbandoned(page, block);
-        }
-        else
-        {
-            // Batched: consecutive frees into one page cost one compare-and-swap per batch. The
-            // flush re-checks the abandoned flag after its push (see RemoteFreeBatch).
-            (t_remoteBatch ??= new RemoteFreeBatch()).Add(page, block);
-        }
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private void DeallocateFallback(byte* pointer, nuint size, nuint alignment)
+    private void DeallocateFallbackSlow(byte* pointer, nuint size, nuint alignment)
     {
         ThrowIfDisposed();
         _fallback.Deallocate(pointer, size, alignment);
-    }
-
-    private byte* Move(byte* from, byte* to, nuint newSize, nuint currentSize, nuint alignment)
-    {
-        NativeMemory.Copy(from, to, Math.Min(newSize, currentSize));
-        DeallocateCore(from, currentSize, alignment);
-        return to;
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
