@@ -26,7 +26,8 @@ namespace AllocHosting.Allocators;
 /// Layout: the region holds the blocks, then the bit set (<c>ceil(blocks / 64)</c> 64-bit words).
 /// Block <c>64w + j</c> is bit <c>63 − j</c> of word <c>w</c> (the most significant bit is the
 /// lowest address); a set bit is an allocated block. The padding bits of a partial last word are
-/// permanently set, so memory past the last block is never handed out. See <see cref="BitSetWord"/>.
+/// permanently set, so memory past the last block is never handed out. See <see cref="BitSetWord"/>
+/// for the word operations and <see cref="FreeRunSearch"/> for the search.
 /// </para>
 /// <para>
 /// Allocation takes <c>ceil(size / BlockSize)</c> blocks. It first looks in the word where the
@@ -51,9 +52,10 @@ namespace AllocHosting.Allocators;
 /// </para>
 /// <para>
 /// It never grows its region, never touches the contents of blocks (except when a reallocation
-/// moves them), and is not thread-safe: callers that share one instance must serialise access. Freeing checks that the pointer is a block start inside
-/// the region and that every block of the run is allocated, but cannot tell a run's first block
-/// from a later one: freeing the tail of a live run with a smaller size frees just those blocks.
+/// moves them), and is not thread-safe: callers that share one instance must serialise access.
+/// Freeing checks that the pointer is a block start inside the region and that every block of
+/// the run is allocated, but cannot tell a run's first block from a later one: freeing the tail
+/// of a live run with a smaller size frees just those blocks.
 /// Each allocation costs at least one block; alignments above 64 blocks are served by a slower
 /// scan over aligned positions.
 /// </para>
@@ -224,6 +226,10 @@ public sealed unsafe partial class BitSetAllocator : AllocatorBase, IRegionAlloc
     internal nuint HighWaterBytes => Math.Min((_highWord + 1) * 64, _blockCount) << _blockShift;
 
     /// <inheritdoc />
+    /// <remarks>
+    /// The fast paths take a run in the cursor word, or a long run starting at it; every other
+    /// request (wider alignment, or no fit at the cursor) goes to <see cref="AllocateSlow"/>.
+    /// </remarks>
     protected override byte* AllocateCore(nuint size, nuint alignment)
     {
         nuint count = (size + _blockSize - 1) >> _blockShift;
