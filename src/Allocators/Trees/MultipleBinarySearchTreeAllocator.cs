@@ -95,7 +95,7 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
     // The memory source the region came from, or null when the caller owns the region.
     private readonly IMemorySource? _source;
 
-    // What was obtained from _source (released on Dispose); unused when _source is null.
+    // What was obtained from _source (released on Dispose); 0 when _source is null.
     private readonly byte* _obtained;
     private readonly nuint _obtainedSize;
 
@@ -137,24 +137,8 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
     /// <exception cref="ArgumentNullException"><paramref name="source"/> is null.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A size or block size is out of range or not a power of two.</exception>
     public MultipleBinarySearchTreeAllocator(IMemorySource source, nuint size, nuint minimumBlockSize, nuint maximumBlockSize)
+        : this(source, ObtainRegion(source, size, minimumBlockSize, maximumBlockSize), size, minimumBlockSize, maximumBlockSize)
     {
-        ArgumentNullException.ThrowIfNull(source);
-        ValidateSizes(size, minimumBlockSize, maximumBlockSize);
-
-        // A source with a coarser granularity than the minimum block always returns aligned
-        // regions; otherwise obtain slack for aligning the start.
-        nuint slack = source.Granularity >= minimumBlockSize ? 0 : minimumBlockSize;
-        _obtainedSize = size + slack;
-        _obtained = source.Obtain(_obtainedSize);
-        _source = source;
-        _start = Allocator.AlignUp((nuint)_obtained, minimumBlockSize);
-        _length = size;
-        _minimumBlockSize = minimumBlockSize;
-        _maximumBlockSize = maximumBlockSize;
-        _trees = new SizeClassTrees(minimumBlockSize, maximumBlockSize);
-        _topClass = _trees.TopClass;
-        _capacity = (long)_trees.Carve(_start, _start + _length);
-        _caches = new SizeClassCaches(in _trees, (nuint)_capacity);
     }
 
     /// <summary>Creates an allocator over a caller-owned region with the seed's size classes (32 B … 1 MiB).</summary>
@@ -178,24 +162,17 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
     /// <exception cref="ArgumentException"><paramref name="region"/> is not aligned to <paramref name="minimumBlockSize"/>.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A size or block size is out of range or not a power of two, or the region wraps around the address space.</exception>
     public MultipleBinarySearchTreeAllocator(byte* region, nuint size, nuint minimumBlockSize, nuint maximumBlockSize)
+        : this(null, CheckCallerRegion(region, size, minimumBlockSize, maximumBlockSize), size, minimumBlockSize, maximumBlockSize)
     {
-        if (region == null)
-        {
-            throw new ArgumentNullException(nameof(region));
-        }
+    }
 
-        ValidateSizes(size, minimumBlockSize, maximumBlockSize);
-        if (!Allocator.IsAligned((nuint)region, minimumBlockSize))
-        {
-            throw new ArgumentException($"The region 0x{(nuint)region:X} must be aligned to the minimum block size ({minimumBlockSize} bytes).", nameof(region));
-        }
-
-        if (size > nuint.MaxValue - (nuint)region)
-        {
-            throw new ArgumentOutOfRangeException(nameof(size), size, "The region runs past the end of the address space.");
-        }
-
-        _start = (nuint)region;
+    // Both public constructors end here, with the region checked (and obtained, from a source).
+    private MultipleBinarySearchTreeAllocator(IMemorySource? source, (nuint Start, nuint Obtained, nuint ObtainedSize) region, nuint size, nuint minimumBlockSize, nuint maximumBlockSize)
+    {
+        _source = source;
+        _obtained = (byte*)region.Obtained;
+        _obtainedSize = region.ObtainedSize;
+        _start = region.Start;
         _length = size;
         _minimumBlockSize = minimumBlockSize;
         _maximumBlockSize = maximumBlockSize;
@@ -243,6 +220,10 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
         CheckBlock(pointer, blockSize, alignment);
         return blockSize;
     }
+
+    // A resize in place checks the block as a free does, then compares the block sizes.
+    private (nuint Old, nuint New) ResizedBlockSizes(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
+        (CheckedBlockSizeOf(pointer, currentSize, alignment), BlockSizeOf(newSize));
 
     /// <inheritdoc />
     /// <remarks>
@@ -319,8 +300,7 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
     /// </summary>
     protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
-        nuint oldBlock = CheckedBlockSizeOf(pointer, currentSize, alignment);
-        nuint newBlock = BlockSizeOf(newSize);
+        (nuint oldBlock, nuint newBlock) = ResizedBlockSizes(pointer, currentSize, newSize, alignment);
         if (newBlock == oldBlock)
         {
             return true;
@@ -369,8 +349,7 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
     /// <summary>Always shrinks in place: the tail beyond the new block size is freed.</summary>
     protected override bool TryShrinkInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
-        nuint oldBlock = CheckedBlockSizeOf(pointer, currentSize, alignment);
-        nuint newBlock = BlockSizeOf(newSize);
+        (nuint oldBlock, nuint newBlock) = ResizedBlockSizes(pointer, currentSize, newSize, alignment);
         if (newBlock == oldBlock)
         {
             return true;
@@ -456,6 +435,39 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
         {
             throw new ArgumentOutOfRangeException(nameof(size), size, $"The region must hold at least one minimum block ({minimumBlockSize} bytes) and at most {Allocator.MaximumSize} bytes.");
         }
+    }
+
+    private static (nuint Start, nuint Obtained, nuint ObtainedSize) ObtainRegion(IMemorySource source, nuint size, nuint minimumBlockSize, nuint maximumBlockSize)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ValidateSizes(size, minimumBlockSize, maximumBlockSize);
+
+        // A source with a coarser granularity than the minimum block always returns aligned
+        // regions; otherwise obtain slack for aligning the start.
+        nuint slack = source.Granularity >= minimumBlockSize ? 0 : minimumBlockSize;
+        byte* obtained = source.Obtain(size + slack);
+        return (Allocator.AlignUp((nuint)obtained, minimumBlockSize), (nuint)obtained, size + slack);
+    }
+
+    private static (nuint Start, nuint Obtained, nuint ObtainedSize) CheckCallerRegion(byte* region, nuint size, nuint minimumBlockSize, nuint maximumBlockSize)
+    {
+        if (region == null)
+        {
+            throw new ArgumentNullException(nameof(region));
+        }
+
+        ValidateSizes(size, minimumBlockSize, maximumBlockSize);
+        if (!Allocator.IsAligned((nuint)region, minimumBlockSize))
+        {
+            throw new ArgumentException($"The region 0x{(nuint)region:X} must be aligned to the minimum block size ({minimumBlockSize} bytes).", nameof(region));
+        }
+
+        if (size > nuint.MaxValue - (nuint)region)
+        {
+            throw new ArgumentOutOfRangeException(nameof(size), size, "The region runs past the end of the address space.");
+        }
+
+        return ((nuint)region, 0, 0);
     }
 
     // Every block is aligned to its own size (over-size blocks to the top class), so a pointer that
