@@ -305,6 +305,9 @@ internal unsafe struct RedBlackTree
         return null;
     }
 
+    // Both fix-ups are written out twice, the second branch the mirror of the first with left and
+    // right swapped (as in CLRS): parametrising them by direction would add an indirection to
+    // every insert and remove, which are on the allocator's free and split paths.
     private void FixAfterInsert(FreeNode* node)
     {
         FreeNode* parent;
