@@ -421,6 +421,18 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
     }
 
     [Fact]
+    public void Size_class_diagnostics_refuse_a_class_out_of_range()
+    {
+        using var allocator = Create(4 * KiB);
+        foreach (int sizeClass in new[] { -1, allocator.SizeClassCount })
+        {
+            Assert.Throws<ArgumentOutOfRangeException>(() => allocator.FreeBlockCount(sizeClass));
+            Assert.Throws<ArgumentOutOfRangeException>(() => allocator.CachedBlockCount(sizeClass));
+            Assert.Throws<ArgumentOutOfRangeException>(() => allocator.CachedBlockLimit(sizeClass));
+        }
+    }
+
+    [Fact]
     public void Owns_tests_the_region()
     {
         using var allocator = Create(4096);

@@ -71,7 +71,8 @@ namespace AllocHosting.Allocators;
 /// <para>
 /// <b>Statistics.</b> <see cref="AllocatorStatistics.BytesInUse"/> counts whole blocks (the usable
 /// sizes), so cached blocks count as free; <see cref="AllocatorStatistics.Capacity"/> is the
-/// carved part of the region.
+/// carved part of the region. <see cref="FreeBlockCount"/> and <see cref="CachedBlockCount"/>
+/// show the free blocks per size class; <see cref="Validate"/> checks every invariant.
 /// </para>
 /// </remarks>
 public sealed unsafe partial class MultipleBinarySearchTreeAllocator : AllocatorBase, IRegionAllocator
@@ -87,7 +88,6 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
 
     /// <summary>The default top-class block size (1 MiB), as in the seed.</summary>
     public const nuint DefaultMaximumBlockSize = 1u << 20;
-
 
     /// <summary>The most free blocks one size class keeps in its cache.</summary>
     public const int MaximumCachedBlocksPerClass = 16;
@@ -109,7 +109,7 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
     private readonly int _topClass;
     private readonly long _capacity;
 
-    // The free blocks not cached. Every byte of the carved region is in exactly one free block
+    // The free blocks not cached (each stamped: FreeBlockStamp). Every byte of the carved region is in exactly one free block
     // (in a tree or a cache) or one allocated block.
     private SizeClassTrees _trees;
 
