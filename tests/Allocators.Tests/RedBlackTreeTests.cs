@@ -64,8 +64,7 @@ public unsafe class RedBlackTreeTests
                 AssertValid(ref tree, buffer, model, fullCheck: true);
             }
 
-            Assert.True(tree.IsEmpty);
-            Assert.True(tree.First == null);
+            Assert.True(tree.First == null, "the tree is empty");
         }
     }
 
@@ -116,14 +115,14 @@ public unsafe class RedBlackTreeTests
         Assert.Null(ascending.Validate());
         Assert.Null(descending.Validate());
         Assert.Equal(Keys, ascending.Count());
-        Assert.True(Height(ascending.Root) <= 2 * Math.Log2(Keys + 1), "a red-black tree's height is at most 2 log2(n + 1)");
-        Assert.True(Height(descending.Root) <= 2 * Math.Log2(Keys + 1));
+        Assert.True(Height(Root(ascending)) <= 2 * Math.Log2(Keys + 1), "a red-black tree's height is at most 2 log2(n + 1)");
+        Assert.True(Height(Root(descending)) <= 2 * Math.Log2(Keys + 1));
         Assert.True(ascending.First == buffer.Node(0));
         Assert.True(descending.First == second.Node(0));
     }
 
     [Fact]
-    public void Find_lower_bound_and_locate_answer_for_keys_in_and_between_nodes()
+    public void Find_and_locate_answer_for_keys_in_and_between_nodes()
     {
         using var buffer = new NodeBuffer(16);
         var tree = default(RedBlackTree);
@@ -134,10 +133,10 @@ public unsafe class RedBlackTreeTests
 
         Assert.True(tree.Find(buffer.Address(6)) == buffer.Node(6));
         Assert.True(tree.Find(buffer.Address(7)) == null);
-        Assert.True(tree.LowerBound(buffer.Address(7)) == buffer.Node(8));
-        Assert.True(tree.LowerBound(buffer.Address(8)) == buffer.Node(8));
-        Assert.True(tree.LowerBound(buffer.Address(11)) == null);
-        Assert.True(tree.LowerBound(buffer.Address(0)) == buffer.Node(2));
+        Assert.True(LowerBound(ref tree, buffer.Address(7)) == buffer.Node(8));
+        Assert.True(LowerBound(ref tree, buffer.Address(8)) == buffer.Node(8));
+        Assert.True(LowerBound(ref tree, buffer.Address(11)) == null);
+        Assert.True(LowerBound(ref tree, buffer.Address(0)) == buffer.Node(2));
 
         Assert.True(tree.Locate(buffer.Address(7), out FreeNode* predecessor, out FreeNode* successor, out _, out _) == null);
         Assert.True(predecessor == buffer.Node(6));
@@ -148,8 +147,8 @@ public unsafe class RedBlackTreeTests
         Assert.True(tree.Locate(buffer.Address(4), out _, out _, out _, out _) == buffer.Node(4));
 
         Assert.True(RedBlackTree.Successor(buffer.Node(10)) == null);
-        Assert.True(RedBlackTree.Predecessor(buffer.Node(2)) == null);
-        Assert.True(RedBlackTree.Predecessor(buffer.Node(8)) == buffer.Node(6));
+        Assert.True(PredecessorOf(ref tree, buffer.Address(2)) == null);
+        Assert.True(PredecessorOf(ref tree, buffer.Address(8)) == buffer.Node(6));
     }
 
     [Fact]
@@ -187,6 +186,32 @@ public unsafe class RedBlackTreeTests
     // the lambda from capturing a ref local.
     private static void InsertCopy(RedBlackTree tree, nuint address) => tree.Insert(address);
 
+    // The lowest node at or above `address`: the node there, else the successor Locate reports.
+    private static FreeNode* LowerBound(ref RedBlackTree tree, nuint address)
+    {
+        FreeNode* found = tree.Locate(address, out _, out FreeNode* successor, out _, out _);
+        return found != null ? found : successor;
+    }
+
+    // The highest node below `address` (a node address, so `address - 1` is never a key).
+    private static FreeNode* PredecessorOf(ref RedBlackTree tree, nuint address)
+    {
+        Assert.True(tree.Locate(address - 1, out FreeNode* predecessor, out _, out _, out _) == null);
+        return predecessor;
+    }
+
+    // The root, found from the first node through the parent links.
+    private static FreeNode* Root(RedBlackTree tree)
+    {
+        FreeNode* node = tree.First;
+        while (node != null && FreeNode.Parent(node) != null)
+        {
+            node = FreeNode.Parent(node);
+        }
+
+        return node;
+    }
+
     private static int Height(FreeNode* node) =>
         node == null ? 0 : 1 + Math.Max(Height(node->Left), Height(node->Right));
 
@@ -203,7 +228,7 @@ public unsafe class RedBlackTreeTests
         Assert.True(error is null, error);
         if (model.Count == 0)
         {
-            Assert.True(tree.IsEmpty);
+            Assert.True(tree.First == null, "the tree is empty");
             return;
         }
 
@@ -221,7 +246,7 @@ public unsafe class RedBlackTreeTests
 
         Assert.Equal(model, inOrder);
         var reversed = new List<int>();
-        for (FreeNode* node = buffer.Node(model.Max); node != null; node = RedBlackTree.Predecessor(node))
+        for (FreeNode* node = buffer.Node(model.Max); node != null; node = PredecessorOf(ref tree, (nuint)node))
         {
             reversed.Add(buffer.IndexOf(node));
         }
@@ -231,7 +256,7 @@ public unsafe class RedBlackTreeTests
         {
             bool present = tree.Find(buffer.Address(index)) != null;
             Assert.Equal(model.Contains(index), present);
-            FreeNode* bound = tree.LowerBound(buffer.Address(index));
+            FreeNode* bound = LowerBound(ref tree, buffer.Address(index));
             var expected = model.GetViewBetween(index, int.MaxValue);
             Assert.True(expected.Count == 0 ? bound == null : bound == buffer.Node(expected.Min));
         }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Numerics;
 using System.Runtime.CompilerServices;
@@ -27,7 +26,8 @@ namespace AllocHosting.Allocators;
 /// Layout: the region holds the blocks, then the bit set (<c>ceil(blocks / 64)</c> 64-bit words).
 /// Block <c>64w + j</c> is bit <c>63 − j</c> of word <c>w</c> (the most significant bit is the
 /// lowest address); a set bit is an allocated block. The padding bits of a partial last word are
-/// permanently set, so memory past the last block is never handed out. See <see cref="BitSetWord"/>.
+/// permanently set, so memory past the last block is never handed out. See <see cref="BitSetWord"/>
+/// for the word operations and <see cref="FreeRunSearch"/> for the search.
 /// </para>
 /// <para>
 /// Allocation takes <c>ceil(size / BlockSize)</c> blocks. It first looks in the word where the
@@ -52,17 +52,16 @@ namespace AllocHosting.Allocators;
 /// </para>
 /// <para>
 /// It never grows its region, never touches the contents of blocks (except when a reallocation
-/// moves them), and is not thread-safe: callers that share one instance must serialise access. Freeing checks that the pointer is a block start inside
-/// the region and that every block of the run is allocated, but cannot tell a run's first block
-/// from a later one: freeing the tail of a live run with a smaller size frees just those blocks.
+/// moves them), and is not thread-safe: callers that share one instance must serialise access.
+/// Freeing checks that the pointer is a block start inside the region and that every block of
+/// the run is allocated, but cannot tell a run's first block from a later one: freeing the tail
+/// of a live run with a smaller size frees just those blocks.
 /// Each allocation costs at least one block; alignments above 64 blocks are served by a slower
 /// scan over aligned positions.
 /// </para>
 /// </remarks>
-public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
+public sealed unsafe partial class BitSetAllocator : AllocatorBase, IRegionAllocator
 {
-    private static readonly nuint NotFound = nuint.MaxValue;
-
     // The region obtained from _source (null when the caller owns the memory); released on Dispose.
     private readonly IMemorySource? _source;
     private byte* _region;
@@ -226,26 +225,11 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
     /// </summary>
     internal nuint HighWaterBytes => Math.Min((_highWord + 1) * 64, _blockCount) << _blockShift;
 
-    /// <summary>Whether block <paramref name="block"/> is allocated (for tests and diagnostics).</summary>
-    internal bool IsBlockAllocated(nuint block)
-    {
-        Debug.Assert(block < _blockCount);
-        return (_words[block >> 6] & (1UL << (63 - (int)(block & 63)))) != 0;
-    }
-
-    /// <summary>Counts the free blocks by scanning the bit set (for tests: must equal <see cref="FreeBlockCount"/>).</summary>
-    internal nuint CountFreeBlocks()
-    {
-        nuint free = 0;
-        for (nuint w = 0; w < _wordCount; w++)
-        {
-            free += (nuint)(64 - BitOperations.PopCount(_words[w]));
-        }
-
-        return free;
-    }
-
     /// <inheritdoc />
+    /// <remarks>
+    /// The fast paths take a run in the cursor word, or a long run starting at it; every other
+    /// request (wider alignment, or no fit at the cursor) goes to <see cref="AllocateSlow"/>.
+    /// </remarks>
     protected override byte* AllocateCore(nuint size, nuint alignment)
     {
         nuint count = (size + _blockSize - 1) >> _blockShift;
@@ -452,7 +436,7 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
     private byte* AllocateSlow(nuint size, nuint count, nuint alignment)
     {
         nuint first = FindFree(count, alignment);
-        if (first == NotFound)
+        if (first == FreeRunSearch.NotFound)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             return null;
@@ -484,16 +468,18 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
         return _blocks + (first << _blockShift);
     }
 
-    /// <summary>The first block of a free run of <paramref name="count"/> blocks whose address is aligned to <paramref name="alignment"/>, or <see cref="NotFound"/>.</summary>
+    /// <summary>The first block of a free run of <paramref name="count"/> blocks whose address is aligned to <paramref name="alignment"/>, or <see cref="FreeRunSearch.NotFound"/>.</summary>
     private nuint FindFree(nuint count, nuint alignment)
     {
         if (count > _freeBlocks)
         {
-            return NotFound;
+            return FreeRunSearch.NotFound;
         }
 
         int exponent = alignment <= _blockSize ? 0 : BitOperations.TrailingZeroCount(alignment) - _blockShift;
-        return exponent <= 6 ? FindRun(count, _alignedStarts[exponent]) : FindWidelyAlignedRun(count, alignment);
+        return exponent <= 6
+            ? FreeRunSearch.NextFit(_words, _wordCount, _cursor, count, _alignedStarts[exponent])
+            : FreeRunSearch.NextFitWidelyAligned(_words, _blockCount, (nuint)_blocks, _blockShift, _cursor, count, alignment);
     }
 
     /// <summary>
@@ -542,7 +528,7 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
         BitSetWord.ClearRun(_words, first, currentCount);
         _freeBlocks += currentCount;
         nuint found = FindFree(newCount, alignment);
-        if (found == NotFound)
+        if (found == FreeRunSearch.NotFound)
         {
             BitSetWord.SetRun(_words, first, currentCount);
             _freeBlocks -= currentCount;
@@ -555,100 +541,6 @@ public sealed unsafe class BitSetAllocator : AllocatorBase, IRegionAllocator
         // The runs may overlap; Buffer.MemoryCopy handles that like memmove.
         Buffer.MemoryCopy(pointer, moved, newCount << _blockShift, currentSize);
         return moved;
-    }
-
-    /// <summary>Next-fit: from the cursor to the end, then from the start past the cursor (so runs straddling the cursor word are found).</summary>
-    private nuint FindRun(nuint count, ulong allowedStarts)
-    {
-        nuint first = Scan(_cursor, _wordCount, count, allowedStarts);
-        if (first == NotFound && _cursor != 0)
-        {
-            // The first pass found every run starting at or after the cursor word, so the wrap
-            // pass only needs runs starting before it; those end at most count/64 + 1 words later.
-            nuint end = Math.Min(_wordCount, _cursor + (count >> 6) + 2);
-            first = Scan(0, end, count, allowedStarts);
-        }
-
-        return first;
-    }
-
-    /// <summary>The first block of the lowest-addressed fitting run starting in words <c>[from, to)</c>, or <see cref="NotFound"/>.</summary>
-    private nuint Scan(nuint from, nuint to, nuint count, ulong allowedStarts)
-    {
-        ulong* words = _words;
-
-        // Free blocks at the end of the previous word(s), starting at an allowed block.
-        nuint carried = 0;
-        for (nuint w = from; w < to; w++)
-        {
-            if (carried != 0)
-            {
-                // Free words that cannot complete the run only lengthen it: cross a long stretch
-                // of them in one vectorised search rather than word by word.
-                nuint lengthening = Math.Min((count - carried - 1) >> 6, to - w);
-                if (lengthening >= BitSetWord.VectorisedWords)
-                {
-                    nuint free = BitSetWord.LeadingZeroWords(words + w, lengthening);
-                    carried += free << 6;
-                    w += free;
-                    if (w == to)
-                    {
-                        break;
-                    }
-                }
-            }
-
-            ulong word = words[w];
-            nuint leading = (nuint)BitOperations.LeadingZeroCount(word);
-            if (carried != 0 && carried + leading >= count)
-            {
-                return (w << 6) - carried;
-            }
-
-            if (count <= 64)
-            {
-                ulong starts = BitSetWord.FreeRunStarts(word, (int)count) & allowedStarts;
-                if (starts != 0)
-                {
-                    return (w << 6) + (nuint)BitOperations.LeadingZeroCount(starts);
-                }
-            }
-
-            carried = word == 0 && carried != 0
-                ? carried + 64
-                : (nuint)BitSetWord.AlignedFreeTail(word, allowedStarts);
-        }
-
-        return NotFound;
-    }
-
-    /// <summary>Alignments above 64 blocks: tries every aligned start, from the cursor then from the beginning.</summary>
-    private nuint FindWidelyAlignedRun(nuint count, nuint alignment)
-    {
-        nuint cursorBlock = _cursor << 6;
-        nuint first = ScanAligned(cursorBlock, _blockCount, count, alignment);
-        return first != NotFound || cursorBlock == 0 ? first : ScanAligned(0, cursorBlock, count, alignment);
-    }
-
-    private nuint ScanAligned(nuint from, nuint to, nuint count, nuint alignment)
-    {
-        nuint blocks = (nuint)_blocks;
-        nuint start = Allocator.AlignUp(blocks + (from << _blockShift), alignment);
-        if (start < blocks)
-        {
-            return NotFound;
-        }
-
-        nuint step = alignment >> _blockShift;
-        for (nuint first = (start - blocks) >> _blockShift; first < to && count <= _blockCount - first; first += step)
-        {
-            if (BitSetWord.IsRunClear(_words, first, count))
-            {
-                return first;
-            }
-        }
-
-        return NotFound;
     }
 
     /// <summary>The block index of <paramref name="pointer"/>; throws unless it is a block start inside the region.</summary>

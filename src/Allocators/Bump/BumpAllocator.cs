@@ -236,7 +236,7 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
         return TryAllocateConcurrentPrevalidated(size, alignment, out pointer);
     }
 
-    /// <summary><see cref="TryAllocateConcurrent"/> for a caller that validated the request and handles size 0 (a context allocator, after <see cref="AllocatorBase"/>'s checks).</summary>
+    /// <summary><see cref="TryAllocateConcurrent"/> for a caller that validated the request and handles size 0 (a context allocator, after <see cref="AllocatorBase"/>'s checks): the lock-free fast path, one compare-exchange when uncontended.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal bool TryAllocateConcurrentPrevalidated(nuint size, nuint alignment, out byte* pointer)
     {
@@ -248,7 +248,7 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
             if (needed > _end - next)
             {
                 pointer = null;
-                return ConcurrentAllocationFailed();
+                return ConcurrentAllocationFailedSlow();
             }
 
             nuint observed = Interlocked.CompareExchange(ref _next, next + needed, next);
@@ -279,26 +279,26 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
     {
         if ((ulong)size >= ConcurrentBytesFoldAt)
         {
-            AddConcurrentCountsDirectly(size);
+            AddLargeConcurrentCountsSlow(size);
             return;
         }
 
         long counts = Interlocked.Add(ref _concurrentCounts, (1L << ConcurrentCountShift) + (long)size);
         if ((counts & ConcurrentBytesMask) >= ConcurrentBytesFoldAt || counts >= ConcurrentCountFoldAt)
         {
-            FoldConcurrentCounts();
+            FoldConcurrentCountsSlow();
         }
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void AddConcurrentCountsDirectly(nuint size)
+    private void AddLargeConcurrentCountsSlow(nuint size)
     {
         Interlocked.Increment(ref _allocationCount);
         Interlocked.Add(ref _totalBytesAllocated, (long)size);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void FoldConcurrentCounts()
+    private void FoldConcurrentCountsSlow()
     {
         long counts = Volatile.Read(ref _concurrentCounts);
         while ((counts & ConcurrentBytesMask) >= ConcurrentBytesFoldAt || counts >= ConcurrentCountFoldAt)
@@ -328,6 +328,7 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
     }
 
     /// <inheritdoc />
+    /// <remarks>The fast path: align the offset and move it past the block.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected override byte* AllocateCore(nuint size, nuint alignment)
     {
@@ -336,7 +337,7 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
         nuint needed = padding + size; // cannot overflow: size <= MaximumSize, padding < MaximumAlignment
         if (needed > _end - next)
         {
-            return AllocationFailed();
+            return AllocationFailedSlow();
         }
 
         // Only a successful allocation becomes the most recent one (the fix of W-BU1).
@@ -467,14 +468,14 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private byte* AllocationFailed()
+    private byte* AllocationFailedSlow()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         return null;
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private bool ConcurrentAllocationFailed()
+    private bool ConcurrentAllocationFailedSlow()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         RecordFailure();

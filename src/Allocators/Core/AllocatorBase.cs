@@ -19,7 +19,9 @@ namespace AllocHosting.Allocators;
 /// </para>
 /// <para>
 /// The public members are small and non-virtual, so that calls through a sealed derived type
-/// inline and devirtualise the core call.
+/// inline and devirtualise the core call: <see cref="Allocate"/>, <see cref="TryAllocate"/> and
+/// <see cref="Deallocate"/> are the fast paths, and failures leave them through
+/// never-inlined throw and count helpers.
 /// </para>
 /// </remarks>
 public abstract unsafe class AllocatorBase : IAllocator, IDisposable
@@ -369,6 +371,7 @@ public abstract unsafe class AllocatorBase : IAllocator, IDisposable
         }
     }
 
+    [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowExhausted(nuint size, nuint alignment)
     {

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using static AllocHosting.Allocators.FreeNode;
 
 namespace AllocHosting.Allocators;
 
@@ -17,8 +18,6 @@ namespace AllocHosting.Allocators;
 /// </remarks>
 internal unsafe struct RedBlackTree
 {
-    private const nuint BlackBit = 1;
-
     // Invariants: _root is null or black with a null parent; _first is the leftmost node (null iff
     // _root is null); every red node has black children; every root-to-null path has the same
     // number of black nodes; in-order traversal is strictly increasing by address.
@@ -31,12 +30,6 @@ internal unsafe struct RedBlackTree
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         get => _first;
     }
-
-    /// <summary>The root node, or null when the tree is empty.</summary>
-    public readonly FreeNode* Root => _root;
-
-    /// <summary>Whether the tree holds no node.</summary>
-    public readonly bool IsEmpty => _root == null;
 
     /// <summary>The node whose address is <paramref name="address"/>, or null.</summary>
     public readonly FreeNode* Find(nuint address)
@@ -54,27 +47,6 @@ internal unsafe struct RedBlackTree
         }
 
         return null;
-    }
-
-    /// <summary>The lowest node whose address is at least <paramref name="address"/>, or null.</summary>
-    public readonly FreeNode* LowerBound(nuint address)
-    {
-        FreeNode* node = _root;
-        FreeNode* bound = null;
-        while (node != null)
-        {
-            if ((nuint)node >= address)
-            {
-                bound = node;
-                node = node->Left;
-            }
-            else
-            {
-                node = node->Right;
-            }
-        }
-
-        return bound;
     }
 
     /// <summary>
@@ -137,7 +109,7 @@ internal unsafe struct RedBlackTree
         node->ParentAndColour = (nuint)parent; // red
         if (parent == null)
         {
-            node->ParentAndColour |= BlackBit;
+            SetBlack(node);
             _root = node;
             _first = node;
             return;
@@ -231,30 +203,6 @@ internal unsafe struct RedBlackTree
 
         FreeNode* parent = Parent(node);
         while (parent != null && node == parent->Right)
-        {
-            node = parent;
-            parent = Parent(parent);
-        }
-
-        return parent;
-    }
-
-    /// <summary>The in-order predecessor of <paramref name="node"/>, or null for the first node.</summary>
-    public static FreeNode* Predecessor(FreeNode* node)
-    {
-        if (node->Left != null)
-        {
-            FreeNode* max = node->Left;
-            while (max->Right != null)
-            {
-                max = max->Right;
-            }
-
-            return max;
-        }
-
-        FreeNode* parent = Parent(node);
-        while (parent != null && node == parent->Left)
         {
             node = parent;
             parent = Parent(parent);
@@ -357,6 +305,9 @@ internal unsafe struct RedBlackTree
         return null;
     }
 
+    // Both fix-ups are written out twice, the second branch the mirror of the first with left and
+    // right swapped (as in CLRS): parametrising them by direction would add an indirection to
+    // every insert and remove, which are on the allocator's free and split paths.
     private void FixAfterInsert(FreeNode* node)
     {
         FreeNode* parent;
@@ -507,7 +458,7 @@ internal unsafe struct RedBlackTree
             SetParent(pivot->Left, node);
         }
 
-        ReplaceChild(Parent(node), node, pivot);
+        Transplant(node, pivot);
         pivot->Left = node;
         SetParent(node, pivot);
     }
@@ -521,7 +472,7 @@ internal unsafe struct RedBlackTree
             SetParent(pivot->Right, node);
         }
 
-        ReplaceChild(Parent(node), node, pivot);
+        Transplant(node, pivot);
         pivot->Right = node;
         SetParent(node, pivot);
     }
@@ -549,25 +500,6 @@ internal unsafe struct RedBlackTree
         }
     }
 
-    // Rotation helper: links `replacement` where `node` hung (the caller fixes replacement's parent pointer after).
-    private void ReplaceChild(FreeNode* parent, FreeNode* node, FreeNode* replacement)
-    {
-        if (parent == null)
-        {
-            _root = replacement;
-        }
-        else if (node == parent->Left)
-        {
-            parent->Left = replacement;
-        }
-        else
-        {
-            parent->Right = replacement;
-        }
-
-        SetParent(replacement, parent);
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static FreeNode* Minimum(FreeNode* node)
     {
@@ -578,27 +510,4 @@ internal unsafe struct RedBlackTree
 
         return node;
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static FreeNode* Parent(FreeNode* node) => (FreeNode*)(node->ParentAndColour & ~BlackBit);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void SetParent(FreeNode* node, FreeNode* parent) =>
-        node->ParentAndColour = (nuint)parent | (node->ParentAndColour & BlackBit);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool IsBlack(FreeNode* node) => node == null || (node->ParentAndColour & BlackBit) != 0;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool IsRed(FreeNode* node) => node != null && (node->ParentAndColour & BlackBit) == 0;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void SetBlack(FreeNode* node) => node->ParentAndColour |= BlackBit;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void SetRed(FreeNode* node) => node->ParentAndColour &= ~BlackBit;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void SetColourOf(FreeNode* node, FreeNode* source) =>
-        node->ParentAndColour = (node->ParentAndColour & ~BlackBit) | (source->ParentAndColour & BlackBit);
 }

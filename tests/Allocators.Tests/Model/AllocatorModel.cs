@@ -34,7 +34,7 @@ public sealed record ModelSettings
     public int MinSteps { get; init; } = 1;
     public int MaxSteps { get; init; } = 120;
 
-    /// <summary>Sequences sampled; the issue asks for a few thousand operations per allocator at least.</summary>
+    /// <summary>Sequences sampled: with the step counts, a few thousand operations per allocator at least, enough to reach the rarer paths (splits, merges, moves, exhaustion).</summary>
     public long Iterations { get; init; } = 200;
 }
 
