@@ -50,30 +50,33 @@ public unsafe class MemoryMapSourceTests
         Assert.Equal(MAP_PRIVATE | MAP_ANONYMOUS | hugeFlags, flags);
         Assert.Equal((nuint)granularity, MemoryMapSource.ComputeGranularity(hugePages));
 
-        // W-MM2: explicit huge pages are MAP_HUGETLB only, never the transparent-huge-page advice.
-        Assert.DoesNotContain(MADV_HUGEPAGE, MemoryMapSource.ComputeAdvice(options));
+        // W-MM2: explicit huge pages are MAP_HUGETLB only, never the transparent-huge-page advice
+        // (which is applied, after the required advice, only when TransparentHugePages asks for it).
+        Assert.DoesNotContain(MADV_HUGEPAGE, MemoryMapSource.ComputeRequiredAdvice(options));
+        Assert.False(options.TransparentHugePages);
         Assert.Equal(0, MemoryMapSource.ComputeMapFlags(MemoryMapSourceOptions.Default) & MAP_HUGETLB);
     }
 
-    [Fact]
+    [LinuxFact]
     public void Advice_values_are_separate_calls_never_or_ed_W_MM1()
     {
         // W-MM1: the seed OR-ed MADV_DONTDUMP (16) and MADV_HUGEPAGE (14) into the invalid advice 30.
         var both = new MemoryMapSourceOptions { TransparentHugePages = true, ExcludeFromCoreDumps = true };
 
-        Assert.Equal([MADV_DONTDUMP, MADV_HUGEPAGE], MemoryMapSource.ComputeAdvice(both));
-        Assert.Equal([MADV_DONTDUMP], MemoryMapSource.ComputeAdvice(MemoryMapSourceOptions.Default));
-        Assert.Empty(MemoryMapSource.ComputeAdvice(new MemoryMapSourceOptions { ExcludeFromCoreDumps = false }));
+        Assert.Equal([FakeLinuxSystemCalls.AdviceName(MADV_DONTDUMP), FakeLinuxSystemCalls.AdviceName(MADV_HUGEPAGE)], AdviceCallsOfOneRegion(both));
+        Assert.Equal([FakeLinuxSystemCalls.AdviceName(MADV_DONTDUMP)], AdviceCallsOfOneRegion(MemoryMapSourceOptions.Default));
+        Assert.Empty(AdviceCallsOfOneRegion(new MemoryMapSourceOptions { ExcludeFromCoreDumps = false }));
     }
 
     [LinuxFact]
     public void Obtain_makes_one_madvise_call_per_advice_W_MM1()
     {
-        // The real path, not only ComputeAdvice: the steps the source takes for one region, recorded
-        // through the errno hook (0: each call is then made for real).
-        var source = new MemoryMapSource(new MemoryMapSourceOptions { TransparentHugePages = true, ExcludeFromCoreDumps = true });
+        // The real path: the system calls the source makes for one region, recorded through stand-in
+        // system calls that refuse nothing (each call is then made for real).
+        var sourceCalls = new FakeLinuxSystemCalls();
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { TransparentHugePages = true, ExcludeFromCoreDumps = true }, sourceCalls);
         var steps = new List<string>();
-        source.SimulatedErrno = step =>
+        sourceCalls.Refuse = step =>
         {
             steps.Add(step);
             return 0;
@@ -291,10 +294,11 @@ public unsafe class MemoryMapSourceTests
     public void Refused_mbind_degrades_to_no_policy_and_says_so_once(int errno)
     {
         var warnings = new List<string>();
-        var source = new MemoryMapSource(new MemoryMapSourceOptions { NumaPolicy = NumaPolicy.Bind(NumaNodeSet.Of(0)), Warning = warnings.Add })
+        var sourceCalls = new FakeLinuxSystemCalls
         {
-            SimulatedErrno = step => step == "mbind" ? errno : 0,
+            Refuse = step => step == "mbind" ? errno : 0,
         };
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { NumaPolicy = NumaPolicy.Bind(NumaNodeSet.Of(0)), Warning = warnings.Add }, sourceCalls);
         Assert.Equal(0, source.MappedNode);
 
         byte* first = source.Obtain(PageSize);
@@ -387,7 +391,8 @@ public unsafe class MemoryMapSourceTests
     public void Lock_succeeds_within_the_limit_and_its_failure_is_reported_not_fatal()
     {
         var warnings = new List<string>();
-        var source = new MemoryMapSource(new MemoryMapSourceOptions { Lock = true, Warning = warnings.Add });
+        var sourceCalls = new FakeLinuxSystemCalls();
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { Lock = true, Warning = warnings.Add }, sourceCalls);
 
         byte* locked = source.Obtain(4 * PageSize);
         Assert.Equal(0, source.LockFailureCount);
@@ -397,7 +402,7 @@ public unsafe class MemoryMapSourceTests
         source.Release(locked, 4 * PageSize);
 
         // This machine runs tests as root (CAP_IPC_LOCK ignores RLIMIT_MEMLOCK), so the refusal is simulated.
-        source.SimulatedErrno = step => step == "mlock" ? 12 : 0;
+        sourceCalls.Refuse = step => step == "mlock" ? 12 : 0;
         byte* unlocked = source.Obtain(PageSize);
         unlocked[0] = 7;
 
@@ -412,10 +417,11 @@ public unsafe class MemoryMapSourceTests
     public void Prefault_falls_back_to_touching_pages_when_the_kernel_lacks_populate_write()
     {
         // Kernels before 5.14 answer MADV_POPULATE_WRITE with EINVAL.
-        var source = new MemoryMapSource(new MemoryMapSourceOptions { Prefault = true })
+        var sourceCalls = new FakeLinuxSystemCalls
         {
-            SimulatedErrno = step => step == "populate" ? 22 : 0,
+            Refuse = step => step == "madvise(MADV_POPULATE_WRITE)" ? 22 : 0,
         };
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { Prefault = true }, sourceCalls);
 
         byte* region = source.Obtain(16 * PageSize);
 
@@ -426,10 +432,11 @@ public unsafe class MemoryMapSourceTests
     [LinuxFact]
     public void Failed_populate_unmaps_the_region_and_reports_the_error()
     {
-        var source = new MemoryMapSource(new MemoryMapSourceOptions { Prefault = true })
+        var sourceCalls = new FakeLinuxSystemCalls
         {
-            SimulatedErrno = step => step == "populate" ? 12 : 0,
+            Refuse = step => step == "madvise(MADV_POPULATE_WRITE)" ? 12 : 0,
         };
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { Prefault = true }, sourceCalls);
 
         Assert.False(source.TryObtain(PageSize, out _));
 
@@ -441,10 +448,11 @@ public unsafe class MemoryMapSourceTests
     [LinuxFact]
     public void Throwing_warning_callback_releases_the_region()
     {
-        var source = new MemoryMapSource(new MemoryMapSourceOptions { Lock = true, Warning = _ => throw new InvalidOperationException("callback") })
+        var sourceCalls = new FakeLinuxSystemCalls
         {
-            SimulatedErrno = step => step == "mlock" ? 12 : 0,
+            Refuse = step => step == "mlock" ? 12 : 0,
         };
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { Lock = true, Warning = _ => throw new InvalidOperationException("callback") }, sourceCalls);
 
         Assert.Throws<InvalidOperationException>(() => source.Obtain(PageSize));
         Assert.Equal(0, source.MappedBytes);
@@ -596,9 +604,9 @@ public unsafe class MemoryMapSourceTests
     {
         var warnings = new List<string>();
         int advised = 0;
-        var source = new MemoryMapSource(new MemoryMapSourceOptions { TransparentHugePages = true, Warning = warnings.Add })
+        var sourceCalls = new FakeLinuxSystemCalls
         {
-            SimulatedErrno = step =>
+            Refuse = step =>
             {
                 if (step != "madvise(MADV_HUGEPAGE)")
                 {
@@ -609,6 +617,7 @@ public unsafe class MemoryMapSourceTests
                 return errno;
             },
         };
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { TransparentHugePages = true, Warning = warnings.Add }, sourceCalls);
         Assert.True(source.TransparentHugePagesApplied);
 
         byte* first = source.Obtain(4 * PageSize);
@@ -638,10 +647,11 @@ public unsafe class MemoryMapSourceTests
     public void Refused_policy_and_refused_huge_page_advice_are_both_reported()
     {
         var warnings = new List<string>();
-        var source = new MemoryMapSource(new MemoryMapSourceOptions { TransparentHugePages = true, NumaPolicy = NumaPolicy.Preferred(0), Warning = warnings.Add })
+        var sourceCalls = new FakeLinuxSystemCalls
         {
-            SimulatedErrno = step => step is "madvise(MADV_HUGEPAGE)" or "mbind" ? 38 : 0,
+            Refuse = step => step is "madvise(MADV_HUGEPAGE)" or "mbind" ? 38 : 0,
         };
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { TransparentHugePages = true, NumaPolicy = NumaPolicy.Preferred(0), Warning = warnings.Add }, sourceCalls);
 
         byte* region = source.Obtain(PageSize);
 
@@ -656,7 +666,7 @@ public unsafe class MemoryMapSourceTests
     public void Throwing_warning_for_a_refused_huge_page_advice_unmaps_the_region_and_degrades_anyway()
     {
         int warnings = 0;
-        var source = new MemoryMapSource(new MemoryMapSourceOptions
+        var options = new MemoryMapSourceOptions
         {
             TransparentHugePages = true,
             Warning = _ =>
@@ -664,10 +674,8 @@ public unsafe class MemoryMapSourceTests
                 warnings++;
                 throw new InvalidOperationException("callback");
             },
-        })
-        {
-            SimulatedErrno = step => step == "madvise(MADV_HUGEPAGE)" ? 22 : 0,
         };
+        var source = new MemoryMapSource(options, new FakeLinuxSystemCalls { Refuse = step => step == "madvise(MADV_HUGEPAGE)" ? 22 : 0 });
         ulong hugeBytesBefore = HugeWritableBytes();
 
         Assert.Throws<InvalidOperationException>(() => source.Obtain(HugeRegion));
@@ -687,10 +695,11 @@ public unsafe class MemoryMapSourceTests
     {
         // The core-dump advice is the one required advice (ComputeRequiredAdvice): its refusal is not degraded.
         Assert.Equal([MADV_DONTDUMP], MemoryMapSource.ComputeRequiredAdvice(MemoryMapSourceOptions.Default));
-        var source = new MemoryMapSource(new MemoryMapSourceOptions { TransparentHugePages = true });
+        var sourceCalls = new FakeLinuxSystemCalls();
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { TransparentHugePages = true }, sourceCalls);
         ulong hugeBytesBefore = HugeWritableBytes();
         ulong hugeBytesWhileAdvised = 0;
-        source.SimulatedErrno = step =>
+        sourceCalls.Refuse = step =>
         {
             if (step == "madvise(MADV_DONTDUMP)")
             {
@@ -715,7 +724,7 @@ public unsafe class MemoryMapSourceTests
         Assert.Null(source.FallbackReason); // a required step fails the request instead of degrading the source
         Assert.True(source.TransparentHugePagesApplied);
 
-        source.SimulatedErrno = null;
+        sourceCalls.Refuse = null;
         region = source.Obtain(PageSize);
         Assert.Contains("dd", VmFlagsOf(region));
         source.Release(region, PageSize);
@@ -758,12 +767,13 @@ public unsafe class MemoryMapSourceTests
     [LinuxFact]
     public void Failed_remap_by_copy_leaves_the_old_region_intact_and_accounted()
     {
-        var source = new MemoryMapSource(new MemoryMapSourceOptions { NumaPolicy = NumaPolicy.Preferred(0) });
+        var sourceCalls = new FakeLinuxSystemCalls();
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { NumaPolicy = NumaPolicy.Preferred(0) }, sourceCalls);
         byte* region = source.Obtain(4 * PageSize);
         FillPattern(region, 4 * PageSize);
 
         // The new region cannot be mapped...
-        source.SimulatedErrno = step => step == "mmap" ? 12 : 0;
+        sourceCalls.Refuse = step => step == "mmap" ? 12 : 0;
         Assert.False(source.TryRemapByCopy(region, 4 * PageSize, 64 * PageSize, out byte* moved, out string? failure));
         Assert.True(moved == null);
         Assert.StartsWith("mmap failed with ENOMEM (12)", failure, StringComparison.Ordinal);
@@ -772,14 +782,14 @@ public unsafe class MemoryMapSourceTests
 
         // ...or is mapped and then refused a required step: it is unmapped again, the old one stays.
         ulong hugeBytesBefore = HugeWritableBytes();
-        source.SimulatedErrno = step => step == "madvise(MADV_DONTDUMP)" ? 22 : 0;
+        sourceCalls.Refuse = step => step == "madvise(MADV_DONTDUMP)" ? 22 : 0;
         Assert.False(source.TryRemapByCopy(region, 4 * PageSize, HugeRegion, out moved, out failure));
         Assert.True(moved == null);
         Assert.StartsWith("madvise(MADV_DONTDUMP) failed with EINVAL", failure, StringComparison.Ordinal);
         Assert.Equal(hugeBytesBefore, HugeWritableBytes());
         AssertRegionKept();
 
-        source.SimulatedErrno = null;
+        sourceCalls.Refuse = null;
         source.Release(region, 4 * PageSize);
         Assert.Equal(0, source.MappedBytes);
 
@@ -801,18 +811,20 @@ public unsafe class MemoryMapSourceTests
         // With no huge pages reserved here, a 2 MiB-aligned regular region stands in for the huge page,
         // and the copy's mapping is refused too, so the test sees which path was taken.
         nuint hugePage = 2u << 20;
-        var regular = new MemoryMapSource();
+        var regularCalls = new FakeLinuxSystemCalls();
+        var regular = new MemoryMapSource(null, regularCalls);
         byte* region = regular.ObtainAligned(hugePage, hugePage);
         FillPattern(region, hugePage);
         var steps = new List<string>();
-        var huge = new MemoryMapSource(new MemoryMapSourceOptions { ExplicitHugePages = ExplicitHugePages.Size2MiB })
+        var hugeCalls = new FakeLinuxSystemCalls
         {
-            SimulatedErrno = step =>
+            Refuse = step =>
             {
                 steps.Add(step);
                 return step switch { "mremap" => 22, "mmap" => 12, _ => 0 };
             },
         };
+        var huge = new MemoryMapSource(new MemoryMapSourceOptions { ExplicitHugePages = ExplicitHugePages.Size2MiB }, hugeCalls);
 
         Assert.False(huge.TryRemap(region, hugePage, 2 * hugePage, out byte* moved));
 
@@ -826,7 +838,7 @@ public unsafe class MemoryMapSourceTests
 
         // Another errno, or a regular source, gets no copy: the mremap refusal is the answer.
         steps.Clear();
-        huge.SimulatedErrno = step =>
+        hugeCalls.Refuse = step =>
         {
             steps.Add(step);
             return step == "mremap" ? 12 : 0;
@@ -836,7 +848,7 @@ public unsafe class MemoryMapSourceTests
         Assert.StartsWith("mremap failed with ENOMEM", huge.LastFailure, StringComparison.Ordinal);
 
         steps.Clear();
-        regular.SimulatedErrno = step =>
+        regularCalls.Refuse = step =>
         {
             steps.Add(step);
             return step == "mremap" ? 22 : 0;
@@ -847,7 +859,7 @@ public unsafe class MemoryMapSourceTests
 
         AssertPattern(region, hugePage);
         Assert.Equal((long)hugePage, regular.MappedBytes);
-        regular.SimulatedErrno = null;
+        regularCalls.Refuse = null;
         regular.Release(region, hugePage);
     }
 
@@ -857,12 +869,13 @@ public unsafe class MemoryMapSourceTests
     public void Explicit_huge_page_region_grows_by_copy_where_pages_are_reserved()
     {
         nuint hugePage = 2u << 20;
-        var source = new MemoryMapSource(new MemoryMapSourceOptions { ExplicitHugePages = ExplicitHugePages.Size2MiB, NumaPolicy = NumaPolicy.Preferred(0) });
+        var sourceCalls = new FakeLinuxSystemCalls();
+        var source = new MemoryMapSource(new MemoryMapSourceOptions { ExplicitHugePages = ExplicitHugePages.Size2MiB, NumaPolicy = NumaPolicy.Preferred(0) }, sourceCalls);
         Assert.True(source.TryObtain(hugePage, out byte* region), $"huge pages are reserved, yet: {source.LastFailure}");
 
         FillPattern(region, hugePage);
         int mremaps = 0;
-        source.SimulatedErrno = step =>
+        sourceCalls.Refuse = step =>
         {
             if (step != "mremap")
             {
@@ -882,9 +895,26 @@ public unsafe class MemoryMapSourceTests
         Assert.Equal(new Dictionary<int, long> { [0] = 2 * (long)hugePage }, source.GetMappedBytesByNode());
         Assert.Contains("ht", VmFlagsOf(grown)); // VM_HUGETLB
 
-        source.SimulatedErrno = null;
+        sourceCalls.Refuse = null;
         source.Release(grown, 2 * hugePage);
         Assert.Equal(0, source.MappedBytes);
+    }
+
+    // The madvise calls the source makes to obtain (and release) one page with options, in order.
+    private static List<string> AdviceCallsOfOneRegion(MemoryMapSourceOptions options)
+    {
+        var steps = new List<string>();
+        var source = new MemoryMapSource(options, new FakeLinuxSystemCalls
+        {
+            Refuse = step =>
+            {
+                steps.Add(step);
+                return 0;
+            },
+        });
+        byte* region = source.Obtain(PageSize);
+        source.Release(region, PageSize);
+        return [.. steps.Where(step => step.StartsWith("madvise", StringComparison.Ordinal))];
     }
 
     // The bytes of readable and writable private mappings of at least HugeRegion bytes. The runtime
