@@ -93,7 +93,7 @@ public sealed unsafe class ArenaChunk : IDisposable
         }
 
         _bytes = new ArenaChunkMemoryManager<byte>(_usable, _capacity);
-        _memory = _bytes.CreateWholeMemory();
+        _memory = _bytes.Memory;
     }
 
     /// <summary>Which allocator carves the chunk.</summary>
@@ -275,7 +275,7 @@ public sealed unsafe class ArenaChunk : IDisposable
         }
 
         _bytes = new ArenaChunkMemoryManager<byte>(_usable, _capacity);
-        _memory = _bytes.CreateWholeMemory();
+        _memory = _bytes.Memory;
         return (long)highWater;
     }
 
