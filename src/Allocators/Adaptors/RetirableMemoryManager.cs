@@ -77,7 +77,7 @@ public abstract unsafe class RetirableMemoryManager<T> : MemoryManager<T>
         ThrowIfEnded();
         if ((uint)elementIndex > (uint)_length)
         {
-            ThrowIndexOutOfRangeSlow(elementIndex);
+            ThrowIndexOutOfRange(elementIndex);
         }
 
         return new MemoryHandle(_start + elementIndex);
@@ -110,17 +110,17 @@ public abstract unsafe class RetirableMemoryManager<T> : MemoryManager<T>
     {
         if (Volatile.Read(ref _state) != Live)
         {
-            ThrowEndedSlow();
+            ThrowEnded();
         }
     }
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowEndedSlow() => throw CreateEndedException();
+    private void ThrowEnded() => throw CreateEndedException();
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowIndexOutOfRangeSlow(int elementIndex) =>
+    private void ThrowIndexOutOfRange(int elementIndex) =>
         throw new ArgumentOutOfRangeException(
             nameof(elementIndex), elementIndex, $"The index must lie between 0 and the length of the block ({_length}).");
 }
