@@ -406,4 +406,11 @@ public unsafe partial class MemoryMapSourceTests
         source.Release(grown, 2 * hugePage);
         Assert.Equal(0, source.MappedBytes);
     }
+
+    [LinuxFact]
+    public void Resident_pages_of_an_unmapped_range_are_unknown()
+    {
+        // The second page of the address space lies below vm.mmap_min_addr and is never mapped.
+        Assert.Null(MemoryMapSource.CountResidentPages((byte*)PageSize, PageSize));
+    }
 }
