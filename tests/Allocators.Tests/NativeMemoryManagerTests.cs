@@ -74,34 +74,6 @@ public unsafe class NativeMemoryManagerTests
     }
 
     [Fact]
-    public void Retire_ends_the_manager_without_freeing()
-    {
-        using var allocator = new NativeMemoryAllocator(trackOwnership: true);
-        byte* block = allocator.Allocate(64, 8);
-        var manager = new NativeMemoryManager(allocator, block, 64, 8);
-        Memory<byte> memory = manager.Memory;
-
-        Assert.True(manager.Retire());
-        Assert.False(manager.Retire());
-        Assert.True(manager.IsDisposed);
-        Assert.Throws<ObjectDisposedException>(() => memory.Span.Length);
-
-        ((IDisposable)manager).Dispose();
-        Assert.True(allocator.Owns(block));
-        Assert.Equal(0, allocator.Statistics.DeallocationCount);
-        allocator.Deallocate(block, 64, 8);
-    }
-
-    [Fact]
-    public void Retire_after_Dispose_returns_false()
-    {
-        using var allocator = new NativeMemoryAllocator();
-        var manager = new NativeMemoryManager(allocator, allocator.Allocate(64, 8), 64, 8);
-        ((IDisposable)manager).Dispose();
-        Assert.False(manager.Retire());
-    }
-
-    [Fact]
     public void Pin_validates_the_index_and_points_into_the_block()
     {
         using var allocator = new NativeMemoryAllocator();

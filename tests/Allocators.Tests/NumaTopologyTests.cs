@@ -143,9 +143,9 @@ public sealed class NumaTopologyTests : IDisposable
     {
         WriteSparseTwoNodeSysfs();
         (int Cpu, int Node) answer = (2, 3);
-        var calls = new FakeCpuCalls(getCpu: () => (0, answer.Cpu, answer.Node), schedGetCpu: () => (0, 0));
-        var topology = NumaTopology.FromSysfsWithCpuQuery(_root, calls.Calls);
-        Assert.Equal(CpuQueryState.NotProbed, topology.CpuQuery);
+        var calls = new FakeLinuxSystemCalls { GetCpuAnswer = () => (0, answer.Cpu, answer.Node), SchedGetCpuAnswer = () => (0, 0) };
+        var topology = NumaTopology.FromSysfs(_root, calls);
+        Assert.Equal(0, calls.GetCpuCount + calls.SchedGetCpuCount); // nothing is probed before the first question
 
         Assert.Equal(3, topology.CurrentNode);
         Assert.Equal(2, topology.CurrentCpu);
@@ -155,7 +155,6 @@ public sealed class NumaTopologyTests : IDisposable
         answer = (0, 3);
         Assert.True(topology.TryGetCurrentNode(out int node));
         Assert.Equal(3, node);
-        Assert.Equal(CpuQueryState.GetCpu, topology.CpuQuery);
         Assert.Equal(4, calls.GetCpuCount);
         Assert.Equal(0, calls.SchedGetCpuCount);
         Assert.Null(topology.FallbackReason);
@@ -169,13 +168,15 @@ public sealed class NumaTopologyTests : IDisposable
         // getcpu is refused (ENOSYS) or, before glibc 2.29, absent; sched_getcpu tells the CPU and sysfs its node.
         WriteSparseTwoNodeSysfs();
         int cpu = 3;
-        var calls = new FakeCpuCalls(
-            getCpu: () => missingFromLibc ? throw new EntryPointNotFoundException("getcpu") : (38, -1, -1),
-            schedGetCpu: () => (0, cpu));
-        var topology = NumaTopology.FromSysfsWithCpuQuery(_root, calls.Calls);
+        var calls = new FakeLinuxSystemCalls
+        {
+            GetCpuAnswer = () => missingFromLibc ? throw new EntryPointNotFoundException("getcpu") : (38, -1, -1),
+            SchedGetCpuAnswer = () => (0, cpu),
+        };
+        var topology = NumaTopology.FromSysfs(_root, calls);
 
         Assert.Equal(3, topology.CurrentNode);
-        Assert.Equal(CpuQueryState.SchedGetCpu, topology.CpuQuery);
+        Assert.Equal((1, 1), (calls.GetCpuCount, calls.SchedGetCpuCount)); // getcpu refused, sched_getcpu answered
         cpu = 0;
         Assert.Equal(1, topology.CurrentNode);
         Assert.Equal(0, topology.CurrentCpu);
@@ -195,15 +196,15 @@ public sealed class NumaTopologyTests : IDisposable
     public void Both_calls_refused_give_the_first_node_and_say_so_once()
     {
         WriteSparseTwoNodeSysfs();
-        var calls = new FakeCpuCalls(getCpu: () => (38, -1, -1), schedGetCpu: () => (38, -1));
-        var topology = NumaTopology.FromSysfsWithCpuQuery(_root, calls.Calls);
+        var calls = new FakeLinuxSystemCalls { GetCpuAnswer = () => (38, -1, -1), SchedGetCpuAnswer = () => (38, -1) };
+        var topology = NumaTopology.FromSysfs(_root, calls);
 
         Assert.Equal(1, topology.CurrentNode); // the first node, whose id is not 0 here
         string? reason = topology.FallbackReason;
         Assert.StartsWith("the current CPU cannot be asked for", reason, StringComparison.Ordinal);
         Assert.Contains("getcpu failed with ENOSYS (38)", reason, StringComparison.Ordinal);
         Assert.Contains("sched_getcpu failed with ENOSYS (38)", reason, StringComparison.Ordinal);
-        Assert.Equal(CpuQueryState.Neither, topology.CpuQuery);
+        Assert.Equal((1, 1), (calls.GetCpuCount, calls.SchedGetCpuCount)); // both probed once
 
         Assert.False(topology.TryGetCurrentNode(out int node));
         Assert.Equal(-1, node);
@@ -219,13 +220,13 @@ public sealed class NumaTopologyTests : IDisposable
     public void Each_topology_probes_the_kernel_calls_for_itself()
     {
         WriteSparseTwoNodeSysfs();
-        var refused = NumaTopology.FromSysfsWithCpuQuery(_root, new FakeCpuCalls(() => (38, -1, -1), () => (38, -1)).Calls);
-        var working = new FakeCpuCalls(() => (0, 2, 3), () => (0, 0));
-        var answering = NumaTopology.FromSysfsWithCpuQuery(_root, working.Calls);
+        var refused = NumaTopology.FromSysfs(_root, new FakeLinuxSystemCalls { GetCpuAnswer = () => (38, -1, -1), SchedGetCpuAnswer = () => (38, -1) });
+        var working = new FakeLinuxSystemCalls { GetCpuAnswer = () => (0, 2, 3), SchedGetCpuAnswer = () => (0, 0) };
+        var answering = NumaTopology.FromSysfs(_root, working);
 
         Assert.Equal(1, refused.CurrentNode);
         Assert.Equal(3, answering.CurrentNode);
-        Assert.Equal(CpuQueryState.GetCpu, answering.CpuQuery);
+        Assert.Equal((1, 0), (working.GetCpuCount, working.SchedGetCpuCount)); // getcpu answered
         Assert.Null(answering.FallbackReason);
     }
 
@@ -234,8 +235,8 @@ public sealed class NumaTopologyTests : IDisposable
     {
         Directory.CreateDirectory(Path.Combine(_root, "node0"));
         File.WriteAllText(Path.Combine(_root, "node0", "cpulist"), "0-1\n");
-        var calls = new FakeCpuCalls(() => (0, 1, 0), () => (0, 1));
-        var topology = NumaTopology.FromSysfsWithCpuQuery(_root, calls.Calls);
+        var calls = new FakeLinuxSystemCalls { GetCpuAnswer = () => (0, 1, 0), SchedGetCpuAnswer = () => (0, 1) };
+        var topology = NumaTopology.FromSysfs(_root, calls);
 
         Assert.Equal(0, topology.CurrentNode);
         Assert.Equal(NumaPolicy.Default, topology.ForCurrentThread());
@@ -248,9 +249,12 @@ public sealed class NumaTopologyTests : IDisposable
     public void This_machine_answers_with_getcpu()
     {
         var topology = NumaTopology.FromSysfs(NumaTopology.SysfsNodeDirectory);
+        var calls = new FakeLinuxSystemCalls();
+        var counted = NumaTopology.FromSysfs(NumaTopology.SysfsNodeDirectory, calls);
 
         Assert.True(topology.CurrentCpu >= 0, topology.FallbackReason);
-        Assert.Equal(CpuQueryState.GetCpu, topology.CpuQuery);
+        Assert.True(counted.CurrentCpu >= 0, counted.FallbackReason);
+        Assert.Equal((1, 0), (calls.GetCpuCount, calls.SchedGetCpuCount)); // the kernel's getcpu answered
     }
 
     private void WriteFakeSysfs()
@@ -276,31 +280,6 @@ public sealed class NumaTopologyTests : IDisposable
         {
             Directory.CreateDirectory(Path.Combine(_root, $"node{id}"));
             File.WriteAllText(Path.Combine(_root, $"node{id}", "cpulist"), cpus + "\n");
-        }
-    }
-
-    // Stand-ins for getcpu and sched_getcpu that answer with an errno (0: success) and count their calls.
-    private sealed class FakeCpuCalls(Func<(int Errno, int Cpu, int Node)> getCpu, Func<(int Errno, int Cpu)> schedGetCpu)
-    {
-        public int GetCpuCount { get; private set; }
-
-        public int SchedGetCpuCount { get; private set; }
-
-        public CpuQueryCalls Calls => new(GetCpu, SchedGetCpu);
-
-        private int GetCpu(out int cpu, out int node)
-        {
-            GetCpuCount++;
-            (int errno, cpu, node) = getCpu();
-            return errno;
-        }
-
-        private int SchedGetCpu(out int cpu, out int node)
-        {
-            SchedGetCpuCount++;
-            (int errno, cpu) = schedGetCpu();
-            node = -1;
-            return errno;
         }
     }
 }

@@ -1,7 +1,6 @@
 using System.Buffers;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 
 namespace AllocHosting.Allocators;
 
@@ -55,7 +54,7 @@ public sealed unsafe class MemoryPoolAllocator : AllocatorBase
     // Guards _blocks, _counters and _disposed. A block is in the table exactly while its address
     // may be used: from the end of AllocateCore to the start of DeallocateCore.
     private readonly Lock _lock = new();
-    private readonly Dictionary<nuint, PooledBlock> _blocks = [];
+    private readonly LiveBlockTable<PooledBlock> _blocks = new(nameof(MemoryPoolAllocator));
     private AllocatorCounters _counters;
     private bool _disposed;
 
@@ -88,7 +87,7 @@ public sealed unsafe class MemoryPoolAllocator : AllocatorBase
     {
         lock (_lock)
         {
-            return _blocks.ContainsKey((nuint)pointer);
+            return _blocks.Contains(pointer);
         }
     }
 
@@ -130,7 +129,7 @@ public sealed unsafe class MemoryPoolAllocator : AllocatorBase
                 ObjectDisposedException.ThrowIf(true, this);
             }
 
-            _blocks.Add(aligned, block);
+            _blocks.Set((byte*)aligned, block);
             _counters.Allocated(size, size);
         }
 
@@ -143,19 +142,8 @@ public sealed unsafe class MemoryPoolAllocator : AllocatorBase
         PooledBlock block;
         lock (_lock)
         {
-            // One lookup: take the entry out, and put it back if it does not match.
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (!_blocks.Remove((nuint)pointer, out block))
-            {
-                Allocator.ThrowNotLive(nameof(MemoryPoolAllocator), pointer);
-            }
-
-            if (block.Size != size || block.Alignment != alignment)
-            {
-                _blocks.Add((nuint)pointer, block);
-                Allocator.ThrowBlockMismatch(pointer, block.Size, block.Alignment, size, alignment);
-            }
-
+            block = _blocks.Remove(pointer, size, alignment);
             _counters.Freed(size);
         }
 
@@ -168,7 +156,8 @@ public sealed unsafe class MemoryPoolAllocator : AllocatorBase
     {
         lock (_lock)
         {
-            ref PooledBlock block = ref FindLiveRef(pointer, currentSize, alignment);
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            ref PooledBlock block = ref _blocks.Find(pointer, currentSize, alignment);
             if (newSize > block.Room)
             {
                 return false;
@@ -185,7 +174,8 @@ public sealed unsafe class MemoryPoolAllocator : AllocatorBase
     {
         lock (_lock)
         {
-            ref PooledBlock block = ref FindLiveRef(pointer, currentSize, alignment);
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            ref PooledBlock block = ref _blocks.Find(pointer, currentSize, alignment);
             block.Size = newSize;
             _counters.Resized((long)newSize - (long)currentSize);
             return true;
@@ -214,13 +204,11 @@ public sealed unsafe class MemoryPoolAllocator : AllocatorBase
             }
 
             _disposed = true;
-            outstanding = [.. _blocks.Values];
+            outstanding = [.. _blocks.RemoveAll().Select(static entry => entry.Value)];
             foreach (var block in outstanding)
             {
                 _counters.Freed(block.Size);
             }
-
-            _blocks.Clear();
         }
 
         foreach (var block in outstanding)
@@ -241,28 +229,6 @@ public sealed unsafe class MemoryPoolAllocator : AllocatorBase
         }
     }
 
-    // Caller holds _lock.
-
-    // Caller holds _lock. Throws, changing nothing, unless pointer is a live block of that size and alignment.
-    private ref PooledBlock FindLiveRef(byte* pointer, nuint size, nuint alignment)
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        ref PooledBlock block = ref CollectionsMarshal.GetValueRefOrNullRef(_blocks, (nuint)pointer);
-        if (Unsafe.IsNullRef(ref block))
-        {
-            Allocator.ThrowNotLive(nameof(MemoryPoolAllocator), pointer);
-        }
-
-        if (block.Size != size || block.Alignment != alignment)
-        {
-            Allocator.ThrowBlockMismatch(pointer, block.Size, block.Alignment, size, alignment);
-        }
-
-        return ref block;
-    }
-
-
-
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void ThrowShortBuffer(nuint needed, int length) =>
@@ -271,13 +237,20 @@ public sealed unsafe class MemoryPoolAllocator : AllocatorBase
 
     // One rented, pinned buffer and the block carved from it. Room is the number of bytes from the
     // block's (aligned) address to the end of the buffer: the block can grow in place up to it.
-    private struct PooledBlock(IMemoryOwner<byte> owner, MemoryHandle handle, nuint size, nuint alignment, nuint room)
+    // Every call for the block must pass exactly its size and alignment.
+    private struct PooledBlock(IMemoryOwner<byte> owner, MemoryHandle handle, nuint size, nuint alignment, nuint room) : ILiveBlock
     {
         public readonly IMemoryOwner<byte> Owner = owner;
         public readonly nuint Alignment = alignment;
         public readonly nuint Room = room;
         public nuint Size = size;
         private MemoryHandle _handle = handle;
+
+        public readonly bool Fits(nuint size, nuint alignment) => size == Size && alignment == Alignment;
+
+        [DoesNotReturn]
+        public readonly void ThrowMismatch(void* pointer, nuint size, nuint alignment) =>
+            Allocator.ThrowBlockMismatch(pointer, Size, Alignment, size, alignment);
 
         public void Release()
         {

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
@@ -74,7 +75,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
 
     // Live blocks of a tracking instance (address → size and alignment); null when not tracking.
     // Guarded by _blocksLock. A block is in the table exactly while the caller may use it.
-    private readonly Dictionary<nuint, TrackedBlock>? _blocks;
+    private readonly LiveBlockTable<TrackedBlock>? _blocks;
     private readonly Lock _blocksLock = new();
 
     // Counters of requested sizes, striped by thread so that threads allocating at once do not share a cache line.
@@ -87,7 +88,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
     /// </param>
     public NativeMemoryAllocator(bool trackOwnership = false)
     {
-        _blocks = trackOwnership ? [] : null;
+        _blocks = trackOwnership ? new LiveBlockTable<TrackedBlock>(nameof(NativeMemoryAllocator)) : null;
     }
 
     /// <summary>A shared, non-tracking instance.</summary>
@@ -112,11 +113,12 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
 
         lock (_blocksLock)
         {
-            return _blocks.ContainsKey((nuint)pointer);
+            return _blocks.Contains(pointer);
         }
     }
 
     /// <inheritdoc />
+    /// <remarks>The fast path: one C runtime call and a counter update; only a tracking instance takes the lock (<c>TrackSlow</c>).</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected override byte* AllocateCore(nuint size, nuint alignment)
     {
@@ -128,7 +130,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
 
         if (_blocks is not null)
         {
-            Track(pointer, size, alignment);
+            TrackSlow(pointer, size, alignment);
         }
 
         _counters.Allocated(size, size);
@@ -136,12 +138,13 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
     }
 
     /// <inheritdoc />
+    /// <remarks>The fast path, like <see cref="AllocateCore"/>'s (<c>UntrackSlow</c> for a tracking instance).</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
     {
         if (_blocks is not null)
         {
-            Untrack(pointer, size, alignment);
+            UntrackSlow(pointer, size, alignment);
         }
 
         Free(pointer, alignment);
@@ -155,7 +158,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
         {
             lock (_blocksLock)
             {
-                FindTracked(pointer, currentSize, alignment);
+                _blocks.Find(pointer, currentSize, alignment);
             }
         }
 
@@ -169,7 +172,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
         {
             lock (_blocksLock)
             {
-                FindTracked(pointer, currentSize, alignment) = new TrackedBlock(newSize, alignment);
+                _blocks.Find(pointer, currentSize, alignment) = new TrackedBlock(newSize, alignment);
             }
         }
 
@@ -190,23 +193,22 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
     {
         if (disposing && _blocks is not null)
         {
-            FreeTracked();
+            FreeTrackedSlow();
         }
 
         base.Dispose(disposing);
     }
 
-    private void FreeTracked()
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void FreeTrackedSlow()
     {
         lock (_blocksLock)
         {
-            foreach (var (address, block) in _blocks!)
+            foreach (var (address, block) in _blocks!.RemoveAll())
             {
                 Free((byte*)address, block.Alignment);
                 _counters.Freed(block.Size);
             }
-
-            _blocks.Clear();
         }
     }
 
@@ -216,7 +218,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
         {
             // Take the block out of the table while the C runtime works on it: if realloc moves it,
             // the old address may be handed to another thread before we record the new one.
-            Untrack(pointer, currentSize, alignment);
+            UntrackSlow(pointer, currentSize, alignment);
         }
 
         byte* resized = alignment <= MallocAlignment
@@ -226,7 +228,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
         {
             if (_blocks is not null)
             {
-                Track(pointer, currentSize, alignment);
+                TrackSlow(pointer, currentSize, alignment);
             }
 
             return null;
@@ -234,7 +236,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
 
         if (_blocks is not null)
         {
-            Track(resized, newSize, alignment);
+            TrackSlow(resized, newSize, alignment);
         }
 
         if (resized != pointer)
@@ -246,50 +248,25 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
         return resized;
     }
 
-    private void Track(byte* pointer, nuint size, nuint alignment)
+    // The tracking instance's table updates: kept out of line so that the non-tracking fast path inlines.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void TrackSlow(byte* pointer, nuint size, nuint alignment)
     {
         lock (_blocksLock)
         {
             // Overwrite rather than add: an address already in the table means a tracked block was
             // freed behind our back (not through this allocator) and the C runtime reused it.
-            _blocks![(nuint)pointer] = new TrackedBlock(size, alignment);
+            _blocks!.Set(pointer, new TrackedBlock(size, alignment));
         }
     }
 
-    private void Untrack(byte* pointer, nuint size, nuint alignment)
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void UntrackSlow(byte* pointer, nuint size, nuint alignment)
     {
         lock (_blocksLock)
         {
-            // One lookup: take the entry out, and put it back if it does not match.
-            if (!_blocks!.Remove((nuint)pointer, out var block))
-            {
-                Allocator.ThrowNotLive(nameof(NativeMemoryAllocator), pointer);
-            }
-
-            if (block.Size != size || block.Alignment != alignment)
-            {
-                _blocks.Add((nuint)pointer, block);
-                Allocator.ThrowBlockMismatch(pointer, block.Size, block.Alignment, size, alignment);
-            }
+            _blocks!.Remove(pointer, size, alignment);
         }
-    }
-
-    // Caller holds _blocksLock. Throws, changing nothing, unless the pointer is a live block of that size and alignment.
-    // Returns the table entry by reference, so that a caller can update it without a second lookup.
-    private ref TrackedBlock FindTracked(byte* pointer, nuint size, nuint alignment)
-    {
-        ref TrackedBlock block = ref CollectionsMarshal.GetValueRefOrNullRef(_blocks!, (nuint)pointer);
-        if (Unsafe.IsNullRef(ref block))
-        {
-            Allocator.ThrowNotLive(nameof(NativeMemoryAllocator), pointer);
-        }
-
-        if (block.Size != size || block.Alignment != alignment)
-        {
-            Allocator.ThrowBlockMismatch(pointer, block.Size, block.Alignment, size, alignment);
-        }
-
-        return ref block;
     }
 
     private static void Free(byte* pointer, nuint alignment)
@@ -354,5 +331,13 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
         }
     }
 
-    private readonly record struct TrackedBlock(nuint Size, nuint Alignment);
+    // A tracked block: every call for it must pass exactly the size and alignment it has.
+    private readonly record struct TrackedBlock(nuint Size, nuint Alignment) : ILiveBlock
+    {
+        public bool Fits(nuint size, nuint alignment) => size == Size && alignment == Alignment;
+
+        [DoesNotReturn]
+        public void ThrowMismatch(void* pointer, nuint size, nuint alignment) =>
+            Allocator.ThrowBlockMismatch(pointer, Size, Alignment, size, alignment);
+    }
 }

@@ -93,7 +93,7 @@ public sealed unsafe class ArenaChunk : IDisposable
         }
 
         _bytes = new ArenaChunkMemoryManager<byte>(_usable, _capacity);
-        _memory = _bytes.CreateWholeMemory();
+        _memory = _bytes.Memory;
     }
 
     /// <summary>Which allocator carves the chunk.</summary>
@@ -185,6 +185,7 @@ public sealed unsafe class ArenaChunk : IDisposable
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is negative.</exception>
     /// <exception cref="ArgumentException"><paramref name="alignment"/> is not a supported power of two.</exception>
     /// <exception cref="ObjectDisposedException">The chunk was disposed.</exception>
+    /// <remarks>The fast path of every byte rent: a bump (or, for a bit-set chunk, a locked bit-set search) and a slice of the use's one <see cref="Memory{T}"/>.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryRent(int length, int alignment, out Memory<byte> memory)
     {
@@ -275,7 +276,7 @@ public sealed unsafe class ArenaChunk : IDisposable
         }
 
         _bytes = new ArenaChunkMemoryManager<byte>(_usable, _capacity);
-        _memory = _bytes.CreateWholeMemory();
+        _memory = _bytes.Memory;
         return (long)highWater;
     }
 

@@ -16,13 +16,11 @@ internal static class LinuxConstants
     public const int PROT_READ = 0x1;
     public const int PROT_WRITE = 0x2;
 
-    // mmap flags. MAP_LOCKED and MAP_POPULATE are listed for the tests that pin their absence:
-    // the port locks with mlock and populates after mbind instead (seed-reference 4.4, section 16).
+    // mmap flags. Never MAP_LOCKED (0x2000) or MAP_POPULATE (0x8000): the port locks with mlock and
+    // populates after mbind instead (seed-reference 4.4, section 16), so they are not declared.
     public const int MAP_PRIVATE = 0x02;
     public const int MAP_ANONYMOUS = 0x20;
-    public const int MAP_LOCKED = 0x2000;
     public const int MAP_NORESERVE = 0x4000;
-    public const int MAP_POPULATE = 0x8000;
     public const int MAP_HUGETLB = 0x40000;
     public const int MAP_HUGE_SHIFT = 26;
     public const int MAP_HUGE_2MB = (21 << MAP_HUGE_SHIFT) | MAP_HUGETLB;

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using AllocHosting.Allocators.MemorySources;
@@ -49,11 +48,13 @@ namespace AllocHosting.Allocators;
 public sealed unsafe class MemoryMapAllocator : AllocatorBase
 {
     // Every live block: its address and its mapped size (the request rounded up to the granularity),
-    // kept for size validation. A block leaves the set before it is unmapped or moved, so an address
-    // the kernel hands out again is never still in the set. Invariant (outside an operation on the
-    // block): the OwnerRegistry names this allocator as owner of exactly the granules of the live
-    // blocks; a range leaves the registry before it is unmapped or moved, for the same reason.
-    private readonly ConcurrentDictionary<nuint, nuint> _live = new();
+    // kept for size validation; guarded by _liveLock, which is never held across a system call. A
+    // block leaves the table before it is unmapped or moved, so an address the kernel hands out again
+    // is never still in the table. Invariant (outside an operation on the block): the OwnerRegistry
+    // names this allocator as owner of exactly the granules of the live blocks; a range leaves the
+    // registry before it is unmapped or moved, for the same reason.
+    private readonly LiveBlockTable<MappedBlock> _live = new(nameof(MemoryMapAllocator));
+    private readonly Lock _liveLock = new();
 
     // Counters, all Interlocked; bytes in use counts mapped (page-rounded) bytes.
     private readonly AtomicAllocatorCounters _counters = new();
@@ -95,7 +96,16 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     public nuint Granularity => Source.Granularity;
 
     /// <summary>The number of blocks allocated and not yet freed.</summary>
-    public int LiveBlockCount => _live.Count;
+    public int LiveBlockCount
+    {
+        get
+        {
+            lock (_liveLock)
+            {
+                return _live.Count;
+            }
+        }
+    }
 
     /// <inheritdoc />
     /// <remarks>Counted on per-processor stripes, like <see cref="NativeMemoryAllocator"/>'s: the peak is exact while all the updates came from one processor, and otherwise the largest bytes-in-use sampled.</remarks>
@@ -111,20 +121,10 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
             return ReferenceEquals(OwnerRegistry.Find(address), this);
         }
 
-        if (_live.ContainsKey(address))
+        lock (_liveLock)
         {
-            return true;
+            return _live.Contains(pointer) || _live.ContainsInterior(address, static block => block.Mapped);
         }
-
-        foreach (var (start, size) in _live)
-        {
-            if (address - start < size)
-            {
-                return true;
-            }
-        }
-
-        return false;
     }
 
     /// <inheritdoc />
@@ -138,7 +138,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
 
         nuint mapped = Allocator.AlignUp(size, Granularity);
         RegisterOrRelease(block, mapped);
-        _live[(nuint)block] = mapped;
+        Track(block, mapped);
         _counters.Allocated(size, mapped);
         return block;
     }
@@ -147,11 +147,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
     {
         ThrowIfDisposed();
-        nuint mapped = LookUp(pointer, size);
-        if (!_live.TryRemove(new KeyValuePair<nuint, nuint>((nuint)pointer, mapped)))
-        {
-            Allocator.ThrowNotLive(Name, pointer);
-        }
+        nuint mapped = Untrack(pointer, size);
 
         // Out of the registry before the unmap: afterwards the kernel may hand the range to anyone.
         Unregister((nuint)pointer, mapped);
@@ -208,19 +204,15 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
             return base.GrowCore(pointer, currentSize, newSize, alignment);
         }
 
-        // Out of the set and the registry first: once mremap moves the block the kernel may hand its
+        // Out of the table and the registry first: once mremap moves the block the kernel may hand its
         // old address to another thread (or to this allocator, which would register it again).
-        if (!_live.TryRemove(new KeyValuePair<nuint, nuint>((nuint)pointer, mapped)))
-        {
-            Allocator.ThrowNotLive(Name, pointer);
-        }
-
+        mapped = Untrack(pointer, currentSize);
         Unregister((nuint)pointer, mapped);
         if (!Source.TryRemap(pointer, mapped, newMapped, out byte* moved))
         {
             // Still mapped and ours, so registering it again cannot conflict.
             Register((nuint)pointer, mapped);
-            _live[(nuint)pointer] = mapped;
+            Track(pointer, mapped);
             return null;
         }
 
@@ -234,7 +226,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
             throw;
         }
 
-        _live[(nuint)moved] = newMapped;
+        Track(moved, newMapped);
         if (moved != pointer)
         {
             _counters.Moved(newSize);
@@ -257,14 +249,17 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
             return;
         }
 
-        foreach (nuint address in _live.Keys)
+        KeyValuePair<nuint, MappedBlock>[] live;
+        lock (_liveLock)
         {
-            if (_live.TryRemove(address, out nuint mapped))
-            {
-                Unregister(address, mapped);
-                Source.Release((byte*)address, mapped);
-                _counters.Freed(mapped);   // a deallocation, as NativeMemoryAllocator counts its blocks freed on dispose
-            }
+            live = _live.RemoveAll();
+        }
+
+        foreach (var (address, block) in live)
+        {
+            Unregister(address, block.Mapped);
+            Source.Release((byte*)address, block.Mapped);
+            _counters.Freed(block.Mapped);   // a deallocation, as NativeMemoryAllocator counts its blocks freed on dispose
         }
 
         base.Dispose(disposing);
@@ -302,7 +297,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
             }
         }
 
-        _live[(nuint)pointer] = newMapped;
+        Track(pointer, newMapped);
         _counters.Resized((long)newMapped - (long)mapped);
         return true;
     }
@@ -342,26 +337,43 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     // The mapped size of the live block at pointer; throws when there is none or size exceeds it.
     private nuint LookUp(byte* pointer, nuint size)
     {
-        if (!_live.TryGetValue((nuint)pointer, out nuint mapped))
+        lock (_liveLock)
         {
-            Allocator.ThrowNotLive(Name, pointer);
+            return _live.Find(pointer, size, alignment: 0).Mapped;
         }
+    }
 
-        if (size > mapped)
+    // Takes the live block at pointer out of the table and returns its mapped size; throws like LookUp.
+    private nuint Untrack(byte* pointer, nuint size)
+    {
+        lock (_liveLock)
         {
-            ThrowSizeMismatch(pointer, size, mapped);
+            return _live.Remove(pointer, size, alignment: 0).Mapped;
         }
+    }
 
-        return mapped;
+    private void Track(byte* pointer, nuint mapped)
+    {
+        lock (_liveLock)
+        {
+            _live.Set(pointer, new MappedBlock(mapped));
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
 
-    [DoesNotReturn]
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowSizeMismatch(byte* pointer, nuint size, nuint mapped) =>
-        throw new ArgumentException(
-            $"The block at 0x{(nuint)pointer:X} holds {mapped} bytes in this {Name}, fewer than the size {size} given for it.",
-            nameof(pointer));
+    // A live block's mapped size. Any size up to it names the block (a caller passes the size it asked
+    // for, not the rounded one), and any alignment: the block's address is what keeps that.
+    private readonly record struct MappedBlock(nuint Mapped) : ILiveBlock
+    {
+        public bool Fits(nuint size, nuint alignment) => size <= Mapped;
+
+        [DoesNotReturn]
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        public void ThrowMismatch(void* pointer, nuint size, nuint alignment) =>
+            throw new ArgumentException(
+                $"The block at 0x{(nuint)pointer:X} holds {Mapped} bytes in this {nameof(MemoryMapAllocator)}, fewer than the size {size} given for it.",
+                nameof(pointer));
+    }
 }

@@ -164,6 +164,7 @@ public sealed unsafe class ArenaMemorySource : IMemorySource, IDisposable
     }
 
     /// <summary>Obtains a free slot like <see cref="Obtain"/>, but returns <see langword="false"/> when every slot is out.</summary>
+    /// <remarks>The fast path: one compare-exchange on the free list's head (retried under contention).</remarks>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="size"/> is zero or larger than <see cref="SlotSize"/>.</exception>
     /// <exception cref="ObjectDisposedException">The arena was disposed.</exception>
     public bool TryObtain(nuint size, out byte* region)
@@ -202,6 +203,7 @@ public sealed unsafe class ArenaMemorySource : IMemorySource, IDisposable
     }
 
     /// <summary>Gives a slot back; it becomes the next one <see cref="Obtain"/> hands out.</summary>
+    /// <remarks>The fast path: a compare-exchange on the slot's state and one on the free list's head.</remarks>
     /// <param name="region">The slot, as <see cref="Obtain"/> returned it.</param>
     /// <param name="size">The size passed to <see cref="Obtain"/> (between 1 and <see cref="SlotSize"/>).</param>
     /// <exception cref="ArgumentNullException"><paramref name="region"/> is null.</exception>
@@ -249,7 +251,7 @@ public sealed unsafe class ArenaMemorySource : IMemorySource, IDisposable
 
         if (Interlocked.Increment(ref _freeCount) == _slotCount && Volatile.Read(ref _disposed) != 0)
         {
-            ReleaseRegionOnce();
+            ReleaseRegionOnceSlow();
         }
     }
 
@@ -262,7 +264,7 @@ public sealed unsafe class ArenaMemorySource : IMemorySource, IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0 && Volatile.Read(ref _freeCount) == _slotCount)
         {
-            ReleaseRegionOnce();
+            ReleaseRegionOnceSlow();
         }
     }
 
@@ -291,7 +293,9 @@ public sealed unsafe class ArenaMemorySource : IMemorySource, IDisposable
         }
     }
 
-    private void ReleaseRegionOnce()
+    // Rare: once, after Dispose, when the last slot comes back.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ReleaseRegionOnceSlow()
     {
         if (Interlocked.Exchange(ref _regionReleased, 1) == 0)
         {

@@ -1,6 +1,3 @@
-using System.Runtime.InteropServices;
-using AllocHosting.Allocators.Interop;
-
 namespace AllocHosting.Allocators.MemorySources;
 
 /// <summary>Which kernel call tells a <see cref="NumaTopology"/> the calling thread's CPU.</summary>

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using AllocHosting.Allocators.Interop;
@@ -41,13 +40,12 @@ namespace AllocHosting.Allocators.MemorySources;
 /// source.Release(region, 1 &lt;&lt; 20);
 /// </code></example>
 /// </remarks>
-public sealed unsafe class MemoryMapSource : IMemorySource
+public sealed unsafe partial class MemoryMapSource : IMemorySource
 {
     private const string SourceName = nameof(MemoryMapSource);
 
-    // Bytes mapped by every source of the process, keyed by the node they are attributed to (-1: unknown).
-    private static readonly ConcurrentDictionary<int, StrongBox<long>> s_processMappedByNode = new();
-
+    // The system calls every step goes through: the kernel's, or a test's stand-in.
+    private readonly ILinuxSystemCalls _kernel;
     private readonly int _mapFlags;
     private readonly int[] _requiredAdvice;
     private readonly uint _mbindFlags;
@@ -72,6 +70,12 @@ public sealed unsafe class MemoryMapSource : IMemorySource
     /// <exception cref="ArgumentException">The options are invalid (the message names the setting).</exception>
     /// <exception cref="PlatformNotSupportedException">Not 64-bit Linux on x86-64 or arm64 (see <see cref="IsSupported"/>).</exception>
     public MemoryMapSource(MemoryMapSourceOptions? options = null)
+        : this(options, LinuxSystemCalls.Kernel)
+    {
+    }
+
+    /// <summary>Creates a source whose system calls go through <paramref name="kernel"/>: the seam through which tests refuse chosen calls.</summary>
+    internal MemoryMapSource(MemoryMapSourceOptions? options, ILinuxSystemCalls kernel)
     {
         options ??= MemoryMapSourceOptions.Default;
         options.Validate();
@@ -80,6 +84,7 @@ public sealed unsafe class MemoryMapSource : IMemorySource
             throw new PlatformNotSupportedException(UnsupportedReason);
         }
 
+        _kernel = kernel;
         Options = options;
         Granularity = ComputeGranularity(options.ExplicitHugePages);
         _mapFlags = ComputeMapFlags(options);
@@ -109,16 +114,6 @@ public sealed unsafe class MemoryMapSource : IMemorySource
     /// <summary>Bytes currently mapped through this source (sizes rounded up to <see cref="Granularity"/>).</summary>
     public long MappedBytes => Interlocked.Read(ref _mappedBytes);
 
-    /// <summary>
-    /// The NUMA node this source's bytes are attributed to: the node of a <c>Preferred</c> or
-    /// <c>Bind</c> policy naming one node while the policy applies, otherwise -1 (unknown).
-    /// </summary>
-    /// <remarks>It turns to -1 when the kernel refuses the policy, which happens on the first mapping, before any bytes are attributed.</remarks>
-    public int MappedNode => NumaPolicyApplied ? Options.NumaPolicy.SingleNode ?? -1 : -1;
-
-    /// <summary>Whether the NUMA policy is being applied (false once the kernel refused it; true for the default policy).</summary>
-    public bool NumaPolicyApplied => Volatile.Read(ref _numaRefused) == 0;
-
     /// <summary>Whether the transparent huge page advice is being applied (false when not requested or refused).</summary>
     public bool TransparentHugePagesApplied => Options.TransparentHugePages && Volatile.Read(ref _hugePageAdviceRefused) == 0;
 
@@ -141,34 +136,6 @@ public sealed unsafe class MemoryMapSource : IMemorySource
 
     /// <summary>Why the most recent failed request failed (the call and its errno), or null.</summary>
     public string? LastFailure => Volatile.Read(ref _lastFailure);
-
-    /// <summary>
-    /// Tests only: given a step name (<c>"mmap"</c>, <c>"madvise(MADV_DONTDUMP)"</c>,
-    /// <c>"madvise(MADV_HUGEPAGE)"</c>, <c>"mbind"</c>, <c>"populate"</c>, <c>"mlock"</c> or <c>"mremap"</c>),
-    /// returns an errno to act as if the kernel had refused that step, or 0 to make the real call.
-    /// Lets the degradation and fallback paths be exercised on machines where the kernel never
-    /// refuses (one node, CAP_IPC_LOCK, a kernel that knows every advice).
-    /// </summary>
-    internal Func<string, int>? SimulatedErrno { get; set; }
-
-    /// <summary>Bytes this source has mapped now, by NUMA node (-1: node unknown). One entry per node.</summary>
-    public IReadOnlyDictionary<int, long> GetMappedBytesByNode() =>
-        new Dictionary<int, long> { [MappedNode] = MappedBytes };
-
-    /// <summary>
-    /// Bytes mapped now by every <see cref="MemoryMapSource"/> of the process, by NUMA node (-1: node
-    /// unknown): the figure behind the <c>allochosting.mapped</c> metric.
-    /// </summary>
-    public static IReadOnlyDictionary<int, long> GetProcessMappedBytesByNode()
-    {
-        var snapshot = new Dictionary<int, long>();
-        foreach (var (node, bytes) in s_processMappedByNode)
-        {
-            snapshot[node] = Interlocked.Read(ref bytes.Value);
-        }
-
-        return snapshot;
-    }
 
     /// <inheritdoc />
     /// <exception cref="MemorySourceExhaustedException">The kernel refused the mapping or a required step; the message carries its errno.</exception>
@@ -211,7 +178,7 @@ public sealed unsafe class MemoryMapSource : IMemorySource
             throw new ArgumentException($"0x{(nuint)region:X} cannot be a region of this {SourceName}: regions are aligned to {Granularity} bytes.", nameof(region));
         }
 
-        if (LinuxMemory.Unmap((nint)region, rounded) != 0)
+        if (_kernel.Unmap((nint)region, rounded) != 0)
         {
             int errno = Marshal.GetLastPInvokeError();
             throw new ArgumentException(
@@ -259,7 +226,7 @@ public sealed unsafe class MemoryMapSource : IMemorySource
             return true;
         }
 
-        if (LinuxMemory.Remap((nint)region, oldRounded, newRounded, 0) == MAP_FAILED)
+        if (_kernel.Remap((nint)region, oldRounded, newRounded, 0) == MAP_FAILED)
         {
             RecordFailure(LinuxErrors.Describe("mremap", Marshal.GetLastPInvokeError()));
             return false;
@@ -267,47 +234,6 @@ public sealed unsafe class MemoryMapSource : IMemorySource
 
         AccountMapped((long)newRounded - (long)oldRounded);
         return true;
-    }
-
-    /// <summary>
-    /// The NUMA node of the page backing <paramref name="address"/>
-    /// (<c>get_mempolicy(MPOL_F_NODE | MPOL_F_ADDR)</c>, which faults the page in if needed), or null
-    /// when the kernel cannot tell (not Linux, NUMA calls refused, address not mapped).
-    /// </summary>
-    public static int? GetNodeOfAddress(void* address)
-    {
-        if (!LinuxNuma.IsSupported)
-        {
-            return null;
-        }
-
-        int node;
-        return LinuxNuma.GetMempolicy(&node, null, 0, (nint)address, MPOL_F_NODE | MPOL_F_ADDR) == 0 ? node : null;
-    }
-
-    /// <summary>
-    /// The NUMA policy the kernel holds for the range containing <paramref name="address"/>
-    /// (<c>get_mempolicy(MPOL_F_ADDR)</c>), or null when it cannot tell.
-    /// </summary>
-    public static NumaPolicy? GetPolicyOfAddress(void* address)
-    {
-        if (!LinuxNuma.IsSupported)
-        {
-            return null;
-        }
-
-        // The kernel insists on maxnode >= its node count; 4096 bits covers every configuration.
-        const int Words = 64;
-        ulong* mask = stackalloc ulong[Words];
-        int mode;
-        if (LinuxNuma.GetMempolicy(&mode, mask, (64 * Words) + 1, (nint)address, MPOL_F_ADDR) != 0)
-        {
-            return null;
-        }
-
-        var set = NumaNodeSet.FromMask(new ReadOnlySpan<ulong>(mask, Words)).WithNodeIdMeaning(
-            (mode & MPOL_F_STATIC_NODES) != 0, (mode & MPOL_F_RELATIVE_NODES) != 0);
-        return NumaPolicy.FromKernel((NumaPolicyMode)(mode & ~MPOL_MODE_FLAGS), set);
     }
 
     /// <summary>The mmap flags for <paramref name="options"/>: private, anonymous, optionally no-reserve and huge pages; never locked or populated.</summary>
@@ -326,22 +252,6 @@ public sealed unsafe class MemoryMapSource : IMemorySource
             _ => 0,
         };
 
-    /// <summary>
-    /// The advice values every region gets, one <c>madvise</c> call each, in order (W-MM1: never OR-ed):
-    /// the <see cref="ComputeRequiredAdvice">required advice</see>, then the optional <c>MADV_HUGEPAGE</c>.
-    /// </summary>
-    internal static int[] ComputeAdvice(MemoryMapSourceOptions options) =>
-        options.TransparentHugePages ? [.. ComputeRequiredAdvice(options), MADV_HUGEPAGE] : ComputeRequiredAdvice(options);
-
-    /// <summary>The advice whose refusal fails the request: <c>MADV_DONTDUMP</c> when core dumps exclude regions.</summary>
-    /// <remarks>The transparent huge page advice is optional and applied by its own step, which degrades once when refused.</remarks>
-    internal static int[] ComputeRequiredAdvice(MemoryMapSourceOptions options) =>
-        options.ExcludeFromCoreDumps ? [MADV_DONTDUMP] : [];
-
-    /// <summary>The <c>flags</c> argument of <c>mbind</c>.</summary>
-    internal static uint ComputeMbindFlags(MemoryMapSourceOptions options) =>
-        options.StrictNumaPolicy ? MPOL_MF_STRICT | MPOL_MF_MOVE : 0;
-
     /// <summary>The region granularity: the system page size or the explicit huge page size.</summary>
     internal static nuint ComputeGranularity(ExplicitHugePages hugePages) => hugePages switch
     {
@@ -349,23 +259,6 @@ public sealed unsafe class MemoryMapSource : IMemorySource
         ExplicitHugePages.Size1GiB => 1u << 30,
         _ => (nuint)Environment.SystemPageSize,
     };
-
-    /// <summary>The number of resident pages in a range (<c>mincore</c>), or -1 when the kernel refuses.</summary>
-    internal static int CountResidentPages(void* address, nuint length)
-    {
-        nuint pageSize = (nuint)Environment.SystemPageSize;
-        int pages = checked((int)((length + pageSize - 1) / pageSize));
-        byte[] vector = new byte[pages];
-        fixed (byte* v = vector)
-        {
-            if (LinuxMemory.Residency((nint)address, length, v) != 0)
-            {
-                return -1;
-            }
-        }
-
-        return vector.Count(static b => (b & 1) != 0);
-    }
 
     /// <summary>
     /// The portable resize: obtain a new region, copy min(old, new) bytes, release the old one. The
@@ -398,15 +291,10 @@ public sealed unsafe class MemoryMapSource : IMemorySource
         }
 
         region = null;
-        int errno = SimulatedErrno?.Invoke("mmap") ?? 0;
-        nint mapped = errno == 0 ? LinuxMemory.Map(0, rounded + extra, PROT_READ | PROT_WRITE, _mapFlags, -1, 0) : MAP_FAILED;
+        nint mapped = _kernel.Map(0, rounded + extra, PROT_READ | PROT_WRITE, _mapFlags, -1, 0);
         if (mapped == MAP_FAILED)
         {
-            if (errno == 0)
-            {
-                errno = Marshal.GetLastPInvokeError();
-            }
-
+            int errno = Marshal.GetLastPInvokeError();
             failure = RecordFailure(LinuxErrors.Describe("mmap", errno) + HugePageHint(errno));
             return false;
         }
@@ -424,13 +312,13 @@ public sealed unsafe class MemoryMapSource : IMemorySource
         catch
         {
             // Only a throwing Warning callback gets here; do not leak the mapping.
-            LinuxMemory.Unmap((nint)start, rounded);
+            _kernel.Unmap((nint)start, rounded);
             throw;
         }
 
         if (failure is not null)
         {
-            LinuxMemory.Unmap((nint)start, rounded);
+            _kernel.Unmap((nint)start, rounded);
             RecordFailure(failure);
             return false;
         }
@@ -456,167 +344,22 @@ public sealed unsafe class MemoryMapSource : IMemorySource
     }
 
     // Unmaps the unaligned head and the tail of an over-sized mapping; returns the aligned start.
-    private static byte* TrimToAlignment(nint mapped, nuint size, nuint extra, nuint alignment)
+    private byte* TrimToAlignment(nint mapped, nuint size, nuint extra, nuint alignment)
     {
         nuint start = Allocator.AlignUp((nuint)mapped, alignment);
         nuint head = start - (nuint)mapped;
         nuint tail = extra - head;
         if (head != 0)
         {
-            LinuxMemory.Unmap(mapped, head);
+            _kernel.Unmap(mapped, head);
         }
 
         if (tail != 0)
         {
-            LinuxMemory.Unmap((nint)(start + size), tail);
+            _kernel.Unmap((nint)(start + size), tail);
         }
 
         return (byte*)start;
-    }
-
-    // madvise → mbind → populate. Returns null, or why a required step failed.
-    private string? Prepare(byte* start, nuint size)
-    {
-        foreach (int advice in _requiredAdvice)
-        {
-            int errno = SimulatedErrno is { } simulated ? simulated(AdviceCall(advice)) : 0;
-            if (errno == 0)
-            {
-                if (LinuxMemory.Advise((nint)start, size, advice) == 0)
-                {
-                    continue;
-                }
-
-                errno = Marshal.GetLastPInvokeError();
-            }
-
-            return LinuxErrors.Describe(AdviceCall(advice), errno);
-        }
-
-        AdviseTransparentHugePages(start, size);
-        string? failure = ApplyNumaPolicy(start, size);
-        if (failure is null && Options.Prefault)
-        {
-            failure = Populate(start, size);
-        }
-
-        return failure;
-    }
-
-    // Optional: a refusal is reported once and the advice is not attempted again.
-    private void AdviseTransparentHugePages(byte* start, nuint size)
-    {
-        if (!Options.TransparentHugePages || Volatile.Read(ref _hugePageAdviceRefused) != 0)
-        {
-            return;
-        }
-
-        int errno = SimulatedErrno?.Invoke("madvise(MADV_HUGEPAGE)") ?? 0;
-        if (errno == 0)
-        {
-            if (LinuxMemory.Advise((nint)start, size, MADV_HUGEPAGE) == 0)
-            {
-                return;
-            }
-
-            errno = Marshal.GetLastPInvokeError();
-        }
-
-        DegradeOnce(ref _hugePageAdviceRefused, ref _hugePageFallbackReason,
-            $"transparent huge pages are not advised any more: {LinuxErrors.Describe("madvise(MADV_HUGEPAGE)", errno)}");
-    }
-
-    private string? ApplyNumaPolicy(byte* start, nuint size)
-    {
-        NumaPolicy policy = Options.NumaPolicy;
-        if (policy.Mode == NumaPolicyMode.Default || Volatile.Read(ref _numaRefused) != 0)
-        {
-            return null;
-        }
-
-        int errno = SimulatedErrno?.Invoke("mbind") ?? 0;
-        if (errno == 0)
-        {
-            ReadOnlySpan<ulong> words = policy.Nodes.MaskWords;
-            int result;
-            fixed (ulong* mask = words)
-            {
-                result = LinuxNuma.Mbind((nint)start, size, policy.KernelMode, words.IsEmpty ? null : mask, policy.Nodes.MaxNode, _mbindFlags);
-            }
-
-            if (result == 0)
-            {
-                return null;
-            }
-
-            errno = Marshal.GetLastPInvokeError();
-        }
-
-        if (errno is ENOSYS or EPERM)
-        {
-            _processMapped = ProcessCounter(-1);
-            DegradeOnce(ref _numaRefused, ref _numaFallbackReason,
-                $"the NUMA policy {policy} is not applied: {LinuxErrors.Describe("mbind", errno)}");
-            return null;
-        }
-
-        return LinuxErrors.Describe($"mbind({policy})", errno);
-    }
-
-    private string? Populate(byte* start, nuint size)
-    {
-        for (int attempt = 0; attempt < 3; attempt++)
-        {
-            int errno = SimulatedErrno?.Invoke("populate") ?? 0;
-            if (errno == 0)
-            {
-                if (LinuxMemory.Advise((nint)start, size, MADV_POPULATE_WRITE) == 0)
-                {
-                    return null;
-                }
-
-                errno = Marshal.GetLastPInvokeError();
-            }
-
-            if (errno == EINVAL)
-            {
-                // Kernels before 5.14 do not know the advice: fault each page in by writing the zero it already holds.
-                for (nuint offset = 0; offset < size; offset += Granularity)
-                {
-                    Volatile.Write(ref start[offset], 0);
-                }
-
-                return null;
-            }
-
-            if (errno != EINTR)
-            {
-                return LinuxErrors.Describe("madvise(MADV_POPULATE_WRITE)", errno);
-            }
-        }
-
-        return "madvise(MADV_POPULATE_WRITE) was interrupted three times";
-    }
-
-    private void LockRegion(byte* start, nuint size)
-    {
-        int errno = SimulatedErrno?.Invoke("mlock") ?? 0;
-        if (errno == 0)
-        {
-            if (LinuxMemory.Lock((nint)start, size) == 0)
-            {
-                return;
-            }
-
-            errno = Marshal.GetLastPInvokeError();
-        }
-
-        string message = $"{SourceName} could not lock {size} bytes at 0x{(nuint)start:X}; they are handed out unlocked: "
-            + LinuxErrors.Describe("mlock", errno)
-            + " (RLIMIT_MEMLOCK, see ulimit -l)";
-        Interlocked.Increment(ref _lockFailureCount);
-        Volatile.Write(ref _lastLockFailure, message);
-        Options.Warning?.Invoke(message);
     }
 
     private bool TryRemapCore(byte* region, nuint oldSize, nuint newSize, out byte* newRegion, out string? failure)
@@ -631,20 +374,15 @@ public sealed unsafe class MemoryMapSource : IMemorySource
             return true;
         }
 
-        int errno = SimulatedErrno?.Invoke("mremap") ?? 0;
-        if (errno == 0)
+        nint moved = _kernel.Remap((nint)region, oldRounded, newRounded, MREMAP_MAYMOVE);
+        if (moved != MAP_FAILED)
         {
-            nint moved = LinuxMemory.Remap((nint)region, oldRounded, newRounded, MREMAP_MAYMOVE);
-            if (moved != MAP_FAILED)
-            {
-                AccountMapped((long)newRounded - (long)oldRounded);
-                newRegion = (byte*)moved;
-                return true;
-            }
-
-            errno = Marshal.GetLastPInvokeError();
+            AccountMapped((long)newRounded - (long)oldRounded);
+            newRegion = (byte*)moved;
+            return true;
         }
 
+        int errno = Marshal.GetLastPInvokeError();
         if (errno == EINVAL && Options.ExplicitHugePages != ExplicitHugePages.None)
         {
             // Kernels before 5.16 cannot mremap hugetlb mappings.
@@ -671,15 +409,6 @@ public sealed unsafe class MemoryMapSource : IMemorySource
         return failure;
     }
 
-    private void AccountMapped(long delta)
-    {
-        Interlocked.Add(ref _mappedBytes, delta);
-        Interlocked.Add(ref _processMapped.Value, delta);
-    }
-
-    private static StrongBox<long> ProcessCounter(int node) =>
-        s_processMappedByNode.GetOrAdd(node, static _ => new StrongBox<long>());
-
     private nuint RoundSize(nuint size, string parameterName) =>
         SourceSize.Round(size, Granularity, parameterName);
 
@@ -687,11 +416,4 @@ public sealed unsafe class MemoryMapSource : IMemorySource
         errno == ENOMEM && Options.ExplicitHugePages != ExplicitHugePages.None
             ? $" (explicit {Options.ExplicitHugePages} huge pages need pages reserved in advance: see /sys/kernel/mm/hugepages and vm.nr_hugepages)"
             : string.Empty;
-
-    // The call as messages and simulated steps name it; a constant for every advice in use.
-    private static string AdviceCall(int advice) => advice switch
-    {
-        MADV_DONTDUMP => "madvise(MADV_DONTDUMP)",
-        _ => $"madvise({advice.ToString(System.Globalization.CultureInfo.InvariantCulture)})",
-    };
 }

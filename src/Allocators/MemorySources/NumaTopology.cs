@@ -16,7 +16,7 @@ namespace AllocHosting.Allocators.MemorySources;
 /// are refused, it describes a single node and says why in <see cref="FallbackReason"/>.
 /// </para>
 /// <para>
-/// <see cref="FromSysfs"/> reads any directory laid out like sysfs and takes an optional function
+/// <see cref="FromSysfs(string, Func{int})"/> reads any directory laid out like sysfs and takes an optional function
 /// returning the current CPU, so the node-choice logic can be exercised with a fake topology.
 /// </para>
 /// <example><code>
@@ -34,14 +34,14 @@ public sealed class NumaTopology
     private readonly Dictionary<int, int> _nodeOfCpu;
     private readonly Func<int>? _currentCpu;
 
-    // The kernel's getcpu and sched_getcpu (or stand-ins from a test); null when the kernel is not asked.
-    private readonly CpuQueryCalls? _kernel;
+    // Whose getcpu and sched_getcpu answer (the kernel's, or a test's stand-in); null when the kernel is not asked.
+    private readonly ILinuxSystemCalls? _kernel;
 
     // Which call answers: NotProbed until the first query, then the first of getcpu, sched_getcpu that worked, or neither.
     private int _cpuQuery = (int)CpuQueryState.NotProbed;
     private string? _fallbackReason;
 
-    private NumaTopology(IReadOnlyList<NumaNode> nodes, Func<int>? currentCpu, CpuQueryCalls? kernel, string? fallbackReason)
+    private NumaTopology(IReadOnlyList<NumaNode> nodes, Func<int>? currentCpu, ILinuxSystemCalls? kernel, string? fallbackReason)
     {
         Nodes = nodes;
         _currentCpu = currentCpu;
@@ -81,9 +81,6 @@ public sealed class NumaTopology
     /// </summary>
     public int CurrentNode => TryGetCurrentNode(out int node) ? node : Nodes[0].Id;
 
-    /// <summary>Tests only: which kernel call tells the current CPU, as far as probed.</summary>
-    internal CpuQueryState CpuQuery => (CpuQueryState)Volatile.Read(ref _cpuQuery);
-
     /// <summary>Reads a sysfs-like directory holding <c>node&lt;N&gt;/cpulist</c> files.</summary>
     /// <param name="nodeDirectory">The directory (normally <see cref="SysfsNodeDirectory"/>).</param>
     /// <param name="currentCpu">Returns the calling thread's CPU id; null asks the kernel (on Linux) when the directory is the real one, otherwise the CPU is unknown.</param>
@@ -94,13 +91,14 @@ public sealed class NumaTopology
         ArgumentNullException.ThrowIfNull(nodeDirectory);
         bool queryKernel = currentCpu is null && OperatingSystem.IsLinux()
             && string.Equals(Path.GetFullPath(nodeDirectory).TrimEnd('/'), SysfsNodeDirectory, StringComparison.Ordinal);
-        return Read(nodeDirectory, currentCpu, queryKernel ? CpuQueryCalls.Kernel : null);
+        return queryKernel ? FromSysfs(nodeDirectory, LinuxSystemCalls.Kernel) : Read(nodeDirectory, currentCpu, kernel: null);
     }
 
-    /// <summary>Tests only: reads <paramref name="nodeDirectory"/> and asks <paramref name="kernel"/>, standing in for getcpu and sched_getcpu, for the current CPU.</summary>
-    internal static NumaTopology FromSysfsWithCpuQuery(string nodeDirectory, CpuQueryCalls kernel) => Read(nodeDirectory, currentCpu: null, kernel);
+    /// <summary>Reads <paramref name="nodeDirectory"/> and asks <paramref name="kernel"/>'s getcpu and sched_getcpu for the current CPU.</summary>
+    /// <remarks>The seam through which tests take the CPU query through its fallbacks with stand-in system calls.</remarks>
+    internal static NumaTopology FromSysfs(string nodeDirectory, ILinuxSystemCalls kernel) => Read(nodeDirectory, currentCpu: null, kernel);
 
-    private static NumaTopology Read(string nodeDirectory, Func<int>? currentCpu, CpuQueryCalls? kernel)
+    private static NumaTopology Read(string nodeDirectory, Func<int>? currentCpu, ILinuxSystemCalls? kernel)
     {
         try
         {
@@ -255,7 +253,7 @@ public sealed class NumaTopology
     // The calling thread's CPU (and node when getcpu gives it), or -1. The first query probes
     // getcpu, then sched_getcpu; the first that works answers every later query, and when neither
     // does no call is made again.
-    private int QueryCurrent(CpuQueryCalls kernel, out int node)
+    private unsafe int QueryCurrent(ILinuxSystemCalls kernel, out int node)
     {
         node = -1;
         var query = (CpuQueryState)Volatile.Read(ref _cpuQuery);
@@ -264,15 +262,16 @@ public sealed class NumaTopology
         {
             try
             {
-                int errno = kernel.GetCpu(out int cpu, out int kernelNode);
-                if (errno == 0)
+                uint cpu;
+                uint kernelNode;
+                if (kernel.GetCpu(&cpu, &kernelNode) == 0)
                 {
                     Volatile.Write(ref _cpuQuery, (int)CpuQueryState.GetCpu);
-                    node = kernelNode;
-                    return cpu;
+                    node = (int)kernelNode;
+                    return (int)cpu;
                 }
 
-                getCpuFailure = LinuxErrors.Describe("getcpu", errno);
+                getCpuFailure = LinuxErrors.Describe("getcpu", Marshal.GetLastPInvokeError());
             }
             catch (EntryPointNotFoundException)
             {
@@ -286,14 +285,14 @@ public sealed class NumaTopology
 
         if (query == CpuQueryState.SchedGetCpu)
         {
-            int errno = kernel.SchedGetCpu(out int cpu, out _);
-            if (errno == 0)
+            int cpu = kernel.SchedGetCpu();
+            if (cpu >= 0)
             {
                 return cpu;
             }
 
             // Only when neither call works is anything unknown: the reason names both refusals.
-            string failure = LinuxErrors.Describe("sched_getcpu", errno);
+            string failure = LinuxErrors.Describe("sched_getcpu", Marshal.GetLastPInvokeError());
             Interlocked.CompareExchange(
                 ref _fallbackReason,
                 $"the current CPU cannot be asked for: {(getCpuFailure is null ? failure : $"{getCpuFailure}; {failure}")}",

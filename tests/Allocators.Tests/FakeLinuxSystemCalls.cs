@@ -1,0 +1,108 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using AllocHosting.Allocators.Interop;
+
+namespace AllocHosting.Allocators.Tests;
+
+/// <summary>
+/// Stand-in system calls: each call is offered to <see cref="Refuse"/> under its name (such as
+/// <c>"mmap"</c>, <c>"madvise(MADV_HUGEPAGE)"</c>, <c>"mbind"</c>, <c>"mlock"</c>); a non-zero answer
+/// fails the call with that errno without making it, zero makes the real call. <c>getcpu</c> and
+/// <c>sched_getcpu</c> can be answered by <see cref="GetCpu"/> and <see cref="SchedGetCpu"/> instead,
+/// and are counted. Lets the degradation paths run on machines whose kernel never refuses (one
+/// node, CAP_IPC_LOCK, a kernel that knows every advice).
+/// </summary>
+internal sealed unsafe class FakeLinuxSystemCalls : ILinuxSystemCalls
+{
+    /// <summary>Given a call's name, an errno to fail it with, or 0 to make the real call; null makes every call.</summary>
+    public Func<string, int>? Refuse { get; set; }
+
+    /// <summary>Answers getcpu with (errno, cpu, node) instead of the kernel; may throw <see cref="EntryPointNotFoundException"/>.</summary>
+    public Func<(int Errno, int Cpu, int Node)>? GetCpuAnswer { get; init; }
+
+    /// <summary>Answers sched_getcpu with (errno, cpu) instead of the kernel.</summary>
+    public Func<(int Errno, int Cpu)>? SchedGetCpuAnswer { get; init; }
+
+    public int GetCpuCount { get; private set; }
+
+    public int SchedGetCpuCount { get; private set; }
+
+    // The name a call is offered to Refuse under.
+    public static string AdviceName(int advice) => advice switch
+    {
+        14 => "madvise(MADV_HUGEPAGE)",
+        16 => "madvise(MADV_DONTDUMP)",
+        23 => "madvise(MADV_POPULATE_WRITE)",
+        _ => $"madvise({advice.ToString(CultureInfo.InvariantCulture)})",
+    };
+
+    public nint Map(nint address, nuint length, int protection, int flags, int fileDescriptor, nint offset) =>
+        Refused("mmap") ? LinuxConstants.MAP_FAILED : LinuxSystemCalls.Kernel.Map(address, length, protection, flags, fileDescriptor, offset);
+
+    public int Unmap(nint address, nuint length) =>
+        Refused("munmap") ? -1 : LinuxSystemCalls.Kernel.Unmap(address, length);
+
+    // Moving remaps are "mremap"; remaps in place (no MREMAP_MAYMOVE) are "mremap(in place)".
+    public nint Remap(nint oldAddress, nuint oldLength, nuint newLength, int flags) =>
+        Refused(flags == LinuxConstants.MREMAP_MAYMOVE ? "mremap" : "mremap(in place)")
+            ? LinuxConstants.MAP_FAILED
+            : LinuxSystemCalls.Kernel.Remap(oldAddress, oldLength, newLength, flags);
+
+    public int Advise(nint address, nuint length, int advice) =>
+        Refused(AdviceName(advice)) ? -1 : LinuxSystemCalls.Kernel.Advise(address, length, advice);
+
+    public int Lock(nint address, nuint length) =>
+        Refused("mlock") ? -1 : LinuxSystemCalls.Kernel.Lock(address, length);
+
+    public int Residency(nint address, nuint length, byte* pages) =>
+        Refused("mincore") ? -1 : LinuxSystemCalls.Kernel.Residency(address, length, pages);
+
+    public int Mbind(nint address, nuint length, int mode, ulong* nodeMask, ulong maxNode, uint flags) =>
+        Refused("mbind") ? -1 : LinuxSystemCalls.Kernel.Mbind(address, length, mode, nodeMask, maxNode, flags);
+
+    public int GetMempolicy(int* mode, ulong* nodeMask, ulong maxNode, nint address, ulong flags) =>
+        Refused("get_mempolicy") ? -1 : LinuxSystemCalls.Kernel.GetMempolicy(mode, nodeMask, maxNode, address, flags);
+
+    public int GetCpu(uint* cpu, uint* node)
+    {
+        GetCpuCount++;
+        if (GetCpuAnswer is null)
+        {
+            return Refused("getcpu") ? -1 : LinuxSystemCalls.Kernel.GetCpu(cpu, node);
+        }
+
+        (int errno, int answeredCpu, int answeredNode) = GetCpuAnswer();
+        *cpu = (uint)answeredCpu;
+        *node = (uint)answeredNode;
+        return Fail(errno);
+    }
+
+    public int SchedGetCpu()
+    {
+        SchedGetCpuCount++;
+        if (SchedGetCpuAnswer is null)
+        {
+            return Refused("sched_getcpu") ? -1 : LinuxSystemCalls.Kernel.SchedGetCpu();
+        }
+
+        (int errno, int cpu) = SchedGetCpuAnswer();
+        return errno == 0 ? cpu : Fail(errno);
+    }
+
+    private static int Fail(int errno)
+    {
+        if (errno == 0)
+        {
+            return 0;
+        }
+
+        Marshal.SetLastPInvokeError(errno);
+        return -1;
+    }
+
+    private bool Refused(string call)
+    {
+        int errno = Refuse?.Invoke(call) ?? 0;
+        return Fail(errno) != 0;
+    }
+}
