@@ -1,5 +1,6 @@
 using AllocHosting.Allocators;
 using AllocHosting.Allocators.Benchmarks.Peers;
+using AllocHosting.Allocators.MemorySources;
 using System.Buffers;
 using System.Diagnostics.Metrics;
 using BenchmarkDotNet.Attributes;
@@ -174,19 +175,23 @@ public unsafe class RequestArenaBenchmarks
         return _rentArena.Rent(64, _rentLease).Length;
     }
 
-    private static RequestArenaPool CreatePool(RequestArenaKind kind, ArenaClearPolicy clear, IMeterFactory meters) =>
-        new(
-            Options.Create(new SwitchableAllocatorOptions
-            {
-                ArenaKind = kind,
-                ClearPolicy = clear,
-                InitialArenaSize = 256 * 1024,
-                MaxArenaSizePerRequest = 256 * 1024,
-                MemoryBudget = 16 * 256 * 1024,
-            }),
+    private static RequestArenaPool CreatePool(RequestArenaKind kind, ArenaClearPolicy clear, IMeterFactory meters)
+    {
+        var options = new SwitchableAllocatorOptions
+        {
+            ArenaKind = kind,
+            ClearPolicy = clear,
+            InitialArenaSize = 256 * 1024,
+            MaxArenaSizePerRequest = 256 * 1024,
+            MemoryBudget = 16 * 256 * 1024,
+        };
+        return new(
+            Options.Create(options),
+            new ArenaChunkSource(options, ArenaChunkSource.CreateMemorySource(options.NumaPlacement, NumaTopology.Current, NullLogger.Instance)),
             new AllocHostingMetrics(meters, new SwitchableAllocator()),
             NullLogger<RequestArenaPool>.Instance,
             TimeProvider.System);
+    }
 
 
     private int ArrayPoolRequest(bool clear)

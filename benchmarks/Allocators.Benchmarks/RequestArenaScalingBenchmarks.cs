@@ -1,3 +1,4 @@
+using AllocHosting.Allocators.MemorySources;
 using System.Buffers;
 using System.Diagnostics.Metrics;
 using AllocHosting.Allocators.Benchmarks.Peers;
@@ -24,14 +25,16 @@ public class RequestArenaScalingBenchmarks : IDisposable
     [GlobalSetup]
     public void Setup()
     {
+        var options = new SwitchableAllocatorOptions
+        {
+            ClearPolicy = ArenaClearPolicy.None,
+            InitialArenaSize = 256 * 1024,
+            MaxArenaSizePerRequest = 256 * 1024,
+            MemoryBudget = 16 * 256 * 1024,
+        };
         _pool = new RequestArenaPool(
-            Options.Create(new SwitchableAllocatorOptions
-            {
-                ClearPolicy = ArenaClearPolicy.None,
-                InitialArenaSize = 256 * 1024,
-                MaxArenaSizePerRequest = 256 * 1024,
-                MemoryBudget = 16 * 256 * 1024,
-            }),
+            Options.Create(options),
+            new ArenaChunkSource(options, ArenaChunkSource.CreateMemorySource(options.NumaPlacement, NumaTopology.Current, NullLogger.Instance)),
             new AllocHostingMetrics(new NoMeterFactory(), new SwitchableAllocator()),
             NullLogger<RequestArenaPool>.Instance,
             TimeProvider.System);

@@ -1,7 +1,9 @@
+using AllocHosting.Allocators.MemorySources;
 using AllocHosting;
 using AllocHosting.Allocators;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
 namespace Microsoft.Extensions.DependencyInjection;
@@ -45,6 +47,12 @@ public static class SwitchableAllocatorsServiceCollectionExtensions
         services.AddHttpContextAccessor();
         services.TryAddSingleton(TimeProvider.System);
         services.TryAddSingleton<AllocHostingMetrics>();
+        services.TryAddSingleton(provider =>
+        {
+            SwitchableAllocatorOptions options = provider.GetRequiredService<IOptions<SwitchableAllocatorOptions>>().Value;
+            ILogger logger = provider.GetRequiredService<ILogger<RequestArenaPool>>();
+            return new ArenaChunkSource(options, ArenaChunkSource.CreateMemorySource(options.NumaPlacement, NumaTopology.Current, logger));
+        });
         services.TryAddSingleton<RequestArenaPool>();
         services.TryAddSingleton<RequestArenaPlacement>();
         services.TryAddSingleton(_ => new SwitchableAllocator(NativeMemoryAllocator.Shared, ThreadLocalAllocator.Shared));

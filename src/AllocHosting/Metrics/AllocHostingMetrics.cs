@@ -14,6 +14,17 @@ internal sealed class AllocHostingMetrics
 {
     public const string MeterName = "AllocHosting";
 
+    // The instrument names, read by the dashboard sampler too.
+    public const string UsedInstrument = "allochosting.request_arena.used";
+    public const string OverflowedInstrument = "allochosting.request_arena.overflowed";
+    public const string ActiveInstrument = "allochosting.request_arena.active";
+    public const string RentsInstrument = "allochosting.request_arena.rents";
+    public const string RejectedInstrument = "allochosting.rejected";
+    public const string FailuresInstrument = "allochosting.failures";
+    public const string AllocatedInstrument = "allochosting.allocated";
+    public const string LiveInstrument = "allochosting.live";
+    public const string MappedInstrument = "allochosting.mapped";
+
     public const string ArenaKindTag = "allochosting.arena.kind";
     public const string AllocatorTag = "allochosting.allocator";
     public const string NumaNodeTag = "allochosting.numa.node";
@@ -36,21 +47,21 @@ internal sealed class AllocHostingMetrics
         _switchable = switchable;
         _meter = meterFactory.Create(MeterName);
         _used = _meter.CreateHistogram(
-            "allochosting.request_arena.used",
+            UsedInstrument,
             unit: "By",
             description: "Bytes a request used from its arena (high-water).",
             tags: null,
             advice: new InstrumentAdvice<long> { HistogramBucketBoundaries = UsedBoundaries });
         _overflowed = _meter.CreateCounter<long>(
-            "allochosting.request_arena.overflowed",
+            OverflowedInstrument,
             unit: "{request}",
             description: "Requests that needed memory beyond their first arena chunk.");
         _failures = _meter.CreateCounter<long>(
-            "allochosting.failures",
+            FailuresInstrument,
             unit: "{failure}",
             description: "Failed allocations.");
         _rejected = _meter.CreateCounter<long>(
-            "allochosting.rejected",
+            RejectedInstrument,
             unit: "{request}",
             description: "Requests refused because the memory budget was spent.");
     }
@@ -59,27 +70,27 @@ internal sealed class AllocHostingMetrics
     public void Observe(RequestArenaPool pool)
     {
         _meter.CreateObservableCounter(
-            "allochosting.allocated",
+            AllocatedInstrument,
             () => ObserveAllocated(pool),
             unit: "By",
             description: "Bytes handed out.");
         _meter.CreateObservableUpDownCounter(
-            "allochosting.live",
+            LiveInstrument,
             () => ObserveLive(pool),
             unit: "By",
             description: "Bytes handed out and not yet released.");
         _meter.CreateObservableUpDownCounter(
-            "allochosting.request_arena.active",
+            ActiveInstrument,
             () => pool.ActiveArenas,
             unit: "{arena}",
             description: "Request arenas in use now.");
         _meter.CreateObservableCounter(
-            "allochosting.request_arena.rents",
+            RentsInstrument,
             () => pool.RentCount,
             unit: "{rent}",
             description: "Rents served from request arena memory.");
         _meter.CreateObservableUpDownCounter(
-            "allochosting.mapped",
+            MappedInstrument,
             pool.ObserveMapped,
             unit: "By",
             description: "Bytes obtained from the operating system.");

@@ -1,0 +1,18 @@
+namespace AllocHosting.Tests;
+
+public sealed class ProcessorCounterTests
+{
+    [Fact]
+    public void The_value_is_the_sum_of_the_adds_of_every_slot_and_indexes_wrap()
+    {
+        var slots = new ProcessorSlots<string>();
+        int mine = slots.CurrentIndex;
+        int other = (mine + 1) % slots.SlotCount;
+
+        var counter = new ProcessorCounter();
+        counter.Add(mine, 5);
+        counter.Add(other, 7);
+        counter.Add(mine + slots.SlotCount, -2);   // indexes wrap
+        Assert.Equal(10, counter.Value);
+    }
+}
