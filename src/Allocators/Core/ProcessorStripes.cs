@@ -12,10 +12,16 @@ namespace AllocHosting.Allocators;
 /// </summary>
 /// <remarks>
 /// <para>
-/// Layout: the stripes are the cells of one array, each <typeparamref name="T"/> with 128 bytes
-/// that nothing touches before and after it (adjacent-line prefetchers pair 64-byte lines), the
-/// first one also clear of the array's header. An access is the processor id masked to the stripe
-/// count and one address computation: no bounds check, no indirection beyond the array.
+/// Layout: the stripes are the cells of one array, each <typeparamref name="T"/> with at least 128
+/// bytes that nothing touches before and after it (adjacent-line prefetchers pair 64-byte lines),
+/// also clear of the array's header and of whatever follows the array. An access is the processor
+/// id masked to the stripe count and one address computation: no bounds check, and no indirection
+/// beyond the array, since this is a struct that the owner keeps in a field.
+/// </para>
+/// <para>
+/// A handle, like <see cref="ArraySegment{T}"/>: copies share the same stripes. Create it with
+/// <see langword="new"/>; a <see langword="default"/> one has no stripes and throws
+/// <see cref="NullReferenceException"/> on use.
 /// </para>
 /// <para>
 /// Threads: <see cref="this[int]"/> hands out a reference to a stripe and does not synchronise; the
@@ -57,19 +63,20 @@ namespace AllocHosting.Allocators;
 /// </code>
 /// </example>
 /// <typeparam name="T">What each processor keeps: a counter, a struct of counters, a cached reference.</typeparam>
-public sealed class ProcessorStripes<T>
+public readonly struct ProcessorStripes<T>
 {
     private static readonly int s_stripeCount = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 64));
 
-    // Cell 0 is never used: whatever the runtime's field order within a cell (a reference field may
-    // be placed first), every used stripe then has a padding on both sides.
+    // The first and the last cell are never used: whatever the runtime's field order within a cell
+    // (a reference field may be placed first), every stripe then has a padding before it and one
+    // after it, from its own cell or its neighbour's.
     private readonly Cell[] _cells;
     private readonly int _mask;
 
     /// <summary>Creates <see cref="StripeCount"/> stripes, each holding <see langword="default"/>.</summary>
     public ProcessorStripes()
     {
-        _cells = new Cell[s_stripeCount + 1];
+        _cells = new Cell[s_stripeCount + 2];
         _mask = s_stripeCount - 1;
     }
 
@@ -88,15 +95,18 @@ public sealed class ProcessorStripes<T>
     public ref T this[int index]
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_cells), (index & _mask) + 1).Value;
+        // Cell 1 is stripe 0; adding it apart lets the JIT fold it into the address.
+        get => ref Unsafe.Add(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_cells), 1), index & _mask).Value;
     }
 
+    // 256 bytes for a T of up to 128 (so that an index becomes an offset by a shift), the padding
+    // and the T beyond that.
+    [StructLayout(LayoutKind.Sequential, Size = 256)]
     private struct Cell
     {
 #pragma warning disable CS0169 // Never read nor written: the padding is what keeps the stripes apart.
-        private CacheLinePadding _before;
-        public T Value;
-        private CacheLinePadding _after;
+        private CacheLinePadding _padding;
 #pragma warning restore CS0169
+        public T Value;
     }
 }
