@@ -47,7 +47,7 @@ internal sealed class RequestArenaPool : IDisposable
         _metrics = metrics;
         _logger = logger;
         _chunks = chunks;
-        _kindTag = Kind == RequestArenaKind.Bump ? "bump" : "bit_set";
+        _kindTag = AllocHostingMetrics.ArenaKindName(Kind);
         _maxChunksPerRequest = (int)Math.Max(1, _options.MaxArenaSizePerRequest / ChunkSize);
         _budget = new ArenaChunkBudget(_options, chunks, metrics, logger);
         _arenas = new RequestArenaObjectPool(() => new RequestArena(this, _maxChunksPerRequest));

@@ -88,7 +88,7 @@ internal sealed class AllocatorDashboardSampler : IDisposable
             writer.WriteNumber("timestamp", now.ToUnixTimeMilliseconds());
 
             writer.WriteStartObject("arena");
-            writer.WriteString("kind", _options.ArenaKind == RequestArenaKind.Bump ? "bump" : "bit_set");
+            writer.WriteString("kind", AllocHostingMetrics.ArenaKindName(_options.ArenaKind));
             writer.WriteNumber("chunkSize", _options.InitialArenaSize);
             writer.WriteNumber("maxPerRequest", _options.MaxArenaSizePerRequest);
             writer.WriteNumber("budget", _options.MemoryBudget);

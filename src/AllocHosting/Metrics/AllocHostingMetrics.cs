@@ -96,31 +96,31 @@ internal sealed class AllocHostingMetrics
             description: "Bytes obtained from the operating system.");
     }
 
-    // request: the arenas; thread: the switchable allocator's per-thread heaps; global: its global
-    // allocator plus the arenas' overflow fallback (process memory outside the arena budget).
+    /// <summary>The value of <see cref="ArenaKindTag"/> for <paramref name="kind"/> (also the dashboard's arena kind).</summary>
+    public static string ArenaKindName(RequestArenaKind kind) => kind == RequestArenaKind.Bump ? "bump" : "bit_set";
+
     private Measurement<long>[] ObserveAllocated(RequestArenaPool pool)
     {
         AllocatorStatistics global = _switchable.Global.Statistics;
         AllocatorStatistics thread = _switchable.ThreadLocal.Statistics;
-        return
-        [
-            new(pool.AllocatedBytes, new KeyValuePair<string, object?>(AllocatorTag, "request")),
-            new(thread.TotalBytesAllocated, new KeyValuePair<string, object?>(AllocatorTag, "thread")),
-            new(pool.FallbackAllocatedBytes + global.TotalBytesAllocated, new KeyValuePair<string, object?>(AllocatorTag, "global")),
-        ];
+        return ByAllocator(pool.AllocatedBytes, thread.TotalBytesAllocated, pool.FallbackAllocatedBytes + global.TotalBytesAllocated);
     }
 
     private Measurement<long>[] ObserveLive(RequestArenaPool pool)
     {
         AllocatorStatistics global = _switchable.Global.Statistics;
         AllocatorStatistics thread = _switchable.ThreadLocal.Statistics;
-        return
-        [
-            new(pool.LiveBytes, new KeyValuePair<string, object?>(AllocatorTag, "request")),
-            new(thread.BytesInUse, new KeyValuePair<string, object?>(AllocatorTag, "thread")),
-            new(pool.FallbackLiveBytes + global.BytesInUse, new KeyValuePair<string, object?>(AllocatorTag, "global")),
-        ];
+        return ByAllocator(pool.LiveBytes, thread.BytesInUse, pool.FallbackLiveBytes + global.BytesInUse);
     }
+
+    // request: the arenas; thread: the switchable allocator's per-thread heaps; global: its global
+    // allocator plus the arenas' overflow fallback (process memory outside the arena budget).
+    private static Measurement<long>[] ByAllocator(long request, long thread, long global) =>
+    [
+        new(request, new KeyValuePair<string, object?>(AllocatorTag, "request")),
+        new(thread, new KeyValuePair<string, object?>(AllocatorTag, "thread")),
+        new(global, new KeyValuePair<string, object?>(AllocatorTag, "global")),
+    ];
 
     /// <summary>Records the end of a request that rented: once per such request.</summary>
     public void ArenaReleased(long usedBytes, bool overflowed, string kind)
