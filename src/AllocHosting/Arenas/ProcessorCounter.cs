@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using AllocHosting.Allocators;
 
 namespace AllocHosting;
@@ -28,5 +29,6 @@ internal sealed class ProcessorCounter
     }
 
     /// <summary>Adds <paramref name="value"/> in the stripe of slot <paramref name="index"/> (a <see cref="ProcessorSlots{T}.CurrentIndex"/>; indexes wrap).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Add(int index, long value) => Interlocked.Add(ref _cells[index], value);
 }

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using AllocHosting.Allocators;
 
 namespace AllocHosting;
@@ -18,9 +19,6 @@ internal sealed class ProcessorSlots<T>
     where T : class
 {
     private readonly ProcessorStripes<T?> _slots = new();
-
-    /// <summary>Slots per instance (the same for every instance and every <see cref="ProcessorCounter"/>).</summary>
-    public int SlotCount => _slots.StripeCount;
 
     /// <summary>Items in the slots now (a snapshot).</summary>
     public int Count
@@ -44,12 +42,15 @@ internal sealed class ProcessorSlots<T>
     public int CurrentIndex => _slots.CurrentIndex;
 
     /// <summary>Takes the item of slot <paramref name="index"/>, if any.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public T? Take(int index) => Interlocked.Exchange(ref _slots[index], null);
 
     /// <summary>Puts <paramref name="item"/> in slot <paramref name="index"/> if it is empty.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryPut(T item, int index) => Interlocked.CompareExchange(ref _slots[index], item, null) is null;
 
     /// <summary>Puts <paramref name="item"/> in slot <paramref name="index"/>; returns what it displaced.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public T? Exchange(T item, int index) => Interlocked.Exchange(ref _slots[index], item);
 
     /// <summary>Takes an item from any processor's slot (the caller's first), or null when all are empty.</summary>

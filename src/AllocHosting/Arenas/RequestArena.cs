@@ -103,7 +103,7 @@ internal sealed class RequestArena : IRequestArenaFeature
         }
     }
 
-    /// <summary>The current pool chunk's allocator, to serve the flow's context allocations (takes a chunk if none yet; lock-free once there is one).</summary>
+    /// <summary>The current pool chunk's allocator, to serve the flow's context allocations (takes a chunk if none yet; lock-free once there is one: the fast path).</summary>
     /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>
     public Allocators.ContextAllocator GetContextAllocator(int lease)
     {
@@ -150,6 +150,8 @@ internal sealed class RequestArena : IRequestArenaFeature
 
     public RequestBufferWriter CreateWriter() => CreateWriter(Volatile.Read(ref _lease));
 
+    /// <summary>Rents <paramref name="length"/> bytes, 16-byte aligned, for the request of <paramref name="lease"/>. The fast path: a lock-free rent from the current chunk; anything else is the slow rent.</summary>
+    /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Memory<byte> Rent(int length, int lease)
     {
@@ -164,6 +166,8 @@ internal sealed class RequestArena : IRequestArenaFeature
         return RentSlow<byte, ByteRent>(length, lease);
     }
 
+    /// <summary>Rents room for <paramref name="count"/> values of <typeparamref name="T"/> for the request of <paramref name="lease"/>. The fast path, as for bytes.</summary>
+    /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>
     public Memory<T> Rent<T>(int count, int lease)
         where T : unmanaged
     {

@@ -127,7 +127,7 @@ internal sealed class AllocHostingMetrics
     {
         if (_used.Enabled)
         {
-            RecordUsed(usedBytes, kind);
+            RecordUsedSlow(usedBytes, kind);
         }
 
         if (overflowed && _overflowed.Enabled)
@@ -140,7 +140,7 @@ internal sealed class AllocHostingMetrics
     {
         if (_failures.Enabled)
         {
-            AddFailure(errorType);
+            AddFailureSlow(errorType);
         }
     }
 
@@ -153,10 +153,10 @@ internal sealed class AllocHostingMetrics
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void RecordUsed(long usedBytes, string kind) =>
+    private void RecordUsedSlow(long usedBytes, string kind) =>
         _used.Record(usedBytes, new KeyValuePair<string, object?>(ArenaKindTag, kind));
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void AddFailure(string errorType) =>
+    private void AddFailureSlow(string errorType) =>
         _failures.Add(1, new KeyValuePair<string, object?>(ErrorTypeTag, errorType));
 }
