@@ -1,6 +1,5 @@
 using AllocHosting.Allocators;
 using AllocHosting.Allocators.Benchmarks.Peers;
-using AllocHosting.Allocators.MemorySources;
 using System.Buffers;
 using System.Diagnostics.Metrics;
 using BenchmarkDotNet.Attributes;
@@ -187,7 +186,7 @@ public unsafe class RequestArenaBenchmarks
         };
         return new(
             Options.Create(options),
-            new ArenaChunkSource(options, ArenaChunkSource.CreateMemorySource(options.NumaPlacement, NumaTopology.Current, NullLogger.Instance)),
+            ArenaChunkSource.ForThisMachine(options, NullLogger.Instance),
             new AllocHostingMetrics(meters, new SwitchableAllocator()),
             NullLogger<RequestArenaPool>.Instance,
             TimeProvider.System);

@@ -1,4 +1,3 @@
-using AllocHosting.Allocators.MemorySources;
 using System.Buffers;
 using System.Diagnostics.Metrics;
 using AllocHosting.Allocators.Benchmarks.Peers;
@@ -34,7 +33,7 @@ public class RequestArenaScalingBenchmarks : IDisposable
         };
         _pool = new RequestArenaPool(
             Options.Create(options),
-            new ArenaChunkSource(options, ArenaChunkSource.CreateMemorySource(options.NumaPlacement, NumaTopology.Current, NullLogger.Instance)),
+            ArenaChunkSource.ForThisMachine(options, NullLogger.Instance),
             new AllocHostingMetrics(new NoMeterFactory(), new SwitchableAllocator()),
             NullLogger<RequestArenaPool>.Instance,
             TimeProvider.System);

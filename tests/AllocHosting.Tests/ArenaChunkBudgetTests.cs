@@ -1,4 +1,3 @@
-using AllocHosting.Allocators.MemorySources;
 using AllocHosting.Allocators;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -114,7 +113,7 @@ public sealed class ArenaChunkBudgetTests : IDisposable
             BudgetPolicy = policy,
             BudgetWaitTimeout = waitTimeout ?? TimeSpan.FromMilliseconds(100),
         };
-        var source = new ArenaChunkSource(options, ArenaChunkSource.CreateMemorySource(options.NumaPlacement, NumaTopology.Current, NullLogger.Instance));
+        var source = ArenaChunkSource.ForThisMachine(options, NullLogger.Instance);
         var budget = new ArenaChunkBudget(options, source, new AllocHostingMetrics(_meters, new SwitchableAllocator()), logger ?? NullLogger.Instance);
         _budgets.Add(budget);
         return (budget, source);

@@ -49,7 +49,7 @@ public sealed class RequestArenaPoolTests : IDisposable
     public void The_budget_caps_the_chunks_and_a_spent_budget_throws_under_Reject()
     {
         var options = new SwitchableAllocatorOptions { InitialArenaSize = 16 * 1024, MemoryBudget = 2 * 16 * 1024, MaxArenaSizePerRequest = 2 * 16 * 1024, BudgetPolicy = ArenaBudgetPolicy.Reject };
-        var chunks = new ArenaChunkSource(options, ArenaChunkSource.CreateMemorySource(options.NumaPlacement, NumaTopology.Current, NullLogger.Instance));
+        var chunks = ArenaChunkSource.ForThisMachine(options, NullLogger.Instance);
         using var pool = CreatePool(options, chunks);
         var context = new DefaultHttpContext();
         var arena = pool.RentArena(context);

@@ -105,6 +105,10 @@ internal sealed class ArenaChunkSource
         }
     }
 
+    /// <summary>A source of chunks of <paramref name="options"/> from memory placed for this machine's NUMA topology (what the hosting registers); degradations of the memory source are logged to <paramref name="logger"/>.</summary>
+    public static ArenaChunkSource ForThisMachine(SwitchableAllocatorOptions options, ILogger logger) =>
+        new(options, CreateMemorySource(options.NumaPlacement, NumaTopology.Current, logger));
+
     /// <summary>The memory source of the options' NUMA placement on <paramref name="topology"/>; its degradations are logged to <paramref name="logger"/>.</summary>
     public static IMemorySource CreateMemorySource(ArenaNumaPlacement placement, NumaTopology topology, ILogger logger) =>
         MemorySource.CreateDefault(new MemoryMapSourceOptions

@@ -1,4 +1,3 @@
-using AllocHosting.Allocators.MemorySources;
 using AllocHosting;
 using AllocHosting.Allocators;
 using Microsoft.AspNetCore.Hosting;
@@ -51,7 +50,7 @@ public static class SwitchableAllocatorsServiceCollectionExtensions
         {
             SwitchableAllocatorOptions options = provider.GetRequiredService<IOptions<SwitchableAllocatorOptions>>().Value;
             ILogger logger = provider.GetRequiredService<ILogger<RequestArenaPool>>();
-            return new ArenaChunkSource(options, ArenaChunkSource.CreateMemorySource(options.NumaPlacement, NumaTopology.Current, logger));
+            return ArenaChunkSource.ForThisMachine(options, logger);
         });
         services.TryAddSingleton<RequestArenaPool>();
         services.TryAddSingleton<RequestArenaPlacement>();
