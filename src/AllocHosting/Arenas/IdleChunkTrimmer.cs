@@ -9,9 +9,10 @@ namespace AllocHosting;
 /// operating system.
 /// </summary>
 /// <remarks>
-/// Threads: the timer trims on a thread pool thread, one call at a time as
-/// long as a trim takes less than the interval (a late one only finds less to trim);
-/// <see cref="Dispose"/> runs once, at shutdown, after the budget's.
+/// Threads: the timer trims on a thread pool thread; two trims overlap only if one outlasts the
+/// interval, and then the budget's lock runs them one after the other (the later finds less to
+/// trim). <see cref="Dispose"/> runs once, at shutdown, after the budget's (a trim that still
+/// runs then finds the budget disposed and does nothing).
 /// </remarks>
 internal sealed class IdleChunkTrimmer : IDisposable
 {
