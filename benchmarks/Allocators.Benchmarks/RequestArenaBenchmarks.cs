@@ -174,19 +174,23 @@ public unsafe class RequestArenaBenchmarks
         return _rentArena.Rent(64, _rentLease).Length;
     }
 
-    private static RequestArenaPool CreatePool(RequestArenaKind kind, ArenaClearPolicy clear, IMeterFactory meters) =>
-        new(
-            Options.Create(new SwitchableAllocatorOptions
-            {
-                ArenaKind = kind,
-                ClearPolicy = clear,
-                InitialArenaSize = 256 * 1024,
-                MaxArenaSizePerRequest = 256 * 1024,
-                MemoryBudget = 16 * 256 * 1024,
-            }),
+    private static RequestArenaPool CreatePool(RequestArenaKind kind, ArenaClearPolicy clear, IMeterFactory meters)
+    {
+        var options = new SwitchableAllocatorOptions
+        {
+            ArenaKind = kind,
+            ClearPolicy = clear,
+            InitialArenaSize = 256 * 1024,
+            MaxArenaSizePerRequest = 256 * 1024,
+            MemoryBudget = 16 * 256 * 1024,
+        };
+        return new(
+            Options.Create(options),
+            ArenaChunkSource.ForThisMachine(options, NullLogger.Instance),
             new AllocHostingMetrics(meters, new SwitchableAllocator()),
             NullLogger<RequestArenaPool>.Instance,
             TimeProvider.System);
+    }
 
 
     private int ArrayPoolRequest(bool clear)

@@ -24,14 +24,16 @@ public class RequestArenaScalingBenchmarks : IDisposable
     [GlobalSetup]
     public void Setup()
     {
+        var options = new SwitchableAllocatorOptions
+        {
+            ClearPolicy = ArenaClearPolicy.None,
+            InitialArenaSize = 256 * 1024,
+            MaxArenaSizePerRequest = 256 * 1024,
+            MemoryBudget = 16 * 256 * 1024,
+        };
         _pool = new RequestArenaPool(
-            Options.Create(new SwitchableAllocatorOptions
-            {
-                ClearPolicy = ArenaClearPolicy.None,
-                InitialArenaSize = 256 * 1024,
-                MaxArenaSizePerRequest = 256 * 1024,
-                MemoryBudget = 16 * 256 * 1024,
-            }),
+            Options.Create(options),
+            ArenaChunkSource.ForThisMachine(options, NullLogger.Instance),
             new AllocHostingMetrics(new NoMeterFactory(), new SwitchableAllocator()),
             NullLogger<RequestArenaPool>.Instance,
             TimeProvider.System);

@@ -2,6 +2,7 @@ using System.Diagnostics.Metrics;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using Microsoft.Extensions.Time.Testing;
 
 namespace AllocHosting.Tests;
 
@@ -60,7 +61,14 @@ public class AllocHostingMetricsTests
     [Fact]
     public async Task Rents_counts_every_rent_from_arena_memory_including_chunks_trimmed_since()
     {
-        await using var app = await StartAsync();
+        var time = new FakeTimeProvider();
+        await using var app = await TestApp.StartAsync(
+            a =>
+            {
+                TestApp.MapRent(a);
+                a.MapGet("/noop", () => "ok");
+            },
+            build: b => b.Services.AddSingleton<TimeProvider>(time));
         using var rents = Collect(app, "allochosting.request_arena.rents");
 
         await app.Client.GetStringAsync("/rent?bytes=100&times=5");
@@ -71,9 +79,10 @@ public class AllocHostingMetricsTests
         Assert.Equal(7, rents.LastMeasurement!.Value);
 
         // Trimming disposes the idle chunks (twice: the first trim only notes the low-water mark); their rents still count.
-        app.Pool.Trim();
-        app.Pool.Trim();
-        Assert.Equal(0, app.Pool.IdleChunkCount);
+        time.Advance(TimeSpan.FromHours(1));   // TestApp's IdleTrimInterval
+        time.Advance(TimeSpan.FromHours(1));
+        Assert.Equal(0, app.IdleChunkCount);
+        Assert.Equal(0, app.Chunks.ChunkCount);
         await app.Client.GetStringAsync("/rent?bytes=100");
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the request released");
         rents.RecordObservableInstruments();

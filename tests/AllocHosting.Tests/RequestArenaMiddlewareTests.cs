@@ -19,7 +19,7 @@ public class RequestArenaMiddlewareTests
 
         Assert.True(long.Parse(used, System.Globalization.CultureInfo.InvariantCulture) >= 1000);
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the chunk is back");
-        Assert.Equal(1, app.Pool.IdleChunkCount);
+        Assert.Equal(1, app.IdleChunkCount);
         Assert.Equal(0, app.Pool.LiveBytes);
     }
 
@@ -69,7 +69,7 @@ public class RequestArenaMiddlewareTests
             Assert.Equal("ok", await app.Client.GetStringAsync("/noop"));
         }
 
-        Assert.Equal(0, app.Pool.ChunkCount);
+        Assert.Equal(0, app.Chunks.ChunkCount);
     }
 
     [Fact]
@@ -104,7 +104,7 @@ public class RequestArenaMiddlewareTests
         Assert.Equal("clean", await app.Client.GetStringAsync("/write-then-check"));
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the first request released");
         Assert.Equal("clean", await app.Client.GetStringAsync("/write-then-check"));
-        Assert.Equal(1, app.Pool.ChunkCount); // the same (warm) chunk served both
+        Assert.Equal(1, app.Chunks.ChunkCount); // the same (warm) chunk served both
     }
 
     [Fact]
@@ -214,7 +214,7 @@ public class RequestArenaMiddlewareTests
         });
 
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0 && app.Pool.LiveBytes == 0, "every chunk is back");
-        Assert.True(app.Pool.ChunkCount <= 16, $"{app.Pool.ChunkCount} chunks for at most 16 requests at once");
+        Assert.True(app.Chunks.ChunkCount <= 16, $"{app.Chunks.ChunkCount} chunks for at most 16 requests at once");
     }
 
     [Fact]
@@ -323,7 +323,7 @@ public class RequestArenaMiddlewareTests
         Task<HttpResponseMessage> waiting = Task.Run(() => app.Client.GetAsync("/rent"));
         await Task.WhenAny(waiting, Task.Delay(TimeSpan.FromMilliseconds(200)));
         Assert.False(waiting.IsCompleted, "the second request waits while the budget's only chunk is held");
-        Assert.Equal(1, app.Pool.ChunkCount);
+        Assert.Equal(1, app.Chunks.ChunkCount);
 
         release.SetResult();
         Assert.Equal("held", await holder.WaitAsync(TimeSpan.FromSeconds(10)));
@@ -333,7 +333,7 @@ public class RequestArenaMiddlewareTests
         Assert.Equal("100", await waited.Content.ReadAsStringAsync());
 
         // Trimming is off in TestApp, so a chunk made beyond the budget would still be counted.
-        Assert.Equal(app.Pool.MaxChunks, app.Pool.ChunkCount);
+        Assert.Equal(app.Pool.MaxChunks, app.Chunks.ChunkCount);
     }
 
     [Fact]

@@ -146,7 +146,7 @@ public class RequestBuffersTests
         Assert.Equal("True", result[0]);
         Assert.True(long.Parse(result[1], System.Globalization.CultureInfo.InvariantCulture) > 64 * 1024);
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0 && app.Pool.FallbackLiveBytes == 0, "chunks and fallback memory are released");
-        Assert.Equal(4, app.Pool.ChunkCount);
+        Assert.Equal(4, app.Chunks.ChunkCount);
     }
 
     [Fact]
@@ -166,7 +166,7 @@ public class RequestBuffersTests
         Assert.Equal("200000", await app.Client.GetStringAsync("/"));
         Assert.True(fallbackDuringRequest >= 200_000);
         await TestApp.EventuallyAsync(() => app.Pool.FallbackLiveBytes == 0, "the fallback memory is freed");
-        Assert.Equal(0, app.Pool.ChunkCount);
+        Assert.Equal(0, app.Chunks.ChunkCount);
     }
 
     [Fact]

@@ -14,6 +14,7 @@ internal sealed class TestApp : IAsyncDisposable
         App = app;
         Client = app.GetTestClient();
         Pool = app.Services.GetRequiredService<RequestArenaPool>();
+        Chunks = app.Services.GetRequiredService<ArenaChunkSource>();
     }
 
     public WebApplication App { get; }
@@ -21,6 +22,12 @@ internal sealed class TestApp : IAsyncDisposable
     public HttpClient Client { get; }
 
     public RequestArenaPool Pool { get; }
+
+    /// <summary>The pool's chunks (a part of the pool, registered beside it): how many exist.</summary>
+    public ArenaChunkSource Chunks { get; }
+
+    /// <summary>Pool chunks idle now (that exist and no request holds).</summary>
+    public int IdleChunkCount => Chunks.ChunkCount - Pool.ChunksInUse;
 
     public IServiceProvider Services => App.Services;
 

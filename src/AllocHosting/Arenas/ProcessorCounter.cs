@@ -1,23 +1,17 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
+using AllocHosting.Allocators;
 
 namespace AllocHosting;
 
 /// <summary>
-/// A counter added to by many threads at once: one padded cell per processor slot (the same slots as
+/// A counter added to by many threads at once: one stripe per processor (the same stripes as
 /// <see cref="ProcessorSlots{T}"/>), summed when read, so that adds from different cores do not
 /// bounce one cache line.
 /// </summary>
+/// <remarks>Threads: any thread may add or read at any time; adds are atomic, a read is a snapshot.</remarks>
 internal sealed class ProcessorCounter
 {
-    private readonly ProcessorCell[] _cells;
-    private readonly int _mask;
-
-    public ProcessorCounter()
-    {
-        _cells = new ProcessorCell[ProcessorSlots<object>.SlotCount];
-        _mask = _cells.Length - 1;
-    }
+    private readonly ProcessorStripes<long> _cells = new();
 
     /// <summary>The sum of every add so far (a snapshot while adds run).</summary>
     public long Value
@@ -25,17 +19,16 @@ internal sealed class ProcessorCounter
         get
         {
             long sum = 0;
-            for (int i = 0; i < _cells.Length; i++)
+            for (int i = 0; i < _cells.StripeCount; i++)
             {
-                sum += Volatile.Read(ref _cells[i].Value);
+                sum += Volatile.Read(ref _cells[i]);
             }
 
             return sum;
         }
     }
 
-    /// <summary>Adds <paramref name="value"/> in the cell of slot <paramref name="index"/> (a <see cref="ProcessorSlots{T}.CurrentIndex"/>).</summary>
+    /// <summary>Adds <paramref name="value"/> in the stripe of slot <paramref name="index"/> (a <see cref="ProcessorSlots{T}.CurrentIndex"/>; indexes wrap).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Add(int index, long value) =>
-        Interlocked.Add(ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_cells), index & _mask).Value, value);
+    public void Add(int index, long value) => Interlocked.Add(ref _cells[index], value);
 }

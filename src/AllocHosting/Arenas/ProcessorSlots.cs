@@ -1,6 +1,5 @@
-using System.Numerics;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
+using AllocHosting.Allocators;
 
 namespace AllocHosting;
 
@@ -8,24 +7,18 @@ namespace AllocHosting;
 /// One-slot caches, one per processor: a take or a give is one atomic exchange on a cache line that
 /// only the threads running on that processor touch, so requests on different cores do not bounce a
 /// shared line (a single slot for the whole pool made the middleware's per-request cost three times
-/// higher with two threads than with one). Every instance has the same number of slots, so one
-/// <see cref="CurrentIndex"/> read serves several instances.
+/// higher with two threads than with one).
 /// </summary>
+/// <remarks>
+/// Threads: any thread may call any member at any time; each is lock-free. The slots are the stripes
+/// of a <see cref="ProcessorStripes{T}"/>, so one <see cref="CurrentIndex"/> read serves every
+/// instance and every <see cref="ProcessorCounter"/>.
+/// </remarks>
 /// <typeparam name="T">What is cached.</typeparam>
 internal sealed class ProcessorSlots<T>
     where T : class
 {
-    private readonly ProcessorSlot[] _slots;
-    private readonly int _mask;
-
-    public ProcessorSlots()
-    {
-        _slots = new ProcessorSlot[SlotCount];
-        _mask = SlotCount - 1;
-    }
-
-    /// <summary>Slots per instance (of every <see cref="ProcessorSlots{T}"/> and <see cref="ProcessorCounter"/>): the processors, rounded up to a power of two, at most 64.</summary>
-    public static int SlotCount { get; } = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 64));
+    private readonly ProcessorStripes<T?> _slots = new();
 
     /// <summary>Items in the slots now (a snapshot).</summary>
     public int Count
@@ -33,9 +26,9 @@ internal sealed class ProcessorSlots<T>
         get
         {
             int count = 0;
-            for (int i = 0; i < _slots.Length; i++)
+            for (int i = 0; i < _slots.StripeCount; i++)
             {
-                if (Volatile.Read(ref _slots[i].Value) is not null)
+                if (Volatile.Read(ref _slots[i]) is not null)
                 {
                     count++;
                 }
@@ -46,19 +39,19 @@ internal sealed class ProcessorSlots<T>
     }
 
     /// <summary>The slot of the processor the calling thread runs on now: read it once and pass it to the operations of one unit of work (a request), which then stays with that slot even if its thread moves.</summary>
-    public int CurrentIndex => Thread.GetCurrentProcessorId() & _mask;
+    public int CurrentIndex => _slots.CurrentIndex;
 
     /// <summary>Takes the item of slot <paramref name="index"/>, if any.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public T? Take(int index) => Unsafe.As<T?>(Interlocked.Exchange(ref At(index).Value, null));
+    public T? Take(int index) => Interlocked.Exchange(ref _slots[index], null);
 
     /// <summary>Puts <paramref name="item"/> in slot <paramref name="index"/> if it is empty.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool TryPut(T item, int index) => Interlocked.CompareExchange(ref At(index).Value, item, null) is null;
+    public bool TryPut(T item, int index) => Interlocked.CompareExchange(ref _slots[index], item, null) is null;
 
     /// <summary>Puts <paramref name="item"/> in slot <paramref name="index"/>; returns what it displaced.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public T? Exchange(T item, int index) => Unsafe.As<T?>(Interlocked.Exchange(ref At(index).Value, item));
+    public T? Exchange(T item, int index) => Interlocked.Exchange(ref _slots[index], item);
 
     /// <summary>Takes an item from any processor's slot (the caller's first), or null when all are empty.</summary>
     public T? TakeAny()
@@ -68,25 +61,14 @@ internal sealed class ProcessorSlots<T>
             return mine;
         }
 
-        for (int i = 0; i < _slots.Length; i++)
+        for (int i = 0; i < _slots.StripeCount; i++)
         {
-            if (Volatile.Read(ref _slots[i].Value) is not null && Interlocked.Exchange(ref _slots[i].Value, null) is { } taken)
+            if (Volatile.Read(ref _slots[i]) is not null && Interlocked.Exchange(ref _slots[i], null) is { } taken)
             {
-                return Unsafe.As<T>(taken);
+                return taken;
             }
         }
 
         return null;
     }
-
-    // index is CurrentIndex of this instance or of another of the same T-independent size (always within the array).
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ref ProcessorSlot At(int index) =>
-        ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_slots), index & _mask);
 }
-
-// One slot of a ProcessorSlots, 128 bytes clear of the neighbouring slots on either side
-// (adjacent-line prefetchers pair 64-byte lines). Outside ProcessorSlots<T>: a type nested in a
-// generic type is generic, and a generic type cannot have an explicit layout.
-
-// One cell of a ProcessorCounter, padded like ProcessorSlot.

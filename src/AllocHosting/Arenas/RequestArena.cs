@@ -103,8 +103,8 @@ internal sealed class RequestArena : IRequestArenaFeature
         }
     }
 
-    /// <summary>The current pool chunk's allocator, to serve the flow's context allocations (takes a chunk if none yet; lock-free once there is one).</summary>
-    /// <exception cref="ObjectDisposedException">The request of <paramref name="lease"/> has ended.</exception>
+    /// <summary>The current pool chunk's allocator, to serve the flow's context allocations (takes a chunk if none yet; lock-free once there is one: the fast path).</summary>
+    /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>
     public Allocators.ContextAllocator GetContextAllocator(int lease)
     {
         ThrowIfStale(lease);
@@ -150,6 +150,8 @@ internal sealed class RequestArena : IRequestArenaFeature
 
     public RequestBufferWriter CreateWriter() => CreateWriter(Volatile.Read(ref _lease));
 
+    /// <summary>Rents <paramref name="length"/> bytes, 16-byte aligned, for the request of <paramref name="lease"/>. The fast path: a lock-free rent from the current chunk; anything else is the slow rent.</summary>
+    /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Memory<byte> Rent(int length, int lease)
     {
@@ -161,9 +163,11 @@ internal sealed class RequestArena : IRequestArenaFeature
             return memory;
         }
 
-        return RentSlow(length, lease);
+        return RentSlow<byte, ByteRent>(length, lease);
     }
 
+    /// <summary>Rents room for <paramref name="count"/> values of <typeparamref name="T"/> for the request of <paramref name="lease"/>. The fast path, as for bytes.</summary>
+    /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>
     public Memory<T> Rent<T>(int count, int lease)
         where T : unmanaged
     {
@@ -175,7 +179,7 @@ internal sealed class RequestArena : IRequestArenaFeature
             return memory;
         }
 
-        return RentSlow<T>(count, lease);
+        return RentSlow<T, ValueRent<T>>(count, lease);
     }
 
     public RequestBufferWriter CreateWriter(int lease)
@@ -235,67 +239,35 @@ internal sealed class RequestArena : IRequestArenaFeature
         }
     }
 
+    // The one slow rent of both shapes: after the current chunk could not serve the rent, under the
+    // lock, the chunk another task may have chained meanwhile, then the next pool chunk within the
+    // per-request maximum, then fallback memory.
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private Memory<byte> RentSlow(int length, int lease)
+    private Memory<T> RentSlow<T, TShape>(int count, int lease)
+        where TShape : struct, IRentShape<T>
     {
+        long bytes = TShape.BytesOf(count);
         lock (_chainLock)
         {
             ThrowIfStale(lease);
 
             // Another task may have chained a chunk while this one waited for the lock.
             ArenaChunk? chunk = _current;
-            if (chunk is not null && chunk.TryRent(length, ByteAlignment, out Memory<byte> memory))
-            {
-                return memory;
-            }
-
-            if (length <= _pool.ChunkCapacity && _chunks.Count < _maxChunks)
-            {
-                if (Chain().TryRent(length, ByteAlignment, out memory))
-                {
-                    return memory;
-                }
-            }
-
-            chunk = Overflow(length);
-            if (!chunk.TryRent(length, ByteAlignment, out memory))
-            {
-                throw new InvalidOperationException("A fresh fallback chunk refused a rent it was sized for.");
-            }
-
-            return memory;
-        }
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private Memory<T> RentSlow<T>(int count, int lease)
-        where T : unmanaged
-    {
-        long bytes = ((long)count * Unsafe.SizeOf<T>()) + Unsafe.SizeOf<T>();
-        if (bytes > int.MaxValue)
-        {
-            throw new ArgumentOutOfRangeException(nameof(count), count, $"{count} values of {Unsafe.SizeOf<T>()} bytes exceed {int.MaxValue} bytes.");
-        }
-
-        lock (_chainLock)
-        {
-            ThrowIfStale(lease);
-            ArenaChunk? chunk = _current;
-            if (chunk is not null && chunk.TryRent(count, out Memory<T> memory))
+            if (chunk is not null && TShape.TryRent(chunk, count, out Memory<T> memory))
             {
                 return memory;
             }
 
             if (bytes <= _pool.ChunkCapacity && _chunks.Count < _maxChunks)
             {
-                if (Chain().TryRent(count, out memory))
+                if (TShape.TryRent(Chain(), count, out memory))
                 {
                     return memory;
                 }
             }
 
             chunk = Overflow(bytes);
-            if (!chunk.TryRent(count, out memory))
+            if (!TShape.TryRent(chunk, count, out memory))
             {
                 throw new InvalidOperationException("A fresh fallback chunk refused a rent it was sized for.");
             }
@@ -319,7 +291,7 @@ internal sealed class RequestArena : IRequestArenaFeature
     private ArenaChunk Overflow(long bytes)
     {
         ArenaChunk? fallback = _fallback?[^1];
-        if (fallback is not null && fallback.Capacity - fallback.Used >= bytes + RequestArenaPool.FallbackSlack)
+        if (fallback is not null && fallback.Capacity - fallback.Used >= bytes + ArenaChunkSource.FallbackSlack)
         {
             return fallback;
         }
@@ -385,4 +357,39 @@ internal sealed class RequestArena : IRequestArenaFeature
         throw new InvalidOperationException(
             "No request arena is active: request buffers can only be rented while a request that runs through the request-arena middleware "
             + "(services.AddSwitchableAllocators(), optionally app.UseRequestArena()) is in progress, not after it ended or from work that outlives it.");
+
+    // What differs between renting bytes and renting values: how a chunk serves the rent and how
+    // many bytes it needs (which decides between a pool chunk and fallback memory).
+    private interface IRentShape<T>
+    {
+        static abstract long BytesOf(int count);
+
+        static abstract bool TryRent(ArenaChunk chunk, int count, out Memory<T> memory);
+    }
+
+    // Bytes, 16-byte aligned.
+    private readonly struct ByteRent : IRentShape<byte>
+    {
+        public static long BytesOf(int count) => count;
+
+        public static bool TryRent(ArenaChunk chunk, int count, out Memory<byte> memory) => chunk.TryRent(count, ByteAlignment, out memory);
+    }
+
+    // Values of T, aligned for T: room for one more value covers the alignment.
+    private readonly struct ValueRent<T> : IRentShape<T>
+        where T : unmanaged
+    {
+        public static long BytesOf(int count)
+        {
+            long bytes = ((long)count * Unsafe.SizeOf<T>()) + Unsafe.SizeOf<T>();
+            if (bytes > int.MaxValue)
+            {
+                throw new ArgumentOutOfRangeException(nameof(count), count, $"{count} values of {Unsafe.SizeOf<T>()} bytes exceed {int.MaxValue} bytes.");
+            }
+
+            return bytes;
+        }
+
+        public static bool TryRent(ArenaChunk chunk, int count, out Memory<T> memory) => chunk.TryRent(count, out memory);
+    }
 }

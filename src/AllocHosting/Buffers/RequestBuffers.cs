@@ -22,7 +22,7 @@ internal sealed class RequestBuffers(IHttpContextAccessor accessor) : IRequestBu
     public Memory<byte> Rent(int length)
     {
         RequestArena? arena = _arena;
-        return arena is not null ? arena.Rent(length, _lease) : Resolve().Rent(length, _lease);
+        return arena is not null ? arena.Rent(length, _lease) : ResolveSlow().Rent(length, _lease);
     }
 
     public Memory<T> Rent<T>(int count)
@@ -30,10 +30,10 @@ internal sealed class RequestBuffers(IHttpContextAccessor accessor) : IRequestBu
 
     public RequestBufferWriter CreateWriter() => Arena().CreateWriter(_lease);
 
-    private RequestArena Arena() => _arena ?? Resolve();
+    private RequestArena Arena() => _arena ?? ResolveSlow();
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private RequestArena Resolve()
+    private RequestArena ResolveSlow()
     {
         if (accessor.HttpContext?.Features.Get<IRequestArenaFeature>() is not RequestArena arena || !arena.IsActive)
         {

@@ -19,16 +19,6 @@ namespace AllocHosting;
 /// </remarks>
 internal sealed class AllocatorDashboardSampler : IDisposable
 {
-    public const string UsedInstrument = "allochosting.request_arena.used";
-    public const string OverflowedInstrument = "allochosting.request_arena.overflowed";
-    public const string ActiveInstrument = "allochosting.request_arena.active";
-    public const string RentsInstrument = "allochosting.request_arena.rents";
-    public const string RejectedInstrument = "allochosting.rejected";
-    public const string FailuresInstrument = "allochosting.failures";
-    public const string AllocatedInstrument = "allochosting.allocated";
-    public const string LiveInstrument = "allochosting.live";
-    public const string MappedInstrument = "allochosting.mapped";
-
     private readonly IMeterFactory _meterFactory;
     private readonly SwitchableAllocatorOptions _options;
     private readonly MeterListener _listener;
@@ -98,7 +88,7 @@ internal sealed class AllocatorDashboardSampler : IDisposable
             writer.WriteNumber("timestamp", now.ToUnixTimeMilliseconds());
 
             writer.WriteStartObject("arena");
-            writer.WriteString("kind", _options.ArenaKind == RequestArenaKind.Bump ? "bump" : "bit_set");
+            writer.WriteString("kind", AllocHostingMetrics.ArenaKindName(_options.ArenaKind));
             writer.WriteNumber("chunkSize", _options.InitialArenaSize);
             writer.WriteNumber("maxPerRequest", _options.MaxArenaSizePerRequest);
             writer.WriteNumber("budget", _options.MemoryBudget);
@@ -197,15 +187,15 @@ internal sealed class AllocatorDashboardSampler : IDisposable
         // The instrument's kind travels as the measurement state: no string comparison per measurement.
         Measured? kind = instrument.Name switch
         {
-            UsedInstrument => Measured.Used,
-            OverflowedInstrument => Measured.Overflowed,
-            RejectedInstrument => Measured.Rejected,
-            FailuresInstrument => Measured.Failures,
-            RentsInstrument => Measured.Rents,
-            ActiveInstrument => Measured.Active,
-            AllocatedInstrument => Measured.Allocated,
-            LiveInstrument => Measured.Live,
-            MappedInstrument => Measured.Mapped,
+            AllocHostingMetrics.UsedInstrument => Measured.Used,
+            AllocHostingMetrics.OverflowedInstrument => Measured.Overflowed,
+            AllocHostingMetrics.RejectedInstrument => Measured.Rejected,
+            AllocHostingMetrics.FailuresInstrument => Measured.Failures,
+            AllocHostingMetrics.RentsInstrument => Measured.Rents,
+            AllocHostingMetrics.ActiveInstrument => Measured.Active,
+            AllocHostingMetrics.AllocatedInstrument => Measured.Allocated,
+            AllocHostingMetrics.LiveInstrument => Measured.Live,
+            AllocHostingMetrics.MappedInstrument => Measured.Mapped,
             _ => null,
         };
         if (kind is { } known)

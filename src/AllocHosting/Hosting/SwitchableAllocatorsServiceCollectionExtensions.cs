@@ -2,6 +2,7 @@ using AllocHosting;
 using AllocHosting.Allocators;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
 namespace Microsoft.Extensions.DependencyInjection;
@@ -45,6 +46,12 @@ public static class SwitchableAllocatorsServiceCollectionExtensions
         services.AddHttpContextAccessor();
         services.TryAddSingleton(TimeProvider.System);
         services.TryAddSingleton<AllocHostingMetrics>();
+        services.TryAddSingleton(provider =>
+        {
+            SwitchableAllocatorOptions options = provider.GetRequiredService<IOptions<SwitchableAllocatorOptions>>().Value;
+            ILogger logger = provider.GetRequiredService<ILogger<RequestArenaPool>>();
+            return ArenaChunkSource.ForThisMachine(options, logger);
+        });
         services.TryAddSingleton<RequestArenaPool>();
         services.TryAddSingleton<RequestArenaPlacement>();
         services.TryAddSingleton(_ => new SwitchableAllocator(NativeMemoryAllocator.Shared, ThreadLocalAllocator.Shared));

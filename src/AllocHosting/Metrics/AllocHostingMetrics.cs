@@ -14,6 +14,17 @@ internal sealed class AllocHostingMetrics
 {
     public const string MeterName = "AllocHosting";
 
+    // The instrument names, read by the dashboard sampler too.
+    public const string UsedInstrument = "allochosting.request_arena.used";
+    public const string OverflowedInstrument = "allochosting.request_arena.overflowed";
+    public const string ActiveInstrument = "allochosting.request_arena.active";
+    public const string RentsInstrument = "allochosting.request_arena.rents";
+    public const string RejectedInstrument = "allochosting.rejected";
+    public const string FailuresInstrument = "allochosting.failures";
+    public const string AllocatedInstrument = "allochosting.allocated";
+    public const string LiveInstrument = "allochosting.live";
+    public const string MappedInstrument = "allochosting.mapped";
+
     public const string ArenaKindTag = "allochosting.arena.kind";
     public const string AllocatorTag = "allochosting.allocator";
     public const string NumaNodeTag = "allochosting.numa.node";
@@ -36,21 +47,21 @@ internal sealed class AllocHostingMetrics
         _switchable = switchable;
         _meter = meterFactory.Create(MeterName);
         _used = _meter.CreateHistogram(
-            "allochosting.request_arena.used",
+            UsedInstrument,
             unit: "By",
             description: "Bytes a request used from its arena (high-water).",
             tags: null,
             advice: new InstrumentAdvice<long> { HistogramBucketBoundaries = UsedBoundaries });
         _overflowed = _meter.CreateCounter<long>(
-            "allochosting.request_arena.overflowed",
+            OverflowedInstrument,
             unit: "{request}",
             description: "Requests that needed memory beyond their first arena chunk.");
         _failures = _meter.CreateCounter<long>(
-            "allochosting.failures",
+            FailuresInstrument,
             unit: "{failure}",
             description: "Failed allocations.");
         _rejected = _meter.CreateCounter<long>(
-            "allochosting.rejected",
+            RejectedInstrument,
             unit: "{request}",
             description: "Requests refused because the memory budget was spent.");
     }
@@ -59,64 +70,64 @@ internal sealed class AllocHostingMetrics
     public void Observe(RequestArenaPool pool)
     {
         _meter.CreateObservableCounter(
-            "allochosting.allocated",
+            AllocatedInstrument,
             () => ObserveAllocated(pool),
             unit: "By",
             description: "Bytes handed out.");
         _meter.CreateObservableUpDownCounter(
-            "allochosting.live",
+            LiveInstrument,
             () => ObserveLive(pool),
             unit: "By",
             description: "Bytes handed out and not yet released.");
         _meter.CreateObservableUpDownCounter(
-            "allochosting.request_arena.active",
+            ActiveInstrument,
             () => pool.ActiveArenas,
             unit: "{arena}",
             description: "Request arenas in use now.");
         _meter.CreateObservableCounter(
-            "allochosting.request_arena.rents",
+            RentsInstrument,
             () => pool.RentCount,
             unit: "{rent}",
             description: "Rents served from request arena memory.");
         _meter.CreateObservableUpDownCounter(
-            "allochosting.mapped",
+            MappedInstrument,
             pool.ObserveMapped,
             unit: "By",
             description: "Bytes obtained from the operating system.");
     }
 
-    // request: the arenas; thread: the switchable allocator's per-thread heaps; global: its global
-    // allocator plus the arenas' overflow fallback (process memory outside the arena budget).
+    /// <summary>The value of <see cref="ArenaKindTag"/> for <paramref name="kind"/> (also the dashboard's arena kind).</summary>
+    public static string ArenaKindName(RequestArenaKind kind) => kind == RequestArenaKind.Bump ? "bump" : "bit_set";
+
     private Measurement<long>[] ObserveAllocated(RequestArenaPool pool)
     {
         AllocatorStatistics global = _switchable.Global.Statistics;
         AllocatorStatistics thread = _switchable.ThreadLocal.Statistics;
-        return
-        [
-            new(pool.AllocatedBytes, new KeyValuePair<string, object?>(AllocatorTag, "request")),
-            new(thread.TotalBytesAllocated, new KeyValuePair<string, object?>(AllocatorTag, "thread")),
-            new(pool.FallbackAllocatedBytes + global.TotalBytesAllocated, new KeyValuePair<string, object?>(AllocatorTag, "global")),
-        ];
+        return ByAllocator(pool.AllocatedBytes, thread.TotalBytesAllocated, pool.FallbackAllocatedBytes + global.TotalBytesAllocated);
     }
 
     private Measurement<long>[] ObserveLive(RequestArenaPool pool)
     {
         AllocatorStatistics global = _switchable.Global.Statistics;
         AllocatorStatistics thread = _switchable.ThreadLocal.Statistics;
-        return
-        [
-            new(pool.LiveBytes, new KeyValuePair<string, object?>(AllocatorTag, "request")),
-            new(thread.BytesInUse, new KeyValuePair<string, object?>(AllocatorTag, "thread")),
-            new(pool.FallbackLiveBytes + global.BytesInUse, new KeyValuePair<string, object?>(AllocatorTag, "global")),
-        ];
+        return ByAllocator(pool.LiveBytes, thread.BytesInUse, pool.FallbackLiveBytes + global.BytesInUse);
     }
+
+    // request: the arenas; thread: the switchable allocator's per-thread heaps; global: its global
+    // allocator plus the arenas' overflow fallback (process memory outside the arena budget).
+    private static Measurement<long>[] ByAllocator(long request, long thread, long global) =>
+    [
+        new(request, new KeyValuePair<string, object?>(AllocatorTag, "request")),
+        new(thread, new KeyValuePair<string, object?>(AllocatorTag, "thread")),
+        new(global, new KeyValuePair<string, object?>(AllocatorTag, "global")),
+    ];
 
     /// <summary>Records the end of a request that rented: once per such request.</summary>
     public void ArenaReleased(long usedBytes, bool overflowed, string kind)
     {
         if (_used.Enabled)
         {
-            RecordUsed(usedBytes, kind);
+            RecordUsedSlow(usedBytes, kind);
         }
 
         if (overflowed && _overflowed.Enabled)
@@ -129,7 +140,7 @@ internal sealed class AllocHostingMetrics
     {
         if (_failures.Enabled)
         {
-            AddFailure(errorType);
+            AddFailureSlow(errorType);
         }
     }
 
@@ -142,10 +153,10 @@ internal sealed class AllocHostingMetrics
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void RecordUsed(long usedBytes, string kind) =>
+    private void RecordUsedSlow(long usedBytes, string kind) =>
         _used.Record(usedBytes, new KeyValuePair<string, object?>(ArenaKindTag, kind));
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void AddFailure(string errorType) =>
+    private void AddFailureSlow(string errorType) =>
         _failures.Add(1, new KeyValuePair<string, object?>(ErrorTypeTag, errorType));
 }

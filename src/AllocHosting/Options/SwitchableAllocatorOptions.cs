@@ -22,13 +22,45 @@ public sealed class SwitchableAllocatorOptions
     /// <summary>The configuration section the options bind from.</summary>
     public const string SectionName = "SwitchableAllocators";
 
+    // The allowed ranges, which the property docs cite and the validator enforces and reports.
+
+    /// <summary>The smallest <see cref="BitSetBlockSize"/>: 8 bytes.</summary>
+    public const int MinBitSetBlockSize = 8;
+
+    /// <summary>The largest <see cref="BitSetBlockSize"/>: 4096 bytes.</summary>
+    public const int MaxBitSetBlockSize = 4096;
+
+    /// <summary>What <see cref="InitialArenaSize"/> is a multiple of, and its smallest value: 4096 bytes (a page).</summary>
+    public const int ArenaSizeUnit = 4096;
+
+    /// <summary>The largest <see cref="InitialArenaSize"/>: 64 MiB.</summary>
+    public const int MaxInitialArenaSize = 64 * 1024 * 1024;
+
+    /// <summary>The largest <see cref="MemoryBudget"/>: 64 GiB.</summary>
+    public const long MaxMemoryBudget = 64L * 1024 * 1024 * 1024;
+
+    /// <summary>The longest <see cref="BudgetWaitTimeout"/>: 10 seconds.</summary>
+    public static readonly TimeSpan MaxBudgetWaitTimeout = TimeSpan.FromSeconds(10);
+
+    /// <summary>The shortest <see cref="RetryAfter"/>: 1 second.</summary>
+    public static readonly TimeSpan MinRetryAfter = TimeSpan.FromSeconds(1);
+
+    /// <summary>The longest <see cref="RetryAfter"/>: 1 hour.</summary>
+    public static readonly TimeSpan MaxRetryAfter = TimeSpan.FromHours(1);
+
+    /// <summary>The shortest <see cref="IdleTrimInterval"/>: 1 second.</summary>
+    public static readonly TimeSpan MinIdleTrimInterval = TimeSpan.FromSeconds(1);
+
+    /// <summary>The longest <see cref="IdleTrimInterval"/>: 1 day.</summary>
+    public static readonly TimeSpan MaxIdleTrimInterval = TimeSpan.FromDays(1);
+
     /// <summary>Which allocator carves request arenas. Default <see cref="RequestArenaKind.Bump"/>.</summary>
     public RequestArenaKind ArenaKind { get; set; } = RequestArenaKind.Bump;
 
-    /// <summary>Block size of bit set arenas in bytes: a power of two from 8 to 4096. Default 64.</summary>
+    /// <summary>Block size of bit set arenas in bytes: a power of two from <see cref="MinBitSetBlockSize"/> to <see cref="MaxBitSetBlockSize"/>. Default 64.</summary>
     public int BitSetBlockSize { get; set; } = 64;
 
-    /// <summary>Bytes of one arena chunk, the first a request gets: a multiple of 4096 from 4 KiB to 64 MiB. Default 64 KiB.</summary>
+    /// <summary>Bytes of one arena chunk, the first a request gets: a multiple of <see cref="ArenaSizeUnit"/> from <see cref="ArenaSizeUnit"/> to <see cref="MaxInitialArenaSize"/>. Default 64 KiB.</summary>
     public int InitialArenaSize { get; set; } = 64 * 1024;
 
     /// <summary>The most arena memory one request may chain, in bytes: from <see cref="InitialArenaSize"/> to <see cref="MemoryBudget"/>. Default 1 MiB.</summary>
@@ -40,22 +72,22 @@ public sealed class SwitchableAllocatorOptions
     /// <summary>Whether the bytes a request used are cleared when its arena is released. Default <see cref="ArenaClearPolicy.ClearUsed"/>.</summary>
     public ArenaClearPolicy ClearPolicy { get; set; } = ArenaClearPolicy.ClearUsed;
 
-    /// <summary>The most memory all request arenas of the process may hold, in bytes: from <see cref="InitialArenaSize"/> to 64 GiB. Default 256 MiB.</summary>
+    /// <summary>The most memory all request arenas of the process may hold, in bytes: from <see cref="InitialArenaSize"/> to <see cref="MaxMemoryBudget"/>. Default 256 MiB.</summary>
     public long MemoryBudget { get; set; } = 256L * 1024 * 1024;
 
     /// <summary>What a rent does when the budget is spent. Default <see cref="ArenaBudgetPolicy.Wait"/>.</summary>
     public ArenaBudgetPolicy BudgetPolicy { get; set; } = ArenaBudgetPolicy.Wait;
 
-    /// <summary>How long a rent waits for a chunk under <see cref="ArenaBudgetPolicy.Wait"/> before the request is rejected: from 0 to 10 seconds. Default 100 ms.</summary>
+    /// <summary>How long a rent waits for a chunk under <see cref="ArenaBudgetPolicy.Wait"/> before the request is rejected: from 0 to <see cref="MaxBudgetWaitTimeout"/>. Default 100 ms.</summary>
     public TimeSpan BudgetWaitTimeout { get; set; } = TimeSpan.FromMilliseconds(100);
 
-    /// <summary>The Retry-After a rejected request is told: whole seconds from 1 to 3600. Default 1 second.</summary>
+    /// <summary>The Retry-After a rejected request is told: whole seconds from <see cref="MinRetryAfter"/> to <see cref="MaxRetryAfter"/>. Default 1 second.</summary>
     public TimeSpan RetryAfter { get; set; } = TimeSpan.FromSeconds(1);
 
     /// <summary>Where arena memory is placed on NUMA machines. Default <see cref="ArenaNumaPlacement.LocalToRequestThread"/>.</summary>
     public ArenaNumaPlacement NumaPlacement { get; set; } = ArenaNumaPlacement.LocalToRequestThread;
 
-    /// <summary>How often idle chunks are trimmed: chunks that stayed idle for a whole interval go back to the operating system. From 1 second to 1 day. Default 30 seconds.</summary>
+    /// <summary>How often idle chunks are trimmed: chunks that stayed idle for a whole interval go back to the operating system. From <see cref="MinIdleTrimInterval"/> to <see cref="MaxIdleTrimInterval"/>. Default 30 seconds.</summary>
     public TimeSpan IdleTrimInterval { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>

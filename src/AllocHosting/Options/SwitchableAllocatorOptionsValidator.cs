@@ -3,34 +3,34 @@ using Microsoft.Extensions.Options;
 
 namespace AllocHosting;
 
-/// <summary>Validates <see cref="SwitchableAllocatorOptions"/> at start-up; every message names the setting and its allowed range.</summary>
+/// <summary>
+/// Validates <see cref="SwitchableAllocatorOptions"/> at start-up; every message names the setting
+/// and its allowed range (the range constants of <see cref="SwitchableAllocatorOptions"/>, which
+/// its property docs cite).
+/// </summary>
 internal sealed class SwitchableAllocatorOptionsValidator : IValidateOptions<SwitchableAllocatorOptions>
 {
     private const string Prefix = SwitchableAllocatorOptions.SectionName + ":";
-    private const long MaxBudget = 64L * 1024 * 1024 * 1024;
-    private const int MaxChunk = 64 * 1024 * 1024;
 
     public ValidateOptionsResult Validate(string? name, SwitchableAllocatorOptions options)
     {
         var failures = new List<string>();
-        if (!Enum.IsDefined(options.ArenaKind))
+        CheckDefined(failures, nameof(options.ArenaKind), options.ArenaKind);
+
+        if (options.BitSetBlockSize < SwitchableAllocatorOptions.MinBitSetBlockSize || options.BitSetBlockSize > SwitchableAllocatorOptions.MaxBitSetBlockSize || !BitOperations.IsPow2(options.BitSetBlockSize))
         {
-            failures.Add($"{Prefix}ArenaKind is {options.ArenaKind}; allowed: Bump, BitSet.");
+            failures.Add($"{Prefix}BitSetBlockSize is {options.BitSetBlockSize}; allowed: a power of two from {SwitchableAllocatorOptions.MinBitSetBlockSize} to {SwitchableAllocatorOptions.MaxBitSetBlockSize}.");
         }
 
-        if (options.BitSetBlockSize < 8 || options.BitSetBlockSize > 4096 || !BitOperations.IsPow2(options.BitSetBlockSize))
+        const int unit = SwitchableAllocatorOptions.ArenaSizeUnit;
+        if (options.InitialArenaSize < unit || options.InitialArenaSize > SwitchableAllocatorOptions.MaxInitialArenaSize || options.InitialArenaSize % unit != 0)
         {
-            failures.Add($"{Prefix}BitSetBlockSize is {options.BitSetBlockSize}; allowed: a power of two from 8 to 4096.");
+            failures.Add($"{Prefix}InitialArenaSize is {options.InitialArenaSize}; allowed: a multiple of {unit} from {unit} to {SwitchableAllocatorOptions.MaxInitialArenaSize} bytes.");
         }
 
-        if (options.InitialArenaSize < 4096 || options.InitialArenaSize > MaxChunk || options.InitialArenaSize % 4096 != 0)
+        if (options.MemoryBudget < options.InitialArenaSize || options.MemoryBudget > SwitchableAllocatorOptions.MaxMemoryBudget)
         {
-            failures.Add($"{Prefix}InitialArenaSize is {options.InitialArenaSize}; allowed: a multiple of 4096 from 4096 to {MaxChunk} bytes.");
-        }
-
-        if (options.MemoryBudget < options.InitialArenaSize || options.MemoryBudget > MaxBudget)
-        {
-            failures.Add($"{Prefix}MemoryBudget is {options.MemoryBudget}; allowed: from InitialArenaSize ({options.InitialArenaSize}) to {MaxBudget} bytes.");
+            failures.Add($"{Prefix}MemoryBudget is {options.MemoryBudget}; allowed: from InitialArenaSize ({options.InitialArenaSize}) to {SwitchableAllocatorOptions.MaxMemoryBudget} bytes.");
         }
 
         if (options.MaxArenaSizePerRequest < options.InitialArenaSize || options.MaxArenaSizePerRequest > options.MemoryBudget)
@@ -38,39 +38,25 @@ internal sealed class SwitchableAllocatorOptionsValidator : IValidateOptions<Swi
             failures.Add($"{Prefix}MaxArenaSizePerRequest is {options.MaxArenaSizePerRequest}; allowed: from InitialArenaSize ({options.InitialArenaSize}) to MemoryBudget ({options.MemoryBudget}) bytes.");
         }
 
-        if (!Enum.IsDefined(options.OverflowPolicy))
+        CheckDefined(failures, nameof(options.OverflowPolicy), options.OverflowPolicy);
+        CheckDefined(failures, nameof(options.ClearPolicy), options.ClearPolicy);
+        CheckDefined(failures, nameof(options.BudgetPolicy), options.BudgetPolicy);
+
+        if (options.BudgetWaitTimeout < TimeSpan.Zero || options.BudgetWaitTimeout > SwitchableAllocatorOptions.MaxBudgetWaitTimeout)
         {
-            failures.Add($"{Prefix}OverflowPolicy is {options.OverflowPolicy}; allowed: FallBack, Fail.");
+            failures.Add($"{Prefix}BudgetWaitTimeout is {options.BudgetWaitTimeout}; allowed: from {TimeSpan.Zero} to {SwitchableAllocatorOptions.MaxBudgetWaitTimeout}.");
         }
 
-        if (!Enum.IsDefined(options.ClearPolicy))
+        if (options.RetryAfter < SwitchableAllocatorOptions.MinRetryAfter || options.RetryAfter > SwitchableAllocatorOptions.MaxRetryAfter || options.RetryAfter.Ticks % TimeSpan.TicksPerSecond != 0)
         {
-            failures.Add($"{Prefix}ClearPolicy is {options.ClearPolicy}; allowed: ClearUsed, None.");
+            failures.Add($"{Prefix}RetryAfter is {options.RetryAfter}; allowed: whole seconds from {SwitchableAllocatorOptions.MinRetryAfter} to {SwitchableAllocatorOptions.MaxRetryAfter}.");
         }
 
-        if (!Enum.IsDefined(options.BudgetPolicy))
-        {
-            failures.Add($"{Prefix}BudgetPolicy is {options.BudgetPolicy}; allowed: Wait, Reject.");
-        }
+        CheckDefined(failures, nameof(options.NumaPlacement), options.NumaPlacement);
 
-        if (options.BudgetWaitTimeout < TimeSpan.Zero || options.BudgetWaitTimeout > TimeSpan.FromSeconds(10))
+        if (options.IdleTrimInterval < SwitchableAllocatorOptions.MinIdleTrimInterval || options.IdleTrimInterval > SwitchableAllocatorOptions.MaxIdleTrimInterval)
         {
-            failures.Add($"{Prefix}BudgetWaitTimeout is {options.BudgetWaitTimeout}; allowed: from 00:00:00 to 00:00:10.");
-        }
-
-        if (options.RetryAfter < TimeSpan.FromSeconds(1) || options.RetryAfter > TimeSpan.FromHours(1) || options.RetryAfter.Ticks % TimeSpan.TicksPerSecond != 0)
-        {
-            failures.Add($"{Prefix}RetryAfter is {options.RetryAfter}; allowed: whole seconds from 00:00:01 to 01:00:00.");
-        }
-
-        if (!Enum.IsDefined(options.NumaPlacement))
-        {
-            failures.Add($"{Prefix}NumaPlacement is {options.NumaPlacement}; allowed: LocalToRequestThread, ProcessDefault, Interleave.");
-        }
-
-        if (options.IdleTrimInterval < TimeSpan.FromSeconds(1) || options.IdleTrimInterval > TimeSpan.FromDays(1))
-        {
-            failures.Add($"{Prefix}IdleTrimInterval is {options.IdleTrimInterval}; allowed: from 00:00:01 to 1.00:00:00.");
+            failures.Add($"{Prefix}IdleTrimInterval is {options.IdleTrimInterval}; allowed: from {SwitchableAllocatorOptions.MinIdleTrimInterval} to {SwitchableAllocatorOptions.MaxIdleTrimInterval}.");
         }
 
         if (!(options.HealthDegradedRatio > 0 && options.HealthDegradedRatio <= 1))
@@ -79,5 +65,15 @@ internal sealed class SwitchableAllocatorOptionsValidator : IValidateOptions<Swi
         }
 
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+    }
+
+    // An enum setting must be one of its type's named values, which the message lists in declaration order.
+    private static void CheckDefined<TEnum>(List<string> failures, string setting, TEnum value)
+        where TEnum : struct, Enum
+    {
+        if (!Enum.IsDefined(value))
+        {
+            failures.Add($"{Prefix}{setting} is {value}; allowed: {string.Join(", ", Enum.GetNames<TEnum>())}.");
+        }
     }
 }

@@ -1,6 +1,5 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 
 namespace AllocHosting.Allocators;
 
@@ -10,7 +9,7 @@ namespace AllocHosting.Allocators;
 /// </summary>
 /// <remarks>
 /// <para>
-/// Striped by processor: each thread updates the stripe of the processor it runs on
+/// Striped by processor (<see cref="ProcessorStripes{T}"/>): each thread updates the stripe of the processor it runs on
 /// (<see cref="Thread.GetCurrentProcessorId"/>), each stripe on cache lines of its own, so the
 /// interlocked operations are uncontended unless a thread migrated and the runtime has not noticed
 /// yet. One set of counters for all threads put every allocation and free of every thread on one
@@ -29,22 +28,13 @@ namespace AllocHosting.Allocators;
 /// </remarks>
 internal sealed class AtomicAllocatorCounters
 {
-    // One stripe per processor (a power of two; processor ids beyond it wrap, which only shares a stripe).
-    private readonly Stripe[] _stripes;
-    private readonly int _mask;
+    private readonly ProcessorStripes<Stripe> _stripes = new();
 
     // Bit i set once stripe i was used (stripes are at most 64).
     private long _usedStripes;
 
     // The largest bytes-in-use seen by a read, or handed over by the single stripe used before.
     private long _observedPeak;
-
-    public AtomicAllocatorCounters()
-    {
-        int count = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Clamp(Environment.ProcessorCount, 1, 64));
-        _stripes = new Stripe[count];
-        _mask = count - 1;
-    }
 
     /// <summary>Records an allocation of <paramref name="requested"/> bytes that took <paramref name="accounted"/> bytes.</summary>
     public void Allocated(nuint requested, nuint accounted)
@@ -78,7 +68,7 @@ internal sealed class AtomicAllocatorCounters
     public AllocatorStatistics ToStatistics(long? capacity, long failures)
     {
         long inUse = 0, allocations = 0, deallocations = 0, total = 0, singlePeak = 0;
-        for (int i = 0; i < _stripes.Length; i++)
+        for (int i = 0; i < _stripes.StripeCount; i++)
         {
             ref Stripe stripe = ref _stripes[i];
             inUse += Volatile.Read(ref stripe.BytesInUse);
@@ -97,7 +87,7 @@ internal sealed class AtomicAllocatorCounters
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ref Stripe Mine()
     {
-        int index = Thread.GetCurrentProcessorId() & _mask;
+        int index = _stripes.CurrentIndex;
 
         // A stale read only costs one more (idempotent) MarkUsed.
         if ((_usedStripes & (1L << index)) == 0)
@@ -105,7 +95,7 @@ internal sealed class AtomicAllocatorCounters
             MarkUsed(index);
         }
 
-        return ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_stripes), index);
+        return ref _stripes[index];
     }
 
     // The first use of a stripe. When it ends the single-stripe period, the peak so far (exact, that
@@ -161,7 +151,7 @@ internal sealed class AtomicAllocatorCounters
     private long SumInUse()
     {
         long inUse = 0;
-        for (int i = 0; i < _stripes.Length; i++)
+        for (int i = 0; i < _stripes.StripeCount; i++)
         {
             inUse += Volatile.Read(ref _stripes[i].BytesInUse);
         }
@@ -169,28 +159,20 @@ internal sealed class AtomicAllocatorCounters
         return inUse;
     }
 
-    // One thread's counters, 128 bytes clear of the neighbouring stripes' on either side (adjacent-line
-    // prefetchers pair 64-byte lines) and of whatever the array sits next to.
-    [StructLayout(LayoutKind.Explicit, Size = 256)]
+    // The counters of one processor's stripe (ProcessorStripes keeps each clear of its neighbours').
     private struct Stripe
     {
-        [FieldOffset(128)]
         public long BytesInUse;
 
-        [FieldOffset(136)]
         public long Peak;
 
-        [FieldOffset(144)]
         public long AllocationCount;
 
-        [FieldOffset(152)]
         public long DeallocationCount;
 
-        [FieldOffset(160)]
         public long TotalBytesAllocated;
 
         // The stripe high at which the sum of all stripes is next sampled into the observed peak.
-        [FieldOffset(168)]
         public long NextSample;
     }
 }

@@ -1,0 +1,340 @@
+using System.Runtime.CompilerServices;
+using AllocHosting.Allocators;
+using Microsoft.Extensions.Logging;
+
+namespace AllocHosting;
+
+/// <summary>
+/// The memory budget of the request arenas and admission to it: at most <see cref="MaxChunks"/>
+/// chunks exist; a request's next chunk is an idle one, a new one within the budget, or (policy
+/// Wait) one that comes back within the wait timeout; otherwise none, and the pool refuses the request.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Idle chunks wait on a stack and the most recently returned goes out first, so its pages and
+/// cache lines are warm. The top of that stack is a one-slot cache per processor taken and filled
+/// with a single atomic exchange, so a request that fits in one chunk takes no lock; the lock
+/// guards only the deeper stack, growth, trimming and waits.
+/// </para>
+/// <para>
+/// Threads: every public member may be called from any thread. <see cref="Take"/> and
+/// <see cref="Return"/> run on request threads; <see cref="TrimIdle"/> on the trim timer;
+/// <see cref="ChunksInUse"/>, <see cref="LiveBytes"/> and <see cref="RentCount"/> on metric and
+/// health-check callbacks; <see cref="Dispose"/> once, at shutdown. The <see cref="ArenaChunkSource"/>
+/// is called only under this budget's lock.
+/// </para>
+/// </remarks>
+internal sealed class ArenaChunkBudget : IDisposable
+{
+    private readonly SwitchableAllocatorOptions _options;
+    private readonly ArenaChunkSource _source;
+    private readonly AllocHostingMetrics _metrics;
+    private readonly ILogger _logger;
+
+    // Guards everything below except _hotChunks; waiting rents Monitor.Wait on it.
+    private readonly object _lock = new();
+
+    // The idle chunks as a stack (top = last); grows as chunks come back, MaxChunks at most.
+    private readonly List<ArenaChunk> _idle = [];
+
+    // The fewest chunks on _idle since the last trim: so many stayed idle through the whole interval.
+    private int _idleLowWater;
+
+    // Rents waiting for a chunk; changed with Interlocked (also read without the lock by Return).
+    private int _waiters;
+
+    // One-slot caches of idle chunks in front of _idle, one per processor, taken and filled
+    // without _lock: a request that fits in one chunk takes back the chunk the previous request on
+    // its core returned (LIFO). They count as idle. A rent that finds its slot and _idle empty takes
+    // another core's before it counts against the budget. Trim and Dispose empty them under _lock;
+    // a return sees _waiters (changed with Interlocked, so the slot and the count are ordered) and
+    // pulses a waiting rent.
+    private readonly ProcessorSlots<ArenaChunk> _hotChunks = new();
+
+    // Set when the spent budget was logged; cleared when a chunk comes back, so an overload logs
+    // one warning per episode instead of one per refused rent. Read without the lock by Return.
+    private bool _budgetSpentLogged;
+
+    // Set once under _lock; read without it by Return.
+    private bool _disposed;
+
+    public ArenaChunkBudget(SwitchableAllocatorOptions options, ArenaChunkSource source, AllocHostingMetrics metrics, ILogger logger)
+    {
+        _options = options;
+        _source = source;
+        _metrics = metrics;
+        _logger = logger;
+        MaxChunks = (int)Math.Min(int.MaxValue, options.MemoryBudget / source.ChunkSize);
+    }
+
+    /// <summary>The budget in chunks.</summary>
+    public int MaxChunks { get; }
+
+    /// <summary>Chunks held by requests now.</summary>
+    public int ChunksInUse
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _source.ChunkCount - _idle.Count - _hotChunks.Count;
+            }
+        }
+    }
+
+    /// <summary>Bytes held by requests in pool chunks now.</summary>
+    public long LiveBytes
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _source.LiveBytes;
+            }
+        }
+    }
+
+    /// <summary>Rents served by pool chunks and fallback chunks since start (see <see cref="ArenaChunkSource.RentCount"/>).</summary>
+    public long RentCount
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _source.RentCount;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The next chunk of a request of processor slot <paramref name="slot"/>: the fast path takes
+    /// the idle chunk of that slot. Null when the budget is spent (the failure is then counted and,
+    /// once per episode, logged); the caller refuses the request.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The budget was disposed.</exception>
+    public ArenaChunk? Take(int slot) => _hotChunks.Take(slot) ?? TakeSlow();
+
+    /// <summary>Gives a chunk back, into the hot slot <paramref name="slot"/> (the returning arena's).</summary>
+    public void Return(ArenaChunk chunk, int slot)
+    {
+        // The chunk given back last is handed out first: it takes the slot, and the one it
+        // displaces (hotter than any on the stack) goes on top of the stack.
+        ArenaChunk? displaced = _hotChunks.Exchange(chunk, slot);
+        if (displaced is not null)
+        {
+            ReturnIdleChunk(displaced);
+        }
+
+        if (Volatile.Read(ref _disposed) || Volatile.Read(ref _budgetSpentLogged) || Volatile.Read(ref _waiters) > 0)
+        {
+            SettleHotChunkSlow();
+        }
+    }
+
+    /// <summary>
+    /// Disposes the chunks idle through the whole interval since the previous call (coldest first)
+    /// and gives empty segments back; false when the budget is disposed.
+    /// </summary>
+    public bool TrimIdle(out int trimmedChunks, out int trimmedSegments, out int remainingChunks)
+    {
+        trimmedChunks = 0;
+        trimmedSegments = 0;
+        remainingChunks = 0;
+        lock (_lock)
+        {
+            if (_disposed)
+            {
+                return false;
+            }
+
+            // The hot chunks join the top of the stack; they were not idle all interval, as far as
+            // the low-water mark knows, so they are not trimmed now.
+            while (_hotChunks.TakeAny() is { } hot)
+            {
+                _idle.Add(hot);
+            }
+
+            int surplus = Math.Min(_idleLowWater, _idle.Count);
+            if (surplus > 0)
+            {
+                // The bottom of the stack is the coldest.
+                for (int i = 0; i < surplus; i++)
+                {
+                    _source.Retire(_idle[i]);
+                }
+
+                _idle.RemoveRange(0, surplus);
+                trimmedChunks = surplus;
+            }
+
+            trimmedSegments = _source.ReleaseEmptySegments();
+            _idleLowWater = _idle.Count;
+            remainingChunks = _source.ChunkCount;
+            return true;
+        }
+    }
+
+    /// <summary>Disposes the idle chunks and the segments (each gives its memory back once its last chunk held by a request comes home) and wakes waiting rents.</summary>
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            Volatile.Write(ref _disposed, true);
+            while (_hotChunks.TakeAny() is { } hot)
+            {
+                _source.Retire(hot);
+            }
+
+            foreach (ArenaChunk chunk in _idle)
+            {
+                _source.Retire(chunk);
+            }
+
+            _idle.Clear();
+            _source.CloseSegments();
+            Monitor.PulseAll(_lock);
+        }
+    }
+
+    // An idle chunk from the stack or another processor's slot, a new one within the budget, or
+    // (policy Wait) one that comes back soon; else null, counted and logged.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ArenaChunk? TakeSlow()
+    {
+        ArenaChunk? chunk = TryTakeChunk();
+        if (chunk is null && _options.BudgetPolicy == ArenaBudgetPolicy.Wait && _options.BudgetWaitTimeout > TimeSpan.Zero)
+        {
+            chunk = WaitForChunk(_options.BudgetWaitTimeout);
+        }
+
+        if (chunk is null)
+        {
+            _metrics.Failure("budget_exhausted");
+            LogBudgetSpentOnce();
+        }
+
+        return chunk;
+    }
+
+    // After a chunk went to the hot slot while the budget was disposed, a spent budget was logged
+    // or a rent was waiting: the rare cases that need _lock.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void SettleHotChunkSlow()
+    {
+        lock (_lock)
+        {
+            _budgetSpentLogged = false;
+            if (_disposed)
+            {
+                while (_hotChunks.TakeAny() is { } hot)
+                {
+                    _source.Retire(hot);
+                }
+
+                return;
+            }
+
+            if (_waiters > 0)
+            {
+                Monitor.Pulse(_lock);
+            }
+        }
+    }
+
+    private void ReturnIdleChunk(ArenaChunk chunk)
+    {
+        lock (_lock)
+        {
+            if (_disposed)
+            {
+                _source.Retire(chunk);
+                return;
+            }
+
+            _idle.Add(chunk);
+            _budgetSpentLogged = false;
+            if (_waiters > 0)
+            {
+                Monitor.Pulse(_lock);
+            }
+        }
+    }
+
+    private void LogBudgetSpentOnce()
+    {
+        lock (_lock)
+        {
+            if (_budgetSpentLogged)
+            {
+                return;
+            }
+
+            _budgetSpentLogged = true;
+        }
+
+        _logger.ArenaBudgetSpent(_options.MemoryBudget);
+    }
+
+    private ArenaChunk? TryTakeChunk()
+    {
+        lock (_lock)
+        {
+            // Named after the pool: the budget is a part of it that users never see.
+            ObjectDisposedException.ThrowIf(_disposed, typeof(RequestArenaPool));
+            if (_hotChunks.TakeAny() is { } hot)
+            {
+                return hot;
+            }
+
+            if (_idle.Count > 0)
+            {
+                ArenaChunk chunk = _idle[^1];
+                _idle.RemoveAt(_idle.Count - 1);
+                if (_idle.Count < _idleLowWater)
+                {
+                    _idleLowWater = _idle.Count;
+                }
+
+                return chunk;
+            }
+
+            return _source.ChunkCount < MaxChunks ? _source.CreateChunk(MaxChunks) : null;
+        }
+    }
+
+    private ArenaChunk? WaitForChunk(TimeSpan timeout)
+    {
+        long deadline = Environment.TickCount64 + (long)timeout.TotalMilliseconds;
+        lock (_lock)
+        {
+            Interlocked.Increment(ref _waiters);
+            try
+            {
+                while (!_disposed)
+                {
+                    if (_idle.Count > 0 || _source.ChunkCount < MaxChunks || _hotChunks.Count > 0)
+                    {
+                        break;
+                    }
+
+                    long remaining = deadline - Environment.TickCount64;
+                    if (remaining <= 0 || !Monitor.Wait(_lock, (int)remaining))
+                    {
+                        break;
+                    }
+                }
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _waiters);
+            }
+
+            return _disposed ? null : TryTakeChunk();
+        }
+    }
+}

@@ -1,0 +1,74 @@
+using System.Runtime.CompilerServices;
+
+namespace AllocHosting;
+
+/// <summary>
+/// The <see cref="RequestArena"/> objects (no memory of their own), reused across requests so that
+/// a request costs no allocation until it rents: a one-slot cache per processor in front of a
+/// bounded stack.
+/// </summary>
+/// <remarks>
+/// Threads: any thread may rent and return at any time. The common rent/return pair costs one
+/// uncontended exchange each on the processor's slot; only when that slot is empty or full do
+/// they take the stack's lock.
+/// </remarks>
+internal sealed class RequestArenaObjectPool
+{
+    private const int MaxPooledArenas = 256;
+
+    private readonly Func<RequestArena> _create;
+
+    // Lock-free.
+    private readonly ProcessorSlots<RequestArena> _hotArenas = new();
+
+    // Guards _arenas and _arenaCount.
+    private readonly Lock _arenaLock = new();
+    private readonly RequestArena?[] _arenas = new RequestArena?[MaxPooledArenas];
+    private int _arenaCount;
+
+    /// <summary>A pool that makes a new arena with <paramref name="create"/> when it has none to hand out.</summary>
+    public RequestArenaObjectPool(Func<RequestArena> create) => _create = create;
+
+    /// <summary>The processor slot of the calling thread now: read once per request, it is the request's <see cref="RequestArena.Slot"/>.</summary>
+    public int CurrentIndex => _hotArenas.CurrentIndex;
+
+    /// <summary>An arena object for a request of processor slot <paramref name="slot"/>; the fast path takes the one the slot holds.</summary>
+    public RequestArena Rent(int slot) => _hotArenas.Take(slot) ?? RentSlow();
+
+    /// <summary>Keeps <paramref name="arena"/> (released) for a later request, in its slot if that is free.</summary>
+    public void Return(RequestArena arena)
+    {
+        if (!_hotArenas.TryPut(arena, arena.Slot))
+        {
+            ReturnSlow(arena);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private RequestArena RentSlow()
+    {
+        RequestArena? arena = null;
+        lock (_arenaLock)
+        {
+            if (_arenaCount > 0)
+            {
+                arena = _arenas[--_arenaCount];
+                _arenas[_arenaCount] = null;
+            }
+        }
+
+        return arena ?? _create();
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ReturnSlow(RequestArena arena)
+    {
+        lock (_arenaLock)
+        {
+            if (_arenaCount < _arenas.Length)
+            {
+                _arenas[_arenaCount++] = arena;
+            }
+        }
+    }
+}
