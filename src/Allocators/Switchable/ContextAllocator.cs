@@ -23,7 +23,9 @@ namespace AllocHosting.Allocators;
 /// context.Reset();
 /// </code>
 /// </example>
-/// <para>It never grows its region and, like the allocators it wraps, is not thread-safe.</para>
+/// <para>It never grows its region. Like the allocators it wraps it is not thread-safe, except in the
+/// thread-safe forms of the factories (<c>ShortLived(allocator, threadSafe: true)</c>, or a
+/// <see cref="Lock"/> given to <c>MediumLived</c>/<c>LongLived</c>): see <see cref="IsThreadSafe"/>.</para>
 /// </remarks>
 public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
 {

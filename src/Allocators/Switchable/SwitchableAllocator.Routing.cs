@@ -10,7 +10,8 @@ namespace AllocHosting.Allocators;
 //
 // Threading: any thread. Routing reads only the process-wide owner registry, the thread-local
 // allocator's page map and the _recentContext hint, never the flow's state; the owner found is
-// called as it would be directly (a context allocator is not thread-safe: see the type's remarks).
+// called as it would be directly (a context allocator is thread-safe only in its thread-safe forms:
+// see the type's remarks).
 public sealed unsafe partial class SwitchableAllocator
 {
     /// <summary>

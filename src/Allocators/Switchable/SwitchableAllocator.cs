@@ -87,10 +87,11 @@ namespace AllocHosting.Allocators;
 /// </para>
 /// <para>
 /// <b>Threads.</b> The switchable allocator and its global and thread-local allocators are
-/// thread-safe; a <see cref="ContextAllocator"/> is not. Tasks forked inside a context scope
+/// thread-safe; a <see cref="ContextAllocator"/> is only in its thread-safe forms
+/// (<see cref="ContextAllocator.IsThreadSafe"/>). Tasks forked inside a context scope
 /// (<see cref="Task.WhenAll(Task[])"/>) share the flow's context allocator: switch them to
-/// <see cref="AllocatorKind.ThreadLocal"/> or <see cref="AllocatorKind.Global"/>, or give each its
-/// own context allocator, before they allocate concurrently. A context block freed from another
+/// <see cref="AllocatorKind.ThreadLocal"/> or <see cref="AllocatorKind.Global"/>, give each its
+/// own context allocator, or install a thread-safe one, before they allocate concurrently. A context block freed from another
 /// thread is freed into the context allocator on that thread, so do it only when the flow that uses
 /// the context allocator is not running at the same time.
 /// </para>
