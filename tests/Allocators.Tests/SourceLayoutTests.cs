@@ -8,6 +8,9 @@ namespace AllocHosting.Allocators.Tests;
 /// </summary>
 public partial class SourceLayoutTests
 {
+    /// <summary>The most lines a source file may have (docs/architecture.md).</summary>
+    private const int MaximumLines = 600;
+
     [Fact]
     public void Every_source_file_declares_one_top_level_type_named_as_the_file()
     {
@@ -41,6 +44,68 @@ public partial class SourceLayoutTests
         }
 
         Assert.True(wrong.Count == 0, "The namespace rule of docs/architecture.md:\n" + string.Join("\n", wrong));
+    }
+
+    [Fact]
+    public void No_source_file_runs_past_the_line_limit()
+    {
+        var wrong = SourceFiles()
+            .Select(f => (File: Relative(f), Lines: File.ReadAllLines(f).Length))
+            .Where(f => f.Lines > MaximumLines)
+            .Select(f => $"{f.File}: {f.Lines} lines")
+            .ToList();
+
+        Assert.True(wrong.Count == 0, $"Source files longer than {MaximumLines} lines:\n" + string.Join("\n", wrong));
+    }
+
+    [Fact]
+    public void Every_out_of_line_method_is_a_slow_path_or_a_throw_helper()
+    {
+        var wrong = new List<string>();
+        foreach (string file in SourceFiles())
+        {
+            string[] lines = File.ReadAllLines(file);
+            for (int i = 0; i < lines.Length; i++)
+            {
+                if (!lines[i].Contains("MethodImplOptions.NoInlining", StringComparison.Ordinal))
+                {
+                    continue;
+                }
+
+                // The declaration is the next line that is not an attribute or a comment.
+                string declaration = lines.Skip(i + 1).First(l => !l.TrimStart().StartsWith('[') && !l.TrimStart().StartsWith("//", StringComparison.Ordinal));
+                Match name = MethodNamePattern().Match(declaration);
+                if (!name.Success || !(name.Groups[1].Value.EndsWith("Slow", StringComparison.Ordinal) || name.Groups[1].Value.StartsWith("Throw", StringComparison.Ordinal)))
+                {
+                    wrong.Add($"{Relative(file)}:{i + 2}: {declaration.Trim()}");
+                }
+            }
+        }
+
+        Assert.True(wrong.Count == 0, "NoInlining methods must be named ...Slow (slow paths) or Throw... (throw helpers):\n" + string.Join("\n", wrong));
+    }
+
+    [Fact]
+    public void Native_calls_are_declared_only_in_Interop_and_unsafe_code_stays_in_the_allocators()
+    {
+        var wrong = new List<string>();
+        foreach (string file in SourceFiles())
+        {
+            string relative = Relative(file);
+            string text = File.ReadAllText(file);
+            if ((text.Contains("[LibraryImport", StringComparison.Ordinal) || text.Contains("[DllImport", StringComparison.Ordinal))
+                && !relative.StartsWith("src/Allocators/Interop/", StringComparison.Ordinal))
+            {
+                wrong.Add($"{relative}: declares a native call outside Interop/");
+            }
+
+            if (relative.StartsWith("src/AllocHosting/", StringComparison.Ordinal) && UnsafePattern().IsMatch(text))
+            {
+                wrong.Add($"{relative}: unsafe code outside src/Allocators");
+            }
+        }
+
+        Assert.True(wrong.Count == 0, string.Join("\n", wrong));
     }
 
     [Fact]
@@ -123,6 +188,12 @@ public partial class SourceLayoutTests
 
     [GeneratedRegex(@"^(public|internal|file)[a-z ]* (class|struct|interface|enum|record( struct| class)?|delegate [^(]+?) (?<name>[A-Za-z0-9_]+)\b")]
     private static partial Regex TypePattern();
+
+    [GeneratedRegex(@"([A-Za-z0-9_]+)\s*(<[^>]*>)?\(")]
+    private static partial Regex MethodNamePattern();
+
+    [GeneratedRegex(@"\bunsafe\b|\bfixed\s*\(|\bstackalloc\b.*\*")]
+    private static partial Regex UnsafePattern();
 
     [GeneratedRegex(@"(\(|^\s+)this [A-Z]", RegexOptions.Multiline)]
     private static partial Regex ExtensionMethodPattern();

@@ -1,8 +1,3 @@
-using System.Numerics;
-using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
-using AllocHosting.Allocators.MemorySources;
-
 namespace AllocHosting.Allocators;
 
 /// <summary>Which allocator carves an <see cref="ArenaChunk"/>.</summary>

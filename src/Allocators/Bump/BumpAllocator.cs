@@ -478,7 +478,7 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
     private bool ConcurrentAllocationFailedSlow()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        RecordFailure();
+        RecordFailureSlow();
         return false;
     }
 

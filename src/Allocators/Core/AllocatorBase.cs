@@ -70,7 +70,7 @@ public abstract unsafe class AllocatorBase : IAllocator, IDisposable
         pointer = AllocateCore(size, alignment);
         if (pointer == null)
         {
-            RecordFailure();
+            RecordFailureSlow();
             return false;
         }
 
@@ -147,7 +147,7 @@ public abstract unsafe class AllocatorBase : IAllocator, IDisposable
         newPointer = GrowCore(pointer, currentSize, newSize, alignment);
         if (newPointer == null)
         {
-            RecordFailure();
+            RecordFailureSlow();
             return false;
         }
 
@@ -343,7 +343,7 @@ public abstract unsafe class AllocatorBase : IAllocator, IDisposable
         byte* pointer = AllocateCore(size, alignment);
         if (pointer == null)
         {
-            RecordFailure();
+            RecordFailureSlow();
         }
 
         return pointer;
@@ -359,7 +359,7 @@ public abstract unsafe class AllocatorBase : IAllocator, IDisposable
 
     /// <summary>Counts a refused request (cold path; safe from any thread).</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    protected void RecordFailure() => Interlocked.Increment(ref _failures);
+    protected void RecordFailureSlow() => Interlocked.Increment(ref _failures);
 
     private static void ValidateZeroSizePointer(byte* pointer)
     {
@@ -375,7 +375,7 @@ public abstract unsafe class AllocatorBase : IAllocator, IDisposable
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowExhausted(nuint size, nuint alignment)
     {
-        RecordFailure();
+        RecordFailureSlow();
         throw new AllocatorExhaustedException(Name, size, alignment);
     }
 

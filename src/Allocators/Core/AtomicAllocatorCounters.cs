@@ -89,10 +89,10 @@ internal sealed class AtomicAllocatorCounters
     {
         int index = _stripes.CurrentIndex;
 
-        // A stale read only costs one more (idempotent) MarkUsed.
+        // A stale read only costs one more (idempotent) MarkUsedSlow.
         if ((_usedStripes & (1L << index)) == 0)
         {
-            MarkUsed(index);
+            MarkUsedSlow(index);
         }
 
         return ref _stripes[index];
@@ -101,7 +101,7 @@ internal sealed class AtomicAllocatorCounters
     // The first use of a stripe. When it ends the single-stripe period, the peak so far (exact, that
     // stripe's own) becomes the observed peak that reads raise from now on.
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void MarkUsed(int index)
+    private void MarkUsedSlow(int index)
     {
         long before = Interlocked.Or(ref _usedStripes, 1L << index);
         if (BitOperations.PopCount((ulong)before) == 1)

@@ -228,7 +228,7 @@ public sealed unsafe partial class MemoryMapSource : IMemorySource
 
         if (_kernel.Remap((nint)region, oldRounded, newRounded, 0) == MAP_FAILED)
         {
-            RecordFailure(LinuxErrors.Describe("mremap", Marshal.GetLastPInvokeError()));
+            RecordFailureSlow(LinuxErrors.Describe("mremap", Marshal.GetLastPInvokeError()));
             return false;
         }
 
@@ -295,7 +295,7 @@ public sealed unsafe partial class MemoryMapSource : IMemorySource
         if (mapped == MAP_FAILED)
         {
             int errno = Marshal.GetLastPInvokeError();
-            failure = RecordFailure(LinuxErrors.Describe("mmap", errno) + HugePageHint(errno));
+            failure = RecordFailureSlow(LinuxErrors.Describe("mmap", errno) + HugePageHint(errno));
             return false;
         }
 
@@ -319,7 +319,7 @@ public sealed unsafe partial class MemoryMapSource : IMemorySource
         if (failure is not null)
         {
             _kernel.Unmap((nint)start, rounded);
-            RecordFailure(failure);
+            RecordFailureSlow(failure);
             return false;
         }
 
@@ -390,7 +390,7 @@ public sealed unsafe partial class MemoryMapSource : IMemorySource
         }
 
         newRegion = null;
-        failure = RecordFailure(LinuxErrors.Describe("mremap", errno));
+        failure = RecordFailureSlow(LinuxErrors.Describe("mremap", errno));
         return false;
     }
 
@@ -403,7 +403,7 @@ public sealed unsafe partial class MemoryMapSource : IMemorySource
         }
     }
 
-    private string RecordFailure(string failure)
+    private string RecordFailureSlow(string failure)
     {
         Volatile.Write(ref _lastFailure, failure);
         return failure;

@@ -1,6 +1,3 @@
-using System.Runtime.InteropServices;
-using AllocHosting.Allocators.Interop;
-
 namespace AllocHosting.Allocators.MemorySources;
 
 /// <summary>One NUMA node: its id and the CPUs that belong to it.</summary>

@@ -1,7 +1,3 @@
-using System.Diagnostics.CodeAnalysis;
-using System.Numerics;
-using System.Runtime.CompilerServices;
-
 namespace AllocHosting.Allocators.MemorySources;
 
 /// <summary>Prepares one slot of an <see cref="ArenaMemorySource"/> once, before the arena links it into its free list.</summary>

@@ -1,6 +1,3 @@
-using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
-
 namespace AllocHosting.Allocators;
 
 /// <summary>Which allocator a <see cref="ContextAllocator"/> wraps, by the expected lifetime of its context.</summary>

@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using AllocHosting.Allocators.MemorySources;
 
 namespace AllocHosting.Allocators;
 

@@ -1,6 +1,3 @@
-using System.Runtime.InteropServices;
-using AllocHosting.Allocators.MemorySources;
-
 namespace AllocHosting.Allocators;
 
 /// <summary>

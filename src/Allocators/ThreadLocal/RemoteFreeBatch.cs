@@ -136,6 +136,8 @@ internal sealed unsafe class RemoteFreeBatch
         CollectIfAbandoned(heap);
     }
 
+    // Padded like CacheLinePadded<T>, but by an explicit layout: State holds a reference, and the
+    // runtime keeps a sequential layout only for structs without references.
     [StructLayout(LayoutKind.Explicit, Size = 296)]
     private struct State
     {

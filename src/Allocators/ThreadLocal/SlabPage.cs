@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 
 namespace AllocHosting.Allocators;
 
@@ -53,32 +52,32 @@ internal sealed unsafe class SlabPage
     // immutable fields above on every free: padding keeps the two (and the remote list head, and
     // whatever object the GC places next to this one, e.g. another thread's page) on different
     // cache lines, so that neither side's traffic evicts the other's.
-    private OwnerFields _owner;
+    private CacheLinePadded<OwnerFields> _owner;
 
     // ---- Any thread. ----
 
     /// <summary>Remote free list: blocks freed by other threads, pushed with a compare-and-swap, taken whole by the owner with one exchange.</summary>
-    public PaddedAddress Remote;
+    public CacheLinePadded<nuint> Remote;
 
     /// <summary>Local free list: the first free block, whose first word links to the next (0 ends it). Owner.</summary>
     public ref nuint Free
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => ref _owner.Free;
+        get => ref _owner.Value.Free;
     }
 
     /// <summary>The first block never handed out: blocks from here to <see cref="Limit"/> are carved into <see cref="Free"/> in batches. Owner.</summary>
     public ref nuint Unformatted
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => ref _owner.Unformatted;
+        get => ref _owner.Value.Unformatted;
     }
 
     /// <summary>Blocks handed out and not yet given back to <see cref="Free"/> (blocks freed by other threads count until drained). Owner; read racily by statistics.</summary>
     public ref int Used
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => ref _owner.Used;
+        get => ref _owner.Value.Used;
     }
 
     public SlabPage(ThreadHeap heap, HeapSegment segment, int firstUnit, int unitCount, int classIndex)
@@ -131,26 +130,13 @@ internal sealed unsafe class SlabPage
         }
     }
 
-    /// <summary>A word with 128 bytes of padding on either side (two cache lines, as adjacent-line prefetchers pair lines), so that remote pushes do not evict the owner's fields.</summary>
-    [StructLayout(LayoutKind.Explicit, Size = 264)]
-    public struct PaddedAddress
-    {
-        /// <summary>The head of the list (0 when empty).</summary>
-        [FieldOffset(128)]
-        public nuint Value;
-    }
-
-    // The owner's hot fields, 128 bytes clear of anything else on either side.
-    [StructLayout(LayoutKind.Explicit, Size = 280)]
+    // The owner's hot fields (padded in place by CacheLinePadded).
     private struct OwnerFields
     {
-        [FieldOffset(128)]
         public nuint Free;
 
-        [FieldOffset(136)]
         public nuint Unformatted;
 
-        [FieldOffset(144)]
         public int Used;
     }
 }

@@ -95,20 +95,20 @@ internal sealed unsafe class ThreadHeap
     // Written on every allocation: padded so that no other thread's hot data (another heap, a page
     // the GC placed next to this object) and none of the fields other threads read here share
     // their cache lines.
-    private HotCounters _hot;
+    private CacheLinePadded<HotCounters> _hot;
 
     /// <summary>Blocks handed out by the heap since creation. Owner; read racily by <see cref="ThreadLocalAllocator.Statistics"/>.</summary>
     public ref long AllocationCount
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => ref _hot.AllocationCount;
+        get => ref _hot.Value.AllocationCount;
     }
 
     /// <summary>Sum of the sizes requested from the heap since creation. Owner; read racily.</summary>
     public ref long TotalBytesAllocated
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        get => ref _hot.TotalBytesAllocated;
+        get => ref _hot.Value.TotalBytesAllocated;
     }
 
     /// <summary>Bytes of segments held. Read racily by other threads.</summary>
