@@ -117,7 +117,7 @@ public unsafe partial class MemoryMapSourceTests
         }
         else
         {
-            // Elsewhere: the portable fallback, never a crash (architecture decision 9).
+            // Elsewhere: the portable fallback, never a crash (docs/architecture.md, D9).
             Assert.IsType<NativeMemorySource>(source);
             Assert.NotNull(MemoryMapSource.UnsupportedReason);
         }

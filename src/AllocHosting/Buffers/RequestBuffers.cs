@@ -11,6 +11,9 @@ namespace AllocHosting;
 /// </summary>
 internal sealed class RequestBuffers(IHttpContextAccessor accessor) : IRequestBuffers
 {
+    // Published together: _lease is written first and _arena last with a release write, and every
+    // reader loads _arena with an acquire read before it reads _lease, so a task that sees the arena
+    // sees its lease too (on x86 both are plain moves; on arm64 a stale lease would refuse the rent).
     private RequestArena? _arena;
     private int _lease;
 
@@ -21,7 +24,7 @@ internal sealed class RequestBuffers(IHttpContextAccessor accessor) : IRequestBu
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Memory<byte> Rent(int length)
     {
-        RequestArena? arena = _arena;
+        RequestArena? arena = Volatile.Read(ref _arena);
         return arena is not null ? arena.Rent(length, _lease) : ResolveSlow().Rent(length, _lease);
     }
 
@@ -30,7 +33,7 @@ internal sealed class RequestBuffers(IHttpContextAccessor accessor) : IRequestBu
 
     public RequestBufferWriter CreateWriter() => Arena().CreateWriter(_lease);
 
-    private RequestArena Arena() => _arena ?? ResolveSlow();
+    private RequestArena Arena() => Volatile.Read(ref _arena) ?? ResolveSlow();
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private RequestArena ResolveSlow()
@@ -41,7 +44,7 @@ internal sealed class RequestBuffers(IHttpContextAccessor accessor) : IRequestBu
         }
 
         _lease = arena.Lease;
-        _arena = arena;
+        Volatile.Write(ref _arena, arena);
         return arena;
     }
 
