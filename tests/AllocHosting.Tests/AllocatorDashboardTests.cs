@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using System.Net;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
@@ -224,7 +225,38 @@ public class AllocatorDashboardTests
 
         Assert.Equal(HttpStatusCode.NotFound, (await app.Client.GetAsync("/allocators")).StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, (await app.Client.GetAsync("/allocators/data")).StatusCode);
-        Assert.False(app.Services.GetRequiredService<AllocatorDashboardSampler>().IsStarted);
+        Assert.DoesNotContain(true, InstrumentsEnabled(app));
+    }
+
+    [Fact]
+    public async Task The_listener_runs_once_the_page_is_mapped()
+    {
+        // The control of the test above: the same probe sees the page's listener.
+        await using var app = await StartAsync();
+        await DataAsync(app);
+
+        Assert.Contains(true, InstrumentsEnabled(app));
+    }
+
+    // Whether anything listens to each instrument of this app's AllocHosting meter. The probe's own
+    // listener enables nothing, so Instrument.Enabled reports the other listeners alone.
+    private static List<bool> InstrumentsEnabled(TestApp app)
+    {
+        var metrics = app.Services.GetRequiredService<IMeterFactory>();
+        var enabled = new List<bool>();
+        using var probe = new MeterListener
+        {
+            InstrumentPublished = (instrument, _) =>
+            {
+                if (instrument.Meter.Name == AllocHostingMetrics.MeterName && ReferenceEquals(instrument.Meter.Scope, metrics))
+                {
+                    enabled.Add(instrument.Enabled);
+                }
+            },
+        };
+        probe.Start();
+        Assert.NotEmpty(enabled);
+        return enabled;
     }
 
     [Fact]

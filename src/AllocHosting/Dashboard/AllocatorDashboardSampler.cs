@@ -55,9 +55,6 @@ internal sealed class AllocatorDashboardSampler : IDisposable
         _listener.SetMeasurementEventCallback<long>(OnMeasurement);
     }
 
-    /// <summary>Whether <see cref="Start"/> has run: the listener is on.</summary>
-    public bool IsStarted => Volatile.Read(ref _started);
-
     /// <summary>Starts listening (once; later calls do nothing).</summary>
     public void Start()
     {
@@ -67,7 +64,7 @@ internal sealed class AllocatorDashboardSampler : IDisposable
             if (!_started)
             {
                 _listener.Start();
-                Volatile.Write(ref _started, true);
+                _started = true;
             }
         }
     }
