@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
@@ -40,6 +41,9 @@ internal sealed class RequestArena : IRequestArenaFeature
     private int _lease;
     private HttpContext? _context;
     private bool _rejected;
+
+    // The memory pool of the current request (AsMemoryPool), replaced when a later request asks.
+    private RequestBufferMemoryPool? _memoryPool;
 
     public RequestArena(RequestArenaPool pool, int maxChunks)
     {
@@ -149,6 +153,24 @@ internal sealed class RequestArena : IRequestArenaFeature
         where T : unmanaged => Rent<T>(count, Volatile.Read(ref _lease));
 
     public RequestBufferWriter CreateWriter() => CreateWriter(Volatile.Read(ref _lease));
+
+    public MemoryPool<byte> AsMemoryPool() => AsMemoryPool(Volatile.Read(ref _lease));
+
+    /// <summary>The request's memory pool (one per request: a later call of the same request returns it).</summary>
+    /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>
+    public MemoryPool<byte> AsMemoryPool(int lease)
+    {
+        ThrowIfStale(lease);
+        RequestBufferMemoryPool? pool = Volatile.Read(ref _memoryPool);
+        if (pool is null || pool.Lease != lease)
+        {
+            // Two tasks of the request may both create one; either serves the request.
+            pool = new RequestBufferMemoryPool(this, lease);
+            Volatile.Write(ref _memoryPool, pool);
+        }
+
+        return pool;
+    }
 
     /// <summary>Rents <paramref name="length"/> bytes, 16-byte aligned, for the request of <paramref name="lease"/>. The fast path: a lock-free rent from the current chunk; anything else is the slow rent.</summary>
     /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>

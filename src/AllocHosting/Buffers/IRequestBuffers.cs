@@ -49,4 +49,20 @@ public interface IRequestBuffers
     /// <summary>Creates a writer that grows inside the request's arena.</summary>
     /// <exception cref="InvalidOperationException">No request arena is active.</exception>
     RequestBufferWriter CreateWriter();
+
+    /// <summary>
+    /// The request's arena as a <see cref="System.Buffers.MemoryPool{T}"/>, for pipelines and any code
+    /// that rents through a pool: <c>new Pipe(new PipeOptions(pool: buffers.AsMemoryPool()))</c>,
+    /// <c>PipeReader.Create(stream, new StreamPipeReaderOptions(pool: …))</c>,
+    /// <c>PipeWriter.Create(stream, new StreamPipeWriterOptions(pool: …))</c>.
+    /// </summary>
+    /// <remarks>
+    /// One pool per request (every call in a request returns the same one). A rent of -1 gets 4 KiB.
+    /// Each rent costs a rent from the arena plus one small owner object; an owner's <c>Dispose</c>
+    /// is cheap and gives nothing back early: the memory returns when the request ends. After its
+    /// <c>Dispose</c>, or after the request ended, an owner's <c>Memory</c> throws
+    /// <see cref="ObjectDisposedException"/>. Disposing the pool does nothing.
+    /// </remarks>
+    /// <exception cref="InvalidOperationException">No request arena is active.</exception>
+    System.Buffers.MemoryPool<byte> AsMemoryPool();
 }

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using Microsoft.AspNetCore.Http;
@@ -32,6 +33,8 @@ internal sealed class RequestBuffers(IHttpContextAccessor accessor) : IRequestBu
         where T : unmanaged => Arena().Rent<T>(count, _lease);
 
     public RequestBufferWriter CreateWriter() => Arena().CreateWriter(_lease);
+
+    public MemoryPool<byte> AsMemoryPool() => Arena().AsMemoryPool(_lease);
 
     private RequestArena Arena() => Volatile.Read(ref _arena) ?? ResolveSlow();
 
