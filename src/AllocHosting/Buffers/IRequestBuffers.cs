@@ -65,4 +65,31 @@ public interface IRequestBuffers
     /// </remarks>
     /// <exception cref="InvalidOperationException">No request arena is active.</exception>
     System.Buffers.MemoryPool<byte> AsMemoryPool();
+
+    /// <summary>
+    /// Reads the whole request body into request memory and returns it as one contiguous block.
+    /// </summary>
+    /// <remarks>
+    /// The body is read from <c>HttpRequest.BodyReader</c> as it arrives, into segments that double from
+    /// 4 KiB up to one arena chunk, then joined once (no copy when it fits in the first segment): memory
+    /// follows the bytes received, never the <c>Content-Length</c> announced. Works for chunked and HTTP/2
+    /// bodies and returns empty memory for an empty body. A second call in the same request returns the same
+    /// bytes without reading again; calls must not overlap. The memory lives until the request ends.
+    /// </remarks>
+    /// <param name="cancellationToken">Cancels the read.</param>
+    /// <exception cref="Microsoft.AspNetCore.Http.BadHttpRequestException">The body is larger than the request's maximum body size (status 413).</exception>
+    /// <exception cref="OperationCanceledException">The client aborted the request, or <paramref name="cancellationToken"/> was cancelled.</exception>
+    /// <exception cref="InvalidOperationException">No request arena is active, or the body is over 2 GiB (use <see cref="ReadBodySequenceAsync"/>).</exception>
+    ValueTask<ReadOnlyMemory<byte>> ReadBodyAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Reads the whole request body into request memory and returns it as a sequence of segments (no join):
+    /// for <c>Utf8JsonReader</c>, <c>IncrementalHash</c> and parsers of sequences.
+    /// </summary>
+    /// <remarks>As <see cref="ReadBodyAsync"/>, without the final join.</remarks>
+    /// <param name="cancellationToken">Cancels the read.</param>
+    /// <exception cref="Microsoft.AspNetCore.Http.BadHttpRequestException">The body is larger than the request's maximum body size (status 413).</exception>
+    /// <exception cref="OperationCanceledException">The client aborted the request, or <paramref name="cancellationToken"/> was cancelled.</exception>
+    /// <exception cref="InvalidOperationException">No request arena is active.</exception>
+    ValueTask<System.Buffers.ReadOnlySequence<byte>> ReadBodySequenceAsync(CancellationToken cancellationToken = default);
 }

@@ -36,6 +36,10 @@ internal sealed class RequestBuffers(IHttpContextAccessor accessor) : IRequestBu
 
     public MemoryPool<byte> AsMemoryPool() => Arena().AsMemoryPool(_lease);
 
+    public ValueTask<ReadOnlyMemory<byte>> ReadBodyAsync(CancellationToken cancellationToken = default) => Arena().ReadBodyAsync(_lease, cancellationToken);
+
+    public ValueTask<ReadOnlySequence<byte>> ReadBodySequenceAsync(CancellationToken cancellationToken = default) => Arena().ReadBodySequenceAsync(_lease, cancellationToken);
+
     private RequestArena Arena() => Volatile.Read(ref _arena) ?? ResolveSlow();
 
     [MethodImpl(MethodImplOptions.NoInlining)]

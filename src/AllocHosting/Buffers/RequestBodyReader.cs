@@ -1,0 +1,72 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+
+namespace AllocHosting;
+
+/// <summary>
+/// Reads a whole request body into request memory (<see cref="IRequestBuffers.ReadBodySequenceAsync"/>,
+/// <see cref="IRequestBuffers.ReadBodyAsync"/>).
+/// </summary>
+/// <remarks>
+/// <para>
+/// The bytes are copied from <see cref="HttpRequest.BodyReader"/> into a <see cref="RequestBufferWriter"/> as they
+/// arrive: its segments double from 4 KiB up to one arena chunk, so the memory held is at most about twice
+/// the bytes received, whatever <c>Content-Length</c> announces. <c>Content-Length</c> is never trusted: a body
+/// announced larger than the request's limit is refused at once, and every body is counted as it arrives. The
+/// contiguous form joins the segments once (one copy in all; none when the body fits in the first segment).
+/// </para>
+/// <para>
+/// Beyond the request's maximum body size (<see cref="IHttpMaxRequestBodySizeFeature"/>, which
+/// <c>[RequestSizeLimit]</c> sets) it throws <see cref="BadHttpRequestException"/> with status 413, as the
+/// server's own limit does; on a client abort, <see cref="OperationCanceledException"/>. What was read stays in
+/// request memory until the request ends, like every rent.
+/// </para>
+/// </remarks>
+internal static class RequestBodyReader
+{
+    public static async ValueTask<RequestBufferWriter> ReadAsync(HttpContext context, RequestBufferWriter body, CancellationToken cancellationToken)
+    {
+        long? limit = context.Features.Get<IHttpMaxRequestBodySizeFeature>()?.MaxRequestBodySize;
+        if (limit is { } announcedLimit && context.Request.ContentLength > announcedLimit)
+        {
+            ThrowTooLarge(announcedLimit);
+        }
+
+        PipeReader reader = context.Request.BodyReader;
+        try
+        {
+            while (true)
+            {
+                ReadResult read = await reader.ReadAsync(cancellationToken);
+                ReadOnlySequence<byte> buffer = read.Buffer;
+                if (limit is { } max && body.WrittenCount + buffer.Length > max)
+                {
+                    reader.AdvanceTo(buffer.End);
+                    ThrowTooLarge(max);
+                }
+
+                foreach (ReadOnlyMemory<byte> segment in buffer)
+                {
+                    body.Write(segment.Span);
+                }
+
+                reader.AdvanceTo(buffer.End);
+                if (read.IsCompleted || read.IsCanceled)
+                {
+                    return body;
+                }
+            }
+        }
+        catch (Exception error) when (error is not OperationCanceledException && error is not BadHttpRequestException && context.RequestAborted.IsCancellationRequested)
+        {
+            // The client went away mid-body: the server's own exception (an IOException or a
+            // connection-reset error) says so less plainly than a cancellation.
+            throw new OperationCanceledException("The client aborted the request while its body was being read.", error, context.RequestAborted);
+        }
+    }
+
+    private static void ThrowTooLarge(long limit) =>
+        throw new BadHttpRequestException($"The request body is larger than the request's limit of {limit} bytes.", StatusCodes.Status413PayloadTooLarge);
+}

@@ -1,0 +1,225 @@
+using System.Buffers;
+using System.Net;
+using System.Security.Cryptography;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+
+namespace AllocHosting.Tests;
+
+/// <summary>IRequestBuffers.ReadBodyAsync and ReadBodySequenceAsync on the test server.</summary>
+public class RequestBodyReaderTests
+{
+    private static byte[] Pattern(int length, int seed)
+    {
+        var bytes = new byte[length];
+        new Random(seed).NextBytes(bytes);
+        return bytes;
+    }
+
+    private static Task<TestApp> StartAsync() => TestApp.StartAsync(a =>
+    {
+        a.MapPost("/memory", async (IRequestBuffers buffers) =>
+        {
+            ReadOnlyMemory<byte> body = await buffers.ReadBodyAsync();
+            return $"{body.Length} {Convert.ToHexString(SHA256.HashData(body.Span))}";
+        });
+        a.MapPost("/sequence", async (IRequestBuffers buffers) =>
+        {
+            ReadOnlySequence<byte> body = await buffers.ReadBodySequenceAsync();
+            using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+            foreach (ReadOnlyMemory<byte> segment in body)
+            {
+                hash.AppendData(segment.Span);
+            }
+
+            return $"{body.Length} {Convert.ToHexString(hash.GetHashAndReset())}";
+        });
+    }, o => o.MemoryBudget = 16 * 1024 * 1024);
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(4096)]
+    [InlineData(64 * 1024)]
+    [InlineData(64 * 1024 + 1)]
+    [InlineData(320 * 1024)]
+    [InlineData(3 * 1024 * 1024)]   // beyond the default per-request maximum: fallback chunks
+    public async Task The_whole_body_is_read_contiguous_and_as_a_sequence(int length)
+    {
+        byte[] body = Pattern(length, length);
+        string expected = $"{length} {Convert.ToHexString(SHA256.HashData(body))}";
+        await using var app = await StartAsync();
+
+        foreach (string path in new[] { "/memory", "/sequence" })
+        {
+            using HttpResponseMessage response = await app.Client.PostAsync(path, new ByteArrayContent(body));
+            Assert.Equal(expected, await response.Content.ReadAsStringAsync());
+        }
+
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "every request released its chunks");
+    }
+
+    [Fact]
+    public async Task A_chunked_body_without_content_length_is_read_whole()
+    {
+        byte[] body = Pattern(150_000, 5);
+        await using var app = await StartAsync();
+        using var content = new StreamContent(new MemoryStream(body));
+        content.Headers.ContentLength = null;
+
+        using HttpResponseMessage response = await app.Client.PostAsync("/memory", content);
+
+        Assert.Equal($"{body.Length} {Convert.ToHexString(SHA256.HashData(body))}", await response.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task A_body_beyond_the_request_limit_is_refused_with_413_and_nothing_leaks()
+    {
+        await using var app = await TestApp.StartAsync(a => a.MapPost("/", async (HttpContext context, IRequestBuffers buffers) =>
+        {
+            // The test server has no body-size limit of its own: give the request one, as Kestrel and [RequestSizeLimit] do.
+            context.Features.Set<IHttpMaxRequestBodySizeFeature>(new BodySizeLimit { MaxRequestBodySize = 10_000 });
+            try
+            {
+                await buffers.ReadBodyAsync();
+                return "read";
+            }
+            catch (BadHttpRequestException error)
+            {
+                return $"{error.StatusCode}";
+            }
+        }));
+
+        using var announced = await app.Client.PostAsync("/", new ByteArrayContent(new byte[10_001]));
+        Assert.Equal("413", await announced.Content.ReadAsStringAsync());
+
+        // Without Content-Length the limit is found while reading.
+        using var chunked = new StreamContent(new MemoryStream(new byte[50_000]));
+        chunked.Headers.ContentLength = null;
+        using var unannounced = await app.Client.PostAsync("/", chunked);
+        Assert.Equal("413", await unannounced.Content.ReadAsStringAsync());
+
+        using var atLimit = await app.Client.PostAsync("/", new ByteArrayContent(new byte[10_000]));
+        Assert.Equal("read", await atLimit.Content.ReadAsStringAsync());
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "every request released its chunks");
+    }
+
+    [Fact]
+    public async Task Memory_follows_the_bytes_received_not_the_length_announced()
+    {
+        var received = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        long capacityWhileWaiting = -1;
+        await using var app = await TestApp.StartAsync(a => a.MapPost("/", async (IRequestBuffers buffers) =>
+        {
+            Task<ReadOnlyMemory<byte>> reading = buffers.ReadBodyAsync().AsTask();
+            await received.Task;
+            await Task.Delay(100);
+            capacityWhileWaiting = buffers.Capacity;
+            release.SetResult();
+            return (await reading).Length;
+        }));
+
+        // Announce 1 MiB, send 1 KiB, then wait before sending the rest.
+        var body = new SlowBody(1024, 1024 * 1024, received, release.Task);
+        using var content = new StreamContent(body);
+        content.Headers.ContentLength = 1024 * 1024;
+        using HttpResponseMessage response = await app.Client.PostAsync("/", content);
+
+        Assert.Equal($"{1024 * 1024}", await response.Content.ReadAsStringAsync());
+        Assert.InRange(capacityWhileWaiting, 1, 64 * 1024);
+    }
+
+    [Fact]
+    public async Task A_second_read_returns_the_same_bytes_and_a_stale_reader_throws()
+    {
+        IRequestBuffers? kept = null;
+        await using var app = await TestApp.StartAsync(a => a.MapPost("/", async (IRequestBuffers buffers) =>
+        {
+            kept = buffers;
+            ReadOnlyMemory<byte> first = await buffers.ReadBodyAsync();
+            ReadOnlyMemory<byte> second = await buffers.ReadBodyAsync();
+            ReadOnlySequence<byte> sequence = await buffers.ReadBodySequenceAsync();
+            return first.Span.SequenceEqual(second.Span) && sequence.Length == first.Length && first.Length == 5000;
+        }));
+
+        using HttpResponseMessage response = await app.Client.PostAsync("/", new ByteArrayContent(Pattern(5000, 9)));
+        Assert.Equal("true", await response.Content.ReadAsStringAsync());
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the request released");
+
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await kept!.ReadBodyAsync());
+    }
+
+    [Fact]
+    public async Task A_cancelled_read_throws_OperationCanceledException()
+    {
+        await using var app = await TestApp.StartAsync(a => a.MapPost("/", async (IRequestBuffers buffers) =>
+        {
+            using var cancelled = new CancellationTokenSource();
+            await cancelled.CancelAsync();
+            try
+            {
+                await buffers.ReadBodyAsync(cancelled.Token);
+                return "read";
+            }
+            catch (OperationCanceledException)
+            {
+                return "cancelled";
+            }
+        }));
+
+        using HttpResponseMessage response = await app.Client.PostAsync("/", new ByteArrayContent(new byte[100]));
+        Assert.Equal("cancelled", await response.Content.ReadAsStringAsync());
+    }
+
+    private sealed class BodySizeLimit : IHttpMaxRequestBodySizeFeature
+    {
+        public bool IsReadOnly => false;
+
+        public long? MaxRequestBodySize { get; set; }
+    }
+
+    // A body that sends its first part, signals, waits, then sends the rest.
+    private sealed class SlowBody(int first, int total, TaskCompletionSource sent, Task resume) : Stream
+    {
+        private int _position;
+
+        public override bool CanRead => true;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => false;
+
+        public override long Length => total;
+
+        public override long Position { get => _position; set => throw new NotSupportedException(); }
+
+        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            if (_position == first)
+            {
+                sent.TrySetResult();
+                await resume;
+            }
+
+            int limit = _position < first ? first : total;
+            int count = Math.Min(buffer.Length, limit - _position);
+            buffer.Span[..count].Fill(1);
+            _position += count;
+            return count;
+        }
+
+        public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
+
+        public override void Flush()
+        {
+        }
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    }
+}
