@@ -150,6 +150,8 @@ internal sealed class RequestArena : IRequestArenaFeature
 
     public RequestBufferWriter CreateWriter() => CreateWriter(Volatile.Read(ref _lease));
 
+    public RequestBufferStream CreateStream() => CreateStream(Volatile.Read(ref _lease));
+
     /// <summary>Rents <paramref name="length"/> bytes, 16-byte aligned, for the request of <paramref name="lease"/>. The fast path: a lock-free rent from the current chunk; anything else is the slow rent.</summary>
     /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -186,6 +188,12 @@ internal sealed class RequestArena : IRequestArenaFeature
     {
         ThrowIfStale(lease);
         return new RequestBufferWriter(this, lease);
+    }
+
+    public RequestBufferStream CreateStream(int lease)
+    {
+        ThrowIfStale(lease);
+        return new RequestBufferStream(this, lease);
     }
 
     /// <summary>The pool's per-processor slot this request uses for its arena object and its chunks (read once, when the request took the arena).</summary>

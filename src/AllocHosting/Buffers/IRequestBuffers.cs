@@ -49,4 +49,9 @@ public interface IRequestBuffers
     /// <summary>Creates a writer that grows inside the request's arena.</summary>
     /// <exception cref="InvalidOperationException">No request arena is active.</exception>
     RequestBufferWriter CreateWriter();
+
+    /// <summary>Creates a seekable, readable, writable stream over request memory (the request-scoped <see cref="MemoryStream"/>); see <see cref="RequestBufferStream"/>.</summary>
+    /// <returns>An empty stream, usable until it is disposed or the request ends.</returns>
+    /// <exception cref="InvalidOperationException">No request arena is active.</exception>
+    RequestBufferStream CreateStream();
 }

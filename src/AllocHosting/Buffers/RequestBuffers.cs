@@ -33,6 +33,8 @@ internal sealed class RequestBuffers(IHttpContextAccessor accessor) : IRequestBu
 
     public RequestBufferWriter CreateWriter() => Arena().CreateWriter(_lease);
 
+    public RequestBufferStream CreateStream() => Arena().CreateStream(_lease);
+
     private RequestArena Arena() => Volatile.Read(ref _arena) ?? ResolveSlow();
 
     [MethodImpl(MethodImplOptions.NoInlining)]
