@@ -6,6 +6,7 @@ using Microsoft.Extensions.Time.Testing;
 
 namespace AllocHosting.Tests;
 
+[Collection(MeterListenerCollection.Name)]
 public class AllocHostingMetricsTests
 {
     private static MetricCollector<long> Collect(TestApp app, string instrument) =>

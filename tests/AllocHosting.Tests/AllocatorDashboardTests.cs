@@ -10,6 +10,7 @@ using Microsoft.Extensions.DependencyInjection;
 namespace AllocHosting.Tests;
 
 /// <summary>MapAllocatorDashboard: the page, its assets and its JSON, on the in-memory test server (the browser test is AllocatorDashboardBrowserTests).</summary>
+[Collection(MeterListenerCollection.Name)]
 public class AllocatorDashboardTests
 {
     private static Task<TestApp> StartAsync(

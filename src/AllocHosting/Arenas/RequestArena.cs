@@ -214,6 +214,8 @@ internal sealed class RequestArena : IRequestArenaFeature
         return pool;
     }
 
+    public RequestBufferStream CreateStream() => CreateStream(Volatile.Read(ref _lease));
+
     /// <summary>Rents <paramref name="length"/> bytes, 16-byte aligned, for the request of <paramref name="lease"/>. The fast path: a lock-free rent from the current chunk; anything else is the slow rent.</summary>
     /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -250,6 +252,12 @@ internal sealed class RequestArena : IRequestArenaFeature
     {
         ThrowIfStale(lease);
         return new RequestBufferWriter(this, lease);
+    }
+
+    public RequestBufferStream CreateStream(int lease)
+    {
+        ThrowIfStale(lease);
+        return new RequestBufferStream(this, lease);
     }
 
     /// <summary>The pool's per-processor slot this request uses for its arena object and its chunks (read once, when the request took the arena).</summary>

@@ -92,4 +92,9 @@ public interface IRequestBuffers
     /// <exception cref="OperationCanceledException">The client aborted the request, or <paramref name="cancellationToken"/> was cancelled.</exception>
     /// <exception cref="InvalidOperationException">No request arena is active.</exception>
     ValueTask<System.Buffers.ReadOnlySequence<byte>> ReadBodySequenceAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Creates a seekable, readable, writable stream over request memory (the request-scoped <see cref="MemoryStream"/>); see <see cref="RequestBufferStream"/>.</summary>
+    /// <returns>An empty stream, usable until it is disposed or the request ends.</returns>
+    /// <exception cref="InvalidOperationException">No request arena is active.</exception>
+    RequestBufferStream CreateStream();
 }

@@ -40,6 +40,8 @@ internal sealed class RequestBuffers(IHttpContextAccessor accessor) : IRequestBu
 
     public ValueTask<ReadOnlySequence<byte>> ReadBodySequenceAsync(CancellationToken cancellationToken = default) => Arena().ReadBodySequenceAsync(_lease, cancellationToken);
 
+    public RequestBufferStream CreateStream() => Arena().CreateStream(_lease);
+
     private RequestArena Arena() => Volatile.Read(ref _arena) ?? ResolveSlow();
 
     [MethodImpl(MethodImplOptions.NoInlining)]
