@@ -415,8 +415,8 @@ public sealed class RequestBufferStream : Stream
             return _segments.Count == 0 ? ReadOnlySequence<byte>.Empty : new ReadOnlySequence<byte>(_segments[0][..(int)_length]);
         }
 
-        var first = new Segment(PieceAt(0), 0);
-        Segment last = first;
+        var first = new RequestBufferSegment(PieceAt(0), 0);
+        RequestBufferSegment last = first;
         for (long at = first.Memory.Length; at < _length;)
         {
             last = last.Append(PieceAt(at));
@@ -559,20 +559,4 @@ public sealed class RequestBufferStream : Stream
             _disposed
                 ? "The request buffer stream was disposed."
                 : "The request buffer stream was used after its request ended: its memory went back to the arena; never keep a request stream beyond the request.");
-
-    private sealed class Segment : ReadOnlySequenceSegment<byte>
-    {
-        public Segment(ReadOnlyMemory<byte> memory, long runningIndex)
-        {
-            Memory = memory;
-            RunningIndex = runningIndex;
-        }
-
-        public Segment Append(ReadOnlyMemory<byte> memory)
-        {
-            var next = new Segment(memory, RunningIndex + Memory.Length);
-            Next = next;
-            return next;
-        }
-    }
 }

@@ -47,8 +47,8 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
                 return new ReadOnlySequence<byte>(_current[.._currentWritten]);
             }
 
-            var first = new Segment(_segments[0], 0);
-            Segment last = first;
+            var first = new RequestBufferSegment(_segments[0], 0);
+            RequestBufferSegment last = first;
             for (int i = 1; i < _segments.Count; i++)
             {
                 last = last.Append(_segments[i]);
@@ -132,21 +132,5 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
         _current = _arena.Rent(size, _lease);
         _currentWritten = 0;
         _nextSegmentSize = (int)Math.Min((long)_nextSegmentSize * 2, Math.Max(FirstSegmentSize, _arena.ChunkCapacityHint));
-    }
-
-    private sealed class Segment : ReadOnlySequenceSegment<byte>
-    {
-        public Segment(ReadOnlyMemory<byte> memory, long runningIndex)
-        {
-            Memory = memory;
-            RunningIndex = runningIndex;
-        }
-
-        public Segment Append(ReadOnlyMemory<byte> memory)
-        {
-            var next = new Segment(memory, RunningIndex + Memory.Length);
-            Next = next;
-            return next;
-        }
     }
 }
