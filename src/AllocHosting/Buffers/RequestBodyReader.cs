@@ -59,10 +59,11 @@ internal static class RequestBodyReader
                 }
             }
         }
-        catch (Exception error) when (error is not OperationCanceledException && error is not BadHttpRequestException && context.RequestAborted.IsCancellationRequested)
+        catch (Exception error) when (error is not OperationCanceledException && error is not BadHttpRequestException { StatusCode: StatusCodes.Status413PayloadTooLarge } && context.RequestAborted.IsCancellationRequested)
         {
-            // The client went away mid-body: the server's own exception (an IOException or a
-            // connection-reset error) says so less plainly than a cancellation.
+            // The client went away mid-body: the server's own exception (an IOException, a
+            // connection reset, or Kestrel's "unexpected end of request content") says so less
+            // plainly than a cancellation.
             throw new OperationCanceledException("The client aborted the request while its body was being read.", error, context.RequestAborted);
         }
     }

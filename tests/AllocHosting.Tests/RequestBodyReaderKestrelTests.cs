@@ -1,0 +1,104 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.AspNetCore.Builder;
+
+namespace AllocHosting.Tests;
+
+/// <summary>IRequestBuffers.ReadBodyAsync on a real Kestrel bound to 127.0.0.1: chunked and HTTP/2 bodies, a client that aborts.</summary>
+public class RequestBodyReaderKestrelTests
+{
+    private static byte[] Pattern(int length, int seed)
+    {
+        var bytes = new byte[length];
+        new Random(seed).NextBytes(bytes);
+        return bytes;
+    }
+
+    private static Task<KestrelTestApp> StartAsync(TaskCompletionSource<string>? outcome = null) => KestrelTestApp.StartAsync(a =>
+        a.MapPost("/", async (IRequestBuffers buffers) =>
+        {
+            try
+            {
+                ReadOnlyMemory<byte> body = await buffers.ReadBodyAsync();
+                outcome?.TrySetResult("read");
+                return $"{body.Length} {Convert.ToHexString(SHA256.HashData(body.Span))}";
+            }
+            catch (Exception error)
+            {
+                outcome?.TrySetResult(error.GetType().Name);
+                throw;
+            }
+        }));
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(64 * 1024 + 1)]
+    [InlineData(320 * 1024)]
+    public async Task Chunked_HTTP_1_1_and_HTTP_2_bodies_are_read_whole(int length)
+    {
+        byte[] body = Pattern(length, length);
+        string expected = $"{length} {Convert.ToHexString(SHA256.HashData(body))}";
+        await using var app = await StartAsync();
+
+        using var http1 = new HttpClient { BaseAddress = app.Http1 };
+        using var chunked = new StreamContent(new MemoryStream(body));
+        chunked.Headers.ContentLength = null;
+        using HttpResponseMessage viaChunks = await http1.PostAsync("/", chunked);
+        Assert.Equal(expected, await viaChunks.Content.ReadAsStringAsync());
+
+        using HttpClient http2 = app.CreateHttp2Client();
+        using HttpResponseMessage viaHttp2 = await http2.PostAsync("/", new ByteArrayContent(body));
+        Assert.Equal(HttpVersion.Version20, viaHttp2.Version);
+        Assert.Equal(expected, await viaHttp2.Content.ReadAsStringAsync());
+
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "every request released its chunks");
+    }
+
+    [Fact]
+    public async Task A_client_that_aborts_mid_body_cancels_the_read_and_the_arena_is_released()
+    {
+        var outcome = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var app = await StartAsync(outcome);
+
+        using (var client = new TcpClient())
+        {
+            await client.ConnectAsync(IPAddress.Loopback, app.Http1.Port);
+            NetworkStream stream = client.GetStream();
+            string head = $"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {1024 * 1024}\r\n\r\n";
+            await stream.WriteAsync(Encoding.ASCII.GetBytes(head));
+            await stream.WriteAsync(new byte[100_000]);
+            await stream.FlushAsync();
+            await Task.Delay(200);
+            client.Client.LingerState = new LingerOption(true, 0);   // a reset, as a client that goes away
+        }
+
+        string seen = await outcome.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(nameof(OperationCanceledException), seen);
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the aborted request released its chunks");
+    }
+
+    [Fact]
+    public async Task A_body_beyond_the_request_limit_answers_413_on_Kestrel()
+    {
+        await using var app = await KestrelTestApp.StartAsync(a => a.MapPost("/", async (Microsoft.AspNetCore.Http.HttpContext context, IRequestBuffers buffers) =>
+        {
+            context.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpMaxRequestBodySizeFeature>()!.MaxRequestBodySize = 10_000;
+            return (await buffers.ReadBodyAsync()).Length;
+        }));
+        using var http1 = new HttpClient { BaseAddress = app.Http1 };
+
+        using HttpResponseMessage announced = await http1.PostAsync("/", new ByteArrayContent(new byte[20_000]));
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, announced.StatusCode);
+
+        using var chunked = new StreamContent(new MemoryStream(new byte[50_000]));
+        chunked.Headers.ContentLength = null;
+        using HttpResponseMessage unannounced = await http1.PostAsync("/", chunked);
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, unannounced.StatusCode);
+
+        using HttpResponseMessage atLimit = await http1.PostAsync("/", new ByteArrayContent(new byte[10_000]));
+        Assert.Equal("10000", await atLimit.Content.ReadAsStringAsync());
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "every request released its chunks");
+    }
+}
