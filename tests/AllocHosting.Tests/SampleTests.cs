@@ -9,6 +9,7 @@ using Microsoft.Extensions.Logging;
 namespace AllocHosting.Tests;
 
 /// <summary>The WebApi sample through WebApplicationFactory.</summary>
+[Collection(MeterListenerCollection.Name)]
 public sealed class SampleTests(SampleTests.Factory factory) : IClassFixture<SampleTests.Factory>
 {
     public sealed class Factory : WebApplicationFactory<Program>
