@@ -283,6 +283,9 @@ internal sealed class RequestArena : IRequestArenaFeature
         {
             Volatile.Write(ref _lease, _lease + 1);
             _context = null;
+            // The pooled arena keeps nothing of the request's objects (their memory is retired below).
+            _memoryPool = null;
+            _body = null;
             usedBytes = 0;
             allocatedBytes = 0;
             overflowed = _chunks.Count > 1 || _fallback is not null;
