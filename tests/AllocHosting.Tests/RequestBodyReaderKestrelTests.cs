@@ -9,13 +9,6 @@ namespace AllocHosting.Tests;
 /// <summary>IRequestBuffers.ReadBodyAsync on a real Kestrel bound to 127.0.0.1: chunked and HTTP/2 bodies, a client that aborts.</summary>
 public class RequestBodyReaderKestrelTests
 {
-    private static byte[] Pattern(int length, int seed)
-    {
-        var bytes = new byte[length];
-        new Random(seed).NextBytes(bytes);
-        return bytes;
-    }
-
     private static Task<KestrelTestApp> StartAsync(TaskCompletionSource<string>? outcome = null) => KestrelTestApp.StartAsync(a =>
         a.MapPost("/", async (IRequestBuffers buffers) =>
         {
@@ -38,7 +31,7 @@ public class RequestBodyReaderKestrelTests
     [InlineData(320 * 1024)]
     public async Task Chunked_HTTP_1_1_and_HTTP_2_bodies_are_read_whole(int length)
     {
-        byte[] body = Pattern(length, length);
+        byte[] body = TestBytes.Pattern(length, length);
         string expected = $"{length} {Convert.ToHexString(SHA256.HashData(body))}";
         await using var app = await StartAsync();
 

@@ -10,13 +10,6 @@ namespace AllocHosting.Tests;
 /// <summary>IRequestBuffers.ReadBodyAsync and ReadBodySequenceAsync on the test server.</summary>
 public class RequestBodyReaderTests
 {
-    private static byte[] Pattern(int length, int seed)
-    {
-        var bytes = new byte[length];
-        new Random(seed).NextBytes(bytes);
-        return bytes;
-    }
-
     private static Task<TestApp> StartAsync() => TestApp.StartAsync(a =>
     {
         a.MapPost("/memory", async (IRequestBuffers buffers) =>
@@ -47,7 +40,7 @@ public class RequestBodyReaderTests
     [InlineData(3 * 1024 * 1024)]   // beyond the default per-request maximum: fallback chunks
     public async Task The_whole_body_is_read_contiguous_and_as_a_sequence(int length)
     {
-        byte[] body = Pattern(length, length);
+        byte[] body = TestBytes.Pattern(length, length);
         string expected = $"{length} {Convert.ToHexString(SHA256.HashData(body))}";
         await using var app = await StartAsync();
 
@@ -63,7 +56,7 @@ public class RequestBodyReaderTests
     [Fact]
     public async Task A_chunked_body_without_content_length_is_read_whole()
     {
-        byte[] body = Pattern(150_000, 5);
+        byte[] body = TestBytes.Pattern(150_000, 5);
         await using var app = await StartAsync();
         using var content = new StreamContent(new MemoryStream(body));
         content.Headers.ContentLength = null;
@@ -144,7 +137,7 @@ public class RequestBodyReaderTests
             return first.Span.SequenceEqual(second.Span) && sequence.Length == first.Length && first.Length == 5000;
         }));
 
-        using HttpResponseMessage response = await app.Client.PostAsync("/", new ByteArrayContent(Pattern(5000, 9)));
+        using HttpResponseMessage response = await app.Client.PostAsync("/", new ByteArrayContent(TestBytes.Pattern(5000, 9)));
         Assert.Equal("true", await response.Content.ReadAsStringAsync());
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the request released");
 

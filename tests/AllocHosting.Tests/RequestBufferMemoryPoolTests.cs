@@ -10,17 +10,10 @@ namespace AllocHosting.Tests;
 /// <summary>IRequestBuffers.AsMemoryPool: the request's arena as a MemoryPool&lt;byte&gt; for pipelines, on the test server.</summary>
 public class RequestBufferMemoryPoolTests
 {
-    private static byte[] Pattern(int length, int seed)
-    {
-        var bytes = new byte[length];
-        new Random(seed).NextBytes(bytes);
-        return bytes;
-    }
-
     [Fact]
     public async Task A_pipe_over_the_pool_carries_bytes_through_request_memory()
     {
-        byte[] payload = Pattern(100_000, 1);
+        byte[] payload = TestBytes.Pattern(100_000, 1);
         await using var app = await TestApp.StartAsync(a => a.MapGet("/", async (IRequestBuffers buffers) =>
         {
             long before = buffers.Used;
@@ -63,7 +56,7 @@ public class RequestBufferMemoryPoolTests
     [Fact]
     public async Task A_pipe_reader_over_the_request_body_reads_it_into_the_pool()
     {
-        byte[] body = Pattern(200_000, 2);
+        byte[] body = TestBytes.Pattern(200_000, 2);
         await using var app = await TestApp.StartAsync(a => a.MapPost("/", async (HttpRequest request, IRequestBuffers buffers) =>
         {
             PipeReader reader = PipeReader.Create(request.Body, new StreamPipeReaderOptions(pool: buffers.AsMemoryPool(), bufferSize: 16 * 1024));
@@ -96,7 +89,7 @@ public class RequestBufferMemoryPoolTests
     [Fact]
     public async Task A_pipe_writer_over_the_response_writes_from_the_pool()
     {
-        byte[] payload = Pattern(64 * 1024 + 1, 3);
+        byte[] payload = TestBytes.Pattern(64 * 1024 + 1, 3);
         await using var app = await TestApp.StartAsync(a => a.MapGet("/", async (HttpContext context, IRequestBuffers buffers) =>
         {
             PipeWriter writer = PipeWriter.Create(context.Response.Body, new StreamPipeWriterOptions(pool: buffers.AsMemoryPool(), minimumBufferSize: 8 * 1024));

@@ -19,13 +19,6 @@ internal sealed partial class ResultsJsonContext : JsonSerializerContext;
 /// <summary>RequestBufferResults: bodies from request memory with an exact Content-Length, on the test server.</summary>
 public class RequestBufferResultsTests
 {
-    private static byte[] Pattern(int length, int seed)
-    {
-        var bytes = new byte[length];
-        new Random(seed).NextBytes(bytes);
-        return bytes;
-    }
-
     private static async Task<(HttpResponseMessage Response, byte[] Body)> GetAsync(TestApp app, string path)
     {
         HttpResponseMessage response = await app.Client.GetAsync(path);
@@ -39,7 +32,7 @@ public class RequestBufferResultsTests
     [InlineData(320 * 1024)]
     public async Task Bytes_of_rented_memory_are_sent_with_their_exact_length(int length)
     {
-        byte[] payload = Pattern(length, length);
+        byte[] payload = TestBytes.Pattern(length, length);
         await using var app = await TestApp.StartAsync(a => a.MapGet("/", (IRequestBuffers buffers) =>
         {
             Memory<byte> body = buffers.Rent(length);
@@ -58,7 +51,7 @@ public class RequestBufferResultsTests
     [Fact]
     public async Task Bytes_of_a_writer_of_several_segments_are_sent_in_order_without_a_join()
     {
-        byte[] payload = Pattern(200_000, 7);
+        byte[] payload = TestBytes.Pattern(200_000, 7);
         await using var app = await TestApp.StartAsync(a => a.MapGet("/", (IRequestBuffers buffers) =>
         {
             RequestBufferWriter writer = buffers.CreateWriter();

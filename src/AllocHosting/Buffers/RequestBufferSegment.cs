@@ -8,6 +8,15 @@ namespace AllocHosting;
 /// </summary>
 internal sealed class RequestBufferSegment : ReadOnlySequenceSegment<byte>
 {
+    /// <summary>The first segment a writer or a stream rents.</summary>
+    public const int FirstSize = 4096;
+
+    /// <summary>
+    /// The segment to rent after one of <paramref name="size"/> bytes: twice as large, up to one arena
+    /// chunk, so a buffer of N bytes holds at most about 2·N and nothing written is ever moved.
+    /// </summary>
+    public static int NextSize(int size, int chunkCapacity) => (int)Math.Min((long)size * 2, Math.Max(FirstSize, chunkCapacity));
+
     public RequestBufferSegment(ReadOnlyMemory<byte> memory, long runningIndex)
     {
         Memory = memory;

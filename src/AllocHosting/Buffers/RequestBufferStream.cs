@@ -45,8 +45,6 @@ namespace AllocHosting;
 /// </remarks>
 public sealed class RequestBufferStream : Stream
 {
-    private const int FirstSegmentSize = 4096;
-
     private readonly RequestArena _arena;
     private readonly int _lease;
 
@@ -56,7 +54,7 @@ public sealed class RequestBufferStream : Stream
     private long _capacity;
     private long _length;
     private long _position;
-    private int _nextSegmentSize = FirstSegmentSize;
+    private int _nextSegmentSize = RequestBufferSegment.FirstSize;
     private bool _disposed;
 
     // The last completed Task<int> handed out by the array ReadAsync, reused while the count repeats.
@@ -540,7 +538,7 @@ public sealed class RequestBufferStream : Stream
             _segments.Add(segment);
             _starts.Add(_capacity);
             _capacity += segment.Length;
-            _nextSegmentSize = (int)Math.Min((long)_nextSegmentSize * 2, Math.Max(FirstSegmentSize, _arena.ChunkCapacityHint));
+            _nextSegmentSize = RequestBufferSegment.NextSize(_nextSegmentSize, _arena.ChunkCapacityHint);
         }
     }
 

@@ -15,8 +15,6 @@ namespace AllocHosting;
 /// </remarks>
 public sealed class RequestBufferWriter : IBufferWriter<byte>
 {
-    private const int FirstSegmentSize = 4096;
-
     private readonly RequestArena _arena;
     private readonly int _lease;
 
@@ -25,7 +23,7 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
     private Memory<byte> _current;
     private int _currentWritten;
     private long _writtenBefore;
-    private int _nextSegmentSize = FirstSegmentSize;
+    private int _nextSegmentSize = RequestBufferSegment.FirstSize;
     private ReadOnlyMemory<byte>? _joined;
 
     internal RequestBufferWriter(RequestArena arena, int lease)
@@ -131,6 +129,6 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
         int size = Math.Max(wanted, _nextSegmentSize);
         _current = _arena.Rent(size, _lease);
         _currentWritten = 0;
-        _nextSegmentSize = (int)Math.Min((long)_nextSegmentSize * 2, Math.Max(FirstSegmentSize, _arena.ChunkCapacityHint));
+        _nextSegmentSize = RequestBufferSegment.NextSize(_nextSegmentSize, _arena.ChunkCapacityHint);
     }
 }
