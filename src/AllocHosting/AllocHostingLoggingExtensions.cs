@@ -16,7 +16,7 @@ internal static partial class AllocHostingLoggingExtensions
     [LoggerMessage(4, LogLevel.Debug, "Trimmed {Chunks} idle arena chunks and {Segments} empty segments; {Remaining} chunks remain.", EventName = "ArenaChunksTrimmed")]
     public static partial void ArenaChunksTrimmed(this ILogger logger, int chunks, int segments, int remaining);
 
-    [LoggerMessage(5, LogLevel.Debug, "A rent of {Length} bytes went beyond the request's arena and was served by the process allocator.", EventName = "ArenaOverflowFallback")]
+    [LoggerMessage(5, LogLevel.Debug, "A rent of {Length} bytes went beyond the request's arena maximum and was served by another chunk of the pool, within its budget (overflow policy FallBack).", EventName = "ArenaOverflowFallback")]
     public static partial void ArenaOverflowFallback(this ILogger logger, long length);
 
     [LoggerMessage(6, LogLevel.Warning, "Arena memory source: {Message}", EventName = "MemorySourceDegraded")]

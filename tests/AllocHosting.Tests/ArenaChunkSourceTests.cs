@@ -74,16 +74,43 @@ public sealed class ArenaChunkSourceTests : IDisposable
     }
 
     [Fact]
-    public void A_fallback_chunk_holds_its_rent_and_slack_in_whole_pages_and_at_least_a_pool_chunk()
+    public void A_large_chunk_is_a_region_of_its_own_counted_until_it_is_retired()
+    {
+        var options = new SwitchableAllocatorOptions { InitialArenaSize = 16 * 1024 };
+        var memory = new CountingMemorySource(NativeMemorySource.Shared);
+        var source = new ArenaChunkSource(options, memory);
+
+        ArenaChunk large = source.CreateLargeChunk(128 * 1024);
+        Assert.Equal(128 * 1024, large.Capacity);
+        Assert.Equal(ArenaChunkKind.Bump, large.Kind);
+        Assert.Equal(1, source.LargeChunkCount);
+        Assert.Equal(128 * 1024, source.LargeBytes);
+        Assert.Equal(0, source.ChunkCount);
+        Assert.Equal(1, memory.Regions);
+
+        Assert.True(large.TryRent(1000, 16, out Memory<byte> rented));
+        Assert.Equal(1000, source.LiveBytes);
+        Assert.Equal(1, source.RentCount);
+
+        source.RetireLargeChunk(large);
+        Assert.Equal(0, source.LargeChunkCount);
+        Assert.Equal(0, source.LargeBytes);
+        Assert.Equal(0, memory.Regions);
+        Assert.Equal(1, source.RentCount);   // kept after the chunk is gone
+        Assert.Throws<ObjectDisposedException>(() => rented.Span[0]);
+    }
+
+    [Fact]
+    public void Retiring_a_chunk_that_is_not_one_of_its_large_chunks_throws_and_changes_nothing()
     {
         var options = new SwitchableAllocatorOptions { InitialArenaSize = 16 * 1024 };
         var source = new ArenaChunkSource(options, NativeMemorySource.Shared);
+        using ArenaChunk foreign = ArenaChunk.CreateBump(NativeMemorySource.Shared, 64 * 1024);
+        ArenaChunk own = source.CreateLargeChunk(64 * 1024);
 
-        using ArenaChunk small = source.CreateFallback(100);
-        using ArenaChunk large = source.CreateFallback(100_000);
-
-        Assert.Equal(16 * 1024, small.Capacity);
-        Assert.Equal(102_400, large.Capacity);   // 100,000 + 64 rounded up to 25 pages
-        Assert.Throws<ArgumentOutOfRangeException>(() => source.CreateFallback(int.MaxValue));
+        Assert.Throws<InvalidOperationException>(() => source.RetireLargeChunk(foreign));
+        Assert.Equal(1, source.LargeChunkCount);
+        source.RetireLargeChunk(own);
+        Assert.Throws<InvalidOperationException>(() => source.RetireLargeChunk(own));   // twice
     }
 }

@@ -5,11 +5,20 @@ using Microsoft.Extensions.Logging;
 namespace AllocHosting;
 
 /// <summary>
-/// The memory budget of the request arenas and admission to it: at most <see cref="MaxChunks"/>
-/// chunks exist; a request's next chunk is an idle one, a new one within the budget, or (policy
-/// Wait) one that comes back within the wait timeout; otherwise none, and the pool refuses the request.
+/// The memory budget of the request arenas and admission to it: the pool chunks and large chunks
+/// that exist, idle or in use, hold at most <c>MemoryBudget</c> bytes; a request's next chunk is an
+/// idle one, a new one within the budget (idle chunks of other sizes are disposed to make room when
+/// the budget is full), or (policy Wait) one that comes back within the wait timeout; otherwise none,
+/// and the pool refuses the request.
 /// </summary>
 /// <remarks>
+/// <para>
+/// What the budget counts: every chunk at its full size from its creation to its disposal (a pool
+/// chunk of <c>InitialArenaSize</c> bytes, a large chunk of its class or oversize bytes; see
+/// <see cref="LargeChunkClasses"/>). A segment's free slots stay mapped until the whole segment is
+/// free and trimmed, so the mapped bytes may exceed the budget by less than one segment while large
+/// chunks displace pool chunks.
+/// </para>
 /// <para>
 /// Idle chunks wait on a stack and the most recently returned goes out first, so its pages and
 /// cache lines are warm. The top of that stack is a one-slot cache per processor taken and filled
@@ -18,7 +27,7 @@ namespace AllocHosting;
 /// </para>
 /// <para>
 /// Threads: every public member may be called from any thread. <see cref="Take"/> and
-/// <see cref="Return"/> run on request threads; <see cref="TrimIdle"/> on the trim timer;
+/// <see cref="Return"/> (and <see cref="TakeLarge"/>, <see cref="ReturnLarge"/>) run on request threads; <see cref="TrimIdle"/> on the trim timer;
 /// <see cref="ChunksInUse"/>, <see cref="LiveBytes"/> and <see cref="RentCount"/> on metric and
 /// health-check callbacks; <see cref="Dispose"/> once, at shutdown. The <see cref="ArenaChunkSource"/>
 /// is called only under this budget's lock.
@@ -33,6 +42,9 @@ internal sealed class ArenaChunkBudget : IDisposable
 
     // Guards everything below except _hotChunks; waiting rents Monitor.Wait on it.
     private readonly object _lock = new();
+
+    // The idle large chunks by size class.
+    private readonly LargeChunkClasses _large;
 
     // The idle chunks as a stack (top = last); grows as chunks come back, MaxChunks at most.
     private readonly List<ArenaChunk> _idle = [];
@@ -65,22 +77,65 @@ internal sealed class ArenaChunkBudget : IDisposable
         _metrics = metrics;
         _logger = logger;
         MaxChunks = (int)Math.Min(int.MaxValue, options.MemoryBudget / source.ChunkSize);
+        _large = new LargeChunkClasses(source.ChunkSize, options.MaxArenaSizePerRequest);
     }
 
-    /// <summary>The budget in chunks.</summary>
+    /// <summary>The budget in pool chunks (when no large chunk exists).</summary>
     public int MaxChunks { get; }
 
-    /// <summary>Chunks held by requests now.</summary>
+    /// <summary>The size classes of the large chunks.</summary>
+    public IReadOnlyList<long> LargeClassSizes => _large.ClassSizes;
+
+    /// <summary>Pool and large chunks held by requests now.</summary>
     public int ChunksInUse
     {
         get
         {
             lock (_lock)
             {
-                return _source.ChunkCount - _idle.Count - _hotChunks.Count;
+                return _source.ChunkCount - _idle.Count - _hotChunks.Count + _source.LargeChunkCount - _large.IdleCount;
             }
         }
     }
+
+    /// <summary>Bytes of the chunks that exist now, idle or in use: what the budget counts.</summary>
+    public long CommittedBytes
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return Committed;
+            }
+        }
+    }
+
+    /// <summary>Bytes of the chunks held by requests now (pool chunks at their full size, large chunks at their class size).</summary>
+    public long BytesInUse
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return Committed - ((long)(_idle.Count + _hotChunks.Count) * _source.ChunkSize) - _large.IdleBytes;
+            }
+        }
+    }
+
+    /// <summary>Idle large chunks, ready for reuse.</summary>
+    public int IdleLargeChunkCount
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _large.IdleCount;
+            }
+        }
+    }
+
+    // Under _lock: the bytes the budget counts now.
+    private long Committed => ((long)_source.ChunkCount * _source.ChunkSize) + _source.LargeBytes;
 
     /// <summary>Bytes held by requests in pool chunks now.</summary>
     public long LiveBytes
@@ -94,7 +149,7 @@ internal sealed class ArenaChunkBudget : IDisposable
         }
     }
 
-    /// <summary>Rents served by pool chunks and fallback chunks since start (see <see cref="ArenaChunkSource.RentCount"/>).</summary>
+    /// <summary>Rents served by pool and large chunks since start (see <see cref="ArenaChunkSource.RentCount"/>).</summary>
     public long RentCount
     {
         get
@@ -112,7 +167,38 @@ internal sealed class ArenaChunkBudget : IDisposable
     /// once per episode, logged); the caller refuses the request.
     /// </summary>
     /// <exception cref="ObjectDisposedException">The budget was disposed.</exception>
-    public ArenaChunk? Take(int slot) => _hotChunks.Take(slot) ?? TakeSlow();
+    public ArenaChunk? Take(int slot) => _hotChunks.Take(slot) ?? TakeSlow(0);
+
+    /// <summary>
+    /// A large chunk that holds a rent of <paramref name="bytes"/>: an idle chunk of its size
+    /// class, a new one within the budget, or (policy Wait) one that fits once memory comes back;
+    /// null when the budget is spent (counted and logged as for <see cref="Take"/>).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">No chunk can hold <paramref name="bytes"/>.</exception>
+    /// <exception cref="ObjectDisposedException">The budget was disposed.</exception>
+    public ArenaChunk? TakeLarge(long bytes) => TakeSlow(_large.ChunkSizeFor(bytes));
+
+    /// <summary>The bytes of the large chunk that serves a rent of <paramref name="bytes"/> (its class, or oversize).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">No chunk can hold <paramref name="bytes"/>.</exception>
+    public long LargeChunkSizeFor(long bytes) => _large.ChunkSizeFor(bytes);
+
+    /// <summary>Gives a released large chunk back: onto the idle stack of its class, or (oversize, or after disposal) disposed.</summary>
+    public void ReturnLarge(ArenaChunk chunk)
+    {
+        lock (_lock)
+        {
+            if (_disposed || !_large.TryReturnIdle(chunk))
+            {
+                _source.RetireLargeChunk(chunk);
+            }
+
+            _budgetSpentLogged = false;
+            if (_waiters > 0)
+            {
+                Monitor.PulseAll(_lock);
+            }
+        }
+    }
 
     /// <summary>Gives a chunk back, into the hot slot <paramref name="slot"/> (the returning arena's).</summary>
     public void Return(ArenaChunk chunk, int slot)
@@ -167,6 +253,12 @@ internal sealed class ArenaChunkBudget : IDisposable
                 trimmedChunks = surplus;
             }
 
+            foreach (ArenaChunk large in _large.TakeIdleThroughInterval())
+            {
+                _source.RetireLargeChunk(large);
+                trimmedChunks++;
+            }
+
             trimmedSegments = _source.ReleaseEmptySegments();
             _idleLowWater = _idle.Count;
             remainingChunks = _source.ChunkCount;
@@ -196,20 +288,25 @@ internal sealed class ArenaChunkBudget : IDisposable
             }
 
             _idle.Clear();
+            foreach (ArenaChunk large in _large.TakeAllIdle())
+            {
+                _source.RetireLargeChunk(large);
+            }
+
             _source.CloseSegments();
             Monitor.PulseAll(_lock);
         }
     }
 
-    // An idle chunk from the stack or another processor's slot, a new one within the budget, or
-    // (policy Wait) one that comes back soon; else null, counted and logged.
+    // A pool chunk (largeSize 0) or a large chunk of largeSize bytes: an idle one, a new one within
+    // the budget, or (policy Wait) one that comes back soon; else null, counted and logged.
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private ArenaChunk? TakeSlow()
+    private ArenaChunk? TakeSlow(long largeSize)
     {
-        ArenaChunk? chunk = TryTakeChunk();
+        ArenaChunk? chunk = TryTakeChunk(largeSize);
         if (chunk is null && _options.BudgetPolicy == ArenaBudgetPolicy.Wait && _options.BudgetWaitTimeout > TimeSpan.Zero)
         {
-            chunk = WaitForChunk(_options.BudgetWaitTimeout);
+            chunk = WaitForChunk(largeSize, _options.BudgetWaitTimeout);
         }
 
         if (chunk is null)
@@ -241,7 +338,8 @@ internal sealed class ArenaChunkBudget : IDisposable
 
             if (_waiters > 0)
             {
-                Monitor.Pulse(_lock);
+                // All: a waiting rent of another size may now fit too.
+                Monitor.PulseAll(_lock);
             }
         }
     }
@@ -260,7 +358,7 @@ internal sealed class ArenaChunkBudget : IDisposable
             _budgetSpentLogged = false;
             if (_waiters > 0)
             {
-                Monitor.Pulse(_lock);
+                Monitor.PulseAll(_lock);
             }
         }
     }
@@ -280,12 +378,17 @@ internal sealed class ArenaChunkBudget : IDisposable
         _logger.ArenaBudgetSpent(_options.MemoryBudget);
     }
 
-    private ArenaChunk? TryTakeChunk()
+    private ArenaChunk? TryTakeChunk(long largeSize)
     {
         lock (_lock)
         {
             // Named after the pool: the budget is a part of it that users never see.
             ObjectDisposedException.ThrowIf(_disposed, typeof(RequestArenaPool));
+            if (largeSize != 0)
+            {
+                return _large.TakeIdle(largeSize) ?? (MakeRoom(largeSize) ? _source.CreateLargeChunk(largeSize) : null);
+            }
+
             if (_hotChunks.TakeAny() is { } hot)
             {
                 return hot;
@@ -295,19 +398,66 @@ internal sealed class ArenaChunkBudget : IDisposable
             {
                 ArenaChunk chunk = _idle[^1];
                 _idle.RemoveAt(_idle.Count - 1);
-                if (_idle.Count < _idleLowWater)
-                {
-                    _idleLowWater = _idle.Count;
-                }
-
+                NoteIdleTaken();
                 return chunk;
             }
 
-            return _source.ChunkCount < MaxChunks ? _source.CreateChunk(MaxChunks) : null;
+            return MakeRoom(_source.ChunkSize) ? _source.CreateChunk(MaxChunks) : null;
         }
     }
 
-    private ArenaChunk? WaitForChunk(TimeSpan timeout)
+    // Under _lock: whether a new chunk of size bytes fits the budget, after disposing idle chunks
+    // (large ones first, the largest class first, then the coldest pool chunks) if it would not.
+    private bool MakeRoom(long size)
+    {
+        if (size > _options.MemoryBudget)
+        {
+            return false;
+        }
+
+        bool retiredPoolChunks = false;
+        while (Committed + size > _options.MemoryBudget)
+        {
+            if (_large.TakeColdest() is { } large)
+            {
+                _source.RetireLargeChunk(large);
+            }
+            else if (_hotChunks.TakeAny() is { } hot)
+            {
+                _source.Retire(hot);
+                retiredPoolChunks = true;
+            }
+            else if (_idle.Count > 0)
+            {
+                _source.Retire(_idle[0]);
+                _idle.RemoveAt(0);
+                NoteIdleTaken();
+                retiredPoolChunks = true;
+            }
+            else
+            {
+                return false;
+            }
+        }
+
+        if (retiredPoolChunks)
+        {
+            _source.ReleaseEmptySegments();
+        }
+
+        return true;
+    }
+
+    // Under _lock, after a chunk left _idle.
+    private void NoteIdleTaken()
+    {
+        if (_idle.Count < _idleLowWater)
+        {
+            _idleLowWater = _idle.Count;
+        }
+    }
+
+    private ArenaChunk? WaitForChunk(long largeSize, TimeSpan timeout)
     {
         long deadline = Environment.TickCount64 + (long)timeout.TotalMilliseconds;
         lock (_lock)
@@ -317,9 +467,9 @@ internal sealed class ArenaChunkBudget : IDisposable
             {
                 while (!_disposed)
                 {
-                    if (_idle.Count > 0 || _source.ChunkCount < MaxChunks || _hotChunks.Count > 0)
+                    if (TryTakeChunk(largeSize) is { } chunk)
                     {
-                        break;
+                        return chunk;
                     }
 
                     long remaining = deadline - Environment.TickCount64;
@@ -334,7 +484,7 @@ internal sealed class ArenaChunkBudget : IDisposable
                 Interlocked.Decrement(ref _waiters);
             }
 
-            return _disposed ? null : TryTakeChunk();
+            return _disposed ? null : TryTakeChunk(largeSize);
         }
     }
 }

@@ -8,18 +8,21 @@ namespace AllocHosting;
 /// <summary>
 /// Where the request arenas' chunks come from and go back to: the memory source (memory mapping
 /// with the NUMA placement of the options where supported), the segments carved from it, the
-/// chunks that exist, and the overflow fallback chunks from the process allocator.
+/// pool chunks that exist, and the large chunks (each its own region of the same source).
 /// </summary>
 /// <remarks>
 /// <para>
 /// Layout: memory comes from one <see cref="IMemorySource"/> in segments, each an
 /// <see cref="ArenaMemorySource"/> of up to <see cref="SlotsPerSegment"/> chunk-sized slots,
 /// created as the pool grows. A chunk (<see cref="ArenaChunk"/>) holds one slot for its whole
-/// life; a segment whose slots are all free can go back to the operating system.
+/// life; a segment whose slots are all free can go back to the operating system. A large chunk
+/// (see <see cref="LargeChunkClasses"/>) is a region of its own, obtained from the same source
+/// and given back when the chunk is retired.
 /// </para>
 /// <para>
 /// Threads: the members that create, retire or walk pool chunks and segments
-/// (<see cref="CreateChunk"/>, <see cref="Retire"/>, <see cref="ReleaseEmptySegments"/>,
+/// (<see cref="CreateChunk"/>, <see cref="Retire"/>, <see cref="CreateLargeChunk"/>,
+/// <see cref="RetireLargeChunk"/>, <see cref="ReleaseEmptySegments"/>,
 /// <see cref="CloseSegments"/>, <see cref="LiveBytes"/>, <see cref="RentCount"/>) are not
 /// thread-safe: they run under the lock of the <see cref="ArenaChunkBudget"/> that owns this
 /// source, its only caller. Every other member may be called from any thread.
@@ -30,23 +33,18 @@ internal sealed class ArenaChunkSource
     /// <summary>Chunk slots of a full segment.</summary>
     internal const int SlotsPerSegment = 16;
 
-    /// <summary>Bytes a fallback chunk keeps beyond the rent it is sized for (alignment padding).</summary>
-    internal const int FallbackSlack = 64;
-
-    // Fallback chunks are sized in whole pages.
-    private const nuint FallbackPageSize = 4096;
-
     private readonly SwitchableAllocatorOptions _options;
 
     // Under the budget's lock.
     private readonly List<ArenaMemorySource> _segments = [];
     private readonly HashSet<ArenaChunk> _chunks = [];   // a set: trimming removes many, each in O(1)
+    private readonly HashSet<ArenaChunk> _largeChunks = [];
 
     // Written under the budget's lock (with _chunks), read by any thread.
     private int _chunkCount;
 
     // Any thread, with Interlocked.
-    private long _retiredRentCount;   // rents served by chunks since disposed (trimmed chunks, fallback chunks)
+    private long _retiredRentCount;   // rents served by chunks since disposed (trimmed chunks, large chunks)
     private long _unsupportedMappedBytes;
 
     /// <summary>A source of chunks of the options' kind and size, carved from <paramref name="memory"/> (see <see cref="CreateMemorySource"/>).</summary>
@@ -75,7 +73,13 @@ internal sealed class ArenaChunkSource
     /// <summary>Pool chunks that exist now, idle or in use (a snapshot when read outside the budget's lock).</summary>
     public int ChunkCount => Volatile.Read(ref _chunkCount);
 
-    /// <summary>Under the budget's lock: bytes held in all pool chunks now.</summary>
+    /// <summary>Under the budget's lock: large chunks that exist now, idle or in use.</summary>
+    public int LargeChunkCount => _largeChunks.Count;
+
+    /// <summary>Under the budget's lock: bytes of the large chunks that exist now.</summary>
+    public long LargeBytes { get; private set; }
+
+    /// <summary>Under the budget's lock: bytes held in all pool and large chunks now.</summary>
     public long LiveBytes
     {
         get
@@ -86,17 +90,27 @@ internal sealed class ArenaChunkSource
                 live += chunk.Used;
             }
 
+            foreach (ArenaChunk chunk in _largeChunks)
+            {
+                live += chunk.Used;
+            }
+
             return live;
         }
     }
 
-    /// <summary>Under the budget's lock: rents served by pool chunks and fallback chunks since start (those of live fallback chunks excepted).</summary>
+    /// <summary>Under the budget's lock: rents served by pool and large chunks since start.</summary>
     public long RentCount
     {
         get
         {
             long rents = Interlocked.Read(ref _retiredRentCount);
             foreach (ArenaChunk chunk in _chunks)
+            {
+                rents += chunk.Statistics.AllocationCount;
+            }
+
+            foreach (ArenaChunk chunk in _largeChunks)
             {
                 rents += chunk.Statistics.AllocationCount;
             }
@@ -195,32 +209,41 @@ internal sealed class ArenaChunkSource
         _segments.Clear();
     }
 
-    /// <summary>A bump chunk from the process allocator that holds a rent of <paramref name="bytes"/> (page-sized, at least a pool chunk).</summary>
-    public ArenaChunk CreateFallback(long bytes)
+    /// <summary>Under the budget's lock: a new large bump chunk of <paramref name="size"/> bytes, a region of its own from <see cref="Memory"/>.</summary>
+    /// <exception cref="OutOfMemoryException">The memory source has no room.</exception>
+    public ArenaChunk CreateLargeChunk(long size)
     {
-        long needed = Math.Max(bytes + FallbackSlack, ChunkSize);
-        if (needed > int.MaxValue)
+        bool zero = !MemoryMapSource.IsSupported && _options.ClearPolicy == ArenaClearPolicy.ClearUsed;
+        ArenaChunk chunk = ArenaChunk.CreateBump(Memory, (nuint)size, zero);
+        _largeChunks.Add(chunk);
+        LargeBytes += chunk.Capacity;
+        if (!MemoryMapSource.IsSupported)
         {
-            throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "A rent this large cannot be served.");
+            Interlocked.Add(ref _unsupportedMappedBytes, chunk.Capacity);
         }
 
-        long size = (long)Allocator.AlignUp((nuint)needed, FallbackPageSize);
-        if (size > int.MaxValue)
-        {
-            throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "A rent this large cannot be served.");
-        }
-
-        return ArenaChunk.CreateBump(NativeMemorySource.Shared, (nuint)size, zero: _options.ClearPolicy == ArenaClearPolicy.ClearUsed);
+        return chunk;
     }
 
-    /// <summary>Frees a fallback chunk, keeping its rent count.</summary>
-    public void FreeFallback(ArenaChunk chunk)
+    /// <summary>Under the budget's lock: disposes a large chunk (its region goes back to the source), keeping its rent count.</summary>
+    public void RetireLargeChunk(ArenaChunk chunk)
     {
+        if (!_largeChunks.Remove(chunk))
+        {
+            throw new InvalidOperationException("The chunk is not a large chunk of this source.");
+        }
+
+        LargeBytes -= chunk.Capacity;
+        if (!MemoryMapSource.IsSupported)
+        {
+            Interlocked.Add(ref _unsupportedMappedBytes, -chunk.Capacity);
+        }
+
         Interlocked.Add(ref _retiredRentCount, chunk.Statistics.AllocationCount);
         chunk.Dispose();
     }
 
-    /// <summary>The measurements of <c>allochosting.mapped</c>: the process's mapped bytes per NUMA node, or where that is not known, the segments' bytes.</summary>
+    /// <summary>The measurements of <c>allochosting.mapped</c>: the process's mapped bytes per NUMA node, or where that is not known, the bytes of the segments and large chunks.</summary>
     public IEnumerable<Measurement<long>> ObserveMapped()
     {
         if (!MemoryMapSource.IsSupported)

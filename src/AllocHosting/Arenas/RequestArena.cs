@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using AllocHosting.Allocators;
@@ -8,9 +7,10 @@ using Microsoft.AspNetCore.Http;
 namespace AllocHosting;
 
 /// <summary>
-/// The arena of one request: a chain of pool chunks taken on first need, plus fallback chunks
-/// from the process allocator past the per-request maximum. Pooled: one instance serves many
-/// requests in turn, so a request costs no allocation until it rents.
+/// The arena of one request: a chain of pool chunks taken on first need, plus large chunks (for
+/// rents bigger than a pool chunk, and for memory past the per-request maximum under the overflow
+/// policy FallBack), all from the pool and its budget. Pooled: one instance serves many requests
+/// in turn, so a request costs no allocation until it rents.
 /// </summary>
 /// <remarks>
 /// Threads: the rents may run on several tasks of the request at once (the current chunk is
@@ -26,15 +26,19 @@ internal sealed class RequestArena : IRequestArenaFeature
     private readonly RequestArenaPool _pool;
     private readonly Lock _chainLock = new();
 
-    // The pool chunks of this request (at most _maxChunks), _current the last of them (null
-    // until the first rent). Written under _chainLock; _current is also read without it.
+    // The pool chunks of this request, _current the last of them (null until the first rent).
+    // Written under _chainLock; _current is also read without it.
     private readonly List<ArenaChunk> _chunks = [];
-    private readonly int _maxChunks;
     private ArenaChunk? _current;
 
-    // Chunks from the process allocator (overflow policy FallBack), disposed at release; the
-    // last one is the one rents go to.
-    private List<ArenaChunk>? _fallback;
+    // The large chunks of this request (see LargeChunkClasses) and their bytes, under _chainLock;
+    // the last one also serves later rents that fit in what it has left.
+    private List<ArenaChunk>? _large;
+    private long _largeBytes;
+
+    // MaxArenaSizePerRequest: the bytes of chunks (pool chunks and large chunks, at their full
+    // sizes) a request may hold before the overflow policy applies.
+    private readonly long _maxBytes;
 
     // Odd while a request is running; incremented at activation and at release, so a holder of
     // an older value (an IRequestBuffers that outlived its request) can tell it is stale.
@@ -49,10 +53,10 @@ internal sealed class RequestArena : IRequestArenaFeature
     private RequestBufferWriter? _body;
     private int _bodyLease;
 
-    public RequestArena(RequestArenaPool pool, int maxChunks)
+    public RequestArena(RequestArenaPool pool, long maxBytes)
     {
         _pool = pool;
-        _maxChunks = maxChunks;
+        _maxBytes = maxBytes;
     }
 
     public int Lease => Volatile.Read(ref _lease);
@@ -78,9 +82,9 @@ internal sealed class RequestArena : IRequestArenaFeature
                     used += chunk.Used;
                 }
 
-                if (_fallback is not null)
+                if (_large is not null)
                 {
-                    foreach (ArenaChunk chunk in _fallback)
+                    foreach (ArenaChunk chunk in _large)
                     {
                         used += chunk.Used;
                     }
@@ -97,16 +101,7 @@ internal sealed class RequestArena : IRequestArenaFeature
         {
             lock (_chainLock)
             {
-                long capacity = (long)_chunks.Count * _pool.ChunkCapacity;
-                if (_fallback is not null)
-                {
-                    foreach (ArenaChunk chunk in _fallback)
-                    {
-                        capacity += chunk.Capacity;
-                    }
-                }
-
-                return capacity;
+                return ((long)_chunks.Count * _pool.ChunkCapacity) + _largeBytes;
             }
         }
     }
@@ -147,7 +142,7 @@ internal sealed class RequestArena : IRequestArenaFeature
                 return current.ContextAllocator;   // another task chained meanwhile
             }
 
-            return size <= (nuint)_pool.ChunkCapacity && _chunks.Count < _maxChunks ? Chain().ContextAllocator : null;
+            return size <= (nuint)_pool.ChunkCapacity && WithinMaximum(_pool.ChunkSize) ? Chain().ContextAllocator : null;
         }
     }
 
@@ -273,8 +268,8 @@ internal sealed class RequestArena : IRequestArenaFeature
     }
 
     /// <summary>
-    /// Ends the request: no rent is accepted afterwards; the chunks are released (managers
-    /// retired, used bytes cleared by policy) and go back to the pool; fallback chunks are freed.
+    /// Ends the request: no rent is accepted afterwards; the pool and large chunks are released
+    /// (managers retired, used bytes cleared by policy) and go back to the pool.
     /// </summary>
     /// <returns>Whether the request rented at all (then <paramref name="usedBytes"/> and <paramref name="overflowed"/> are meaningful).</returns>
     public bool Release(bool clear, out long usedBytes, out long allocatedBytes, out bool overflowed)
@@ -288,7 +283,7 @@ internal sealed class RequestArena : IRequestArenaFeature
             _body = null;
             usedBytes = 0;
             allocatedBytes = 0;
-            overflowed = _chunks.Count > 1 || _fallback is not null;
+            overflowed = _chunks.Count > 1 || _large is not null;
             bool rented = HoldsMemory;
             foreach (ArenaChunk chunk in _chunks)
             {
@@ -299,24 +294,28 @@ internal sealed class RequestArena : IRequestArenaFeature
 
             _chunks.Clear();
             _current = null;
-            if (_fallback is not null)
+            if (_large is not null)
             {
-                foreach (ArenaChunk chunk in _fallback)
+                foreach (ArenaChunk chunk in _large)
                 {
-                    usedBytes += chunk.HighWater;
-                    _pool.FreeFallback(chunk);
+                    allocatedBytes += chunk.Used;
+                    usedBytes += chunk.Release(clear);
+                    _pool.ReturnLargeChunk(chunk);
                 }
 
-                _fallback = null;
+                _large = null;
+                _largeBytes = 0;
             }
 
             return rented;
         }
     }
 
-    // The one slow rent of both shapes: after the current chunk could not serve the rent, under the
-    // lock, the chunk another task may have chained meanwhile, then the next pool chunk within the
-    // per-request maximum, then fallback memory.
+    // The one slow rent of both shapes, after the current chunk could not serve the rent, under the
+    // lock. A rent that fits a pool chunk: the chunk another task may have chained meanwhile, the
+    // next pool chunk within the per-request maximum, room left in the last large chunk, then
+    // (past the maximum) the overflow policy and another pool chunk. A larger rent: room left in the
+    // last large chunk, else a large chunk of its class (past the maximum, after the overflow policy).
     [MethodImpl(MethodImplOptions.NoInlining)]
     private Memory<T> RentSlow<T, TShape>(int count, int lease)
         where TShape : struct, IRentShape<T>
@@ -325,26 +324,47 @@ internal sealed class RequestArena : IRequestArenaFeature
         lock (_chainLock)
         {
             ThrowIfStale(lease);
-
-            // Another task may have chained a chunk while this one waited for the lock.
-            ArenaChunk? chunk = _current;
-            if (chunk is not null && TShape.TryRent(chunk, count, out Memory<T> memory))
+            bool small = bytes <= _pool.ChunkCapacity;
+            Memory<T> memory;
+            if (small)
             {
-                return memory;
-            }
+                // Another task may have chained a chunk while this one waited for the lock.
+                if (_current is { } current && TShape.TryRent(current, count, out memory))
+                {
+                    return memory;
+                }
 
-            if (bytes <= _pool.ChunkCapacity && _chunks.Count < _maxChunks)
-            {
-                if (TShape.TryRent(Chain(), count, out memory))
+                if (WithinMaximum(_pool.ChunkSize) && TShape.TryRent(Chain(), count, out memory))
                 {
                     return memory;
                 }
             }
 
-            chunk = Overflow(bytes);
+            if (_large is [.., var last] && TShape.TryRent(last, count, out memory))
+            {
+                return memory;
+            }
+
+            ArenaChunk chunk;
+            if (small)
+            {
+                _pool.ApplyOverflowPolicy(bytes);
+                chunk = Chain();
+            }
+            else
+            {
+                long size = _pool.LargeChunkSizeFor(bytes);
+                if (!WithinMaximum(size))
+                {
+                    _pool.ApplyOverflowPolicy(bytes);
+                }
+
+                chunk = TakeLarge(bytes);
+            }
+
             if (!TShape.TryRent(chunk, count, out memory))
             {
-                throw new InvalidOperationException("A fresh fallback chunk refused a rent it was sized for.");
+                throw new InvalidOperationException($"A fresh chunk of {chunk.Capacity} bytes refused a rent of {bytes} bytes it was sized for.");
             }
 
             return memory;
@@ -354,7 +374,6 @@ internal sealed class RequestArena : IRequestArenaFeature
     // Under _chainLock: takes the next pool chunk and makes it current.
     private ArenaChunk Chain()
     {
-        Debug.Assert(_chunks.Count < _maxChunks, "callers chain only below the per-request maximum");
         ArenaChunk chunk = _pool.TakeChunk(this);
         NoteHoldsMemory();
         _chunks.Add(chunk);
@@ -362,23 +381,22 @@ internal sealed class RequestArena : IRequestArenaFeature
         return chunk;
     }
 
-    // Under _chainLock: the request's arena is at its maximum (or the rent exceeds a chunk).
-    private ArenaChunk Overflow(long bytes)
+    // Under _chainLock: takes a large chunk that holds a rent of bytes.
+    private ArenaChunk TakeLarge(long bytes)
     {
-        ArenaChunk? fallback = _fallback?[^1];
-        if (fallback is not null && fallback.Capacity - fallback.Used >= bytes + ArenaChunkSource.FallbackSlack)
-        {
-            return fallback;
-        }
-
-        fallback = _pool.CreateFallback(bytes);
+        ArenaChunk chunk = _pool.TakeLargeChunk(this, bytes);
         NoteHoldsMemory();
-        (_fallback ??= []).Add(fallback);
-        return fallback;
+        (_large ??= []).Add(chunk);
+        _largeBytes += chunk.Capacity;
+        return chunk;
     }
 
+    // Under _chainLock: whether a further chunk of size bytes keeps the request within its maximum
+    // (the options' validation keeps the maximum at least one pool chunk).
+    private bool WithinMaximum(long size) => ((long)_chunks.Count * _pool.ChunkSize) + _largeBytes + size <= _maxBytes;
+
     // Whether this request took any memory (counted once in allochosting.request_arena.active).
-    private bool HoldsMemory => _chunks.Count > 0 || _fallback is not null;
+    private bool HoldsMemory => _chunks.Count > 0 || _large is not null;
 
     // Under _chainLock, before a chunk is added: counts the request once, at its first chunk.
     private void NoteHoldsMemory()
@@ -434,7 +452,7 @@ internal sealed class RequestArena : IRequestArenaFeature
             + "(services.AddSwitchableAllocators(), optionally app.UseRequestArena()) is in progress, not after it ended or from work that outlives it.");
 
     // What differs between renting bytes and renting values: how a chunk serves the rent and how
-    // many bytes it needs (which decides between a pool chunk and fallback memory).
+    // many bytes it needs (which decides between a pool chunk and a large chunk).
     private interface IRentShape<T>
     {
         static abstract long BytesOf(int count);

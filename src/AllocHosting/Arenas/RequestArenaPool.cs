@@ -26,7 +26,6 @@ internal sealed class RequestArenaPool : IDisposable
     private readonly AllocHostingMetrics _metrics;
     private readonly ILogger _logger;
     private readonly string _kindTag;
-    private readonly int _maxChunksPerRequest;
     private readonly ArenaChunkSource _chunks;
     private readonly ArenaChunkBudget _budget;
     private readonly IdleChunkTrimmer _trimmer;
@@ -36,8 +35,6 @@ internal sealed class RequestArenaPool : IDisposable
     // added to by every renting request, each in its arena's slot.
     private readonly ProcessorCounter _releasedAllocatedBytes = new();
     private readonly ProcessorCounter _activeArenas = new();            // +1 at a request's first chunk, -1 at its release
-    private long _fallbackAllocatedBytes;                               // Interlocked
-    private long _fallbackLiveBytes;                                    // Interlocked
     private long _rejectedSinceHealthCheck;                             // Interlocked
 
     /// <summary>A pool of the options' arenas carved from <paramref name="chunks"/>, trimmed on <paramref name="timeProvider"/>'s clock.</summary>
@@ -48,9 +45,8 @@ internal sealed class RequestArenaPool : IDisposable
         _logger = logger;
         _chunks = chunks;
         _kindTag = AllocHostingMetrics.ArenaKindName(Kind);
-        _maxChunksPerRequest = (int)Math.Max(1, _options.MaxArenaSizePerRequest / ChunkSize);
         _budget = new ArenaChunkBudget(_options, chunks, metrics, logger);
-        _arenas = new RequestArenaObjectPool(() => new RequestArena(this, _maxChunksPerRequest));
+        _arenas = new RequestArenaObjectPool(() => new RequestArena(this, _options.MaxArenaSizePerRequest));
         _metrics.Observe(this);
         _trimmer = new IdleChunkTrimmer(_budget, _options.IdleTrimInterval, timeProvider, logger);
         _logger.ArenaPoolCreated(_kindTag, ChunkSize, _options.MemoryBudget, MaxChunks, chunks.Memory.GetType().Name);
@@ -68,13 +64,20 @@ internal sealed class RequestArenaPool : IDisposable
 
     public SwitchableAllocatorOptions Options => _options;
 
-    /// <summary>Chunks held by requests now.</summary>
+    /// <summary>Pool and large chunks held by requests now.</summary>
     public int ChunksInUse => _budget.ChunksInUse;
 
-    /// <summary>Bytes held by requests now: the figure of <c>allochosting.live</c> (request).</summary>
-    public long LiveBytes => _budget.LiveBytes;
+    /// <summary>Bytes of the chunks held by requests now, at their full sizes: what the health check compares with the budget.</summary>
+    public long BytesInUse => _budget.BytesInUse;
 
-    public long FallbackLiveBytes => Interlocked.Read(ref _fallbackLiveBytes);
+    /// <summary>Bytes of the chunks that exist, idle or in use: what the budget counts.</summary>
+    public long CommittedBytes => _budget.CommittedBytes;
+
+    /// <summary>The size classes of large chunks (see <see cref="LargeChunkClasses"/>).</summary>
+    public IReadOnlyList<long> LargeClassSizes => _budget.LargeClassSizes;
+
+    /// <summary>Bytes rented by requests now, in pool and large chunks: the figure of <c>allochosting.live</c> (request).</summary>
+    public long LiveBytes => _budget.LiveBytes;
 
     /// <summary>Requests holding arena memory now: the figure of <c>allochosting.request_arena.active</c>.</summary>
     public long ActiveArenas => _activeArenas.Value;
@@ -82,21 +85,17 @@ internal sealed class RequestArenaPool : IDisposable
     /// <summary>
     /// Rents served from arena memory since start: the figure of <c>allochosting.request_arena.rents</c>.
     /// Read from the chunks' allocation counters when asked (nothing is counted per rent beyond what
-    /// the chunk's allocator counts anyway); rents from overflow fallback memory count once the
-    /// request that made them has ended.
+    /// the chunk's allocator counts anyway).
     /// </summary>
     public long RentCount => _budget.RentCount;
 
     /// <summary>Bytes handed out by request arenas since start (released requests plus those in flight).</summary>
     public long AllocatedBytes => _releasedAllocatedBytes.Value + LiveBytes;
 
-    /// <summary>Bytes handed out by the overflow fallback (the process allocator) since start.</summary>
-    public long FallbackAllocatedBytes => Interlocked.Read(ref _fallbackAllocatedBytes);
-
     /// <summary>The measurements of <c>allochosting.mapped</c>.</summary>
     public IEnumerable<Measurement<long>> ObserveMapped() => _chunks.ObserveMapped();
 
-    /// <summary>Counts a request that took its first memory (its arena's first chunk or fallback chunk).</summary>
+    /// <summary>Counts a request that took its first memory (its arena's first pool or large chunk).</summary>
     public void ArenaActivated(int slot) => _activeArenas.Add(slot, 1);
 
     /// <summary>Requests rejected since the last call (for the health check).</summary>
@@ -149,30 +148,50 @@ internal sealed class RequestArenaPool : IDisposable
     /// <summary>Gives a chunk back, into the hot slot <paramref name="slot"/> (the returning arena's).</summary>
     public void ReturnChunk(ArenaChunk chunk, int slot) => _budget.Return(chunk, slot);
 
-    /// <summary>A chunk from the process allocator for a rent beyond the request's arena (policy FallBack), or the refusal (policy Fail).</summary>
+    /// <summary>
+    /// Before a request takes a chunk past <c>MaxArenaSizePerRequest</c>: under the overflow policy
+    /// Fail, refuses the rent; under FallBack, lets it go on (the chunk still comes from the pool and
+    /// its budget) and logs it.
+    /// </summary>
     /// <exception cref="InsufficientMemoryException">The overflow policy is Fail.</exception>
-    public ArenaChunk CreateFallback(long bytes)
+    public void ApplyOverflowPolicy(long bytes)
     {
         if (_options.OverflowPolicy == ArenaOverflowPolicy.Fail)
         {
             _metrics.Failure("arena_full");
             throw new InsufficientMemoryException(
-                $"The request's arena is full: a rent of {bytes} bytes does not fit within {SwitchableAllocatorOptions.SectionName}:MaxArenaSizePerRequest ({_options.MaxArenaSizePerRequest} bytes) in chunks of {ChunkSize} bytes, and {SwitchableAllocatorOptions.SectionName}:OverflowPolicy is Fail.");
+                $"The request's arena is full: a rent of {bytes} bytes does not fit within {SwitchableAllocatorOptions.SectionName}:MaxArenaSizePerRequest ({_options.MaxArenaSizePerRequest} bytes), and {SwitchableAllocatorOptions.SectionName}:OverflowPolicy is Fail.");
         }
 
-        ArenaChunk chunk = _chunks.CreateFallback(bytes);
-        Interlocked.Add(ref _fallbackLiveBytes, chunk.Capacity);
-        Interlocked.Add(ref _fallbackAllocatedBytes, chunk.Capacity);
         _logger.ArenaOverflowFallback(bytes);
-        return chunk;
     }
 
-    /// <summary>Frees a fallback chunk at the end of its request.</summary>
-    public void FreeFallback(ArenaChunk chunk)
+    /// <summary>The bytes of the large chunk that serves a rent of <paramref name="bytes"/> (its class, or oversize).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">No chunk can hold <paramref name="bytes"/>.</exception>
+    public long LargeChunkSizeFor(long bytes) => _budget.LargeChunkSizeFor(bytes);
+
+    /// <summary>
+    /// Gives a request a large chunk that holds a rent of <paramref name="bytes"/>: an idle one of
+    /// its class, or a new one within the budget, as for pool chunks.
+    /// </summary>
+    /// <exception cref="InsufficientMemoryException">The rent needs more than the whole budget.</exception>
+    /// <exception cref="RequestArenaBudgetExceededException">The budget is spent.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">No chunk can hold <paramref name="bytes"/>.</exception>
+    public ArenaChunk TakeLargeChunk(RequestArena arena, long bytes)
     {
-        Interlocked.Add(ref _fallbackLiveBytes, -chunk.Capacity);
-        _chunks.FreeFallback(chunk);
+        long size = _budget.LargeChunkSizeFor(bytes);
+        if (size > _options.MemoryBudget)
+        {
+            _metrics.Failure("arena_full");
+            throw new InsufficientMemoryException(
+                $"A rent of {bytes} bytes needs a chunk of {size} bytes, more than the whole request arena budget ({SwitchableAllocatorOptions.SectionName}:MemoryBudget, {_options.MemoryBudget} bytes).");
+        }
+
+        return _budget.TakeLarge(bytes) ?? RefuseSlow(arena);
     }
+
+    /// <summary>Gives a released large chunk back at the end of its request.</summary>
+    public void ReturnLargeChunk(ArenaChunk chunk) => _budget.ReturnLarge(chunk);
 
     public void Dispose()
     {

@@ -42,8 +42,8 @@ internal sealed class RequestBufferMemoryPool : MemoryPool<byte>
     public int Lease { get; }
 
     /// <summary>
-    /// The largest rent: up to one arena chunk comes from the request's chunks, larger rents from
-    /// fallback memory by the overflow policy, as for <see cref="IRequestBuffers.Rent(int)"/>.
+    /// The largest rent: up to one arena chunk comes from the request's pool chunks, larger rents
+    /// from large chunks of the pool, as for <see cref="IRequestBuffers.Rent(int)"/>.
     /// </summary>
     public override int MaxBufferSize => int.MaxValue;
 

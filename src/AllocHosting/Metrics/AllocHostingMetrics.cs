@@ -103,18 +103,18 @@ internal sealed class AllocHostingMetrics
     {
         AllocatorStatistics global = _switchable.Global.Statistics;
         AllocatorStatistics thread = _switchable.ThreadLocal.Statistics;
-        return ByAllocator(pool.AllocatedBytes, thread.TotalBytesAllocated, pool.FallbackAllocatedBytes + global.TotalBytesAllocated);
+        return ByAllocator(pool.AllocatedBytes, thread.TotalBytesAllocated, global.TotalBytesAllocated);
     }
 
     private Measurement<long>[] ObserveLive(RequestArenaPool pool)
     {
         AllocatorStatistics global = _switchable.Global.Statistics;
         AllocatorStatistics thread = _switchable.ThreadLocal.Statistics;
-        return ByAllocator(pool.LiveBytes, thread.BytesInUse, pool.FallbackLiveBytes + global.BytesInUse);
+        return ByAllocator(pool.LiveBytes, thread.BytesInUse, global.BytesInUse);
     }
 
-    // request: the arenas; thread: the switchable allocator's per-thread heaps; global: its global
-    // allocator plus the arenas' overflow fallback (process memory outside the arena budget).
+    // request: the arenas (pool and large chunks); thread: the switchable allocator's per-thread
+    // heaps; global: its global allocator.
     private static Measurement<long>[] ByAllocator(long request, long thread, long global) =>
     [
         new(request, new KeyValuePair<string, object?>(AllocatorTag, "request")),

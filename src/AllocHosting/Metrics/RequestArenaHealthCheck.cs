@@ -4,7 +4,8 @@ using Microsoft.Extensions.Diagnostics.HealthChecks;
 namespace AllocHosting;
 
 /// <summary>
-/// Reports the request arena budget: Healthy while the share of chunks in use stays below
+/// Reports the request arena budget: Healthy while the share of the budget's bytes held by
+/// requests (pool and large chunks at their full sizes) stays below
 /// <see cref="SwitchableAllocatorOptions.HealthDegradedRatio"/>, Degraded when it reaches it or
 /// when requests were rejected for lack of memory since the previous check.
 /// </summary>
@@ -14,18 +15,20 @@ internal sealed class RequestArenaHealthCheck(RequestArenaPool pool) : IHealthCh
 
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
-        int inUse = pool.ChunksInUse;
-        int budget = pool.MaxChunks;
+        int chunksInUse = pool.ChunksInUse;
+        long inUse = pool.BytesInUse;
+        long budget = pool.Options.MemoryBudget;
         long rejected = pool.TakeRejectedCount();
         double ratio = (double)inUse / budget;
         var data = new Dictionary<string, object>
         {
-            ["chunksInUse"] = inUse,
-            ["chunkBudget"] = budget,
+            ["chunksInUse"] = chunksInUse,
+            ["bytesInUse"] = inUse,
+            ["budgetBytes"] = budget,
             ["chunkSize"] = pool.ChunkSize,
             ["rejectedSinceLastCheck"] = rejected,
         };
-        string summary = string.Create(CultureInfo.InvariantCulture, $"{inUse} of {budget} arena chunks in use ({ratio:P0}); {rejected} requests rejected since the last check.");
+        string summary = string.Create(CultureInfo.InvariantCulture, $"{inUse} of {budget} budget bytes in use ({ratio:P0}, {chunksInUse} chunks); {rejected} requests rejected since the last check.");
         HealthCheckResult result = ratio >= pool.Options.HealthDegradedRatio || rejected > 0
             ? HealthCheckResult.Degraded(summary, data: data)
             : HealthCheckResult.Healthy(summary, data);
