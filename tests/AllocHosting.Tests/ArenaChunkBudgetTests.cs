@@ -102,14 +102,137 @@ public sealed class ArenaChunkBudgetTests : IDisposable
         Assert.Throws<ObjectDisposedException>(() => budget.Take(0));
     }
 
+    [Fact]
+    public void A_large_chunk_counts_against_the_budget_at_its_class_size_and_comes_back_warm()
+    {
+        var (budget, source) = Create(chunks: 64, maxPerRequest: 8 * ChunkSize);
+        Assert.Equal([2L * ChunkSize, 4L * ChunkSize, 8L * ChunkSize], budget.LargeClassSizes);
+
+        ArenaChunk large = budget.TakeLarge((2 * ChunkSize) + 1)!;
+        Assert.Equal(4 * ChunkSize, large.Capacity);
+        Assert.Equal(4 * ChunkSize, budget.CommittedBytes);
+        Assert.Equal(4 * ChunkSize, budget.BytesInUse);
+        Assert.Equal(1, budget.ChunksInUse);
+
+        large.Release(clear: true);
+        budget.ReturnLarge(large);
+        Assert.Equal(4 * ChunkSize, budget.CommittedBytes);   // kept, idle
+        Assert.Equal(0, budget.BytesInUse);
+        Assert.Equal(0, budget.ChunksInUse);
+        Assert.Equal(1, budget.IdleLargeChunkCount);
+        Assert.Same(large, budget.TakeLarge(3 * ChunkSize));
+        Assert.Equal(1, source.LargeChunkCount);
+    }
+
+    [Fact]
+    public void An_oversize_chunk_is_counted_while_held_and_unmapped_when_given_back()
+    {
+        var (budget, source) = Create(chunks: 64, maxPerRequest: 2 * ChunkSize);
+        ArenaChunk oversize = budget.TakeLarge((5 * ChunkSize) + 1)!;
+        Assert.Equal((5 * ChunkSize) + 4096, oversize.Capacity);
+        Assert.Equal(oversize.Capacity, budget.CommittedBytes);
+
+        oversize.Release(clear: true);
+        budget.ReturnLarge(oversize);
+        Assert.Equal(0, budget.CommittedBytes);
+        Assert.Equal(0, source.LargeChunkCount);
+        Assert.Equal(0, budget.IdleLargeChunkCount);
+    }
+
+    [Fact]
+    public void Large_chunks_are_refused_when_the_budget_is_held_by_requests()
+    {
+        var (budget, _) = Create(chunks: 4, maxPerRequest: 4 * ChunkSize);
+        Assert.NotNull(budget.Take(0));
+        Assert.NotNull(budget.TakeLarge(2 * ChunkSize));
+
+        Assert.Null(budget.TakeLarge(2 * ChunkSize));   // 1 + 2 chunks held: 2 more would exceed 4
+        Assert.NotNull(budget.Take(0));                 // one pool chunk still fits
+        Assert.Null(budget.Take(0));
+        Assert.Equal(4 * ChunkSize, budget.CommittedBytes);
+    }
+
+    [Fact]
+    public void Idle_pool_chunks_make_room_for_a_large_chunk_and_idle_large_chunks_for_pool_chunks()
+    {
+        var (budget, source) = Create(chunks: 4, maxPerRequest: 4 * ChunkSize);
+        ArenaChunk[] pool = [budget.Take(0)!, budget.Take(0)!, budget.Take(0)!, budget.Take(0)!];
+        foreach (ArenaChunk chunk in pool)
+        {
+            budget.Return(chunk, 0);
+        }
+
+        // The whole budget idles in pool chunks; a large rent disposes as many as it needs.
+        ArenaChunk large = budget.TakeLarge(4 * ChunkSize)!;
+        Assert.NotNull(large);
+        Assert.Equal(0, source.ChunkCount);
+        Assert.Equal(4 * ChunkSize, budget.CommittedBytes);
+
+        large.Release(clear: true);
+        budget.ReturnLarge(large);
+
+        // And the other way round: the idle large chunk is disposed for a pool chunk.
+        Assert.NotNull(budget.Take(0));
+        Assert.Equal(0, source.LargeChunkCount);
+        Assert.Equal(ChunkSize, budget.CommittedBytes);
+    }
+
+    [Fact]
+    public async Task A_waiting_large_rent_gets_its_chunk_when_enough_memory_comes_back()
+    {
+        var (budget, _) = Create(chunks: 2, maxPerRequest: 2 * ChunkSize, policy: ArenaBudgetPolicy.Wait, waitTimeout: TimeSpan.FromSeconds(10));
+        ArenaChunk held = budget.Take(0)!;
+
+        Task<ArenaChunk?> waiting = Task.Run(() => budget.TakeLarge(2 * ChunkSize));
+        await Task.Delay(50);
+        Assert.False(waiting.IsCompleted);
+
+        budget.Return(held, 0);
+        ArenaChunk? chunk = await waiting.WaitAsync(TimeSpan.FromSeconds(5));
+        Assert.Equal(2 * ChunkSize, chunk!.Capacity);
+    }
+
+    [Fact]
+    public void Trimming_disposes_large_chunks_idle_through_an_interval_and_disposal_the_rest()
+    {
+        var (budget, source) = Create(chunks: 64, maxPerRequest: 4 * ChunkSize);
+        ArenaChunk a = budget.TakeLarge(2 * ChunkSize)!, b = budget.TakeLarge(4 * ChunkSize)!;
+        budget.ReturnLarge(a);
+        budget.ReturnLarge(b);
+
+        Assert.True(budget.TrimIdle(out int first, out _, out _));
+        Assert.Equal(0, first);
+        Assert.True(budget.TrimIdle(out int second, out _, out _));
+        Assert.Equal(2, second);
+        Assert.Equal(0, source.LargeChunkCount);
+        Assert.Equal(0, budget.CommittedBytes);
+
+        ArenaChunk c = budget.TakeLarge(2 * ChunkSize)!;
+        budget.ReturnLarge(c);
+        budget.Dispose();
+        Assert.Equal(0, source.LargeChunkCount);
+        Assert.Throws<ObjectDisposedException>(() => budget.TakeLarge(2 * ChunkSize));
+    }
+
+    [Fact]
+    public void A_chunk_given_back_after_disposal_is_disposed()
+    {
+        var (budget, source) = Create(chunks: 64, maxPerRequest: 4 * ChunkSize);
+        ArenaChunk held = budget.TakeLarge(2 * ChunkSize)!;
+        budget.Dispose();
+
+        budget.ReturnLarge(held);
+        Assert.Equal(0, source.LargeChunkCount);
+    }
+
     private (ArenaChunkBudget Budget, ArenaChunkSource Source) Create(
-        int chunks, ILogger? logger = null, ArenaBudgetPolicy policy = ArenaBudgetPolicy.Reject, TimeSpan? waitTimeout = null)
+        int chunks, ILogger? logger = null, ArenaBudgetPolicy policy = ArenaBudgetPolicy.Reject, TimeSpan? waitTimeout = null, long maxPerRequest = ChunkSize)
     {
         var options = new SwitchableAllocatorOptions
         {
             InitialArenaSize = ChunkSize,
             MemoryBudget = chunks * ChunkSize,
-            MaxArenaSizePerRequest = ChunkSize,
+            MaxArenaSizePerRequest = maxPerRequest,
             BudgetPolicy = policy,
             BudgetWaitTimeout = waitTimeout ?? TimeSpan.FromMilliseconds(100),
         };

@@ -28,6 +28,9 @@ internal sealed class LargeChunkClasses
     /// <summary>What an oversize chunk is rounded up to: a page.</summary>
     internal const long OversizeUnit = 4096;
 
+    /// <summary>The largest rent a chunk can hold: its page-rounded size stays within <see cref="int.MaxValue"/>.</summary>
+    internal const long MaxRentBytes = int.MaxValue - OversizeUnit + 1;
+
     private readonly List<ArenaChunk>[] _idle;
     private readonly int[] _idleLowWater;
 
@@ -78,19 +81,13 @@ internal sealed class LargeChunkClasses
     /// <exception cref="ArgumentOutOfRangeException">No chunk can hold <paramref name="bytes"/>.</exception>
     public long ChunkSizeFor(long bytes)
     {
+        if (bytes <= 0 || bytes > MaxRentBytes)
+        {
+            throw new ArgumentOutOfRangeException(nameof(bytes), bytes, $"A rent of {bytes} bytes cannot be served by a large chunk: it takes from 1 to {MaxRentBytes} bytes.");
+        }
+
         int index = ClassOf(bytes);
-        if (index >= 0)
-        {
-            return ClassSizes[index];
-        }
-
-        long size = (bytes + OversizeUnit - 1) / OversizeUnit * OversizeUnit;
-        if (bytes <= 0 || size > int.MaxValue)
-        {
-            throw new ArgumentOutOfRangeException(nameof(bytes), bytes, $"A rent of {bytes} bytes cannot be served: a request arena serves rents of at most {int.MaxValue - OversizeUnit + 1} bytes.");
-        }
-
-        return size;
+        return index >= 0 ? ClassSizes[index] : (bytes + OversizeUnit - 1) / OversizeUnit * OversizeUnit;
     }
 
     /// <summary>Whether a chunk of <paramref name="size"/> bytes is a class chunk (pooled), not an oversize one.</summary>
