@@ -8,8 +8,10 @@ namespace AllocHosting;
 /// <remarks>
 /// <para>
 /// A request's arena is a chain of chunks of <see cref="InitialArenaSize"/> bytes taken lazily
-/// (a request that never rents takes none), up to <see cref="MaxArenaSizePerRequest"/>; then
-/// <see cref="OverflowPolicy"/> applies. Chunks come from a process-wide pool of at most
+/// (a request that never rents takes none), plus large chunks for rents bigger than a chunk (size
+/// classes of 2, 4, 8, … chunks up to the first that holds <see cref="MaxArenaSizePerRequest"/>;
+/// an exact, unpooled chunk beyond), up to <see cref="MaxArenaSizePerRequest"/> in all; then
+/// <see cref="OverflowPolicy"/> applies. Every chunk comes from a process-wide pool of at most
 /// <see cref="MemoryBudget"/> bytes that keeps idle chunks warm (last in, first out) and gives
 /// memory back to the operating system after <see cref="IdleTrimInterval"/> of low use.
 /// </para>
@@ -63,7 +65,7 @@ public sealed class SwitchableAllocatorOptions
     /// <summary>Bytes of one arena chunk, the first a request gets: a multiple of <see cref="ArenaSizeUnit"/> from <see cref="ArenaSizeUnit"/> to <see cref="MaxInitialArenaSize"/>. Default 64 KiB.</summary>
     public int InitialArenaSize { get; set; } = 64 * 1024;
 
-    /// <summary>The most arena memory one request may chain, in bytes: from <see cref="InitialArenaSize"/> to <see cref="MemoryBudget"/>. Default 1 MiB.</summary>
+    /// <summary>The most arena memory one request may hold (pool chunks and large chunks at their full sizes) before <see cref="OverflowPolicy"/> applies, in bytes: from <see cref="InitialArenaSize"/> to <see cref="MemoryBudget"/>; it also sets the largest pooled size class of large chunks. Default 1 MiB.</summary>
     public long MaxArenaSizePerRequest { get; set; } = 1024 * 1024;
 
     /// <summary>What happens beyond <see cref="MaxArenaSizePerRequest"/>. Default <see cref="ArenaOverflowPolicy.FallBack"/>.</summary>
@@ -72,7 +74,7 @@ public sealed class SwitchableAllocatorOptions
     /// <summary>Whether the bytes a request used are cleared when its arena is released. Default <see cref="ArenaClearPolicy.ClearUsed"/>.</summary>
     public ArenaClearPolicy ClearPolicy { get; set; } = ArenaClearPolicy.ClearUsed;
 
-    /// <summary>The most memory all request arenas of the process may hold, in bytes: from <see cref="InitialArenaSize"/> to <see cref="MaxMemoryBudget"/>. Default 256 MiB.</summary>
+    /// <summary>The most memory all request arenas of the process may hold, idle or in use (every pool and large chunk at its full size, whatever the overflow policy), in bytes: from <see cref="InitialArenaSize"/> to <see cref="MaxMemoryBudget"/>. Default 256 MiB.</summary>
     public long MemoryBudget { get; set; } = 256L * 1024 * 1024;
 
     /// <summary>What a rent does when the budget is spent. Default <see cref="ArenaBudgetPolicy.Wait"/>.</summary>
