@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using AllocHosting;
 using AllocHosting.Allocators.MemorySources;
+using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Options;
 using OpenTelemetry.Metrics;
 
@@ -66,12 +67,11 @@ app.MapGet("/", () => Results.Text(
 
 const int MaxBody = 1024 * 1024;
 
-app.MapPost("/digest", async (HttpRequest request, IRequestBuffers buffers, CancellationToken aborted) =>
-{
-    Memory<byte> buffer = buffers.Rent(BodyBufferSize(request));
-    int read = await request.Body.ReadAtLeastAsync(buffer, buffer.Length, throwOnEndOfStream: false, aborted);
-    return read > MaxBody ? TooLarge() : Results.Text(HashHex(buffer.Span[..read]));
-});
+// The whole body in request memory, read as it arrives (Content-Length is a hint, never trusted);
+// beyond the endpoint's limit, 413.
+app.MapPost("/digest", async (IRequestBuffers buffers, CancellationToken aborted) =>
+    Results.Text(HashHex((await buffers.ReadBodyAsync(aborted)).Span)))
+    .WithMetadata(new RequestSizeLimitAttribute(MaxBody));
 
 app.MapPost("/digest/arraypool", async (HttpRequest request, CancellationToken aborted) =>
 {
@@ -96,19 +96,13 @@ app.MapPost("/digest/new", async (HttpRequest request, CancellationToken aborted
     return read > MaxBody ? TooLarge() : Results.Text(HashHex(buffer.AsSpan(0, read)));
 });
 
-app.MapPost("/transform", async (HttpRequest request, HttpResponse response, IRequestBuffers buffers, CancellationToken aborted) =>
+app.MapPost("/transform", async (HttpResponse response, IRequestBuffers buffers, CancellationToken aborted) =>
 {
-    Memory<byte> body = buffers.Rent(BodyBufferSize(request));
-    int read = await request.Body.ReadAtLeastAsync(body, body.Length, throwOnEndOfStream: false, aborted);
-    if (read > MaxBody)
-    {
-        return TooLarge();
-    }
-
+    ReadOnlyMemory<byte> body = await buffers.ReadBodyAsync(aborted);
     RequestBufferWriter output = buffers.CreateWriter();
     try
     {
-        Transform(body.Span[..read], output);
+        Transform(body.Span, output);
     }
     catch (JsonException error)
     {
@@ -123,7 +117,7 @@ app.MapPost("/transform", async (HttpRequest request, HttpResponse response, IRe
     }
 
     return Results.Empty;
-});
+}).WithMetadata(new RequestSizeLimitAttribute(MaxBody));
 
 app.MapGet("/render", async (int? kb, HttpResponse response, IRequestBuffers buffers, CancellationToken aborted) =>
 {

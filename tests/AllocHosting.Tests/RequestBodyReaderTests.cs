@@ -37,7 +37,7 @@ public class RequestBodyReaderTests
     [InlineData(64 * 1024)]
     [InlineData(64 * 1024 + 1)]
     [InlineData(320 * 1024)]
-    [InlineData(3 * 1024 * 1024)]   // beyond the default per-request maximum: fallback chunks
+    [InlineData(3 * 1024 * 1024)]   // beyond the default per-request maximum: more chunks of the pool
     public async Task The_whole_body_is_read_contiguous_and_as_a_sequence(int length)
     {
         byte[] body = TestBytes.Pattern(length, length);
@@ -50,6 +50,55 @@ public class RequestBodyReaderTests
             Assert.Equal(expected, await response.Content.ReadAsStringAsync());
         }
 
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "every request released its chunks");
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(20_000)]
+    [InlineData(64 * 1024)]
+    public async Task A_body_of_up_to_a_chunk_with_its_length_announced_lands_in_one_segment_and_is_never_copied(int length)
+    {
+        byte[] body = TestBytes.Pattern(length, 3);
+        await using var app = await TestApp.StartAsync(a => a.MapPost("/", async (HttpContext context, IRequestBuffers buffers) =>
+        {
+            ReadOnlySequence<byte> sequence = await buffers.ReadBodySequenceAsync();
+            ReadOnlyMemory<byte> memory = await buffers.ReadBodyAsync();
+            bool sameMemory = sequence.IsSingleSegment && sequence.First.Equals(memory);
+            return $"{sequence.Length} {sameMemory} {buffers.Used}";
+        }));
+
+        using HttpResponseMessage response = await app.Client.PostAsync("/", new ByteArrayContent(body));
+        string text = await response.Content.ReadAsStringAsync();
+        string[] result = text.Split(' ');
+        Assert.Equal(length.ToString(System.Globalization.CultureInfo.InvariantCulture), result[0]);
+        Assert.True(result[1] == "True", text);
+        // The first segment is at least 4 KiB; nothing else is rented (no second segment, no join).
+        Assert.True(long.Parse(result[2], System.Globalization.CultureInfo.InvariantCulture) < Math.Max(length, 4096) + 16, text);
+    }
+
+    [Fact]
+    public async Task The_endpoints_RequestSizeLimit_is_honoured_on_a_server_without_a_body_size_feature()
+    {
+        await using var app = await TestApp.StartAsync(a => a.MapPost("/", async (HttpContext context, IRequestBuffers buffers) =>
+        {
+            try
+            {
+                return $"{context.Features.Get<IHttpMaxRequestBodySizeFeature>() is null} {(await buffers.ReadBodyAsync()).Length}";
+            }
+            catch (BadHttpRequestException error)
+            {
+                return $"{error.StatusCode}";
+            }
+        }).WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(10_000)));
+
+        using HttpResponseMessage atLimit = await app.Client.PostAsync("/", new ByteArrayContent(new byte[10_000]));
+        Assert.Equal("True 10000", await atLimit.Content.ReadAsStringAsync());
+
+        using var unannounced = new StreamContent(new MemoryStream(new byte[10_001]));
+        unannounced.Headers.ContentLength = null;
+        using HttpResponseMessage beyond = await app.Client.PostAsync("/", unannounced);
+        Assert.Equal("413", await beyond.Content.ReadAsStringAsync());
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "every request released its chunks");
     }
 

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.IO.Pipelines;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Http.Metadata;
 
 namespace AllocHosting;
 
@@ -12,14 +13,17 @@ namespace AllocHosting;
 /// <remarks>
 /// <para>
 /// The bytes are copied from <see cref="HttpRequest.BodyReader"/> into a <see cref="RequestBufferWriter"/> as they
-/// arrive: its segments double from 4 KiB up to one arena chunk, so the memory held is at most about twice
-/// the bytes received, whatever <c>Content-Length</c> announces. <c>Content-Length</c> is never trusted: a body
-/// announced larger than the request's limit is refused at once, and every body is counted as it arrives. The
-/// contiguous form joins the segments once (one copy in all; none when the body fits in the first segment).
+/// arrive. <c>Content-Length</c> is a hint, never trusted: the first segment holds the announced length up to one
+/// arena chunk (so a body of up to a chunk whose length is announced lands in one segment and is never copied
+/// again), later segments double up to one chunk, so the memory held is at most about one chunk or twice the bytes
+/// received, whatever <c>Content-Length</c> announces. A body announced larger than the request's limit is refused
+/// at once, and every body is counted as it arrives. The contiguous form joins the segments once (one copy in all;
+/// none when the body fits in the first segment).
 /// </para>
 /// <para>
 /// Beyond the request's maximum body size (<see cref="IHttpMaxRequestBodySizeFeature"/>, which
-/// <c>[RequestSizeLimit]</c> sets) it throws <see cref="BadHttpRequestException"/> with status 413, as the
+/// <c>[RequestSizeLimit]</c> sets through routing; on a server without that feature, such as the test server, the
+/// endpoint's <see cref="IRequestSizeLimitMetadata"/> itself) it throws <see cref="BadHttpRequestException"/> with status 413, as the
 /// server's own limit does; on a client abort, <see cref="OperationCanceledException"/>. What was read stays in
 /// request memory until the request ends, like every rent.
 /// </para>
@@ -28,10 +32,19 @@ internal static class RequestBodyReader
 {
     public static async ValueTask<RequestBufferWriter> ReadAsync(HttpContext context, RequestBufferWriter body, CancellationToken cancellationToken)
     {
-        long? limit = context.Features.Get<IHttpMaxRequestBodySizeFeature>()?.MaxRequestBodySize;
-        if (limit is { } announcedLimit && context.Request.ContentLength > announcedLimit)
+        long? limit = context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { } feature
+            ? feature.MaxRequestBodySize
+            : context.GetEndpoint()?.Metadata.GetMetadata<IRequestSizeLimitMetadata>()?.MaxRequestBodySize;
+        long? announced = context.Request.ContentLength;
+        if (limit is { } announcedLimit && announced > announcedLimit)
         {
             ThrowTooLarge(announcedLimit);
+        }
+
+        if (announced > 0)
+        {
+            // The hint: room for the announced body, at most one chunk, before the first byte arrives.
+            body.GetMemory((int)Math.Min(announced.Value, body.ChunkCapacity));
         }
 
         PipeReader reader = context.Request.BodyReader;
@@ -49,7 +62,11 @@ internal static class RequestBodyReader
 
                 foreach (ReadOnlyMemory<byte> segment in buffer)
                 {
-                    body.Write(segment.Span);
+                    // An empty read (the end of the body) must not make the writer open a segment it will not fill.
+                    if (!segment.IsEmpty)
+                    {
+                        body.Write(segment.Span);
+                    }
                 }
 
                 reader.AdvanceTo(buffer.End);

@@ -118,6 +118,9 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
     /// <exception cref="InvalidOperationException">The request ended.</exception>
     public Span<byte> GetSpan(int sizeHint = 0) => GetMemory(sizeHint).Span;
 
+    // The usable bytes of one arena chunk of the request (the writer's largest segment unless a write needs more).
+    internal int ChunkCapacity => _arena.ChunkCapacityHint;
+
     private void Grow(int wanted)
     {
         if (_currentWritten > 0)
