@@ -68,7 +68,7 @@ ASPNETCORE_ENVIRONMENT=Production dotnet "$DLL" --urls "$BASE" \
     --Sample:BareBranch=true --Sample:Metrics=false --Logging:LogLevel:Default=Warning \
     >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
-for _ in $(seq 1 100); do curl -fs "$BASE/stats" >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 1 300); do curl -fs "$BASE/stats" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fs "$BASE/stats" >/dev/null || { echo "the sample did not start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
 
 if [[ $SUITE != paths ]]; then
@@ -212,9 +212,9 @@ run_path() { # group method path size connections round
     if [[ $group == export ]]; then url="$BASE$path?rows=${ROWS[$size]}"; fi
     if [[ $group == aggregate && $method == GET ]]; then url="$BASE$path$AGGREGATE_QUERY"; fi
     local before after
-    before=$(curl -fs "$BASE/stats")
+    before=$(curl -fs -m 10 "$BASE/stats")
     wrk -t"$THREADS" -c"$connections" -d"${DURATION}s" --timeout 10s --latency "${script[@]}" "$url" >"$WORK/wrk.out"
-    after=$(curl -fs "$BASE/stats")
+    after=$(curl -fs -m 10 "$BASE/stats")
     local rps p99 non2xx gen0 gen2 rss
     rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.out")
     p99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk.out")
