@@ -25,7 +25,8 @@
 #
 # Bounded: ROUNDS × DURATION s per run; digest 5 runs a round, paths up to 3 groups × 4 variants × 2 sizes
 # × 2 connection levels = 48 runs a round (defaults: 2 rounds of 5 s, about 9 minutes in all, plus start-up).
-# QUICK=1: 1 round of 2 s (about 2 minutes), to check the script works; its figures are not for quoting.
+# QUICK=1: 1 round of 2 s (about 3 minutes with the warm-up, plus the build), to check the script works;
+# its figures are not for quoting.
 # Usage: benchmarks/load/run.sh [output.md]
 #   env: SUITE (all | digest | paths), QUICK, ROUNDS, DURATION, THREADS, CONNECTIONS, CONNECTION_LEVELS,
 #        AGGREGATE_QUERY, PORT
