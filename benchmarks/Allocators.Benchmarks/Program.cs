@@ -7,12 +7,18 @@ using BenchmarkDotNet.Running;
 // Every benchmark runs in a child process started with the glibc tunable jemalloc needs to
 // be loaded after start-up (performance.md). Ratios to the baseline (ArrayPool.Shared) are the
 // figures to quote; absolute times drift between runs on shared machines.
-var config = DefaultConfig.Instance
-    .AddJob(Job.Default
-        .WithWarmupCount(3)
-        .WithIterationCount(10)
-        .WithEnvironmentVariable("GLIBC_TUNABLES", NativePeers.JemallocTunable))
+// A job named on the command line (`--job short` for a quick first run) replaces the default one
+// rather than running beside it; run.sh exports the tunable to every child process anyway.
+bool jobGiven = args.Any(arg => arg is "--job" or "-j");
+IConfig config = DefaultConfig.Instance
     .AddColumn(StatisticColumn.Median)
     .WithSummaryStyle(BenchmarkDotNet.Reports.SummaryStyle.Default.WithRatioStyle(RatioStyle.Trend));
+if (!jobGiven)
+{
+    config = config.AddJob(Job.Default
+        .WithWarmupCount(3)
+        .WithIterationCount(10)
+        .WithEnvironmentVariable("GLIBC_TUNABLES", NativePeers.JemallocTunable));
+}
 
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);

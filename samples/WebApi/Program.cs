@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using AllocHosting;
 using AllocHosting.Allocators.MemorySources;
+using AllocHosting.Samples.WebApi;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Options;
 using OpenTelemetry.Metrics;
@@ -58,8 +59,12 @@ app.MapGet("/", () => Results.Text(
       POST /digest/new        the same on new byte[]
       POST /transform         JSON {"name": ..., "values": [...]} -> {"name": NAME, "count": n, "sum": s, "values": [2x ...]}
       GET  /render?kb=N       an N KiB text response built in request buffers
+      POST /webhook           a signed JSON event (X-Signature: hex HMAC-SHA256) read whole into request memory -> JSON summary
+      POST /webhook/memorystream, /webhook/arraypool, /webhook/recyclable   the same on MemoryStream, ArrayPool, RecyclableMemoryStream
+      GET  /export?rows=N     N CSV rows (0..100000) gzipped into a request-memory stream (application/gzip, Content-Length)
+      GET  /export/memorystream, /export/arraypool, /export/recyclable      the same on MemoryStream, ArrayPool, RecyclableMemoryStream
       GET  /noop              nothing (the middleware's cost)
-      GET  /stats             GC count, working set, mapped arena memory, arena options (JSON)
+      GET  /stats             GC counts (gen0, gen2), working set, mapped arena memory, arena options (JSON)
       GET  /allocators        the live allocator dashboard (Development environment only)
       GET  /metrics           Prometheus metrics (allochosting_*, http_server_*, dotnet_*)
       GET  /health            the allochosting health check
@@ -143,6 +148,9 @@ app.MapGet("/render", async (int? kb, HttpResponse response, IRequestBuffers buf
 
 app.MapGet("/noop", () => Results.Empty);
 
+app.MapWebhookEndpoints();   // POST /webhook and its three twins (WebhookEndpoints.cs)
+app.MapExportEndpoints();    // GET /export and its three twins (ExportEndpoints.cs)
+
 // The live allocator page (charts of the arenas, polled from /allocators/data). It shows how the
 // process uses memory, so like any diagnostics endpoint it is mapped in Development only; an app
 // that serves it elsewhere should add .RequireAuthorization(...).
@@ -155,6 +163,7 @@ if (app.Environment.IsDevelopment())
 app.MapGet("/stats", (IOptions<SwitchableAllocatorOptions> options) => Results.Json(new
 {
     gen0Collections = GC.CollectionCount(0),
+    gen2Collections = GC.CollectionCount(2),
     workingSetBytes = Environment.WorkingSet,
     mappedBytesByNode = MemoryMapSource.IsSupported ? MemoryMapSource.GetProcessMappedBytesByNode() : null,
     numaNodes = NumaTopology.Current.NodeCount,
