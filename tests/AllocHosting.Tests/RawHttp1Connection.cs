@@ -36,6 +36,9 @@ internal sealed class RawHttp1Connection : IDisposable
     public static byte[] PostHead(string path, long contentLength, string extraHeaders = "") =>
         Encoding.ASCII.GetBytes($"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {contentLength}\r\n{extraHeaders}\r\n");
 
+    /// <summary>The head of a GET.</summary>
+    public static byte[] GetHead(string path) => Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+
     public async Task SendAsync(params byte[][] parts)
     {
         foreach (byte[] part in parts)
