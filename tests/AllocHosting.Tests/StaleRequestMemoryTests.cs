@@ -149,6 +149,48 @@ public class StaleRequestMemoryTests
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "every request released its arena");
     }
 
+    [Fact]
+    public async Task A_body_read_still_running_when_its_request_ends_fails_and_never_reads_a_later_requests_body()
+    {
+        var outcomes = new ConcurrentQueue<string>();
+        var lateWork = new ConcurrentBag<Task>();
+        await using var app = await KestrelTestApp.StartAsync(a => a.MapPost("/", async (IRequestBuffers buffers, bool late) =>
+        {
+            if (late)
+            {
+                // Fire and forget a read of a body that has not all arrived, and end the request.
+                lateWork.Add(Task.Run(async () => outcomes.Enqueue(await TryAsync(() => buffers.ReadBodyAsync()))));
+                await Task.Delay(50);
+                return "left";
+            }
+
+            ReadOnlyMemory<byte> body = await buffers.ReadBodyAsync();
+            return $"{body.Length} {body.Span[0]} {body.Span[^1]}";
+        }));
+
+        for (int i = 0; i < 3; i++)
+        {
+            using (RawHttp1Connection connection = await RawHttp1Connection.OpenAsync(app.Http1.Port))
+            {
+                await connection.SendAsync(RawHttp1Connection.PostHead("/?late=true", 2_000), TestBytes.Pattern(500, i));
+                var left = await connection.ReadResponseAsync();
+                Assert.Equal("left", System.Text.Encoding.UTF8.GetString(left!.Value.Body));
+                await connection.ServerClosedAsync();   // Kestrel does not reuse a connection whose body a stale read holds
+            }
+
+            byte[] next = TestBytes.Pattern(1_000 + i, 10 + i);
+            using RawHttp1Connection fresh = await RawHttp1Connection.OpenAsync(app.Http1.Port);
+            await fresh.SendAsync(RawHttp1Connection.PostHead("/?late=false", next.Length), next);
+            var own = await fresh.ReadResponseAsync();
+            Assert.Equal($"{next.Length} {next[0]} {next[^1]}", System.Text.Encoding.UTF8.GetString(own!.Value.Body));
+        }
+
+        await Task.WhenAll(lateWork).WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(3, outcomes.Count);
+        Assert.All(outcomes, outcome => Assert.Contains(outcome, new[] { nameof(InvalidOperationException), nameof(ObjectDisposedException), nameof(OperationCanceledException) }));
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "every request released its arena");
+    }
+
     private static async Task<string> TryAsync<T>(Func<ValueTask<T>> read)
     {
         try
