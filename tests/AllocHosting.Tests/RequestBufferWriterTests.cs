@@ -59,4 +59,32 @@ public class RequestBufferWriterTests
 
         Assert.Equal("ok", await app.Client.GetStringAsync("/"));
     }
+
+    [Fact]
+    public async Task A_rent_refused_while_growing_leaves_the_writer_as_it_was()
+    {
+        await using var app = await TestApp.StartAsync(
+            a => a.MapGet("/", (IRequestBuffers buffers) =>
+            {
+                RequestBufferWriter writer = buffers.CreateWriter();
+                byte[] written = TestBytes.Pattern(1_000, 1);
+                writer.Write(written);
+
+                // Beyond the arena's maximum with overflow policy Fail: the segment cannot be rented.
+                Assert.Throws<InsufficientMemoryException>(() => writer.GetSpan(200_000));
+
+                Assert.Equal(written.Length, writer.WrittenCount);
+                Assert.Equal(written, writer.WrittenSequence.ToArray());
+                writer.Write("more"u8);
+                Assert.Equal([.. written, .. "more"u8.ToArray()], writer.WrittenMemory.ToArray());
+                return "ok";
+            }),
+            o =>
+            {
+                o.MaxArenaSizePerRequest = 64 * 1024;
+                o.OverflowPolicy = ArenaOverflowPolicy.Fail;
+            });
+
+        Assert.Equal("ok", await app.Client.GetStringAsync("/"));
+    }
 }

@@ -123,14 +123,16 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
 
     private void Grow(int wanted)
     {
+        // Rent first: a refused rent (arena full, budget spent, request ended) leaves the writer as it was.
+        int size = Math.Max(wanted, _nextSegmentSize);
+        Memory<byte> next = _arena.Rent(size, _lease);
         if (_currentWritten > 0)
         {
             _segments.Add(_current[.._currentWritten]);
             _writtenBefore += _currentWritten;
         }
 
-        int size = Math.Max(wanted, _nextSegmentSize);
-        _current = _arena.Rent(size, _lease);
+        _current = next;
         _currentWritten = 0;
         _nextSegmentSize = RequestBufferSegment.NextSize(_nextSegmentSize, _arena.ChunkCapacityHint);
     }
