@@ -15,6 +15,7 @@ if (string.IsNullOrEmpty(builder.Configuration["urls"]) && string.IsNullOrEmpty(
 }
 
 builder.Services.AddSwitchableAllocators();   // the one line
+builder.Services.AddAggregatorUpstream();     // the HttpClient of the /aggregate endpoints (AggregatorEndpoints.cs)
 
 // Load runs (benchmarks/load/run.sh) set Sample:Metrics=false to measure the app without a listener.
 bool metrics = builder.Configuration.GetValue("Sample:Metrics", true);
@@ -58,6 +59,9 @@ app.MapGet("/", () => Results.Text(
       POST /transform         JSON {"name": ..., "values": [...]} -> {"name": NAME, "count": n, "sum": s, "values": [2x ...]}
       GET  /render?kb=N       an N KiB text response built in request buffers
       GET  /noop              nothing (the middleware's cost)
+      GET  /aggregate?items=N the summary of an upstream's JSON (this app's /aggregate/upstream) read into request memory;
+                              /aggregate/memorystream, /aggregate/arraypool, /aggregate/recyclable: the same on the GC heap,
+                              ArrayPool<byte>.Shared and RecyclableMemoryStream
       GET  /stats             GC count, working set, mapped arena memory, arena options (JSON)
       GET  /allocators        the live allocator dashboard (Development environment only)
       GET  /metrics           Prometheus metrics (allochosting_*, http_server_*, dotnet_*)
@@ -148,6 +152,7 @@ app.MapGet("/render", async (int? kb, HttpResponse response, IRequestBuffers buf
 });
 
 app.MapGet("/noop", () => Results.Empty);
+app.MapAggregatorEndpoints();   // GET /aggregate[/memorystream|/arraypool|/recyclable]: an upstream's JSON re-served four ways
 
 // The live allocator page (charts of the arenas, polled from /allocators/data). It shows how the
 // process uses memory, so like any diagnostics endpoint it is mapped in Development only; an app
