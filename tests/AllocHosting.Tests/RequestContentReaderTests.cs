@@ -210,4 +210,24 @@ public class RequestContentReaderTests
 
         Assert.Equal("3", await client.GetStringAsync("/"));
     }
+
+    [Fact]
+    public async Task Buffers_kept_beyond_their_request_refuse_to_read_content()
+    {
+        IRequestBuffers? kept = null;
+        await using KestrelTestApp app = await KestrelTestApp.StartAsync(a => a.MapGet("/", async (HttpContext context, IRequestBuffers buffers) =>
+        {
+            kept = buffers;
+            using var content = new ByteArrayContent([1, 2, 3]);
+            ReadOnlyMemory<byte> viaFeature = await context.Features.Get<IRequestArenaFeature>()!.ReadContentAsync(content, 3);
+            return viaFeature.Length;
+        }));
+        using var client = new HttpClient { BaseAddress = app.Http1 };
+
+        Assert.Equal("3", await client.GetStringAsync("/"));
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the request released its chunks");
+
+        using var late = new ByteArrayContent([1]);
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await kept!.ReadContentAsync(late, 10));
+    }
 }
