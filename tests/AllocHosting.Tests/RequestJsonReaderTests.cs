@@ -137,6 +137,28 @@ public class RequestJsonReaderTests
     }
 
     [Fact]
+    public async Task Behind_UseExceptionHandler_the_status_is_what_the_handler_chooses()
+    {
+        // UseExceptionHandler sits after the request-arena middleware and sees the exception first: ASP.NET Core's
+        // handler answers 500 for any exception unless told otherwise, so an app with it maps BadHttpRequestException.
+        await using var app = await TestApp.StartAsync(
+            a =>
+            {
+                a.UseExceptionHandler(new ExceptionHandlerOptions
+                {
+                    StatusCodeSelector = error => error is BadHttpRequestException bad ? bad.StatusCode : StatusCodes.Status500InternalServerError,
+                });
+                a.MapPost("/", async (IRequestBuffers buffers) => (await buffers.ReadJsonAsync(JsonOrderContext.Default.JsonOrder))!.Name);
+            },
+            build: builder => builder.Services.AddProblemDetails());
+
+        using HttpResponseMessage response = await app.Client.PostAsync("/", Json("{"));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+    }
+
+    [Fact]
     public async Task A_client_that_accepts_only_HTML_gets_the_plain_400_even_with_problem_details()
     {
         await using var app = await StartAsync(problemDetails: true);

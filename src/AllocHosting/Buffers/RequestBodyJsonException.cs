@@ -13,8 +13,9 @@ namespace AllocHosting;
 /// 400 Bad Request when the response has not started: a problem details response through the app's
 /// <see cref="IProblemDetailsService"/> when one is registered (<c>AddProblemDetails()</c>) and the client
 /// accepts JSON, plain text otherwise. The response names no type and quotes no part of the body. As a
-/// <see cref="BadHttpRequestException"/> with <see cref="BadHttpRequestException.StatusCode"/> 400, servers
-/// and exception pages that catch it first keep that status rather than answering 500.
+/// <see cref="BadHttpRequestException"/> with <see cref="BadHttpRequestException.StatusCode"/> 400, Kestrel and
+/// the developer exception page, when they catch it first, keep that status; <c>UseExceptionHandler</c> answers
+/// 500 unless its <c>StatusCodeSelector</c> maps <see cref="BadHttpRequestException.StatusCode"/>.
 /// </remarks>
 public sealed class RequestBodyJsonException : BadHttpRequestException
 {
