@@ -17,6 +17,7 @@ if (string.IsNullOrEmpty(builder.Configuration["urls"]) && string.IsNullOrEmpty(
 }
 
 builder.Services.AddSwitchableAllocators();   // the one line
+builder.Services.AddAggregatorUpstream();     // the HttpClient of the /aggregate endpoints (AggregatorEndpoints.cs)
 
 // Load runs (benchmarks/load/run.sh) set Sample:Metrics=false to measure the app without a listener.
 bool metrics = builder.Configuration.GetValue("Sample:Metrics", true);
@@ -64,6 +65,9 @@ app.MapGet("/", () => Results.Text(
       GET  /export?rows=N     N CSV rows (0..100000) gzipped into a request-memory stream (application/gzip, Content-Length)
       GET  /export/memorystream, /export/arraypool, /export/recyclable      the same on MemoryStream, ArrayPool, RecyclableMemoryStream
       GET  /noop              nothing (the middleware's cost)
+      GET  /aggregate?items=N the summary of an upstream's JSON (this app's /aggregate/upstream) read into request memory;
+                              /aggregate/memorystream, /aggregate/arraypool, /aggregate/recyclable: the same on the GC heap,
+                              ArrayPool<byte>.Shared and RecyclableMemoryStream
       GET  /stats             GC counts (gen0, gen2), working set, mapped arena memory, arena options (JSON)
       GET  /allocators        the live allocator dashboard (Development environment only)
       GET  /metrics           Prometheus metrics (allochosting_*, http_server_*, dotnet_*)
@@ -147,6 +151,7 @@ app.MapGet("/render", async (int? kb, HttpResponse response, IRequestBuffers buf
 });
 
 app.MapGet("/noop", () => Results.Empty);
+app.MapAggregatorEndpoints();   // GET /aggregate[/memorystream|/arraypool|/recyclable]: an upstream's JSON re-served four ways
 
 app.MapWebhookEndpoints();   // POST /webhook and its three twins (WebhookEndpoints.cs)
 app.MapExportEndpoints();    // GET /export and its three twins (ExportEndpoints.cs)

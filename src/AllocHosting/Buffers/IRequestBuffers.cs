@@ -1,3 +1,7 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+
 namespace AllocHosting;
 
 /// <summary>
@@ -97,4 +101,74 @@ public interface IRequestBuffers
     /// <returns>An empty stream, usable until it is disposed or the request ends.</returns>
     /// <exception cref="InvalidOperationException">No request arena is active.</exception>
     RequestBufferStream CreateStream();
+
+    /// <summary>
+    /// Reads the whole request body into request memory (<see cref="ReadBodySequenceAsync"/>) and deserialises it as
+    /// one JSON value of <typeparamref name="T"/> with a <see cref="Utf8JsonReader"/> over its segments: the body is
+    /// never copied to the GC heap (only the value's own objects are).
+    /// </summary>
+    /// <remarks>
+    /// Any content type is accepted: the body is parsed as UTF-8 JSON whatever <c>Content-Type</c> says (check it
+    /// first if the endpoint must refuse others with 415). The body must be exactly one JSON value (whitespace around
+    /// it allowed); <c>null</c> gives <see langword="default"/>. A body that is not (empty, malformed, truncated,
+    /// trailing content, a value <typeparamref name="T"/> cannot take) throws <see cref="RequestBodyJsonException"/>,
+    /// which the request-arena middleware answers with 400 (a problem details response through
+    /// <c>IProblemDetailsService</c> when the app registered one) unless the handler catches it. A body read before by
+    /// <see cref="ReadBodyAsync"/> or <see cref="ReadBodySequenceAsync"/> is not read again.
+    /// </remarks>
+    /// <typeparam name="T">The value's type.</typeparam>
+    /// <param name="typeInfo">How to deserialise it (from a source-generated <c>JsonSerializerContext</c>: trimming- and AOT-safe).</param>
+    /// <param name="cancellationToken">Cancels the read.</param>
+    /// <returns>The value.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="typeInfo"/> is null.</exception>
+    /// <exception cref="RequestBodyJsonException">The body is not one JSON value of <typeparamref name="T"/> (status 400).</exception>
+    /// <exception cref="Microsoft.AspNetCore.Http.BadHttpRequestException">The body is larger than the request's maximum body size (status 413).</exception>
+    /// <exception cref="OperationCanceledException">The client aborted the request, or <paramref name="cancellationToken"/> was cancelled.</exception>
+    /// <exception cref="InvalidOperationException">No request arena is active.</exception>
+    ValueTask<T?> ReadJsonAsync<T>(JsonTypeInfo<T> typeInfo, CancellationToken cancellationToken = default) =>
+        RequestJsonReader.ReadAsync(this, typeInfo, cancellationToken);
+
+    /// <summary>Reads the request body as JSON, as <see cref="ReadJsonAsync{T}(JsonTypeInfo{T}, CancellationToken)"/> does, by reflection-based deserialisation with <paramref name="options"/>.</summary>
+    /// <typeparam name="T">The value's type.</typeparam>
+    /// <param name="options">The serialiser options; <see cref="JsonSerializerOptions.Web"/> when null.</param>
+    /// <param name="cancellationToken">Cancels the read.</param>
+    /// <returns>The value.</returns>
+    /// <exception cref="RequestBodyJsonException">The body is not one JSON value of <typeparamref name="T"/> (status 400).</exception>
+    /// <exception cref="Microsoft.AspNetCore.Http.BadHttpRequestException">The body is larger than the request's maximum body size (status 413).</exception>
+    /// <exception cref="OperationCanceledException">The client aborted the request, or <paramref name="cancellationToken"/> was cancelled.</exception>
+    /// <exception cref="InvalidOperationException">No request arena is active.</exception>
+    [RequiresUnreferencedCode("Reflection-based JSON deserialisation may need members that trimming removes: use the JsonTypeInfo<T> overload.")]
+    [RequiresDynamicCode("Reflection-based JSON deserialisation may need code generated at run time: use the JsonTypeInfo<T> overload.")]
+    ValueTask<T?> ReadJsonAsync<T>(JsonSerializerOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        JsonSerializerOptions resolved = options ?? JsonSerializerOptions.Web;
+        resolved.MakeReadOnly(populateMissingResolver: true);
+        return RequestJsonReader.ReadAsync(this, (JsonTypeInfo<T>)resolved.GetTypeInfo(typeof(T)), cancellationToken);
+    }
+
+    /// <summary>
+    /// Reads an <see cref="HttpContent"/> (an upstream response from <see cref="HttpClient"/>) whole into request memory,
+    /// contiguous, refusing more than <paramref name="maxBytes"/>.
+    /// </summary>
+    /// <remarks>
+    /// The bytes are read as they arrive into segments that double from 4 KiB up to one arena chunk, then joined once
+    /// (no join when they fit in the first segment; an honest <c>Content-Length</c> up to 64 KiB sizes that segment).
+    /// <c>Content-Length</c> is a hint: one announced above <paramref name="maxBytes"/> is refused before reading, and
+    /// the bytes received are counted, chunked or not. The memory lives until the request ends; what was read before
+    /// a refusal or an error stays in request memory until then too. Read the response with
+    /// <see cref="HttpCompletionOption.ResponseHeadersRead"/> so that <see cref="HttpClient"/> does not buffer it on the
+    /// GC heap first.
+    /// </remarks>
+    /// <param name="content">The content, for example <c>response.Content</c>.</param>
+    /// <param name="maxBytes">The most bytes accepted, 0 to <see cref="int.MaxValue"/>.</param>
+    /// <param name="cancellationToken">Cancels the read.</param>
+    /// <returns>The content's bytes, valid until the request ends.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="content"/> is null.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxBytes"/> is negative or above <see cref="int.MaxValue"/>.</exception>
+    /// <exception cref="InvalidDataException">The content announces or holds more than <paramref name="maxBytes"/> bytes.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
+    /// <exception cref="IOException">The upstream connection failed mid-content (<see cref="HttpIOException"/>), as the content's stream reports it.</exception>
+    /// <exception cref="InvalidOperationException">No request arena is active.</exception>
+    ValueTask<ReadOnlyMemory<byte>> ReadContentAsync(HttpContent content, long maxBytes, CancellationToken cancellationToken = default) =>
+        RequestContentReader.ReadAsync(this, content, maxBytes, cancellationToken);
 }

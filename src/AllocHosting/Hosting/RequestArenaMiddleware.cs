@@ -1,4 +1,6 @@
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace AllocHosting;
 
@@ -7,7 +9,10 @@ namespace AllocHosting;
 /// <see cref="IRequestArenaFeature"/>, installs it as the flow's context allocator, runs the rest
 /// of the pipeline, and in all cases (normal end, exception, client abort) releases everything
 /// the request rented, clears it by policy, records its usage and returns the arena. A rent
-/// refused because the budget is spent ends the request with 503 and Retry-After.
+/// refused because the budget is spent ends the request with 503 and Retry-After; a request body
+/// that <see cref="IRequestBuffers.ReadJsonAsync{T}(System.Text.Json.Serialization.Metadata.JsonTypeInfo{T}, CancellationToken)"/>
+/// could not read as JSON, and that the handler did not catch, with 400 (problem details when the app
+/// registered an <see cref="IProblemDetailsService"/>).
 /// </summary>
 internal sealed class RequestArenaMiddleware(RequestDelegate next, RequestArenaPool pool, IRequestArenaActivator activator)
 {
@@ -27,6 +32,10 @@ internal sealed class RequestArenaMiddleware(RequestDelegate next, RequestArenaP
         {
             await RejectAsync(context);
         }
+        catch (RequestBodyJsonException error) when (!context.Response.HasStarted)
+        {
+            await BadJsonAsync(context, error);
+        }
         finally
         {
             context.Features.Set<IRequestArenaFeature>(null);
@@ -40,5 +49,34 @@ internal sealed class RequestArenaMiddleware(RequestDelegate next, RequestArenaP
         context.Response.Clear();
         context.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
         return context.Response.WriteAsync("The server's request memory budget is spent; retry later.", context.RequestAborted);
+    }
+
+    // 400 as the app answers problems: through its IProblemDetailsService (AddProblemDetails()) when it has one
+    // and the client accepts JSON, else plain text. The message names no type and quotes nothing of the body.
+    private static async Task BadJsonAsync(HttpContext context, RequestBodyJsonException error)
+    {
+        context.Response.Clear();
+        context.Response.StatusCode = StatusCodes.Status400BadRequest;
+        if (context.RequestServices?.GetService<IProblemDetailsService>() is { } problems)
+        {
+            var problem = new ProblemDetailsContext
+            {
+                HttpContext = context,
+                Exception = error,
+                ProblemDetails = new ProblemDetails
+                {
+                    Status = StatusCodes.Status400BadRequest,
+                    Title = "The request body is not valid JSON.",
+                    Detail = error.Message,
+                },
+            };
+            if (await problems.TryWriteAsync(problem))
+            {
+                return;
+            }
+        }
+
+        context.Response.ContentType = "text/plain; charset=utf-8";
+        await context.Response.WriteAsync(error.Message, context.RequestAborted);
     }
 }

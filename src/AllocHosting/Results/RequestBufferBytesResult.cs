@@ -6,7 +6,7 @@ namespace AllocHosting;
 /// <summary>
 /// A response body that is already in request memory (or anywhere else), sent with its exact
 /// <c>Content-Length</c>: made by <see cref="RequestBufferResults.Bytes(ReadOnlyMemory{byte}, string?, int?)"/>
-/// and its overloads.
+/// and its overloads, and by <see cref="RequestBufferResults.Stream(RequestBufferStream, string?, int?)"/>.
 /// </summary>
 /// <remarks>
 /// The bytes go straight from where they are to the server's response pipe (<see cref="HttpResponse.BodyWriter"/>);

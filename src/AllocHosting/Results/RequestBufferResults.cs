@@ -17,6 +17,12 @@ namespace AllocHosting;
 ///     WriteReport(body);                                     // any IBufferWriter&lt;byte&gt; code
 ///     return RequestBufferResults.Bytes(body, "text/csv");   // Content-Length: body.WrittenCount
 /// });
+/// app.MapGet("/archive", async (IRequestBuffers buffers) =>
+/// {
+///     using RequestBufferStream zip = buffers.CreateStream();
+///     await WriteArchiveAsync(zip);                          // any Stream code
+///     return RequestBufferResults.Stream(zip, "application/zip");
+/// });
 /// app.MapGet("/summary", () => RequestBufferResults.Json(new Summary(3, 4), AppJson.Default.Summary));
 /// </code>
 /// </example>
@@ -45,6 +51,27 @@ public static class RequestBufferResults
     {
         ArgumentNullException.ThrowIfNull(writer);
         return new(writer.WrittenSequence, contentType, statusCode);
+    }
+
+    /// <summary>
+    /// Answers with the whole content of <paramref name="stream"/> (from 0 to its <see cref="RequestBufferStream.Length"/>,
+    /// whatever its <see cref="RequestBufferStream.Position"/> is, as <see cref="RequestBufferStream.WriteTo"/> and
+    /// <c>MemoryStream.ToArray</c> do), segment by segment with no copy, with its exact length.
+    /// </summary>
+    /// <remarks>
+    /// The content is taken as it is now (<see cref="RequestBufferStream.GetReadOnlySequence"/>): write nothing more to the
+    /// stream after this. The stream may be disposed before the result runs (a <c>using</c> in the handler): its memory is
+    /// the request's and lives until the request ends.
+    /// </remarks>
+    /// <param name="stream">The stream, created by <see cref="IRequestBuffers.CreateStream"/> in this request.</param>
+    /// <param name="contentType">The content type; <c>application/octet-stream</c> when null.</param>
+    /// <param name="statusCode">The status; 200 when null.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="stream"/> is null.</exception>
+    /// <exception cref="ObjectDisposedException"><paramref name="stream"/> was already disposed, or its request ended.</exception>
+    public static RequestBufferBytesResult Stream(RequestBufferStream stream, string? contentType = null, int? statusCode = null)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        return new(stream.GetReadOnlySequence(), contentType, statusCode);
     }
 
     /// <summary>Answers with <paramref name="value"/> as JSON, serialised into request memory, with its exact length.</summary>
