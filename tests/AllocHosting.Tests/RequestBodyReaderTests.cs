@@ -194,6 +194,39 @@ public class RequestBodyReaderTests
     }
 
     [Fact]
+    public async Task A_read_cancelled_through_CancelPendingRead_throws_instead_of_returning_part_of_the_body()
+    {
+        var received = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var app = await TestApp.StartAsync(a => a.MapPost("/", async (HttpContext context, IRequestBuffers buffers) =>
+        {
+            Task<ReadOnlyMemory<byte>> reading = buffers.ReadBodyAsync().AsTask();
+            await received.Task;
+            await Task.Delay(50);
+            context.Request.BodyReader.CancelPendingRead();
+            try
+            {
+                return $"read {(await reading).Length}";
+            }
+            catch (OperationCanceledException)
+            {
+                return "cancelled";
+            }
+            finally
+            {
+                release.SetResult();
+            }
+        }));
+
+        var body = new SlowBody(1024, 4096, received, release.Task);
+        using var content = new StreamContent(body);
+        using HttpResponseMessage response = await app.Client.PostAsync("/", content);
+
+        Assert.Equal("cancelled", await response.Content.ReadAsStringAsync());
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the request released its chunks");
+    }
+
+    [Fact]
     public async Task A_cancelled_read_throws_OperationCanceledException()
     {
         await using var app = await TestApp.StartAsync(a => a.MapPost("/", async (IRequestBuffers buffers) =>

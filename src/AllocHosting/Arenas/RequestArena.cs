@@ -170,8 +170,12 @@ internal sealed class RequestArena : IRequestArenaFeature
 
     /// <summary>The whole body of the request of <paramref name="lease"/>, as segments of request memory (read once per request).</summary>
     /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>
-    public async ValueTask<ReadOnlySequence<byte>> ReadBodySequenceAsync(int lease, CancellationToken cancellationToken) =>
-        (await ReadBodyCoreAsync(lease, cancellationToken)).WrittenSequence;
+    public async ValueTask<ReadOnlySequence<byte>> ReadBodySequenceAsync(int lease, CancellationToken cancellationToken)
+    {
+        RequestBufferWriter body = await ReadBodyCoreAsync(lease, cancellationToken);
+        ThrowIfStale(lease);
+        return body.WrittenSequence;
+    }
 
     private ValueTask<RequestBufferWriter> ReadBodyCoreAsync(int lease, CancellationToken cancellationToken)
     {
@@ -188,8 +192,15 @@ internal sealed class RequestArena : IRequestArenaFeature
     private async ValueTask<RequestBufferWriter> ReadBodySlowAsync(HttpContext context, int lease, CancellationToken cancellationToken)
     {
         RequestBufferWriter body = await RequestBodyReader.ReadAsync(context, CreateWriter(lease), cancellationToken);
-        _bodyLease = lease;
-        _body = body;
+        lock (_chainLock)
+        {
+            // A read that ends after its request must not attach its writer to the pooled arena
+            // (Release clears _body under the same lock).
+            ThrowIfStale(lease);
+            _bodyLease = lease;
+            _body = body;
+        }
+
         return body;
     }
 

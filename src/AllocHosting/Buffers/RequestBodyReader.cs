@@ -70,7 +70,13 @@ internal static class RequestBodyReader
                 }
 
                 reader.AdvanceTo(buffer.End);
-                if (read.IsCompleted || read.IsCanceled)
+                if (read.IsCanceled)
+                {
+                    // Someone called CancelPendingRead: what was read is not the whole body.
+                    throw new OperationCanceledException("The request body read was cancelled (PipeReader.CancelPendingRead) before the body ended.");
+                }
+
+                if (read.IsCompleted)
                 {
                     return body;
                 }
