@@ -36,6 +36,7 @@ public class RequestBodyReadBenchmarks
         _body = new FixedBodyPipeReader(body, Slice);
         _context.Features.Set<IRequestBodyPipeFeature>(new BodyPipeFeature(_body));
         _context.Request.Body = _body.AsStream(leaveOpen: true);
+        _context.Request.ContentLength = Size;   // announced, as HTTP/1.1 clients do for a body they hold
         _cleared = BenchmarkArenaPools.Create(ArenaClearPolicy.ClearUsed);
         _notCleared = BenchmarkArenaPools.Create(ArenaClearPolicy.None);
 

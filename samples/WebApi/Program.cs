@@ -68,7 +68,7 @@ app.MapGet("/", () => Results.Text(
       GET  /aggregate?items=N the summary of an upstream's JSON (this app's /aggregate/upstream) read into request memory;
                               /aggregate/memorystream, /aggregate/arraypool, /aggregate/recyclable: the same on the GC heap,
                               ArrayPool<byte>.Shared and RecyclableMemoryStream
-      GET  /stats             GC counts (gen0, gen2), working set, mapped arena memory, arena options (JSON)
+      GET  /stats             GC counts (gen0, gen2) and committed bytes, working set, mapped arena memory, arena options (JSON)
       GET  /allocators        the live allocator dashboard (Development environment only)
       GET  /metrics           Prometheus metrics (allochosting_*, http_server_*, dotnet_*)
       GET  /health            the allochosting health check
@@ -169,6 +169,7 @@ app.MapGet("/stats", (IOptions<SwitchableAllocatorOptions> options) => Results.J
 {
     gen0Collections = GC.CollectionCount(0),
     gen2Collections = GC.CollectionCount(2),
+    gcCommittedBytes = GC.GetGCMemoryInfo().TotalCommittedBytes,
     workingSetBytes = Environment.WorkingSet,
     mappedBytesByNode = MemoryMapSource.IsSupported ? MemoryMapSource.GetProcessMappedBytesByNode() : null,
     numaNodes = NumaTopology.Current.NodeCount,
