@@ -7,7 +7,9 @@ namespace AllocHosting;
 /// <see cref="ArenaBudgetPolicy.Wait"/> allows). The request-arena middleware turns it into
 /// 503 Service Unavailable with a Retry-After header and counts it in <c>allochosting.rejected</c>;
 /// as a <see cref="BadHttpRequestException"/> with <see cref="BadHttpRequestException.StatusCode"/>
-/// 503, exception pages that catch it first keep that status.
+/// 503, the developer exception page keeps that status when it catches it first; an app's
+/// <c>UseExceptionHandler</c> answers 500 unless its <c>StatusCodeSelector</c> maps
+/// <see cref="BadHttpRequestException.StatusCode"/>.
 /// </summary>
 public sealed class RequestArenaBudgetExceededException : BadHttpRequestException
 {
