@@ -105,6 +105,7 @@ public class RequestContentReaderTests
         string[] answer = await ReadAsync(app, "/bytes/0", 0);
 
         Assert.Equal(Expected(0), $"{answer[0]} {answer[1]}");
+        Assert.Equal("0", answer[2]);   // an announced empty content rents nothing
     }
 
     [Fact]

@@ -30,7 +30,13 @@ internal static class RequestContentReader
         // The content's first segment: the announced length and one spare byte that tells the end, so an honest
         // response within the hint limit arrives in one segment and needs no join.
         int sizeHint = content.Headers.ContentLength is long length ? (int)Math.Min(length + 1, FirstSegmentHintLimit) : 0;
-        RequestBufferWriter writer = buffers.CreateWriter();
+        RequestBufferWriter writer = buffers.CreateWriter();   // refuses a request that has ended, even for an empty content
+        if (content.Headers.ContentLength == 0)
+        {
+            // HttpClient reads no more than an announced length: nothing to rent.
+            return ReadOnlyMemory<byte>.Empty;
+        }
+
         Stream stream = await content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
         await using (stream.ConfigureAwait(false))
         {
