@@ -44,8 +44,9 @@ public class RequestArenaHealthCheckTests
     }
 
     [Fact]
-    public async Task Degraded_after_requests_were_rejected_since_the_previous_check()
+    public async Task Degraded_for_the_window_after_a_rejection_and_every_probe_agrees()
     {
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UnixEpoch);
         await using var app = await TestApp.StartAsync(
             a => a.MapGet("/rent", (IRequestBuffers buffers) => buffers.Rent(100).Length),
             options =>
@@ -53,19 +54,31 @@ public class RequestArenaHealthCheckTests
                 options.MemoryBudget = 64 * 1024;
                 options.MaxArenaSizePerRequest = 64 * 1024;
                 options.BudgetPolicy = ArenaBudgetPolicy.Reject;
-            });
+            },
+            build: b => b.Services.AddSingleton<TimeProvider>(time));
         HealthCheckService health = app.Services.GetRequiredService<HealthCheckService>();
+        Assert.Equal(HealthStatus.Healthy, (await health.CheckHealthAsync()).Status);
+
         // Hold the only chunk outside any request so that the next rent is refused.
         var arena = app.Pool.RentArena(new Microsoft.AspNetCore.Http.DefaultHttpContext());
         arena.Rent(10);
-
         await app.Client.GetAsync("/rent");
         app.Pool.ReturnArena(arena, new Microsoft.AspNetCore.Http.DefaultHttpContext());
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the chunk is back");
-        HealthReport report = await health.CheckHealthAsync(); // nothing in use: only the rejection degrades it
 
-        Assert.Equal(HealthStatus.Degraded, report.Status);
-        Assert.Equal(1L, report.Entries["allochosting"].Data["rejectedSinceLastCheck"]);
-        Assert.Equal(HealthStatus.Healthy, (await health.CheckHealthAsync()).Status);
+        // Nothing in use: only the rejection degrades it, for every reader (a liveness and a readiness probe).
+        time.Advance(TimeSpan.FromSeconds(10));
+        HealthReport first = await health.CheckHealthAsync();
+        HealthReport second = await health.CheckHealthAsync();
+        Assert.Equal(HealthStatus.Degraded, first.Status);
+        Assert.Equal(HealthStatus.Degraded, second.Status);
+        Assert.Equal(1L, second.Entries["allochosting"].Data["rejectedTotal"]);
+        Assert.Equal(10.0, second.Entries["allochosting"].Data["secondsSinceLastRejection"]);
+
+        // After the window the check is Healthy again; the count stays.
+        time.Advance(RequestArenaHealthCheck.RejectionWindow);
+        HealthReport later = await health.CheckHealthAsync();
+        Assert.Equal(HealthStatus.Healthy, later.Status);
+        Assert.Equal(1L, later.Entries["allochosting"].Data["rejectedTotal"]);
     }
 }

@@ -9,6 +9,45 @@ namespace AllocHosting.Tests;
 public class RequestBuffersTests
 {
     [Fact]
+    public async Task Used_and_Capacity_of_buffers_kept_past_their_request_throw_instead_of_showing_another_requests_figures()
+    {
+        IRequestBuffers? kept = null;
+        var second = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var app = await TestApp.StartAsync(a =>
+        {
+            a.MapGet("/first", (IRequestBuffers buffers) =>
+            {
+                buffers.Rent(100);
+                kept = buffers;
+                return $"{buffers.Used >= 100} {buffers.Capacity > 0}";
+            });
+            a.MapGet("/second", (IRequestBuffers buffers) =>
+            {
+                buffers.Rent(5000);   // very likely on the arena object the first request used
+                bool usedThrows = Throws(() => _ = kept!.Used);
+                bool capacityThrows = Throws(() => _ = kept!.Capacity);
+                return $"{usedThrows} {capacityThrows} {buffers.Used >= 5000}";
+            });
+        });
+
+        Assert.Equal("True True", await app.Client.GetStringAsync("/first"));
+        Assert.Equal("True True True", await app.Client.GetStringAsync("/second"));
+
+        static bool Throws(Action action)
+        {
+            try
+            {
+                action();
+                return false;
+            }
+            catch (InvalidOperationException)
+            {
+                return true;
+            }
+        }
+    }
+
+    [Fact]
     public async Task Renting_outside_a_request_throws_InvalidOperationException()
     {
         await using var app = await TestApp.StartAsync(_ => { });

@@ -76,6 +76,27 @@ public class SwitchableAllocatorsServiceCollectionExtensionsTests
         Assert.Contains(expected, error.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("MemoryBudjet")]
+    [InlineData("InitialArenaSise")]
+    public async Task A_key_the_options_do_not_have_stops_start_up_naming_it(string key)
+    {
+        var builder = WebApplication.CreateBuilder();
+        builder.WebHost.UseTestServer();
+        builder.Logging.ClearProviders();
+        builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["SwitchableAllocators:MemoryBudget"] = "1048576",
+            ["SwitchableAllocators:" + key] = "1",
+        });
+        builder.Services.AddSwitchableAllocators();
+        await using WebApplication app = builder.Build();
+
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => app.StartAsync());
+
+        Assert.Contains(key, error.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Calling_it_twice_registers_the_services_once()
     {

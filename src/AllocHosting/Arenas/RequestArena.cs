@@ -70,39 +70,43 @@ internal sealed class RequestArena : IRequestArenaFeature
     /// <summary>Usable bytes of one chunk: the largest rent a chunk serves.</summary>
     public int ChunkCapacityHint => _pool.ChunkCapacity;
 
-    public long Used
+    public long Used => GetUsed(Volatile.Read(ref _lease));
+
+    public long Capacity => GetCapacity(Volatile.Read(ref _lease));
+
+    /// <summary>Bytes the request of <paramref name="lease"/> rented so far.</summary>
+    /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended (the pooled arena's figure may be another request's).</exception>
+    public long GetUsed(int lease)
     {
-        get
+        lock (_chainLock)
         {
-            lock (_chainLock)
+            ThrowIfStale(lease);
+            long used = 0;
+            foreach (ArenaChunk chunk in _chunks)
             {
-                long used = 0;
-                foreach (ArenaChunk chunk in _chunks)
+                used += chunk.Used;
+            }
+
+            if (_large is not null)
+            {
+                foreach (ArenaChunk chunk in _large)
                 {
                     used += chunk.Used;
                 }
-
-                if (_large is not null)
-                {
-                    foreach (ArenaChunk chunk in _large)
-                    {
-                        used += chunk.Used;
-                    }
-                }
-
-                return used;
             }
+
+            return used;
         }
     }
 
-    public long Capacity
+    /// <summary>Bytes the chunks of the request of <paramref name="lease"/> hold.</summary>
+    /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>
+    public long GetCapacity(int lease)
     {
-        get
+        lock (_chainLock)
         {
-            lock (_chainLock)
-            {
-                return ((long)_chunks.Count * _pool.ChunkCapacity) + _largeBytes;
-            }
+            ThrowIfStale(lease);
+            return ((long)_chunks.Count * _pool.ChunkCapacity) + _largeBytes;
         }
     }
 

@@ -35,12 +35,15 @@ internal sealed class RequestArenaPool : IDisposable
     // added to by every renting request, each in its arena's slot.
     private readonly ProcessorCounter _releasedAllocatedBytes = new();
     private readonly ProcessorCounter _activeArenas = new();            // +1 at a request's first chunk, -1 at its release
-    private long _rejectedSinceHealthCheck;                             // Interlocked
+    private long _rejectedCount;                                        // Interlocked
+    private long _lastRejectionTimestamp;                               // Interlocked; 0 until the first rejection
+    private readonly TimeProvider _timeProvider;
 
     /// <summary>A pool of the options' arenas carved from <paramref name="chunks"/>, trimmed on <paramref name="timeProvider"/>'s clock.</summary>
     public RequestArenaPool(IOptions<SwitchableAllocatorOptions> options, ArenaChunkSource chunks, AllocHostingMetrics metrics, ILogger<RequestArenaPool> logger, TimeProvider timeProvider)
     {
         _options = options.Value;
+        _timeProvider = timeProvider;
         _metrics = metrics;
         _logger = logger;
         _chunks = chunks;
@@ -98,8 +101,18 @@ internal sealed class RequestArenaPool : IDisposable
     /// <summary>Counts a request that took its first memory (its arena's first pool or large chunk).</summary>
     public void ArenaActivated(int slot) => _activeArenas.Add(slot, 1);
 
-    /// <summary>Requests rejected since the last call (for the health check).</summary>
-    public long TakeRejectedCount() => Interlocked.Exchange(ref _rejectedSinceHealthCheck, 0);
+    /// <summary>Requests rejected for lack of memory since start (for the health check: every probe reads the same figure).</summary>
+    public long RejectedCount => Interlocked.Read(ref _rejectedCount);
+
+    /// <summary>How long ago the last request was rejected for lack of memory; null if none was.</summary>
+    public TimeSpan? SinceLastRejection
+    {
+        get
+        {
+            long last = Interlocked.Read(ref _lastRejectionTimestamp);
+            return last == 0 ? null : _timeProvider.GetElapsedTime(last);
+        }
+    }
 
     /// <summary>Starts a request: an arena object, bound to the processor slot of the calling thread.</summary>
     public RequestArena RentArena(HttpContext context)
@@ -124,7 +137,8 @@ internal sealed class RequestArenaPool : IDisposable
 
         if (rejected)
         {
-            Interlocked.Increment(ref _rejectedSinceHealthCheck);
+            Interlocked.Increment(ref _rejectedCount);
+            Interlocked.Exchange(ref _lastRejectionTimestamp, Math.Max(1, _timeProvider.GetTimestamp()));
             _metrics.Rejected();
             _logger.RequestRejected(context.TraceIdentifier);
         }

@@ -27,9 +27,11 @@ namespace AllocHosting;
 public interface IRequestBuffers
 {
     /// <summary>Bytes rented by the request so far (alignment padding included).</summary>
+    /// <exception cref="InvalidOperationException">The request has ended (its arena may serve another request by then).</exception>
     long Used { get; }
 
     /// <summary>Bytes of arena memory the request holds now (zero until its first rent).</summary>
+    /// <exception cref="InvalidOperationException">The request has ended.</exception>
     long Capacity { get; }
 
     /// <summary>Rents <paramref name="length"/> bytes, 16-byte aligned; their content is unspecified (zero when clearing is on).</summary>

@@ -18,9 +18,9 @@ internal sealed class RequestBuffers(IHttpContextAccessor accessor) : IRequestBu
     private RequestArena? _arena;
     private int _lease;
 
-    public long Used => Arena().Used;
+    public long Used => Arena().GetUsed(_lease);
 
-    public long Capacity => Arena().Capacity;
+    public long Capacity => Arena().GetCapacity(_lease);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Memory<byte> Rent(int length)

@@ -17,7 +17,8 @@ public static class SwitchableAllocatorsServiceCollectionExtensions
     /// <see cref="IRequestBuffers"/>, the <c>AllocHosting</c> meter, the <c>allochosting</c> health
     /// check, and the request-arena middleware at the start of the pipeline (through an
     /// <see cref="IStartupFilter"/>; <c>app.UseRequestArena()</c> places it elsewhere instead).
-    /// Options bind from the configuration section <c>SwitchableAllocators</c>, then
+    /// Options bind from the configuration section <c>SwitchableAllocators</c> (a key the options do
+    /// not have stops start-up with an <see cref="InvalidOperationException"/> naming it), then
     /// <paramref name="configure"/> runs, and they are validated when the host starts.
     /// Calling it again only adds <paramref name="configure"/>.
     /// </summary>
@@ -29,7 +30,8 @@ public static class SwitchableAllocatorsServiceCollectionExtensions
     {
         ArgumentNullException.ThrowIfNull(services);
         services.AddOptions<SwitchableAllocatorOptions>()
-            .BindConfiguration(SwitchableAllocatorOptions.SectionName)
+            // A key the options do not have (a misspelt "MemoryBudjet") stops start-up, naming the key.
+            .BindConfiguration(SwitchableAllocatorOptions.SectionName, binder => binder.ErrorOnUnknownConfiguration = true)
             .ValidateOnStart();
         if (configure is not null)
         {
