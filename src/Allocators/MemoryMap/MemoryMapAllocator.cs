@@ -131,7 +131,8 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     protected override byte* AllocateCore(nuint size, nuint alignment)
     {
         ThrowIfDisposed();
-        if (!Source.TryObtainAligned(size, Math.Max(alignment, Granularity), out byte* block))
+        nuint mapAlignment = Math.Max(alignment, Granularity);
+        if (!IsMappable(size, mapAlignment) || !Source.TryObtainAligned(size, mapAlignment, out byte* block))
         {
             return null;
         }
@@ -169,7 +170,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
             return true;
         }
 
-        return ResizeInPlace(pointer, mapped, newMapped);
+        return IsMappable(newSize, Granularity) && ResizeInPlace(pointer, mapped, newMapped);
     }
 
     /// <inheritdoc />
@@ -196,6 +197,12 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
         if (newMapped <= mapped)
         {
             return pointer;
+        }
+
+        if (!IsMappable(newSize, Math.Max(alignment, Granularity)))
+        {
+            // No mapping can be that large: exhaustion (a Try form returns false), the block untouched.
+            return null;
         }
 
         if (alignment > Granularity)
@@ -300,6 +307,15 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
         Track(pointer, newMapped);
         _counters.Resized((long)newMapped - (long)mapped);
         return true;
+    }
+
+    // Whether a block of size bytes at alignment (at least the granularity) can be mapped at all: its
+    // rounded size plus the slack an over-aligned mapping needs stays within Allocator.MaximumSize.
+    // A size beyond that is exhaustion, not bad input: the Try forms return false for it.
+    private bool IsMappable(nuint size, nuint alignment)
+    {
+        nuint slack = alignment - Granularity;
+        return Allocator.AlignUp(size, Granularity) <= Allocator.MaximumSize - slack;
     }
 
     private void Register(nuint start, nuint length)
