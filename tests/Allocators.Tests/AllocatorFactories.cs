@@ -24,14 +24,16 @@ public static class AllocatorFactories
     };
 
     /// <summary>The names of every factory, as theory data.</summary>
-    public static TheoryData<string> Names
+    public static TheoryData<string> Names => NamesExcept();
+
+    /// <summary>The names of every factory but <paramref name="excluded"/>, as theory data.</summary>
+    public static TheoryData<string> NamesExcept(params string[] excluded)
     {
-        get
         {
             var data = new TheoryData<string>();
             foreach (string name in Factories.Keys)
             {
-                if (name != "memorymap" || MemoryMapSource.IsSupported)
+                if ((name != "memorymap" || MemoryMapSource.IsSupported) && !excluded.Contains(name))
                 {
                     data.Add(name);
                 }

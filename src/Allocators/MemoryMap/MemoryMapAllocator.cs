@@ -376,9 +376,6 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
-
     // A live block's mapped size. Any size up to it names the block (a caller passes the size it asked
     // for, not the rounded one), and any alignment: the block's address is what keeps that.
     private readonly record struct MappedBlock(nuint Mapped) : ILiveBlock
