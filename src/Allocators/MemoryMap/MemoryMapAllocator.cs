@@ -213,13 +213,26 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
 
         // Out of the table and the registry first: once mremap moves the block the kernel may hand its
         // old address to another thread (or to this allocator, which would register it again).
+        // A refusal, or an exception, leaves the block where it was: it goes back into the table and
+        // the registry (still mapped and ours, so registering it again cannot conflict), so that a
+        // failed grow never loses a live block or leaks its mapping.
         mapped = Untrack(pointer, currentSize);
         Unregister((nuint)pointer, mapped);
-        if (!Source.TryRemap(pointer, mapped, newMapped, out byte* moved))
+        bool remapped;
+        byte* moved;
+        try
         {
-            // Still mapped and ours, so registering it again cannot conflict.
-            Register((nuint)pointer, mapped);
-            Track(pointer, mapped);
+            remapped = Source.TryRemap(pointer, mapped, newMapped, out moved);
+        }
+        catch
+        {
+            Restore(pointer, mapped);
+            throw;
+        }
+
+        if (!remapped)
+        {
+            Restore(pointer, mapped);
             return null;
         }
 
@@ -316,6 +329,13 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     {
         nuint slack = alignment - Granularity;
         return Allocator.AlignUp(size, Granularity) <= Allocator.MaximumSize - slack;
+    }
+
+    // Puts a block that a failed grow took out of the table back, with its registration.
+    private void Restore(byte* pointer, nuint mapped)
+    {
+        Register((nuint)pointer, mapped);
+        Track(pointer, mapped);
     }
 
     private void Register(nuint start, nuint length)
