@@ -219,7 +219,7 @@ public unsafe class MultipleBinarySearchTreeAllocatorTests
         allocator.Dispose();
         Assert.Equal(0, source.BytesObtained);
         Assert.False(allocator.Owns(pointer));
-        Assert.False(allocator.TryAllocate(64, 8, out _));
+        Assert.Throws<ObjectDisposedException>(() => allocator.TryAllocate(64, 8, out _));   // disposal is misuse, not exhaustion
     }
 
     [Fact]

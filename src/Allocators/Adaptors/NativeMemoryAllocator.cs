@@ -60,9 +60,11 @@ namespace AllocHosting.Allocators;
 /// processor's stripe doubled its high or <see cref="Statistics"/> was read.
 /// </para>
 /// <para>
-/// <b>Dispose</b> of a tracking instance frees every block still live; otherwise it does nothing
-/// (blocks stay valid and must be freed one by one). The allocator stays usable either way, so
-/// disposing <see cref="Shared"/> by mistake is harmless.
+/// <b>Dispose</b> of a tracking instance frees every block still live, after which every use throws
+/// <see cref="ObjectDisposedException"/> (checked under the table's lock, which the tracking
+/// instance takes anyway). Dispose of a non-tracking instance, such as <see cref="Shared"/>, does
+/// nothing: it owns nothing to release, its blocks stay valid (and must be freed one by one) and
+/// the allocator stays usable, so disposing <see cref="Shared"/> by mistake is harmless.
 /// </para>
 /// </remarks>
 public sealed unsafe class NativeMemoryAllocator : AllocatorBase
@@ -99,6 +101,9 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
 
     /// <inheritdoc />
     public override AllocatorStatistics Statistics => _counters.ToStatistics(null, FailureCount);
+
+    /// <summary>A non-tracking instance (<see cref="Shared"/> among them) owns nothing and stays usable after <see cref="AllocatorBase.Dispose()"/>.</summary>
+    protected override bool RemainsUsableAfterDispose => _blocks is null;
 
     /// <summary>
     /// Whether <paramref name="pointer"/> is the address of a live block. Only a tracking instance
@@ -158,6 +163,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
         {
             lock (_blocksLock)
             {
+                ThrowIfDisposed();
                 _blocks.Find(pointer, currentSize, alignment);
             }
         }
@@ -172,6 +178,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
         {
             lock (_blocksLock)
             {
+                ThrowIfDisposed();
                 _blocks.Find(pointer, currentSize, alignment) = new TrackedBlock(newSize, alignment);
             }
         }
@@ -254,6 +261,13 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
     {
         lock (_blocksLock)
         {
+            if (IsDisposed)
+            {
+                // Allocated while the allocator was being disposed: given back, and the use refused.
+                Free(pointer, alignment);
+                ThrowIfDisposed();
+            }
+
             // Overwrite rather than add: an address already in the table means a tracked block was
             // freed behind our back (not through this allocator) and the C runtime reused it.
             _blocks!.Set(pointer, new TrackedBlock(size, alignment));
@@ -265,6 +279,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
     {
         lock (_blocksLock)
         {
+            ThrowIfDisposed();
             _blocks!.Remove(pointer, size, alignment);
         }
     }

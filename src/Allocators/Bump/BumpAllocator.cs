@@ -183,8 +183,10 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
 
     /// <summary>Releases every block at once: the offset returns to the start of the region. O(1); the memory is not cleared.</summary>
     /// <remarks>Every pointer handed out before becomes invalid. Not to be called while concurrent allocations run.</remarks>
+    /// <exception cref="ObjectDisposedException">The allocator was disposed.</exception>
     public void Reset()
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         nuint highWater = HighWater;
         if (highWater > _peakUsed)
         {
@@ -203,8 +205,10 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
     /// is set, so the next user of the region never sees this user's data.
     /// </summary>
     /// <param name="clear">Whether to zero the bytes used since the last reset.</param>
+    /// <exception cref="ObjectDisposedException">The allocator was disposed.</exception>
     public void Reset(bool clear)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         if (clear)
         {
             NativeMemory.Clear((void*)_start, HighWater);
@@ -449,7 +453,7 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
     {
         if (!Owns((byte*)address))
         {
-            Allocator.ThrowNotOwned(Name, (void*)address);
+            ThrowNotOwned(address);
         }
 
         if (address >= _next || size > _next - address)
@@ -480,6 +484,15 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
         ObjectDisposedException.ThrowIf(_disposed, this);
         RecordFailureSlow();
         return false;
+    }
+
+    // After Dispose the range is empty, so every pointer lands here: the disposal is what to report.
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowNotOwned(nuint pointer)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Allocator.ThrowNotOwned(Name, (void*)pointer);
     }
 
     [DoesNotReturn]

@@ -23,13 +23,36 @@ namespace AllocHosting.Allocators;
 /// <see cref="Deallocate"/> are the fast paths, and failures leave them through
 /// never-inlined throw and count helpers.
 /// </para>
+/// <para>
+/// <b>Disposal.</b> Once <see cref="Dispose()"/> has run, every member that allocates, frees or
+/// resizes throws <see cref="ObjectDisposedException"/>, the <c>Try</c> forms included (disposal is
+/// misuse, not exhaustion); <see cref="IAllocator.Owns"/> returns <see langword="false"/>, and
+/// <see cref="Statistics"/> and <see cref="GetUsableSize"/> keep answering. Zero-byte requests and
+/// frees, which never reach the allocator, still return or accept the sentinel. To keep the fast
+/// paths free of a disposed check, a derived type makes its own state refuse everything on
+/// disposal (an empty range, no free block, an empty table) and the refusal paths
+/// (exhaustion here, a foreign pointer in the derived type) then name the disposal; the other
+/// members check <see cref="IsDisposed"/> first. A type whose instances are shared and stay usable
+/// after <see cref="Dispose()"/> says so by overriding <see cref="RemainsUsableAfterDispose"/>.
+/// </para>
 /// </remarks>
 public abstract unsafe class AllocatorBase : IAllocator, IDisposable
 {
     private long _failures;
+    private int _disposed;
 
     /// <summary>The name used in exception messages: the type name unless overridden.</summary>
     protected virtual string Name => GetType().Name;
+
+    /// <summary>Whether <see cref="Dispose()"/> has run and the allocator refuses further use.</summary>
+    protected bool IsDisposed => Volatile.Read(ref _disposed) != 0;
+
+    /// <summary>
+    /// Whether the allocator stays usable after <see cref="Dispose()"/> (a shared instance that owns
+    /// nothing to release, such as an untracked <see cref="NativeMemoryAllocator"/>); by default
+    /// <see langword="false"/>: a disposed allocator refuses every use with <see cref="ObjectDisposedException"/>.
+    /// </summary>
+    protected virtual bool RemainsUsableAfterDispose => false;
 
     /// <summary>Requests this allocator refused because it was exhausted.</summary>
     protected long FailureCount => Volatile.Read(ref _failures);
@@ -70,7 +93,7 @@ public abstract unsafe class AllocatorBase : IAllocator, IDisposable
         pointer = AllocateCore(size, alignment);
         if (pointer == null)
         {
-            RecordFailureSlow();
+            TryAllocateFailedSlow();
             return false;
         }
 
@@ -126,6 +149,7 @@ public abstract unsafe class AllocatorBase : IAllocator, IDisposable
     /// <inheritdoc />
     public bool TryGrowingReallocate(byte* pointer, nuint currentSize, nuint newSize, nuint alignment, out byte* newPointer)
     {
+        ThrowIfDisposed();
         Allocator.ValidateRequest(newSize, alignment);
         if (newSize <= currentSize)
         {
@@ -157,6 +181,7 @@ public abstract unsafe class AllocatorBase : IAllocator, IDisposable
     /// <inheritdoc />
     public byte* ShrinkingReallocate(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
+        ThrowIfDisposed();
         Allocator.ValidateRequest(currentSize, alignment);
         if (newSize == 0 || newSize >= currentSize)
         {
@@ -181,6 +206,7 @@ public abstract unsafe class AllocatorBase : IAllocator, IDisposable
     /// <inheritdoc />
     public byte* Reallocate(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
+        ThrowIfDisposed();
         if (newSize == currentSize)
         {
             Allocator.ValidateRequest(newSize, alignment);
@@ -204,6 +230,7 @@ public abstract unsafe class AllocatorBase : IAllocator, IDisposable
     /// <inheritdoc />
     public bool TryGrowInPlace(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
+        ThrowIfDisposed();
         Allocator.ValidateRequest(newSize, alignment);
         if (newSize < currentSize)
         {
@@ -232,6 +259,7 @@ public abstract unsafe class AllocatorBase : IAllocator, IDisposable
     /// <inheritdoc />
     public bool TryShrinkInPlace(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
+        ThrowIfDisposed();
         Allocator.ValidateRequest(currentSize, alignment);
         if (newSize == 0 || newSize > currentSize)
         {
@@ -262,9 +290,14 @@ public abstract unsafe class AllocatorBase : IAllocator, IDisposable
     /// <inheritdoc />
     public abstract bool Owns(byte* pointer);
 
-    /// <summary>Releases the allocator's memory. Every block it handed out becomes invalid.</summary>
+    /// <summary>Releases the allocator's memory. Every block it handed out becomes invalid, and further use throws <see cref="ObjectDisposedException"/> (see the type's remarks).</summary>
     public void Dispose()
     {
+        if (!RemainsUsableAfterDispose)
+        {
+            Volatile.Write(ref _disposed, 1);
+        }
+
         Dispose(disposing: true);
         GC.SuppressFinalize(this);
     }
@@ -357,6 +390,10 @@ public abstract unsafe class AllocatorBase : IAllocator, IDisposable
     internal void DeallocatePrevalidated(byte* pointer, nuint size, nuint alignment) =>
         DeallocateCore(pointer, size, alignment);
 
+    /// <summary>Throws <see cref="ObjectDisposedException"/> once the allocator is disposed (for members off the fast paths).</summary>
+    /// <exception cref="ObjectDisposedException">The allocator was disposed.</exception>
+    protected void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(IsDisposed, this);
+
     /// <summary>Counts a refused request (cold path; safe from any thread).</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     protected void RecordFailureSlow() => Interlocked.Increment(ref _failures);
@@ -371,10 +408,19 @@ public abstract unsafe class AllocatorBase : IAllocator, IDisposable
         }
     }
 
+    // A TryAllocate the core refused: disposal throws, exhaustion is counted.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void TryAllocateFailedSlow()
+    {
+        ThrowIfDisposed();
+        RecordFailureSlow();
+    }
+
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThrowExhausted(nuint size, nuint alignment)
     {
+        ThrowIfDisposed();
         RecordFailureSlow();
         throw new AllocatorExhaustedException(Name, size, alignment);
     }

@@ -21,6 +21,12 @@ namespace AllocHosting.Allocators;
 /// <see cref="AllocatorExhaustedException"/> (an <see cref="OutOfMemoryException"/>)
 /// from the throwing forms and returns <see langword="false"/> from the <c>Try</c> forms.
 /// </para>
+/// <para>
+/// A <c>Try</c> form never throws for exhaustion or for a valid size no allocator can serve (up to
+/// <see cref="Allocator.MaximumSize"/>): it returns <see langword="false"/>. A disposed allocator
+/// throws <see cref="ObjectDisposedException"/> from every member that allocates, frees or resizes,
+/// the <c>Try</c> forms included (see <see cref="AllocatorBase"/>).
+/// </para>
 /// <para>Unless a type says otherwise, an allocator is not thread-safe.</para>
 /// </remarks>
 public unsafe interface IAllocator

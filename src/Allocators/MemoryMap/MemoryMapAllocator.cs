@@ -131,7 +131,8 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     protected override byte* AllocateCore(nuint size, nuint alignment)
     {
         ThrowIfDisposed();
-        if (!Source.TryObtainAligned(size, Math.Max(alignment, Granularity), out byte* block))
+        nuint mapAlignment = Math.Max(alignment, Granularity);
+        if (!IsMappable(size, mapAlignment) || !Source.TryObtainAligned(size, mapAlignment, out byte* block))
         {
             return null;
         }
@@ -169,7 +170,7 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
             return true;
         }
 
-        return ResizeInPlace(pointer, mapped, newMapped);
+        return IsMappable(newSize, Granularity) && ResizeInPlace(pointer, mapped, newMapped);
     }
 
     /// <inheritdoc />
@@ -198,6 +199,12 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
             return pointer;
         }
 
+        if (!IsMappable(newSize, Math.Max(alignment, Granularity)))
+        {
+            // No mapping can be that large: exhaustion (a Try form returns false), the block untouched.
+            return null;
+        }
+
         if (alignment > Granularity)
         {
             // Resize in place, else map a new aligned block and copy: the base class's grow.
@@ -206,13 +213,26 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
 
         // Out of the table and the registry first: once mremap moves the block the kernel may hand its
         // old address to another thread (or to this allocator, which would register it again).
+        // A refusal, or an exception, leaves the block where it was: it goes back into the table and
+        // the registry (still mapped and ours, so registering it again cannot conflict), so that a
+        // failed grow never loses a live block or leaks its mapping.
         mapped = Untrack(pointer, currentSize);
         Unregister((nuint)pointer, mapped);
-        if (!Source.TryRemap(pointer, mapped, newMapped, out byte* moved))
+        bool remapped;
+        byte* moved;
+        try
         {
-            // Still mapped and ours, so registering it again cannot conflict.
-            Register((nuint)pointer, mapped);
-            Track(pointer, mapped);
+            remapped = Source.TryRemap(pointer, mapped, newMapped, out moved);
+        }
+        catch
+        {
+            Restore(pointer, mapped);
+            throw;
+        }
+
+        if (!remapped)
+        {
+            Restore(pointer, mapped);
             return null;
         }
 
@@ -302,6 +322,22 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
         return true;
     }
 
+    // Whether a block of size bytes at alignment (at least the granularity) can be mapped at all: its
+    // rounded size plus the slack an over-aligned mapping needs stays within Allocator.MaximumSize.
+    // A size beyond that is exhaustion, not bad input: the Try forms return false for it.
+    private bool IsMappable(nuint size, nuint alignment)
+    {
+        nuint slack = alignment - Granularity;
+        return Allocator.AlignUp(size, Granularity) <= Allocator.MaximumSize - slack;
+    }
+
+    // Puts a block that a failed grow took out of the table back, with its registration.
+    private void Restore(byte* pointer, nuint mapped)
+    {
+        Register((nuint)pointer, mapped);
+        Track(pointer, mapped);
+    }
+
     private void Register(nuint start, nuint length)
     {
         if (RegistersBlocks)
@@ -359,9 +395,6 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
             _live.Set(pointer, new MappedBlock(mapped));
         }
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
 
     // A live block's mapped size. Any size up to it names the block (a caller passes the size it asked
     // for, not the rounded one), and any alignment: the block's address is what keeps that.

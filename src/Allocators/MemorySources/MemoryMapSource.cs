@@ -287,7 +287,10 @@ public sealed unsafe partial class MemoryMapSource : IMemorySource
         nuint extra = alignment > Granularity ? alignment - Granularity : 0;
         if (rounded > Allocator.MaximumSize - extra)
         {
-            Allocator.ThrowSizeTooLarge(size, nameof(size));
+            throw new ArgumentOutOfRangeException(
+                nameof(size),
+                size,
+                $"{size} bytes rounded up to {rounded} (granularity {Granularity}), plus {extra} bytes to reach alignment {alignment}, exceed the largest region ({Allocator.MaximumSize} bytes).");
         }
 
         region = null;

@@ -142,8 +142,10 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     }
 
     /// <summary>Releases every block of the wrapped allocator at once.</summary>
+    /// <exception cref="ObjectDisposedException">The allocator was disposed.</exception>
     public void Reset()
     {
+        ThrowIfDisposed();
         switch (_kind)
         {
             case ContextAllocatorKind.ShortLived:

@@ -103,7 +103,9 @@ namespace AllocHosting.Allocators;
 /// </para>
 /// <para>
 /// What it never does: it never disposes the allocators it dispatches to (<see cref="AllocatorBase.Dispose()"/>
-/// does nothing), never moves a block between allocators unless <see cref="FallBackToGlobal"/> is set,
+/// does nothing, and the allocator stays usable afterwards: it owns no memory, only routes to
+/// allocators that usually outlive it, and a host that disposes it at shutdown must not make late
+/// frees of its blocks throw), never moves a block between allocators unless <see cref="FallBackToGlobal"/> is set,
 /// and never changes the choice of another flow.
 /// </para>
 /// </remarks>
@@ -256,6 +258,9 @@ public sealed unsafe partial class SwitchableAllocator : AllocatorBase
             return global + threadLocal;
         }
     }
+
+    /// <summary>Stays usable after <see cref="AllocatorBase.Dispose()"/>, which does nothing: see the type's remarks.</summary>
+    protected override bool RemainsUsableAfterDispose => true;
 
     /// <inheritdoc />
     /// <remarks>

@@ -362,7 +362,6 @@ public sealed unsafe partial class ThreadLocalAllocator : AllocatorBase
         _fallback.Deallocate(pointer, size, alignment);
     }
 
-    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using AllocHosting.Allocators.MemorySources;
@@ -479,8 +480,17 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
         nuint mask = (Math.Min(blockSize, _maximumBlockSize) - 1) | (alignment - 1);
         if (offset >= _length || blockSize > _length - offset || ((nuint)pointer & mask) != 0)
         {
-            Allocator.ThrowNotOwned(Name, pointer);
+            ThrowNotOwnedSlow(pointer);
         }
+    }
+
+    // After Dispose the region is empty, so every pointer lands here: the disposal is what to report.
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowNotOwnedSlow(byte* pointer)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        Allocator.ThrowNotOwned(Name, pointer);
     }
 
     // Neither the cache nor the tree's first block served the request: search the trees, and
