@@ -78,9 +78,9 @@ public unsafe class BitSetAllocatorLongRunTests
         uint freedHead, uint requested)
     {
         using var allocator = Create(8, 2048);
-        byte* live = allocator.Allocate(600 * 8, 8);
-        allocator.Deallocate(live, freedHead * 8, 8); // blocks [0, freedHead) free, the cursor stays in word 0
-        live += freedHead * 8;
+        byte* head = allocator.Allocate(freedHead * 8, 8);
+        byte* live = allocator.Allocate((600 - freedHead) * 8, 8);
+        allocator.Deallocate(head, freedHead * 8, 8); // blocks [0, freedHead) free, the cursor in word 9
 
         byte* run = allocator.Allocate(requested * 8, 8);
         Assert.Equal((nuint)600, BlockIndex(allocator, run));
@@ -111,10 +111,16 @@ public unsafe class BitSetAllocatorLongRunTests
             allocator.Allocate(offset * 8, 8);
         }
 
-        byte* run = allocator.Allocate(Blocks * 8, 8);
-        Assert.Equal((nuint)offset, BlockIndex(allocator, run));
+        // The run cut in three live blocks, [offset, hole), hole and (hole, offset + Blocks); then the
+        // middle one freed, so the blocks of a run of Blocks at offset are all allocated but one.
         nuint inRun = hole - offset;
-        allocator.Deallocate(run + (inRun * 8), 8, 8);
+        byte* run = allocator.Allocate(inRun * 8, 8);
+        Assert.Equal((nuint)offset, BlockIndex(allocator, run));
+        byte* holeBlock = allocator.Allocate(8, 8);
+        Assert.Equal((nuint)hole, BlockIndex(allocator, holeBlock));
+        byte* tail = allocator.Allocate((Blocks - inRun - 1) * 8, 8);
+        Assert.Equal((nuint)hole + 1, BlockIndex(allocator, tail));
+        allocator.Deallocate(holeBlock, 8, 8);
         var statistics = allocator.Statistics;
 
         Assert.Throws<ArgumentException>(() => allocator.Deallocate(run, Blocks * 8, 8));
@@ -127,7 +133,7 @@ public unsafe class BitSetAllocatorLongRunTests
         AssertBlocks(allocator, hole + 1, offset + Blocks - hole - 1, allocated: true);
 
         allocator.Deallocate(run, inRun * 8, 8);
-        allocator.Deallocate(run + ((inRun + 1) * 8), (Blocks - inRun - 1) * 8, 8);
+        allocator.Deallocate(tail, (Blocks - inRun - 1) * 8, 8);
         Assert.Equal(1024 - (nuint)offset, ValidatedFreeBlockCount(allocator));
     }
 

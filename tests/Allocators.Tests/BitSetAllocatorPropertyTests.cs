@@ -54,11 +54,13 @@ public unsafe class BitSetAllocatorPropertyTests
         // clears them; the raw bit set words must match (block 64w + j is bit 63 − j of word w,
         // padding bits set), and an allocation fails only when no aligned free run exists.
         // The blocks start regionOffset bytes past a page, so block indices and address
-        // alignment disagree unless the offset is zero.
+        // alignment disagree unless the offset is zero. Wrong frees (a size of another block count,
+        // an interior pointer, a free block) must throw and leave the model and the bit set as
+        // they were, like a refused allocation.
         const nuint BlockSize = 8;
-        nuint regionSize = ((nuint)blockCount * BlockSize) + ((((nuint)blockCount + 63) / 64) * sizeof(ulong));
+        nuint regionSize = ((nuint)blockCount * BlockSize) + (2 * (((nuint)blockCount + 63) / 64) * sizeof(ulong));
         byte* page = (byte*)NativeMemory.AlignedAlloc(regionSize + 64, 4096);
-        var step = Gen.Select(Gen.Int[0, 9], Gen.Int[1, maxRun], Gen.Int[0, 10], Gen.Int[0, 1 << 20]);
+        var step = Gen.Select(Gen.Int[0, 11], Gen.Int[1, maxRun], Gen.Int[0, 10], Gen.Int[0, 1 << 20]);
         try
         {
             long executed = 0;
@@ -89,6 +91,11 @@ public unsafe class BitSetAllocatorPropertyTests
                             live.Add((first, (nuint)blocks));
                         }
                     }
+                    else if (kind >= 9)
+                    {
+                        var (first, count) = live[pick % live.Count];
+                        AssertWrongFreeIsRefused(allocator, model, live, first, count, kind, pick >> 8);
+                    }
                     else
                     {
                         int index = pick % live.Count;
@@ -109,6 +116,52 @@ public unsafe class BitSetAllocatorPropertyTests
         {
             NativeMemory.AlignedFree(page);
         }
+    }
+
+    /// <summary>
+    /// A free that names no live block: the live block at <paramref name="first"/> with a size of
+    /// another block count (kind 9), a pointer inside it (kind 10), or the block just past it when
+    /// that is free or inside another run (kind 11). It must throw and change nothing.
+    /// </summary>
+    private static void AssertWrongFreeIsRefused(
+        BitSetAllocator allocator, bool[] model, List<(nuint First, nuint Count)> live, nuint first, nuint count, int kind, int pick)
+    {
+        nuint pointerBlock;
+        nuint blocks;
+        if (kind == 9 || (kind == 10 && count == 1))
+        {
+            // Smaller when possible every other time, otherwise larger (past the end too).
+            pointerBlock = first;
+            blocks = count > 1 && pick % 2 == 0 ? 1 + ((nuint)pick % (count - 1)) : count + 1 + ((nuint)pick % 3);
+        }
+        else if (kind == 10)
+        {
+            pointerBlock = first + 1 + ((nuint)pick % (count - 1));
+            blocks = pick % 2 == 0 ? first + count - pointerBlock : 1 + ((nuint)pick % count);
+        }
+        else
+        {
+            pointerBlock = first + count;
+            blocks = 1 + ((nuint)pick % 4);
+            if (pointerBlock >= (nuint)model.Length
+                || live.Exists(l => l.First == pointerBlock))
+            {
+                return; // past the end, or the start of another live block: a valid free
+            }
+        }
+
+        AllocatorStatistics before = allocator.Statistics;
+        nuint free = allocator.FreeBlockCount;
+        byte* pointer = (byte*)(allocator.Range.From + (pointerBlock * allocator.BlockSize));
+        Assert.Throws<ArgumentException>(() => allocator.Deallocate(pointer, blocks * allocator.BlockSize, 8));
+        if (blocks > 1)
+        {
+            Assert.Throws<ArgumentException>(() => allocator.TryShrinkInPlace(pointer, blocks * allocator.BlockSize, allocator.BlockSize, 8));
+        }
+
+        Assert.Equal(before, allocator.Statistics);
+        Assert.Equal(free, allocator.FreeBlockCount);
+        AssertBitSetMatches(allocator, model);
     }
 
     private static bool ModelHasAlignedRun(bool[] model, nuint blocksStart, nuint blockSize, nuint count, nuint alignment)

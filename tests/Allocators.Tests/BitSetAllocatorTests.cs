@@ -96,10 +96,10 @@ public unsafe class BitSetAllocatorTests
     }
 
     [Theory]
-    [InlineData(64u * 8 + 8, 64u)]
-    [InlineData(64u * 8 + 7, 63u)]
-    [InlineData((64u * 8) + 8 + 8 + 8, 65u)]
-    [InlineData((128u * 8) + 16, 128u)]
+    [InlineData((64u * 8) + 16, 64u)] // each word of 64 blocks costs 16 bytes: bit set and run starts
+    [InlineData((64u * 8) + 15, 63u)]
+    [InlineData((64u * 8) + 16 + 16 + 8, 65u)]
+    [InlineData((128u * 8) + 32, 128u)]
     public void Caller_region_holds_as_many_blocks_as_fit_with_their_bit_set(uint regionSize, uint expectedBlocks)
     {
         byte* region = (byte*)NativeMemory.AlignedAlloc(regionSize, 64);
@@ -110,7 +110,7 @@ public unsafe class BitSetAllocatorTests
                 Assert.Equal((nuint)expectedBlocks, allocator.BlockCount);
                 Assert.Equal((nuint)region, allocator.Range.From);
                 nuint words = (allocator.BlockCount + 63) / 64;
-                Assert.True(allocator.Range.To + (words * 8) <= (nuint)region + regionSize, "the bit set fits in the region");
+                Assert.True(allocator.Range.To + (words * 16) <= (nuint)region + regionSize, "the bit set and run starts fit in the region");
                 FillWithSingleBlocks(allocator);
             }
 

@@ -23,7 +23,8 @@ public sealed unsafe partial class BitSetAllocator
     /// <see cref="FreeBlockCount"/> equals the number of clear bits; the padding bits past the
     /// last block are set; no block is allocated in a word after the high-water word (so
     /// <see cref="Reset"/> clears every allocated block); and the next-fit cursor lies at or before
-    /// that word. O(blocks / 64); it changes nothing.
+    /// that word; and the run starts mark only allocated blocks, never a padding bit, and at least
+    /// every allocated block that follows a free one. O(blocks / 64); it changes nothing.
     /// </summary>
     /// <exception cref="InvalidOperationException">An invariant is violated (the allocator is corrupted, for example by a write past a block into the bit set).</exception>
     public void Validate()
@@ -55,9 +56,30 @@ public sealed unsafe partial class BitSetAllocator
             }
         }
 
+        ValidateRunStarts(padding);
         if (_cursor > _highWord || (_wordCount != 0 && _cursor >= _wordCount))
         {
             throw new InvalidOperationException($"The cursor (word {_cursor}) lies after the high-water word ({_highWord}) or the bit set ({_wordCount} words).");
+        }
+    }
+
+    /// <summary>The run starts' part of <see cref="Validate"/>.</summary>
+    private void ValidateRunStarts(ulong padding)
+    {
+        for (nuint w = 0; w < _wordCount; w++)
+        {
+            ulong allocated = w == _wordCount - 1 ? _words[w] & ~padding : _words[w];
+            if ((_starts[w] & ~allocated) != 0)
+            {
+                throw new InvalidOperationException($"Word {w} of the run starts marks a free block (or a padding bit).");
+            }
+
+            // An allocated block whose predecessor is free begins a run, so it must be marked.
+            ulong previous = (_words[w] >> 1) | (w == 0 ? 0 : _words[w - 1] << 63);
+            if ((allocated & ~previous & ~_starts[w]) != 0)
+            {
+                throw new InvalidOperationException($"Word {w} holds an allocated block after a free one that is not marked as a run start.");
+            }
         }
     }
 }

@@ -1,4 +1,3 @@
-using System.Diagnostics.CodeAnalysis;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -23,7 +22,8 @@ namespace AllocHosting.Allocators;
 /// allocator.Deallocate(buffer, 3000, 8);
 /// </code>
 /// <para>
-/// Layout: the region holds the blocks, then the bit set (<c>ceil(blocks / 64)</c> 64-bit words).
+/// Layout: the region holds the blocks, then the bit set (<c>ceil(blocks / 64)</c> 64-bit words),
+/// then as many words of run starts (one bit per block, set on the first block of each live run).
 /// Block <c>64w + j</c> is bit <c>63 − j</c> of word <c>w</c> (the most significant bit is the
 /// lowest address); a set bit is an allocated block. The padding bits of a partial last word are
 /// permanently set, so memory past the last block is never handed out. See <see cref="BitSetWord"/>
@@ -53,9 +53,12 @@ namespace AllocHosting.Allocators;
 /// <para>
 /// It never grows its region, never touches the contents of blocks (except when a reallocation
 /// moves them), and is not thread-safe: callers that share one instance must serialise access.
-/// Freeing checks that the pointer is a block start inside the region and that every block of
-/// the run is allocated, but cannot tell a run's first block from a later one: freeing the tail
-/// of a live run with a smaller size frees just those blocks.
+/// Freeing (and resizing) checks that the pointer is the start of a live block and that the size
+/// is its size: a pointer inside a live block, a free block, or a size that rounds to another
+/// number of blocks than the block's throws <see cref="ArgumentException"/> and changes nothing
+/// (a size that rounds to the same number of blocks is the same block). The check costs
+/// O(blocks / 64) word operations; allocation sets one more bit. The run starts take 8 bytes per
+/// 64 blocks, so a caller-owned region holds slightly fewer blocks than without them.
 /// Each allocation costs at least one block; alignments above 64 blocks are served by a slower
 /// scan over aligned positions.
 /// </para>
@@ -76,6 +79,10 @@ public sealed unsafe partial class BitSetAllocator : AllocatorBase, IRegionAlloc
     // the padding bits of a partial last word are always set. All three become 0 on Dispose so
     // that every later call fails without a check on the fast paths.
     private readonly ulong* _words;
+
+    // Invariant: _starts holds _wordCount words right after _words, a bit set on the first block of
+    // each live run (so a subset of _words' bits); its padding bits are clear.
+    private readonly ulong* _starts;
     private nuint _wordCount;
     private nuint _blockCount;
 
@@ -103,7 +110,7 @@ public sealed unsafe partial class BitSetAllocator : AllocatorBase, IRegionAlloc
     /// </summary>
     /// <param name="source">Where the region comes from.</param>
     /// <param name="blockSize">Bytes per block: a power of two of at least 8 (and at most <see cref="Allocator.MaximumAlignment"/>).</param>
-    /// <param name="memorySize">Bytes of blocks wanted (greater than zero); the bit set is added to it.</param>
+    /// <param name="memorySize">Bytes of blocks wanted (greater than zero); the bit set and the run starts are added to it.</param>
     /// <exception cref="ArgumentNullException"><paramref name="source"/> is null.</exception>
     /// <exception cref="ArgumentException"><paramref name="blockSize"/> is not a power of two between 8 and <see cref="Allocator.MaximumAlignment"/>.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="memorySize"/> is zero or larger than half of <see cref="Allocator.MaximumSize"/>.</exception>
@@ -124,7 +131,7 @@ public sealed unsafe partial class BitSetAllocator : AllocatorBase, IRegionAlloc
 
         // A source aligned more coarsely than a block needs no slack; otherwise room to align up.
         nuint slack = source.Granularity >= blockSize ? 0 : blockSize - source.Granularity;
-        nuint regionSize = (blockCount << shift) + (wordCount * sizeof(ulong)) + slack;
+        nuint regionSize = (blockCount << shift) + (2 * wordCount * sizeof(ulong)) + slack;
         byte* region = source.Obtain(regionSize);
 
         _source = source;
@@ -136,12 +143,14 @@ public sealed unsafe partial class BitSetAllocator : AllocatorBase, IRegionAlloc
         _blockCount = blockCount;
         _wordCount = wordCount;
         _words = (ulong*)(_blocks + (blockCount << shift));
+        _starts = _words + _wordCount;
         Initialise();
     }
 
     /// <summary>
     /// Creates an allocator over memory the caller owns: as many blocks as fit in
-    /// <paramref name="region"/> together with their bit set (stored right after the blocks).
+    /// <paramref name="region"/> together with their bit set and run starts (stored right after
+    /// the blocks: 16 bytes per 64 blocks or part of 64).
     /// Disposing the allocator does not free the region.
     /// </summary>
     /// <param name="region">The first byte of the memory; need not be aligned (the blocks start at the next multiple of <paramref name="blockSize"/>).</param>
@@ -161,11 +170,12 @@ public sealed unsafe partial class BitSetAllocator : AllocatorBase, IRegionAlloc
         nuint padding = Allocator.AlignUp((nuint)region, blockSize) - (nuint)region;
         nuint available = regionSize > padding ? regionSize - padding : 0;
 
-        // Every full word of the bit set costs 64 blocks plus 8 bytes; a partial word whatever is left.
-        nuint groupBytes = (blockSize * 64) + sizeof(ulong);
+        // Every full word of the bit set costs 64 blocks plus 16 bytes (a word of blocks and a word
+        // of run starts); a partial word whatever is left.
+        nuint groupBytes = (blockSize * 64) + (2 * sizeof(ulong));
         nuint groups = available / groupBytes;
         nuint rest = available - (groups * groupBytes);
-        nuint extra = rest > sizeof(ulong) ? Math.Min((rest - sizeof(ulong)) >> shift, 63) : 0;
+        nuint extra = rest > 2 * sizeof(ulong) ? Math.Min((rest - (2 * sizeof(ulong))) >> shift, 63) : 0;
         nuint blockCount = (groups * 64) + extra;
         if (blockCount == 0)
         {
@@ -181,6 +191,7 @@ public sealed unsafe partial class BitSetAllocator : AllocatorBase, IRegionAlloc
         _blockCount = blockCount;
         _wordCount = (blockCount + 63) >> 6;
         _words = (ulong*)(_blocks + (blockCount << shift));
+        _starts = _words + _wordCount;
         Initialise();
     }
 
@@ -194,7 +205,7 @@ public sealed unsafe partial class BitSetAllocator : AllocatorBase, IRegionAlloc
     public nuint FreeBlockCount => _freeBlocks;
 
     /// <inheritdoc />
-    /// <remarks>The blocks only: the bit set that follows them is not part of the range.</remarks>
+    /// <remarks>The blocks only: the bit set and run starts that follow them are not part of the range.</remarks>
     public MemoryRange Range => new((nuint)_blocks, (nuint)_blocks + (_blockCount << _blockShift));
 
     /// <inheritdoc />
@@ -245,6 +256,7 @@ public sealed unsafe partial class BitSetAllocator : AllocatorBase, IRegionAlloc
                 {
                     int first = BitOperations.LeadingZeroCount(starts);
                     *word |= BitSetWord.BlocksMask(first, (int)count);
+                    _starts[_cursor] |= 1UL << (63 - first);
                     _freeBlocks -= count;
                     _counters.Allocated(size, count << _blockShift);
                     return _blocks + (((_cursor << 6) + (nuint)first) << _blockShift);
@@ -268,29 +280,19 @@ public sealed unsafe partial class BitSetAllocator : AllocatorBase, IRegionAlloc
     /// <inheritdoc />
     protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
     {
-        nuint first = BlockOf(pointer);
-        nuint count = (size + _blockSize - 1) >> _blockShift;
-        if (count > _blockCount - first)
-        {
-            ThrowInvalidPointer(pointer);
-        }
-
+        nuint first = ValidateLiveRun(pointer, size, out nuint count);
         int offset = (int)(first & 63);
         if (count <= (nuint)(64 - offset))
         {
             // Fast path: the run lies in one word.
-            ulong* word = _words + (first >> 6);
-            ulong mask = BitSetWord.BlocksMask(offset, (int)count);
-            if ((*word & mask) != mask)
-            {
-                ThrowAlreadyFree(pointer);
-            }
-
-            *word &= ~mask;
+            nuint w = first >> 6;
+            _words[w] &= ~BitSetWord.BlocksMask(offset, (int)count);
+            _starts[w] &= ~(1UL << (63 - offset));
         }
-        else if (!BitSetWord.TryClearRun(_words, first, count))
+        else
         {
-            ThrowAlreadyFree(pointer);
+            BitSetWord.ClearRun(_words, first, count);
+            ClearRunStart(first);
         }
 
         _freeBlocks += count;
@@ -420,6 +422,7 @@ public sealed unsafe partial class BitSetAllocator : AllocatorBase, IRegionAlloc
     private void ClearBitSet(nuint touchedWords)
     {
         NativeMemory.Clear(_words, touchedWords * sizeof(ulong));
+        NativeMemory.Clear(_starts, touchedWords * sizeof(ulong));
         int used = (int)(_blockCount & 63);
         if (used != 0)
         {
@@ -452,6 +455,7 @@ public sealed unsafe partial class BitSetAllocator : AllocatorBase, IRegionAlloc
     private byte* Take(nuint first, nuint count, nuint size)
     {
         BitSetWord.SetRun(_words, first, count);
+        MarkRunStart(first);
         nuint lastWord = (first + count - 1) >> 6;
 
         // The words a word-aligned run covers are all full, so scanning from its first word finds
@@ -506,6 +510,7 @@ public sealed unsafe partial class BitSetAllocator : AllocatorBase, IRegionAlloc
         }
 
         run[wholeWords - (tail == 0 ? 1u : 0u)] |= tailMask;
+        _starts[_cursor] |= 1UL << 63;
         if (lastWord > _highWord)
         {
             _highWord = lastWord;
@@ -514,76 +519,6 @@ public sealed unsafe partial class BitSetAllocator : AllocatorBase, IRegionAlloc
         _freeBlocks -= count;
         _counters.Allocated(size, count << _blockShift);
         return _blocks + ((_cursor << 6) << _blockShift);
-    }
-
-    /// <summary>
-    /// The last resort of a grow: frees the block's own blocks for a moment so that a run
-    /// overlapping them can be found, and puts them back when none fits.
-    /// </summary>
-    private byte* GrowOverOwnBlocks(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
-    {
-        nuint first = BlockOf(pointer);
-        nuint currentCount = (currentSize + _blockSize - 1) >> _blockShift;
-        nuint newCount = (newSize + _blockSize - 1) >> _blockShift;
-        BitSetWord.ClearRun(_words, first, currentCount);
-        _freeBlocks += currentCount;
-        nuint found = FindFree(newCount, alignment);
-        if (found == FreeRunSearch.NotFound)
-        {
-            BitSetWord.SetRun(_words, first, currentCount);
-            _freeBlocks -= currentCount;
-            return null;
-        }
-
-        _counters.Freed(currentCount << _blockShift);
-        byte* moved = Take(found, newCount, newSize);
-
-        // The runs may overlap; Buffer.MemoryCopy handles that like memmove.
-        Buffer.MemoryCopy(pointer, moved, newCount << _blockShift, currentSize);
-        return moved;
-    }
-
-    /// <summary>The block index of <paramref name="pointer"/>; throws unless it is a block start inside the region.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private nuint BlockOf(byte* pointer)
-    {
-        nuint offset = (nuint)(pointer - _blocks);
-        if (offset >= (_blockCount << _blockShift) || (offset & (_blockSize - 1)) != 0)
-        {
-            ThrowInvalidPointer(pointer);
-        }
-
-        return offset >> _blockShift;
-    }
-
-    /// <summary>Checks that a block of <paramref name="size"/> bytes at <paramref name="pointer"/> is live; returns its first block.</summary>
-    private nuint ValidateLiveRun(byte* pointer, nuint size, out nuint count)
-    {
-        nuint first = BlockOf(pointer);
-        count = (size + _blockSize - 1) >> _blockShift;
-        if (count > _blockCount - first)
-        {
-            ThrowInvalidPointer(pointer);
-        }
-
-        if (!BitSetWord.IsRunSet(_words, first, count))
-        {
-            ThrowAlreadyFree(pointer);
-        }
-
-        return first;
-    }
-
-    [DoesNotReturn]
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowAlreadyFree(byte* pointer) => Allocator.ThrowDoubleFree(Name, pointer);
-
-    [DoesNotReturn]
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private void ThrowInvalidPointer(byte* pointer)
-    {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        Allocator.ThrowNotOwned(Name, pointer);
     }
 
     /// <summary>One allowed-start mask per alignment exponent 0 … 6 (see <see cref="BitSetWord.AllowedStarts"/>).</summary>
