@@ -7,8 +7,9 @@ namespace AllocHosting.Allocators;
 
 /// <summary>
 /// A region allocator with one address-ordered red-black tree of free blocks per power-of-two
-/// size class, keeping no bookkeeping at all for allocated blocks (the seed's
-/// <c>MultipleBinarySearchTreeAllocator</c>, the "long-lived" context allocator).
+/// size class, keeping for allocated blocks only their size class, one byte per minimum block
+/// outside the region (the seed's <c>MultipleBinarySearchTreeAllocator</c>, the "long-lived"
+/// context allocator).
 /// </summary>
 /// <remarks>
 /// <para>
