@@ -57,6 +57,77 @@ public unsafe class MultipleBinarySearchTreeAllocatorPropertyTests
         }
     }
 
+    // Model: AllocatorModel's list of live blocks. After every step, frees of a live block with a
+    // size of a larger or smaller size class, and of a pointer inside it, must throw
+    // ArgumentException and be refused like an exhausted request: the model is unchanged (contents
+    // intact, no overlap), and so are the trees, the caches and the statistics. The 4 KiB top class
+    // makes many blocks over-size, checked by their number of top blocks.
+    [Theory]
+    [InlineData(0)]
+    [InlineData(96)]
+    public void Random_wrong_size_and_interior_frees_are_refused_and_leave_the_model_equal(int offset)
+    {
+        var settings = new ModelSettings { MaxSize = 10000, MaxAlignmentLog2 = 12, MaxSteps = 120, Iterations = 50 };
+        nuint size = (64 * KiB) + 96;
+        byte* buffer = (byte*)NativeMemory.AlignedAlloc(size + (nuint)offset, 4096);
+        try
+        {
+            long refused = 0;
+            AllocatorModel.Steps(settings).Array[settings.MinSteps, settings.MaxSteps].Sample(
+                steps =>
+                {
+                    using var allocator = new MultipleBinarySearchTreeAllocator(buffer + offset, size, 32, 4 * KiB);
+                    var runner = new AllocatorModel.Runner(allocator);
+                    foreach (var step in steps)
+                    {
+                        runner.Apply(step, null);
+                        if (runner.Live.Count == 0)
+                        {
+                            continue;
+                        }
+
+                        var block = runner.Live[step.Pick % runner.Live.Count];
+                        nuint usable = allocator.GetUsableSize(block.Size, block.Alignment);
+                        var pointer = (byte*)block.Address;
+                        var bad = new List<(nuint Offset, nuint Size)> { (0, usable + 1) };
+                        if (usable > 32)
+                        {
+                            bad.Add((0, usable / 2));
+                            nuint inner = Math.Min(usable / 2, 4 * KiB);
+                            bad.Add((inner, inner));
+                            bad.Add((usable - 32, 32));
+                        }
+
+                        foreach (var (at, wrong) in bad)
+                        {
+                            int[] trees = FreeBlockCounts(allocator);
+                            int[] cached = [.. Enumerable.Range(0, allocator.SizeClassCount).Select(allocator.CachedBlockCount)];
+                            var statistics = allocator.Statistics;
+                            Assert.Throws<ArgumentException>(() => allocator.Deallocate(pointer + at, wrong, 1));
+                            Assert.Equal(trees, FreeBlockCounts(allocator));
+                            Assert.Equal(cached, Enumerable.Range(0, allocator.SizeClassCount).Select(allocator.CachedBlockCount));
+                            Assert.Equal(statistics, allocator.Statistics);
+                            refused++;
+                        }
+
+                        runner.CheckInvariants();
+                        allocator.Validate();
+                    }
+
+                    runner.FreeAll();
+                    allocator.Validate();
+                    Assert.Equal(0, allocator.Statistics.BytesInUse);
+                },
+                iter: settings.Iterations,
+                threads: 1);
+            Assert.True(refused >= 2000, $"only {refused} bad frees were tried");
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(buffer);
+        }
+    }
+
     // Model: AllocatorModel's list of live blocks; after freeing everything and flushing the caches
     // the allocator must be back to its initial carving (four 64 KiB blocks) and a top-class
     // allocation must succeed.

@@ -8,9 +8,9 @@ namespace AllocHosting.Allocators;
 /// on 64-bit platforms, inside the 32-byte minimum block). A block being allocated has it erased.
 /// </summary>
 /// <remarks>
-/// The stamp only keeps the exact double-free check off the common path: a free whose block
-/// carries its stamp is checked against the caches and the trees, so caller data that happens to
-/// equal it costs time, never a wrong answer.
+/// Frees are checked against the live block map (<see cref="LiveBlockClassMap"/>), not the stamp;
+/// the stamp is what <see cref="MultipleBinarySearchTreeAllocator.Validate"/> checks to catch a
+/// write to a freed block.
 /// </remarks>
 internal static unsafe class FreeBlockStamp
 {

@@ -1,3 +1,6 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+
 namespace AllocHosting.Allocators;
 
 // Diagnostics: what the size classes hold, and the full invariant check. None of it is on an
@@ -46,7 +49,8 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator
     /// carry their free stamp and do not overlap (so no block is both cached and in a tree, or
     /// cached twice); no tree block's buddy is in the same tree below the top class; every cache
     /// holds as many blocks as it counts, within its limit; and free plus in-use bytes equal the
-    /// capacity. O(free blocks × log), allocating a list of them; it changes nothing.
+    /// capacity; the live block map covers exactly the bytes in use. O(free blocks × log + region /
+    /// minimum block), allocating a list of the free blocks; it changes nothing.
     /// </summary>
     /// <exception cref="InvalidOperationException">An invariant is violated (the allocator is corrupted, for example by a write to a freed block).</exception>
     public void Validate()
@@ -73,6 +77,11 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator
         if ((long)freeBytes + _counters.BytesInUse != _capacity)
         {
             throw new InvalidOperationException($"Free bytes ({freeBytes}) plus bytes in use ({_counters.BytesInUse}) differ from the capacity ({_capacity}).");
+        }
+
+        if (_live.Totals().Bytes != _counters.BytesInUse)
+        {
+            throw new InvalidOperationException($"The live block map covers {_live.Totals().Bytes} bytes, not the {_counters.BytesInUse} bytes in use.");
         }
     }
 
@@ -112,6 +121,34 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator
         {
             throw new InvalidOperationException($"The cache of {blockSize}-byte blocks holds {walked} blocks but counts {cache.Count}.");
         }
+    }
+
+    // A free or resize whose pointer and size are not a live block's start and size class (the
+    // live block map said no): a double free when the block lies in a free block of its class or a
+    // larger one (in a tree or a cache), else an interior pointer or a size of another class.
+    // Nothing was changed before the call.
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ThrowNotLiveSlow(byte* pointer, nuint blockSize)
+    {
+        nuint address = (nuint)pointer;
+        for (int k = _trees.ClassOf(Math.Min(blockSize, _maximumBlockSize)); k <= _topClass; k++)
+        {
+            nuint container = address & ~(_trees.BlockSizeOf(k) - 1);
+            if (container < _start)
+            {
+                break;
+            }
+
+            if (_trees.Tree(k).Find(container) != null || _caches.Cache(k).Contains(container))
+            {
+                Allocator.ThrowDoubleFree(Name, pointer);
+            }
+        }
+
+        throw new ArgumentException(
+            $"The pointer 0x{address:X} is not the start of a live {blockSize}-byte block of this {Name}: it points inside a block, or the size given is of another size class than the allocation's.",
+            nameof(pointer));
     }
 
     private void CheckSizeClass(int sizeClass)

@@ -7,8 +7,9 @@ namespace AllocHosting.Allocators;
 
 /// <summary>
 /// A region allocator with one address-ordered red-black tree of free blocks per power-of-two
-/// size class, keeping no bookkeeping at all for allocated blocks (the seed's
-/// <c>MultipleBinarySearchTreeAllocator</c>, the "long-lived" context allocator).
+/// size class, keeping for allocated blocks only their size class, one byte per minimum block
+/// outside the region (the seed's <c>MultipleBinarySearchTreeAllocator</c>, the "long-lived"
+/// context allocator).
 /// </summary>
 /// <remarks>
 /// <para>
@@ -60,14 +61,15 @@ namespace AllocHosting.Allocators;
 /// <para>
 /// <b>Checks.</b> A pointer outside the region, not aligned to its block size (so to the minimum
 /// block size at least) or to the alignment passed, or whose block would run past the region's
-/// end throws <see cref="ArgumentException"/>. Freeing a block that is still free (cached, in
-/// its tree, or merged into a larger free block) throws as a double free and changes nothing:
-/// every free block carries a stamp word, and a free of a block that carries it is checked
-/// exactly against the caches and the trees (the stamp only keeps that check off the common
-/// path, so caller data that happens to equal it costs time, never a wrong answer). Not detected,
-/// and corrupting the allocator: freeing with a size of another size class than the
-/// allocation's when the pointer is aligned to both, and a double free after any part of the
-/// block's memory was allocated again (including by a neighbour growing in place).
+/// end throws <see cref="ArgumentException"/>. So does a free, reallocation or resize in place of a
+/// pointer that is not the start of a live block (one inside a block), or with a size of another
+/// size class than the allocation's, and it changes nothing: a side map (one byte per minimum
+/// block, 1/32 of the region by default, outside it) records each live block's class at its start,
+/// written on allocation and checked and cleared on free. A size of the same class (rounding up to
+/// the same block; for over-size blocks, to the same number of top blocks) is the same block and
+/// is accepted. A free of a block that is already free (cached, in its tree, or merged into a
+/// larger free block) throws as a double free; one whose memory was allocated again since is
+/// refused when the new block differs, and frees the new block when it is the same.
 /// </para>
 /// <para>
 /// <b>Statistics.</b> <see cref="AllocatorStatistics.BytesInUse"/> counts whole blocks (the usable
@@ -117,6 +119,9 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
     // Cache k holds free blocks of class k freed without coalescing (deferred coalescing): every
     // cached block is aligned to its size, stamped, in no tree and in no other cache.
     private SizeClassCaches _caches;
+
+    // The class of every live block at its start (and nothing elsewhere): what a free is checked against.
+    private LiveBlockClassMap _live;
 
     // BytesInUse is the sum of the usable sizes of the live allocations.
     private AllocatorCounters _counters;
@@ -181,6 +186,7 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
         _topClass = _trees.TopClass;
         _capacity = (long)_trees.Carve(_start, _start + _length);
         _caches = new SizeClassCaches(in _trees, (nuint)_capacity);
+        _live = new LiveBlockClassMap(_start, _length, minimumBlockSize, maximumBlockSize);
     }
 
     /// <summary>The smallest block (and the alignment every block has).</summary>
@@ -223,8 +229,16 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
     }
 
     // A resize in place checks the block as a free does, then compares the block sizes.
-    private (nuint Old, nuint New) ResizedBlockSizes(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
-        (CheckedBlockSizeOf(pointer, currentSize, alignment), BlockSizeOf(newSize));
+    private (nuint Old, nuint New) ResizedBlockSizes(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        nuint oldBlock = CheckedBlockSizeOf(pointer, currentSize, alignment);
+        if (!_live.Contains((nuint)pointer, oldBlock))
+        {
+            ThrowNotLiveSlow(pointer, oldBlock);
+        }
+
+        return (oldBlock, BlockSizeOf(newSize));
+    }
 
     /// <inheritdoc />
     /// <remarks>
@@ -255,6 +269,7 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
         }
 
         FreeBlockStamp.Erase((nuint)block);
+        _live.Add((nuint)block, sizeClass);
         _counters.Allocated(size, blockSize);
         return (byte*)block;
     }
@@ -269,9 +284,9 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
         {
             int sizeClass = _trees.ClassOf(blockSize);
             var block = (nuint*)pointer;
-            if (FreeBlockStamp.IsMarked((nuint)block))
+            if (!_live.TryRemove((nuint)block, sizeClass))
             {
-                CheckNotFreeSlow((nuint)block, sizeClass);
+                ThrowNotLiveSlow(pointer, blockSize);
             }
 
             // Deferred coalescing: the block waits in its class's cache for the next allocation
@@ -287,7 +302,13 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
         }
         else
         {
+            if (!_live.Contains((nuint)pointer, blockSize))
+            {
+                ThrowNotLiveSlow(pointer, blockSize);
+            }
+
             FreeTopBlocks(pointer, blockSize);
+            _live.Remove((nuint)pointer, blockSize);
         }
 
         _counters.Freed(blockSize);
@@ -343,6 +364,8 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
             }
         }
 
+        _live.Remove(address, oldBlock);
+        _live.Add(address, newBlock);
         _counters.Resized((long)(newBlock - oldBlock));
         return true;
     }
@@ -367,6 +390,8 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
             _trees.Free(address + offset, _topClass);
         }
 
+        _live.Remove(address, oldBlock);
+        _live.Add(address, newBlock);
         _counters.Resized((long)newBlock - (long)oldBlock);
         return true;
     }
@@ -382,6 +407,7 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
         ObjectDisposedException.ThrowIf(_disposed, this);
         _trees.Clear();
         _caches.Clear();
+        _live.Clear();
         _trees.Carve(_start, _start + _length);
         _counters.BytesInUse = 0;
     }
@@ -401,6 +427,7 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
         _trees.Clear();
         _caches.Clear();
         _length = 0;
+        _live.Release();
         _source?.Release(_obtained, _obtainedSize);
         base.Dispose(disposing);
     }
@@ -539,6 +566,7 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
         }
 
         FreeBlockStamp.Erase(block);
+        _live.Add(block, blockSize);
         _counters.Allocated(size, blockSize);
         return (byte*)block;
     }
@@ -558,28 +586,6 @@ public sealed unsafe partial class MultipleBinarySearchTreeAllocator : Allocator
         for (nuint offset = 0; offset < blockSize; offset += _maximumBlockSize)
         {
             _trees.Free(address + offset, _topClass);
-        }
-    }
-
-    // The block being freed carries its free stamp: it is free (a double free, or a free with the
-    // wrong size) if it is cached in its class, or if it lies in a free block of its class or a
-    // larger one (in a tree or a cache); otherwise the stamp is stale or the caller's data, and the
-    // free goes on. Checked before anything changes, so a double free leaves the allocator as it was.
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private void CheckNotFreeSlow(nuint address, int sizeClass)
-    {
-        for (int k = sizeClass; k <= _topClass; k++)
-        {
-            nuint container = address & ~(_trees.BlockSizeOf(k) - 1);
-            if (container < _start)
-            {
-                break;
-            }
-
-            if (_trees.Tree(k).Find(container) != null || _caches.Cache(k).Contains(container))
-            {
-                Allocator.ThrowDoubleFree(Name, (void*)address);
-            }
         }
     }
 }
