@@ -45,32 +45,12 @@ THREADS=${THREADS:-1}
 CONNECTIONS=${CONNECTIONS:-2}
 PORT=${PORT:-5087}
 OUT=${1:-}
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BASE="http://127.0.0.1:$PORT"
-WORK=$(mktemp -d)
-SERVER_PID=""
-
-cleanup() {
-    if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
-command -v jq >/dev/null || { echo "jq is missing: apt-get install -y jq" >&2; exit 1; }
-command -v openssl >/dev/null || { echo "openssl is missing: apt-get install -y openssl" >&2; exit 1; }
+source "$(dirname "$0")/../lib/sample.sh"
+require_tools wrk jq curl openssl
 case $SUITE in all | digest | paths) ;; *) echo "SUITE must be all, digest or paths" >&2; exit 1 ;; esac
 
-dotnet build -c Release "$ROOT/samples/WebApi" -v quiet -nologo >/dev/null
-DLL="$ROOT/samples/WebApi/bin/Release/net10.0/AllocHosting.Samples.WebApi.dll"
-
 # Metrics off: this measures the buffers and the middleware, not the exporter.
-ASPNETCORE_ENVIRONMENT=Production dotnet "$DLL" --urls "$BASE" \
-    --Sample:BareBranch=true --Sample:Metrics=false --Logging:LogLevel:Default=Warning \
-    >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 1 300); do curl -fs "$BASE/stats" >/dev/null 2>&1 && break; sleep 0.1; done
-curl -fs "$BASE/stats" >/dev/null || { echo "the sample did not start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
+start_sample "$PORT" --Sample:BareBranch=true --Sample:Metrics=false
 
 if [[ $SUITE != paths ]]; then
 # A 16 KiB body for the POST variants.

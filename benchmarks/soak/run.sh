@@ -30,31 +30,11 @@ SAMPLE_SECONDS=${SAMPLE_SECONDS:-10}
 CONNECTIONS=${CONNECTIONS:-32}
 PORT=${PORT:-5089}
 OUT=${1:-}
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BASE="http://127.0.0.1:$PORT"
-WORK=$(mktemp -d)
-SERVER_PID=""
-
-cleanup() {
-    if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-for tool in wrk jq curl python3; do
-    command -v "$tool" >/dev/null || { echo "$tool is missing: apt-get install -y $tool" >&2; exit 1; }
-done
-
-dotnet build -c Release "$ROOT/samples/WebApi" -v quiet -nologo >/dev/null
-DLL="$ROOT/samples/WebApi/bin/Release/net10.0/AllocHosting.Samples.WebApi.dll"
+source "$(dirname "$0")/../lib/sample.sh"
+require_tools wrk jq curl python3
 
 # Metrics on (the soak reads the arena figures from /metrics); idle chunks trimmed every 5 s.
-ASPNETCORE_ENVIRONMENT=Production dotnet "$DLL" --urls "$BASE" \
-    --SwitchableAllocators:IdleTrimInterval=00:00:05 --Logging:LogLevel:Default=Warning \
-    >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 1 300); do curl -fs "$BASE/stats" >/dev/null 2>&1 && break; sleep 0.1; done
-curl -fs "$BASE/stats" >/dev/null || { echo "the sample did not start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
+start_sample "$PORT" --SwitchableAllocators:IdleTrimInterval=00:00:05
 
 python3 - "$WORK" <<'PY'
 import sys

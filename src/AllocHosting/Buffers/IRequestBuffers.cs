@@ -154,7 +154,7 @@ public interface IRequestBuffers
     /// </summary>
     /// <remarks>
     /// The bytes are read as they arrive into segments that double from 4 KiB up to one arena chunk, then joined once
-    /// (no join when they fit in the first segment; an honest <c>Content-Length</c> up to 64 KiB sizes that segment).
+    /// (no join when they fit in the first segment; an announced <c>Content-Length</c> sizes that segment, up to one arena chunk).
     /// <c>Content-Length</c> is a hint: one announced above <paramref name="maxBytes"/> is refused before reading, and
     /// the bytes received are counted, chunked or not. The memory lives until the request ends; what was read before
     /// a refusal or an error stays in request memory until then too. Read the response with

@@ -41,10 +41,9 @@ internal static class RequestBodyReader
             ThrowTooLarge(announcedLimit);
         }
 
-        if (announced > 0)
+        if (announced is { } length)
         {
-            // The hint: room for the announced body, at most one chunk, before the first byte arrives.
-            body.GetMemory((int)Math.Min(announced.Value, body.ChunkCapacity));
+            body.ReserveAnnounced(length);
         }
 
         PipeReader reader = context.Request.BodyReader;

@@ -118,8 +118,19 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
     /// <exception cref="InvalidOperationException">The request ended.</exception>
     public Span<byte> GetSpan(int sizeHint = 0) => GetMemory(sizeHint).Span;
 
-    // The usable bytes of one arena chunk of the request (the writer's largest segment unless a write needs more).
-    internal int ChunkCapacity => _arena.ChunkCapacityHint;
+    /// <summary>
+    /// Uses an announced length (a <c>Content-Length</c>) as a hint for the first segment, before the first byte
+    /// arrives: room for <paramref name="announced"/> bytes, at most one arena chunk, so an honest announcement of up
+    /// to a chunk lands in one segment and a lying one makes the request hold at most a chunk ahead of what it
+    /// received. Does nothing once a segment exists, or for an announcement of zero or less.
+    /// </summary>
+    internal void ReserveAnnounced(long announced)
+    {
+        if (announced > 0 && _current.IsEmpty && _segments.Count == 0)
+        {
+            GetMemory((int)Math.Min(announced, _arena.ChunkCapacityHint));
+        }
+    }
 
     private void Grow(int wanted)
     {

@@ -8,15 +8,12 @@ namespace AllocHosting;
 /// The bytes go from the content's stream into a <see cref="RequestBufferWriter"/> as they arrive, then are
 /// joined once into one contiguous block (no join when they fit in the first segment). <c>Content-Length</c> is
 /// a hint only: one announced beyond the limit is refused before reading, one within it sizes the first
-/// segment (at most <see cref="FirstSegmentHintLimit"/>, so a lying header cannot make the request rent much
-/// more than it receives), and every byte received is counted against the limit. At most one byte beyond the
+/// segment (<see cref="RequestBufferWriter.ReserveAnnounced"/>: at most one arena chunk, so a lying header cannot
+/// make the request rent much more than it receives), and every byte received is counted against the limit. At most one byte beyond the
 /// limit is read before refusing.
 /// </remarks>
 internal static class RequestContentReader
 {
-    /// <summary>The largest first segment an announced <c>Content-Length</c> may ask for: one default arena chunk.</summary>
-    public const int FirstSegmentHintLimit = 64 * 1024;
-
     public static async ValueTask<ReadOnlyMemory<byte>> ReadAsync(IRequestBuffers buffers, HttpContent content, long maxBytes, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(content);
@@ -27,14 +24,18 @@ internal static class RequestContentReader
             ThrowTooLarge(maxBytes, announced);
         }
 
-        // The content's first segment: the announced length and one spare byte that tells the end, so an honest
-        // response within the hint limit arrives in one segment and needs no join.
-        int sizeHint = content.Headers.ContentLength is long length ? (int)Math.Min(length + 1, FirstSegmentHintLimit) : 0;
         RequestBufferWriter writer = buffers.CreateWriter();   // refuses a request that has ended, even for an empty content
-        if (content.Headers.ContentLength == 0)
+        if (content.Headers.ContentLength is long length)
         {
-            // HttpClient reads no more than an announced length: nothing to rent.
-            return ReadOnlyMemory<byte>.Empty;
+            if (length == 0)
+            {
+                // HttpClient reads no more than an announced length: nothing to rent.
+                return ReadOnlyMemory<byte>.Empty;
+            }
+
+            // The announced length and one spare byte for the read that finds the end, so an honest response of up
+            // to a chunk arrives in one segment and needs no join.
+            writer.ReserveAnnounced(length + 1);
         }
 
         Stream stream = await content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
@@ -42,8 +43,7 @@ internal static class RequestContentReader
         {
             while (true)
             {
-                Memory<byte> room = writer.GetMemory(sizeHint);
-                sizeHint = 0;
+                Memory<byte> room = writer.GetMemory();
                 long allowed = maxBytes - writer.WrittenCount + 1;   // one byte beyond the limit tells that it is exceeded
                 if (room.Length > allowed)
                 {
