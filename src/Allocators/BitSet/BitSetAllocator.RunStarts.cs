@@ -28,7 +28,20 @@ public sealed unsafe partial class BitSetAllocator
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private bool IsLiveRun(nuint first, nuint count)
     {
-        if (!IsRunStart(first))
+        int offset = (int)(first & 63);
+        if (count <= (nuint)(64 - offset))
+        {
+            // One word (the common case): its blocks all allocated, and of its run starts only the first.
+            nuint w = first >> 6;
+            ulong run = BitSetWord.BlocksMask(offset, (int)count);
+            if ((_words[w] & run) != run || (_starts[w] & run) != 1UL << (63 - offset))
+            {
+                return false;
+            }
+        }
+        else if (!IsRunStart(first)
+            || !BitSetWord.IsRunClear(_starts, first + 1, count - 1)
+            || !BitSetWord.IsRunSet(_words, first, count))
         {
             return false;
         }
@@ -41,8 +54,7 @@ public sealed unsafe partial class BitSetAllocator
             return false;
         }
 
-        return (count == 1 || BitSetWord.IsRunClear(_starts, first + 1, count - 1))
-            && BitSetWord.IsRunSet(_words, first, count);
+        return true;
     }
 
     /// <summary>The block index of <paramref name="pointer"/>; throws unless it is a block start inside the region.</summary>
