@@ -30,6 +30,8 @@ internal sealed class RequestArenaPool : IDisposable
     private readonly ArenaChunkBudget _budget;
     private readonly IdleChunkTrimmer _trimmer;
     private readonly RequestArenaObjectPool _arenas;
+    private readonly ReleasedChunkQuarantine? _quarantine;   // null when ReuseDelay is zero
+    private readonly bool _clear;
 
     // The counters behind the observable instruments; any thread. The processor counters are
     // added to by every renting request, each in its arena's slot.
@@ -50,6 +52,15 @@ internal sealed class RequestArenaPool : IDisposable
         _kindTag = AllocHostingMetrics.ArenaKindName(Kind);
         _budget = new ArenaChunkBudget(_options, chunks, metrics, logger);
         _arenas = new RequestArenaObjectPool(() => new RequestArena(this, _options.MaxArenaSizePerRequest));
+        _clear = _options.ClearPolicy == ArenaClearPolicy.ClearUsed;
+        if (_options.ReuseDelay > TimeSpan.Zero)
+        {
+            _quarantine = new ReleasedChunkQuarantine(
+                // The system clock whatever the app registered: a fake clock in an app's tests must
+                // not keep released memory out of use for ever.
+                _options.ReuseDelay, _clear, _arenas.SlotCount, TimeProvider.System, _budget.Return, _budget.ReturnLarge, logger);
+        }
+
         _metrics.Observe(this);
         _trimmer = new IdleChunkTrimmer(_budget, _options.IdleTrimInterval, timeProvider, logger);
         _logger.ArenaPoolCreated(_kindTag, ChunkSize, _options.MemoryBudget, MaxChunks, chunks.Memory.GetType().Name);
@@ -67,11 +78,17 @@ internal sealed class RequestArenaPool : IDisposable
 
     public SwitchableAllocatorOptions Options => _options;
 
-    /// <summary>Pool and large chunks held by requests now.</summary>
-    public int ChunksInUse => _budget.ChunksInUse;
+    /// <summary>Pool and large chunks held by requests now (not those waiting out <c>ReuseDelay</c>).</summary>
+    public int ChunksInUse => Math.Max(0, _budget.ChunksInUse - QuarantinedChunks);
 
     /// <summary>Bytes of the chunks held by requests now, at their full sizes: what the health check compares with the budget.</summary>
-    public long BytesInUse => _budget.BytesInUse;
+    public long BytesInUse => Math.Max(0, _budget.BytesInUse - QuarantinedBytes);
+
+    /// <summary>Bytes of the chunks waiting out <c>ReuseDelay</c> (or a pin) before reuse, at their full sizes.</summary>
+    public long QuarantinedBytes => _quarantine?.Snapshot().Bytes ?? 0;
+
+    /// <summary>Chunks reused before their <c>ReuseDelay</c> because the budget was spent.</summary>
+    public long EarlyReuses => _quarantine?.EarlyReuses ?? 0;
 
     /// <summary>Bytes of the chunks that exist, idle or in use: what the budget counts.</summary>
     public long CommittedBytes => _budget.CommittedBytes;
@@ -128,7 +145,7 @@ internal sealed class RequestArenaPool : IDisposable
     public void ReturnArena(RequestArena arena, HttpContext context)
     {
         bool rejected = arena.WasRejected;
-        if (arena.Release(_options.ClearPolicy == ArenaClearPolicy.ClearUsed, out long used, out long allocated, out bool overflowed))
+        if (arena.Release(out long used, out long allocated, out bool overflowed))
         {
             _releasedAllocatedBytes.Add(arena.Slot, allocated);
             _activeArenas.Add(arena.Slot, -1);
@@ -148,7 +165,18 @@ internal sealed class RequestArenaPool : IDisposable
 
     /// <summary>Gives a request its next chunk: an idle one, a new one within the budget, or (policy Wait) one that comes back soon.</summary>
     /// <exception cref="RequestArenaBudgetExceededException">The budget is spent.</exception>
-    public ArenaChunk TakeChunk(RequestArena arena) => _budget.Take(arena.Slot) ?? RefuseSlow(arena);
+    public ArenaChunk TakeChunk(RequestArena arena) => _budget.TakeHot(arena.Slot) ?? TakeChunkSlow(arena);
+
+    // The slot's hot chunk is gone: chunks whose quarantine ended go back first (so the pool does not
+    // create chunks while expired ones wait), then the budget's other paths.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ArenaChunk TakeChunkSlow(RequestArena arena)
+    {
+        _quarantine?.ReleaseExpired();
+        return _budget.Take(arena.Slot)
+            ?? (_quarantine is { } quarantine && quarantine.ReleaseOldest() ? _budget.Take(arena.Slot) : null)
+            ?? RefuseSlow(arena);
+    }
 
     // The budget is spent: the request is marked for a 503 with Retry-After.
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -159,8 +187,44 @@ internal sealed class RequestArenaPool : IDisposable
             $"The request arena budget ({_options.MemoryBudget} bytes, {MaxChunks} chunks of {ChunkSize} bytes; setting {SwitchableAllocatorOptions.SectionName}:MemoryBudget) is spent; the request is refused with 503.");
     }
 
-    /// <summary>Gives a chunk back, into the hot slot <paramref name="slot"/> (the returning arena's).</summary>
-    public void ReturnChunk(ArenaChunk chunk, int slot) => _budget.Return(chunk, slot);
+    /// <summary>
+    /// Ends a request's use of a pool chunk (its managers retire) and gives it back: into the
+    /// quarantine, which clears it by policy and returns it to slot <paramref name="slot"/> once
+    /// <c>ReuseDelay</c> has passed, or (no delay) cleared now and straight into that hot slot.
+    /// </summary>
+    /// <returns>The high-water mark of the use: the bytes it may have written.</returns>
+    public long ReleaseChunk(ArenaChunk chunk, int slot)
+    {
+        if (_quarantine is { } quarantine)
+        {
+            long highWater = chunk.Retire();
+            quarantine.Add(chunk, slot, large: false, ChunkSize);
+            return highWater;
+        }
+
+        long used = chunk.Release(_clear);
+        _budget.Return(chunk, slot);
+        return used;
+    }
+
+    /// <summary>Ends a request's use of a large chunk and gives it back, through the quarantine as for pool chunks.</summary>
+    /// <returns>The high-water mark of the use.</returns>
+    public long ReleaseLargeChunk(ArenaChunk chunk, int slot)
+    {
+        if (_quarantine is { } quarantine)
+        {
+            long highWater = chunk.Retire();
+            quarantine.Add(chunk, slot, large: true, chunk.Capacity);
+            return highWater;
+        }
+
+        long used = chunk.Release(_clear);
+        _budget.ReturnLarge(chunk);
+        return used;
+    }
+
+    /// <summary>Chunks released by requests that are waiting out <c>ReuseDelay</c> (or a pin) before reuse.</summary>
+    public int QuarantinedChunks => _quarantine?.Count ?? 0;
 
     /// <summary>
     /// Before a request takes a chunk past <c>MaxArenaSizePerRequest</c>: under the overflow policy
@@ -201,14 +265,15 @@ internal sealed class RequestArenaPool : IDisposable
                 $"A rent of {bytes} bytes needs a chunk of {size} bytes, more than the whole request arena budget ({SwitchableAllocatorOptions.SectionName}:MemoryBudget, {_options.MemoryBudget} bytes).");
         }
 
-        return _budget.TakeLarge(bytes) ?? RefuseSlow(arena);
+        _quarantine?.ReleaseExpired();
+        return _budget.TakeLarge(bytes)
+            ?? (_quarantine is { } quarantine && quarantine.ReleaseOldest() ? _budget.TakeLarge(bytes) : null)
+            ?? RefuseSlow(arena);
     }
-
-    /// <summary>Gives a released large chunk back at the end of its request.</summary>
-    public void ReturnLargeChunk(ArenaChunk chunk) => _budget.ReturnLarge(chunk);
 
     public void Dispose()
     {
+        _quarantine?.Dispose();
         _budget.Dispose();
         _trimmer.Dispose();
     }
