@@ -181,7 +181,8 @@ internal sealed class ReleasedChunkQuarantine : IDisposable
         int left = 0;
         foreach (Lane lane in _lanes)
         {
-            while (true)
+            // A racy look first (a count read without the lock): an empty lane costs no lock.
+            while (lane.Queue.Count > 0)
             {
                 Entry expired;
                 lock (lane.Lock)
@@ -214,6 +215,11 @@ internal sealed class ReleasedChunkQuarantine : IDisposable
             long oldestAt = long.MaxValue;
             foreach (Lane lane in _lanes)
             {
+                if (lane.Queue.Count == 0)
+                {
+                    continue;   // a racy look, as in ReleaseExpired
+                }
+
                 lock (lane.Lock)
                 {
                     if (lane.Queue.Count > 0 && lane.Queue.Peek().ReleasedAt < oldestAt)
@@ -305,6 +311,10 @@ internal sealed class ReleasedChunkQuarantine : IDisposable
         if (_clear)
         {
             entry.Chunk.ClearPending();
+        }
+        else
+        {
+            entry.Chunk.DropPending();
         }
 
         if (entry.Large)

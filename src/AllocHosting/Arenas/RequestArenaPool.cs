@@ -30,7 +30,8 @@ internal sealed class RequestArenaPool : IDisposable
     private readonly ArenaChunkBudget _budget;
     private readonly IdleChunkTrimmer _trimmer;
     private readonly RequestArenaObjectPool _arenas;
-    private readonly ReleasedChunkQuarantine? _quarantine;   // null when ReuseDelay is zero
+    private readonly ReleasedChunkQuarantine _quarantine;
+    private readonly bool _delayed;   // ReuseDelay is above zero (else only pinned chunks go through the quarantine)
     private readonly bool _clear;
 
     // The counters behind the observable instruments; any thread. The processor counters are
@@ -53,13 +54,11 @@ internal sealed class RequestArenaPool : IDisposable
         _budget = new ArenaChunkBudget(_options, chunks, metrics, logger);
         _arenas = new RequestArenaObjectPool(() => new RequestArena(this, _options.MaxArenaSizePerRequest));
         _clear = _options.ClearPolicy == ArenaClearPolicy.ClearUsed;
-        if (_options.ReuseDelay > TimeSpan.Zero)
-        {
-            _quarantine = new ReleasedChunkQuarantine(
-                // The system clock whatever the app registered: a fake clock in an app's tests must
-                // not keep released memory out of use for ever.
-                _options.ReuseDelay, _clear, _arenas.SlotCount, TimeProvider.System, _budget.Return, _budget.ReturnLarge, logger);
-        }
+        _delayed = _options.ReuseDelay > TimeSpan.Zero;
+        _quarantine = new ReleasedChunkQuarantine(
+            // The system clock whatever the app registered: a fake clock in an app's tests must
+            // not keep released memory out of use for ever.
+            _options.ReuseDelay, _clear, _arenas.SlotCount, TimeProvider.System, _budget.Return, _budget.ReturnLarge, logger);
 
         _metrics.Observe(this);
         _trimmer = new IdleChunkTrimmer(_budget, _options.IdleTrimInterval, timeProvider, logger);
@@ -85,10 +84,10 @@ internal sealed class RequestArenaPool : IDisposable
     public long BytesInUse => Math.Max(0, _budget.BytesInUse - QuarantinedBytes);
 
     /// <summary>Bytes of the chunks waiting out <c>ReuseDelay</c> (or a pin) before reuse, at their full sizes.</summary>
-    public long QuarantinedBytes => _quarantine?.Snapshot().Bytes ?? 0;
+    public long QuarantinedBytes => _quarantine.Snapshot().Bytes;
 
     /// <summary>Chunks reused before their <c>ReuseDelay</c> because the budget was spent.</summary>
-    public long EarlyReuses => _quarantine?.EarlyReuses ?? 0;
+    public long EarlyReuses => _quarantine.EarlyReuses;
 
     /// <summary>Bytes of the chunks that exist, idle or in use: what the budget counts.</summary>
     public long CommittedBytes => _budget.CommittedBytes;
@@ -172,9 +171,9 @@ internal sealed class RequestArenaPool : IDisposable
     [MethodImpl(MethodImplOptions.NoInlining)]
     private ArenaChunk TakeChunkSlow(RequestArena arena)
     {
-        _quarantine?.ReleaseExpired();
+        _quarantine.ReleaseExpired();
         return _budget.Take(arena.Slot)
-            ?? (_quarantine is { } quarantine && quarantine.ReleaseOldest() ? _budget.Take(arena.Slot) : null)
+            ?? (_quarantine.ReleaseOldest() ? _budget.Take(arena.Slot) : null)
             ?? RefuseSlow(arena);
     }
 
@@ -195,36 +194,54 @@ internal sealed class RequestArenaPool : IDisposable
     /// <returns>The high-water mark of the use: the bytes it may have written.</returns>
     public long ReleaseChunk(ArenaChunk chunk, int slot)
     {
-        if (_quarantine is { } quarantine)
+        // Retired first: from then on no new pin can start, so a chunk found unpinned stays so.
+        long highWater = chunk.Retire();
+        if (_delayed || chunk.IsPinned)
         {
-            long highWater = chunk.Retire();
-            quarantine.Add(chunk, slot, large: false, ChunkSize);
-            return highWater;
+            _quarantine.Add(chunk, slot, large: false, ChunkSize);
+        }
+        else
+        {
+            ClearRetired(chunk);
+            _budget.Return(chunk, slot);
         }
 
-        long used = chunk.Release(_clear);
-        _budget.Return(chunk, slot);
-        return used;
+        return highWater;
+    }
+
+    // Without a delay: the retired chunk's bytes are cleared (or dropped) now, before its next use.
+    private void ClearRetired(ArenaChunk chunk)
+    {
+        if (_clear)
+        {
+            chunk.ClearPending();
+        }
+        else
+        {
+            chunk.DropPending();
+        }
     }
 
     /// <summary>Ends a request's use of a large chunk and gives it back, through the quarantine as for pool chunks.</summary>
     /// <returns>The high-water mark of the use.</returns>
     public long ReleaseLargeChunk(ArenaChunk chunk, int slot)
     {
-        if (_quarantine is { } quarantine)
+        long highWater = chunk.Retire();
+        if (_delayed || chunk.IsPinned)
         {
-            long highWater = chunk.Retire();
-            quarantine.Add(chunk, slot, large: true, chunk.Capacity);
-            return highWater;
+            _quarantine.Add(chunk, slot, large: true, chunk.Capacity);
+        }
+        else
+        {
+            ClearRetired(chunk);
+            _budget.ReturnLarge(chunk);
         }
 
-        long used = chunk.Release(_clear);
-        _budget.ReturnLarge(chunk);
-        return used;
+        return highWater;
     }
 
     /// <summary>Chunks released by requests that are waiting out <c>ReuseDelay</c> (or a pin) before reuse.</summary>
-    public int QuarantinedChunks => _quarantine?.Count ?? 0;
+    public int QuarantinedChunks => _quarantine.Count;
 
     /// <summary>
     /// Before a request takes a chunk past <c>MaxArenaSizePerRequest</c>: under the overflow policy
@@ -265,15 +282,15 @@ internal sealed class RequestArenaPool : IDisposable
                 $"A rent of {bytes} bytes needs a chunk of {size} bytes, more than the whole request arena budget ({SwitchableAllocatorOptions.SectionName}:MemoryBudget, {_options.MemoryBudget} bytes).");
         }
 
-        _quarantine?.ReleaseExpired();
+        _quarantine.ReleaseExpired();
         return _budget.TakeLarge(bytes)
-            ?? (_quarantine is { } quarantine && quarantine.ReleaseOldest() ? _budget.TakeLarge(bytes) : null)
+            ?? (_quarantine.ReleaseOldest() ? _budget.TakeLarge(bytes) : null)
             ?? RefuseSlow(arena);
     }
 
     public void Dispose()
     {
-        _quarantine?.Dispose();
+        _quarantine.Dispose();
         _budget.Dispose();
         _trimmer.Dispose();
     }

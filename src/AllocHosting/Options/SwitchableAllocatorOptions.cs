@@ -113,7 +113,7 @@ public sealed class SwitchableAllocatorOptions
 
     /// <summary>
     /// How long memory a request released stays out of use before another request may get it, from
-    /// zero to <see cref="MaxReuseDelay"/>. Default 20 ms.
+    /// zero to <see cref="MaxReuseDelay"/>. Default 100 ms.
     /// </summary>
     /// <remarks>
     /// <para>
@@ -122,7 +122,9 @@ public sealed class SwitchableAllocatorOptions
     /// but a use already in progress when the request ends (a copy, a hash, a thread preempted in the
     /// middle of one) still completes. The delay keeps the released chunk away from other requests
     /// meanwhile, and the clear policy clears it as it comes back into use, after the delay, so such a
-    /// write lands nowhere another request can see. A chunk with an outstanding <c>Pin()</c> handle (an
+    /// write lands nowhere another request can see. The default is several scheduler periods, so that
+    /// even a thread preempted in the middle of its write on a loaded machine finishes it in time; a
+    /// use that stays in progress longer than the delay is not covered. A chunk with an outstanding <c>Pin()</c> handle (an
     /// asynchronous socket or file operation) stays out until the handle is disposed, whatever the delay.
     /// </para>
     /// <para>
@@ -133,5 +135,5 @@ public sealed class SwitchableAllocatorOptions
     /// keeps request memory past its request).
     /// </para>
     /// </remarks>
-    public TimeSpan ReuseDelay { get; set; } = TimeSpan.FromMilliseconds(20);
+    public TimeSpan ReuseDelay { get; set; } = TimeSpan.FromMilliseconds(100);
 }

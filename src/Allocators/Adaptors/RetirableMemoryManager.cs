@@ -81,13 +81,21 @@ public abstract unsafe class RetirableMemoryManager<T> : MemoryManager<T>
     /// <exception cref="ObjectDisposedException">The manager's life has ended.</exception>
     public sealed override MemoryHandle Pin(int elementIndex = 0)
     {
-        ThrowIfEnded();
         if ((uint)elementIndex > (uint)_length)
         {
+            ThrowIfEnded();
             ThrowIndexOutOfRange(elementIndex);
         }
 
+        // Counted before the check, so that an owner that ends the life and then finds no pin
+        // outstanding knows that every later Pin throws (and undoes its count).
         OnPinned();
+        if (Volatile.Read(ref _state) != Live)
+        {
+            OnUnpinned();
+            ThrowEnded();
+        }
+
         return new MemoryHandle(_start + elementIndex, default, this);
     }
 

@@ -284,7 +284,7 @@ public sealed unsafe class ArenaChunk : IDisposable
         }
         else
         {
-            _pendingClear = 0;
+            DropPending();
         }
 
         return highWater;
@@ -338,6 +338,9 @@ public sealed unsafe class ArenaChunk : IDisposable
             _pendingClear = 0;
         }
     }
+
+    /// <summary>Forgets the bytes pending clearing without clearing them (for an owner whose policy is not to clear): the next <see cref="ClearPending"/> clears only what later uses write.</summary>
+    public void DropPending() => _pendingClear = 0;
 
     /// <summary>
     /// Whether a <see cref="System.Buffers.MemoryHandle"/> from <c>Pin</c> on memory of any use (current
