@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Logging;
 
 namespace AllocHosting;
@@ -41,7 +42,10 @@ internal sealed class ArenaScopeFactory(RequestArenaPool pool, AllocHostingMetri
         }
     }
 
-    public ArenaScope CreateScope(string callerMemberName = "", string callerFilePath = "", int callerLineNumber = 0)
+    public ArenaScope CreateScope(
+        [CallerMemberName] string callerMemberName = "",
+        [CallerFilePath] string callerFilePath = "",
+        [CallerLineNumber] int callerLineNumber = 0)
     {
         RequestArena arena = pool.RentArena(null);
         var scope = new ArenaScope(this, arena, callerMemberName, callerFilePath, callerLineNumber);
