@@ -85,6 +85,27 @@ public sealed class RequestArenaHubFilterTests
         await TestApp.EventuallyAsync(() => server.Pool.ChunksInUse == 0, "the connection's request ended");
     }
 
+    [Fact]
+    public void AddRequestArenas_adds_the_allocators_only_if_missing_and_the_filter_once()
+    {
+        var alone = new ServiceCollection();
+        alone.AddSignalR().AddRequestArenas();
+        Assert.Contains(alone, d => d.ServiceType == typeof(RequestArenaPool));
+        Assert.Contains(alone, d => d.ServiceType == typeof(IArenaScopeFactory));
+
+        var services = new ServiceCollection();
+        services.AddSwitchableAllocators(options => options.MemoryBudget = 8 * 1024 * 1024);
+        int registrations = services.Count;
+        ISignalRServerBuilder signalR = services.AddSignalR();
+        int withSignalR = services.Count;
+        signalR.AddRequestArenas().AddRequestArenas();
+
+        // The filter and its options callback only: the configuration is not bound again after the app's callback.
+        Assert.Equal(withSignalR + 2, services.Count);
+        Assert.Single(services, d => d.ServiceType == typeof(RequestArenaHubFilter));
+        Assert.True(withSignalR > registrations);
+    }
+
     /// <summary>What the hub saw, kept across its per-invocation instances.</summary>
     public sealed class HubProbe
     {

@@ -11,8 +11,8 @@ public static class RequestArenaSignalRBuilderExtensions
     /// Gives each hub invocation its own arena (an <see cref="ArenaScope"/> of the request pool), so that
     /// <see cref="IRequestBuffers"/>, injected into a hub method or the hub's constructor, rents memory that is
     /// released when the method returns. Without it, <see cref="IRequestBuffers"/> in a hub would rent from the
-    /// connection's request, whose arena lives (and grows) as long as the connection. Also calls
-    /// <c>AddSwitchableAllocators()</c>. Adds a global hub filter; calling it again adds nothing.
+    /// connection's request, whose arena lives (and grows) as long as the connection. Calls
+    /// <c>AddSwitchableAllocators()</c> if the app has not. Adds a global hub filter; calling it again adds nothing.
     /// </summary>
     /// <remarks>
     /// The arena ends when the hub method returns: its return value is serialised afterwards, so return managed
@@ -25,7 +25,13 @@ public static class RequestArenaSignalRBuilderExtensions
     public static ISignalRServerBuilder AddRequestArenas(this ISignalRServerBuilder builder)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        builder.Services.AddSwitchableAllocators();
+        if (!builder.Services.Any(descriptor => descriptor.ServiceType == typeof(RequestArenaPool)))
+        {
+            // Only when missing: a second call would bind the configuration again after the app's own
+            // configure callback, and a configured key would then override what the code set.
+            builder.Services.AddSwitchableAllocators();
+        }
+
         if (builder.Services.Any(descriptor => descriptor.ServiceType == typeof(RequestArenaHubFilter)))
         {
             return builder;
