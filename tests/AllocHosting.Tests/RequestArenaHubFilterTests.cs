@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using AllocHosting.Allocators;
 using System.Net;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -86,6 +87,20 @@ public sealed class RequestArenaHubFilterTests
     }
 
     [Fact]
+    public async Task With_InstallContextAllocator_the_invocation_arena_serves_the_switchable_allocator_too()
+    {
+        await using var server = await HubServer.StartAsync(withArenas: true, options => options.InstallContextAllocator = true);
+        await using HubConnection connection = await server.ConnectAsync();
+
+        for (int i = 0; i < 2; i++)
+        {
+            long used = await connection.InvokeAsync<long>(nameof(ArenaProbeHub.AllocateThroughSwitchable));
+            Assert.InRange(used, 1000, 1100);   // this invocation's arena only, not the connection's nor the previous one's
+            await TestApp.EventuallyAsync(() => server.Pool.ChunksInUse == 0, "the invocation released its arena");
+        }
+    }
+
+    [Fact]
     public void AddRequestArenas_adds_the_allocators_only_if_missing_and_the_filter_once()
     {
         var alone = new ServiceCollection();
@@ -163,6 +178,20 @@ public sealed class RequestArenaHubFilterTests
             return buffers.Used;
         }
 
+        public long AllocateThroughSwitchable(SwitchableAllocator switchable, IRequestBuffers buffers)
+        {
+            if (switchable.ContextSource is not RequestArenaContextSource)
+            {
+                return -1;
+            }
+
+            // Code that speaks Memory<byte> through the switchable allocator (no unsafe code).
+            using var pool = new AllocatorMemoryPool(switchable);
+            using System.Buffers.IMemoryOwner<byte> owner = pool.Rent(1000);
+            owner.Memory.Span.Fill(9);
+            return buffers.Used;
+        }
+
         public void KeepBuffers()
         {
             constructorBuffers.Rent(10);
@@ -188,7 +217,7 @@ public sealed class RequestArenaHubFilterTests
 
         public HubProbe Probe => _app.Services.GetRequiredService<HubProbe>();
 
-        public static async Task<HubServer> StartAsync(bool withArenas)
+        public static async Task<HubServer> StartAsync(bool withArenas, Action<SwitchableAllocatorOptions>? configure = null)
         {
             var builder = WebApplication.CreateBuilder(new WebApplicationOptions { EnvironmentName = "Production" });
             builder.Logging.ClearProviders();
@@ -197,6 +226,7 @@ public sealed class RequestArenaHubFilterTests
             {
                 options.MemoryBudget = 16 * 1024 * 1024;
                 options.IdleTrimInterval = TimeSpan.FromHours(1);
+                configure?.Invoke(options);
             });
             ISignalRServerBuilder signalR = builder.Services.AddSignalR(options => options.MaximumParallelInvocationsPerClient = 2);
             if (withArenas)
