@@ -295,8 +295,8 @@ internal sealed class RequestArena : IRequestArenaFeature
     /// <summary>The pool's per-processor slot this request uses for its arena object and its chunks (read once, when the request took the arena).</summary>
     public int Slot { get; private set; }
 
-    /// <summary>Starts serving a request.</summary>
-    public void Activate(HttpContext context, int slot)
+    /// <summary>Starts serving a request, or an arena scope when <paramref name="context"/> is null (no request body, no 503).</summary>
+    public void Activate(HttpContext? context, int slot)
     {
         Slot = slot;
         _context = context;

@@ -130,8 +130,8 @@ internal sealed class RequestArenaPool : IDisposable
         }
     }
 
-    /// <summary>Starts a request: an arena object, bound to the processor slot of the calling thread.</summary>
-    public RequestArena RentArena(HttpContext context)
+    /// <summary>Starts a request (or, with a null <paramref name="context"/>, an arena scope): an arena object, bound to the processor slot of the calling thread.</summary>
+    public RequestArena RentArena(HttpContext? context)
     {
         // One processor-id read per request: the arena keeps the slot for its chunk and its return.
         int slot = _arenas.CurrentIndex;
@@ -141,17 +141,18 @@ internal sealed class RequestArenaPool : IDisposable
     }
 
     /// <summary>Ends the arena's request: releases its memory, records its usage, and keeps the object for the next request.</summary>
-    public void ReturnArena(RequestArena arena, HttpContext context)
+    /// <remarks>A null <paramref name="context"/> ends an arena scope: its usage is tagged <c>scope</c>, and a refused rent is the scope's caller's exception, not a rejected request.</remarks>
+    public void ReturnArena(RequestArena arena, HttpContext? context)
     {
         bool rejected = arena.WasRejected;
         if (arena.Release(out long used, out long allocated, out bool overflowed))
         {
             _releasedAllocatedBytes.Add(arena.Slot, allocated);
             _activeArenas.Add(arena.Slot, -1);
-            _metrics.ArenaReleased(used, overflowed, _kindTag);
+            _metrics.ArenaReleased(used, overflowed, _kindTag, context is null ? AllocHostingMetrics.ScopeOwner : AllocHostingMetrics.RequestOwner);
         }
 
-        if (rejected)
+        if (rejected && context is not null)
         {
             Interlocked.Increment(ref _rejectedCount);
             Interlocked.Exchange(ref _lastRejectionTimestamp, Math.Max(1, _timeProvider.GetTimestamp()));
