@@ -85,32 +85,22 @@ internal sealed class ReleasedChunkQuarantine : IDisposable
     /// <summary>Chunks in the quarantine now, pinned ones included (a snapshot).</summary>
     public int Count => Snapshot().Chunks;
 
-    /// <summary>Chunks in the quarantine now and their bytes at full size, pinned ones included (a snapshot, for the figures: O(chunks inside)).</summary>
+    /// <summary>
+    /// Chunks in the quarantine now and their bytes at full size, pinned ones included: from the moment
+    /// they come in until they are back in the budget (so a figure of the budget read after this one
+    /// never counts a chunk on its way back as in use). Lock-free.
+    /// </summary>
     public (int Chunks, long Bytes) Snapshot()
     {
         int count = 0;
         long bytes = 0;
         foreach (Lane lane in _lanes)
         {
-            lock (lane.Lock)
-            {
-                count += lane.Queue.Count;
-                foreach (Entry entry in lane.Queue)
-                {
-                    bytes += entry.Bytes;
-                }
-            }
+            count += Volatile.Read(ref lane.Inside);
+            bytes += Interlocked.Read(ref lane.InsideBytes);
         }
 
-        lock (_pinnedLock)
-        {
-            foreach (Entry entry in _pinned)
-            {
-                bytes += entry.Bytes;
-            }
-
-            return (count + _pinned.Count, bytes);
-        }
+        return (count, bytes);
     }
 
     /// <summary>Chunks that left before their delay because the budget was spent (see <see cref="ReleaseOldest"/>).</summary>
@@ -141,6 +131,8 @@ internal sealed class ReleasedChunkQuarantine : IDisposable
     {
         long now = _time.GetTimestamp();
         Lane lane = _lanes[slot];
+        Interlocked.Increment(ref lane.Inside);
+        Interlocked.Add(ref lane.InsideBytes, bytes);
         Entry expired = default;
         bool disposed;
         lock (lane.Lock)
@@ -325,6 +317,11 @@ internal sealed class ReleasedChunkQuarantine : IDisposable
         {
             _returnPoolChunk(entry.Chunk, entry.Slot);
         }
+
+        // Counted out only once it is back.
+        Lane lane = _lanes[entry.Slot];
+        Interlocked.Add(ref lane.InsideBytes, -entry.Bytes);
+        Interlocked.Decrement(ref lane.Inside);
     }
 
     private int ReleaseUnpinned()
@@ -411,5 +408,9 @@ internal sealed class ReleasedChunkQuarantine : IDisposable
     {
         public readonly Lock Lock = new();
         public readonly Queue<Entry> Queue = new();
+
+        // The lane's chunks and bytes from Add until back in the budget (Interlocked).
+        public int Inside;
+        public long InsideBytes;
     }
 }

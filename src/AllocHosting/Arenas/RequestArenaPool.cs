@@ -78,10 +78,26 @@ internal sealed class RequestArenaPool : IDisposable
     public SwitchableAllocatorOptions Options => _options;
 
     /// <summary>Pool and large chunks held by requests now (not those waiting out <c>ReuseDelay</c>).</summary>
-    public int ChunksInUse => Math.Max(0, _budget.ChunksInUse - QuarantinedChunks);
+    public int ChunksInUse
+    {
+        get
+        {
+            // The quarantine first: a chunk counts there until it is back in the budget, so read in
+            // this order a chunk on its way back is never taken for one in use.
+            int quarantined = QuarantinedChunks;
+            return Math.Max(0, _budget.ChunksInUse - quarantined);
+        }
+    }
 
     /// <summary>Bytes of the chunks held by requests now, at their full sizes: what the health check compares with the budget.</summary>
-    public long BytesInUse => Math.Max(0, _budget.BytesInUse - QuarantinedBytes);
+    public long BytesInUse
+    {
+        get
+        {
+            long quarantined = QuarantinedBytes;
+            return Math.Max(0, _budget.BytesInUse - quarantined);
+        }
+    }
 
     /// <summary>Bytes of the chunks waiting out <c>ReuseDelay</c> (or a pin) before reuse, at their full sizes.</summary>
     public long QuarantinedBytes => _quarantine.Snapshot().Bytes;
