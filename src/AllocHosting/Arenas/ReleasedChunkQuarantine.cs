@@ -199,13 +199,14 @@ internal sealed class ReleasedChunkQuarantine : IDisposable
     /// leave before its delay (counted in <see cref="EarlyReuses"/>), so that memory waiting out the
     /// delay never turns into a refused request. Returns whether one left.
     /// </summary>
-    public bool ReleaseOldest()
+    /// <param name="slot">The processor slot of the rent that needs the chunk: its own lane's oldest goes first (no scan of the other lanes, which only matter when it is empty).</param>
+    public bool ReleaseOldest(int slot)
     {
         while (true)
         {
-            Lane? oldest = null;
+            Lane? oldest = _lanes[slot].Queue.Count > 0 ? _lanes[slot] : null;
             long oldestAt = long.MaxValue;
-            foreach (Lane lane in _lanes)
+            foreach (Lane lane in oldest is null ? _lanes : [])
             {
                 if (lane.Queue.Count == 0)
                 {

@@ -190,7 +190,7 @@ internal sealed class RequestArenaPool : IDisposable
     {
         _quarantine.ReleaseExpired();
         return _budget.Take(arena.Slot)
-            ?? (_quarantine.ReleaseOldest() ? _budget.Take(arena.Slot) : null)
+            ?? (_quarantine.ReleaseOldest(arena.Slot) ? _budget.Take(arena.Slot) : null)
             ?? RefuseSlow(arena);
     }
 
@@ -301,7 +301,7 @@ internal sealed class RequestArenaPool : IDisposable
 
         _quarantine.ReleaseExpired();
         return _budget.TakeLarge(bytes)
-            ?? (_quarantine.ReleaseOldest() ? _budget.TakeLarge(bytes) : null)
+            ?? (_quarantine.ReleaseOldest(arena.Slot) ? _budget.TakeLarge(bytes) : null)
             ?? RefuseSlow(arena);
     }
 
