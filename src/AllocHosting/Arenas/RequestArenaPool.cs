@@ -189,9 +189,18 @@ internal sealed class RequestArenaPool : IDisposable
     private ArenaChunk TakeChunkSlow(RequestArena arena)
     {
         _quarantine.ReleaseExpired();
-        return _budget.Take(arena.Slot)
-            ?? (_quarantine.ReleaseOldest(arena.Slot) ? _budget.Take(arena.Slot) : null)
-            ?? RefuseSlow(arena);
+        MakeRoomInQuarantine(ChunkSize, arena.Slot);
+        return _budget.Take(arena.Slot) ?? RefuseSlow(arena);
+    }
+
+    // When the chunks that requests hold or that wait in the quarantine leave no room for a chunk of
+    // size bytes, the ones released longest ago leave the quarantine early (counted) until there is
+    // room or none is left: memory waiting out the delay must not turn into a refused request.
+    private void MakeRoomInQuarantine(long size, int slot)
+    {
+        while (_budget.BytesInUse + size > _options.MemoryBudget && _quarantine.ReleaseOldest(slot))
+        {
+        }
     }
 
     // The budget is spent: the request is marked for a 503 with Retry-After.
@@ -300,9 +309,8 @@ internal sealed class RequestArenaPool : IDisposable
         }
 
         _quarantine.ReleaseExpired();
-        return _budget.TakeLarge(bytes)
-            ?? (_quarantine.ReleaseOldest(arena.Slot) ? _budget.TakeLarge(bytes) : null)
-            ?? RefuseSlow(arena);
+        MakeRoomInQuarantine(size, arena.Slot);
+        return _budget.TakeLarge(bytes) ?? RefuseSlow(arena);
     }
 
     public void Dispose()
