@@ -32,15 +32,24 @@ public static class BadInputSettings
         "bump" or "context-short" or "context-short-concurrent" => BadInput.ForeignPointer,
 
         // Allocators that keep each block's exact size and alignment refuse every kind.
-        "native-tracked" or "memorypool" or "switchable" => BadInput.All,
+        "native-tracked" or "memorypool" => BadInput.All,
 
         // ThreadLocalAllocator's remarks: a slab block is known by its page, whose class size bounds
         // the size passed from above only (a block shrunk in place keeps its class), so a smaller
         // size is tolerated; no allocator but the tracking ones records a block's alignment, which
         // IAllocator documents as checked only where recorded.
-        "threadlocal" => BadInput.All & ~(BadInput.SmallerSize | BadInput.WrongAlignment),
+        // A SwitchableAllocator routes each block to its owner: its small blocks come from its
+        // thread-local allocator, with that allocator's tolerances (its global allocator, a tracking
+        // NativeMemoryAllocator, would refuse them).
+        "threadlocal" or "switchable" => BadInput.All & ~(BadInput.SmallerSize | BadInput.WrongAlignment),
 
-        // Region and mapping allocators: the alignment is not recorded (IAllocator's remarks).
+        // MemoryMapAllocator keeps each block's mapped size and acts on it: any size up to it names
+        // the block (the MappedBlock comment: a thread-local allocator's fallback blocks are mapped
+        // with their class size), so a smaller size is tolerated; the alignment is not recorded.
+        "memorymap" => BadInput.All & ~(BadInput.SmallerSize | BadInput.WrongAlignment),
+
+        // Region allocators (bit set, tree, and their context forms): the alignment is not recorded
+        // (IAllocator's remarks); sizes are checked against the block's run or size class.
         _ => BadInput.All & ~BadInput.WrongAlignment,
     };
 }
