@@ -164,6 +164,7 @@ public static unsafe class AllocatorModel
     }
 
     /// <summary>Applies steps to one allocator and keeps the reference model.</summary>
+    /// <remarks>Messages are formatted only when a check fails (an exception's text costs milliseconds: formatted on every step, it would dominate the stress runs).</remarks>
     public sealed class Runner(IAllocator allocator)
     {
         // Memory no allocator handed out: the foreign pointers of the bad steps point into it. One
@@ -297,12 +298,21 @@ public static unsafe class AllocatorModel
             for (int i = 0; i < sorted.Length; i++)
             {
                 var block = sorted[i];
-                Assert.True(Allocator.IsAligned(block.Address, block.Alignment), $"block at 0x{block.Address:X} is aligned to {block.Alignment}");
-                Assert.True(allocator.Owns((byte*)block.Address), $"the allocator owns its block at 0x{block.Address:X}");
+                if (!Allocator.IsAligned(block.Address, block.Alignment))
+                {
+                    Assert.Fail($"block at 0x{block.Address:X} is aligned to {block.Alignment}");
+                }
+                if (!allocator.Owns((byte*)block.Address))
+                {
+                    Assert.Fail($"the allocator owns its block at 0x{block.Address:X}");
+                }
                 if (i > 0)
                 {
                     var previous = sorted[i - 1];
-                    Assert.True(previous.Address + previous.Size <= block.Address, $"blocks at 0x{previous.Address:X}+{previous.Size} and 0x{block.Address:X} overlap");
+                    if (previous.Address + previous.Size > block.Address)
+                    {
+                        Assert.Fail($"blocks at 0x{previous.Address:X}+{previous.Size} and 0x{block.Address:X} overlap");
+                    }
                 }
 
                 block.AssertIntact();
@@ -310,7 +320,10 @@ public static unsafe class AllocatorModel
 
             Assert.True(allocator.Statistics.BytesInUse >= 0, "bytes in use is never negative");
             long inUse = allocator.Statistics.BytesInUse;
-            Assert.True(!CountsEveryLiveBlock || inUse >= LiveBytes, $"bytes in use ({inUse}) covers the {LiveBytes} bytes of the {_live.Count} live blocks");
+            if (CountsEveryLiveBlock && inUse < LiveBytes)
+            {
+                Assert.Fail($"bytes in use ({inUse}) covers the {LiveBytes} bytes of the {_live.Count} live blocks");
+            }
         }
 
         /// <summary>
@@ -329,14 +342,20 @@ public static unsafe class AllocatorModel
                 byte* moved = null;
                 bool grown = true;
                 Exception? error = Record.Exception(() => grown = allocator.TryGrowingReallocate((byte*)block.Address, block.Size, huge, block.Alignment, out moved));
-                Assert.True(error is null, $"TryGrowingReallocate({block.Size} -> {huge}) of the block at 0x{block.Address:X} threw {error}");
+                if (error is not null)
+                {
+                    Assert.Fail($"TryGrowingReallocate({block.Size} -> {huge}) of the block at 0x{block.Address:X} threw {error}");
+                }
                 Assert.False(grown, $"TryGrowingReallocate({block.Size} -> {huge}) succeeded");
                 Assert.True(moved == null, "a refused grow returns no pointer");
             }
             else
             {
                 Exception? error = Record.Exception(() => allocator.GrowingReallocate((byte*)block.Address, block.Size, huge, block.Alignment));
-                Assert.True(error is OutOfMemoryException, $"GrowingReallocate({block.Size} -> {huge}) of the block at 0x{block.Address:X} threw {error?.GetType().Name ?? "nothing"}: {error}");
+                if (error is not OutOfMemoryException)
+                {
+                    Assert.Fail($"GrowingReallocate({block.Size} -> {huge}) of the block at 0x{block.Address:X} threw {error?.GetType().Name ?? "nothing"}: {error}");
+                }
             }
 
             AssertUnchanged(before, allowFailure: true, $"a refused grow to {huge} bytes");
@@ -385,9 +404,10 @@ public static unsafe class AllocatorModel
 
             AllocatorStatistics before = allocator.Statistics;
             Exception? error = Record.Exception(action);
-            Assert.True(
-                error is ArgumentException,
-                $"{what}, {step.Bad} ({call.Description}), must throw ArgumentException, but {(error is null ? "it was accepted" : $"threw {error}")}");
+            if (error is not ArgumentException)
+            {
+                Assert.Fail($"{what}, {step.Bad} ({call.Description}), must throw ArgumentException, but {(error is null ? "it was accepted" : $"threw {error}")}");
+            }
             AssertUnchanged(before, allowFailure: false, $"the refused {what} ({step.Bad})");
         }
 
@@ -469,7 +489,10 @@ public static unsafe class AllocatorModel
                 after = after with { FailureCount = before.FailureCount };
             }
 
-            Assert.True(before == after, $"{what} changed the statistics: before {before}, after {after}");
+            if (before != after)
+            {
+                Assert.Fail($"{what} changed the statistics: before {before}, after {after}");
+            }
             CheckInvariants();
         }
 
@@ -522,7 +545,10 @@ public static unsafe class AllocatorModel
         {
             var span = new ReadOnlySpan<byte>((void*)Address, checked((int)Size));
             int bad = span.IndexOfAnyExcept(FillByte);
-            Assert.True(bad < 0, $"block at 0x{Address:X} of {Size} bytes lost its contents at offset {bad}");
+            if (bad >= 0)
+            {
+                Assert.Fail($"block at 0x{Address:X} of {Size} bytes lost its contents at offset {bad}");
+            }
         }
     }
 }
