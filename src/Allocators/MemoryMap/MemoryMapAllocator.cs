@@ -257,9 +257,17 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     }
 
     /// <inheritdoc />
-    /// <remarks>Shrinking always keeps the address: the tail pages are unmapped.</remarks>
-    protected override byte* ShrinkCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
-        TryShrinkInPlaceCore(pointer, currentSize, newSize, alignment) ? pointer : null;
+    /// <remarks>
+    /// Shrinking always keeps the address: the tail pages are unmapped. Should the kernel refuse
+    /// (<c>mremap</c> can fail with ENOMEM when splitting the mapping would exceed
+    /// <c>vm.max_map_count</c>), the block simply keeps its pages: a shrink never fails, and the block,
+    /// still recorded with its old mapping, is freed or grown as usual.
+    /// </remarks>
+    protected override byte* ShrinkCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        _ = TryShrinkInPlaceCore(pointer, currentSize, newSize, alignment);
+        return pointer;
+    }
 
     /// <inheritdoc />
     protected override void Dispose(bool disposing)
