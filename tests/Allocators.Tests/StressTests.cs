@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using AllocHosting.Allocators.MemorySources;
 using AllocHosting.Allocators.Tests.Model;
 using Xunit.Abstractions;
 
@@ -21,13 +22,14 @@ public unsafe class StressTests(ITestOutputHelper output)
     public static TheoryData<string> ThreadSafeAllocators => new()
     {
         "threadlocal", "native", "native-tracked", "memorymap", "memorypool", "switchable", "context-short-concurrent",
+        "context-medium-locked", "context-long-locked",
     };
 
     [Theory]
     [MemberData(nameof(Allocators))]
     public void Model_fuzz_with_bad_input_for_the_whole_budget(string kind)
     {
-        if (kind == "memorymap" && !MemorySources.MemoryMapSource.IsSupported)
+        if (kind == "memorymap" && !MemoryMapSource.IsSupported)
         {
             return;
         }
@@ -53,7 +55,7 @@ public unsafe class StressTests(ITestOutputHelper output)
     [MemberData(nameof(ThreadSafeAllocators))]
     public void Threads_allocate_fill_exchange_check_and_free(string kind)
     {
-        if (kind == "memorymap" && !MemorySources.MemoryMapSource.IsSupported)
+        if (kind == "memorymap" && !MemoryMapSource.IsSupported)
         {
             return;
         }
@@ -65,7 +67,7 @@ public unsafe class StressTests(ITestOutputHelper output)
         // The concurrent bump allocator grows by moving through its single-threaded path: it is not
         // one of its thread-safe members (ContextAllocator's remarks), so its blocks are not grown here.
         bool grows = kind != "context-short-concurrent";
-        using AllocatorBase allocator = AllocatorFactories.Create(kind);
+        using AllocatorBase allocator = CreateThreadSafe(kind);
         var exchange = new ConcurrentQueue<StressBlock>();
         var errors = new ConcurrentQueue<Exception>();
         long operations = 0;
@@ -102,13 +104,22 @@ public unsafe class StressTests(ITestOutputHelper output)
 
         output.WriteLine($"{kind}: {Interlocked.Read(ref operations):N0} operations on {Threads} threads, {clock.Elapsed.TotalSeconds:F1} s");
         Assert.True(errors.IsEmpty, string.Join(Environment.NewLine, errors));
-        if (kind is "native-tracked" or "memorymap" or "memorypool")
+        if (kind is "native-tracked" or "memorymap" or "memorypool" or "context-medium-locked" or "context-long-locked")
         {
             // Allocators whose statistics are exact once the threads are done (the thread-local
             // allocator's are approximate until remote frees are drained).
             Assert.Equal(0, allocator.Statistics.BytesInUse);
         }
     }
+
+    // The factories' allocators, and the synchronised forms of the bit set and tree context
+    // allocators (ContextAllocator's remarks: thread-safe under the lock they are given).
+    private static AllocatorBase CreateThreadSafe(string kind) => kind switch
+    {
+        "context-medium-locked" => ContextAllocator.MediumLived(new BitSetAllocator(new NativeMemorySource(), blockSize: 64, memorySize: 1 << 20), new Lock()),
+        "context-long-locked" => ContextAllocator.LongLived(new MultipleBinarySearchTreeAllocator(new NativeMemorySource(), 1 << 20), new Lock()),
+        _ => AllocatorFactories.Create(kind),
+    };
 
     // One thread: allocate, fill with a per-block pattern, keep some blocks and hand the others to
     // any thread through the queue; free own and others' blocks after checking their patterns; grow
