@@ -279,6 +279,25 @@ public unsafe class KernelFaultTests
 
     // ---- ThreadLocalAllocator: its fallback for over-size blocks maps through the seam. ----
 
+    [LinuxFact]
+    public void The_model_holds_for_a_thread_local_allocator_whose_fallback_s_kernel_refuses_every_few_calls()
+    {
+        // Sizes beyond the slabs (256 KiB), so that blocks move between the slabs and the fallback
+        // while mmap and mremap are refused now and then.
+        var kernel = new FakeLinuxSystemCalls();
+        int calls = 0;
+        kernel.Refuse = call => call is "mmap" or "mremap" or "mremap(in place)" && Interlocked.Increment(ref calls) % 5 == 0 ? (calls % 2 == 0 ? ENOMEM : EAGAIN) : 0;
+        using var fallback = new MemoryMapAllocator(new MemoryMapSource(null, kernel), registerBlocks: true);
+        long steps = AllocatorModel.Run(
+            BadInputSettings.For("threadlocal") with { MaxSize = 600_000, Iterations = 20, MaxSteps = 60 },
+            () => new ThreadLocalAllocator(new ThreadLocalAllocatorOptions { Fallback = fallback }),
+            afterAllFreed: _ => Assert.Equal(0, fallback.LiveBlockCount));
+
+        Assert.True(steps > 0);
+        Assert.Equal(0, kernel.LiveMappedBytes);
+        Assert.True(calls > 20, $"only {calls} mapping calls were made");
+    }
+
     [LinuxTheory]
     [MemberData(nameof(MapErrnos))]
     public void A_thread_local_allocator_reports_its_fallback_s_refusals_as_exhaustion_and_recovers(int errno)
