@@ -26,6 +26,7 @@ public class EscapeIsolationTests
         TimeSpan.FromSeconds(Math.Max(10, int.TryParse(Environment.GetEnvironmentVariable("ALLOCHOSTING_STRESS_SECONDS"), out int seconds) ? seconds : 0));
 
     [Theory]
+    [Trait("Category", "Stress")]
     [InlineData(RequestArenaKind.Bump)]
     [InlineData(RequestArenaKind.BitSet)]
     public async Task Late_writers_and_late_renters_never_reach_another_requests_memory(RequestArenaKind kind)
