@@ -19,7 +19,7 @@ namespace AllocHosting;
 /// rent after the release is refused (the lease check); one that races with the release itself
 /// (work that outlives its request by less than the release takes) is not guaranteed to be.
 /// </remarks>
-internal sealed class RequestArena : IRequestArenaFeature
+internal sealed partial class RequestArena : IRequestArenaFeature
 {
     private const int ByteAlignment = 16;
 
@@ -169,7 +169,7 @@ internal sealed class RequestArena : IRequestArenaFeature
     {
         RequestBufferWriter body = await ReadBodyCoreAsync(lease, cancellationToken);
         ThrowIfStale(lease);
-        return body.WrittenMemory;
+        return await body.GetWrittenMemoryAsync(cancellationToken);
     }
 
     /// <summary>The whole body of the request of <paramref name="lease"/>, as segments of request memory (read once per request).</summary>

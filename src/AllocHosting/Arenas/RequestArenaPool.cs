@@ -159,6 +159,38 @@ internal sealed class RequestArenaPool : IDisposable
             $"The request arena budget ({_options.MemoryBudget} bytes, {MaxChunks} chunks of {ChunkSize} bytes; setting {SwitchableAllocatorOptions.SectionName}:MemoryBudget) is spent; the request is refused with 503.");
     }
 
+    /// <summary>
+    /// For an asynchronous rent: a pool chunk (<paramref name="largeSize"/> 0) or a large chunk of
+    /// <paramref name="largeSize"/> bytes (<see cref="LargeChunkSizeFor"/>), or under the policy Wait one
+    /// that comes back while the rent waits, without blocking, in the budget's queue; null when refused
+    /// (the caller refuses the request with <see cref="Refuse"/> if it is still running).
+    /// </summary>
+    /// <exception cref="InsufficientMemoryException">The chunk is larger than the whole budget.</exception>
+    /// <exception cref="OperationCanceledException">A token was canceled while the rent waited.</exception>
+    public ValueTask<ArenaChunk?> TakeChunkAsync(RequestArena arena, long largeSize, CancellationToken first, CancellationToken second)
+    {
+        if (largeSize == 0)
+        {
+            return _budget.TakeAsync(arena.Slot, first, second);
+        }
+
+        if (largeSize > _options.MemoryBudget)
+        {
+            _metrics.Failure("arena_full");
+            throw new InsufficientMemoryException(
+                $"A rent needs a chunk of {largeSize} bytes, more than the whole request arena budget ({SwitchableAllocatorOptions.SectionName}:MemoryBudget, {_options.MemoryBudget} bytes).");
+        }
+
+        return _budget.TakeLargeAsync(largeSize, first, second);
+    }
+
+    /// <summary>Refuses the arena's request because the budget is spent (503 with Retry-After).</summary>
+    /// <exception cref="RequestArenaBudgetExceededException">Always.</exception>
+    public ArenaChunk Refuse(RequestArena arena) => RefuseSlow(arena);
+
+    /// <summary>Rents waiting for memory now: the figure of <c>allochosting.request_arena.waiting</c>.</summary>
+    public int WaitingRents => _budget.Waiting;
+
     /// <summary>Gives a chunk back, into the hot slot <paramref name="slot"/> (the returning arena's).</summary>
     public void ReturnChunk(ArenaChunk chunk, int slot) => _budget.Return(chunk, slot);
 
