@@ -36,6 +36,25 @@ internal sealed partial class ArenaChunkBudget
     public int Waiting => Volatile.Read(ref _waiters);
 
     /// <summary>
+    /// A pool chunk (<paramref name="largeSize"/> 0) or a large chunk of <paramref name="largeSize"/> bytes
+    /// if one is to be had at once and no rent waits; null otherwise, counting nothing.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The budget was disposed.</exception>
+    public ArenaChunk? TryTakeNow(int slot, long largeSize)
+    {
+        if (largeSize == 0 && Volatile.Read(ref _waiters) == 0 && _hotChunks.Take(slot) is { } hot)
+        {
+            return hot;
+        }
+
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, typeof(RequestArenaPool));
+            return _waiting.Count == 0 ? TryTakeChunk(largeSize) : null;
+        }
+    }
+
+    /// <summary>
     /// As <see cref="Take"/>, but under the policy Wait a spent budget queues the rent and the task
     /// completes when a chunk comes back for it; null when refused (policy Reject, queue full, wait
     /// timed out, budget disposed).

@@ -72,11 +72,9 @@ internal sealed partial class RequestArena
                 }
 
                 receivedLarge = largeSize != 0;
-                CancellationToken aborted = _context?.RequestAborted ?? default;
-                taking = _pool.TakeChunkAsync(this, largeSize, cancellationToken, aborted);
-                if (taking.IsCompletedSuccessfully)
+                if (_pool.TryTakeChunkNow(this, largeSize) is { } now)
                 {
-                    Join(taking.Result ?? _pool.Refuse(this), receivedLarge);
+                    Join(now, receivedLarge);
                     if (TryRentHeld(length, out memory))
                     {
                         return memory;
@@ -84,6 +82,11 @@ internal sealed partial class RequestArena
 
                     throw new InvalidOperationException($"A fresh chunk refused a rent of {length} bytes it was sized for.");
                 }
+
+                // RequestAborted is read only now: reading it makes Kestrel create its token source, whose
+                // cancellation at an abort then runs later on the thread pool.
+                CancellationToken aborted = _context?.RequestAborted ?? default;
+                taking = _pool.TakeChunkAsync(this, largeSize, cancellationToken, aborted);
             }
 
             // No lock and no thread held while waiting; a refusal is applied only if the request still runs.

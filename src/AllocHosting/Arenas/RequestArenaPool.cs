@@ -160,20 +160,13 @@ internal sealed class RequestArenaPool : IDisposable
     }
 
     /// <summary>
-    /// For an asynchronous rent: a pool chunk (<paramref name="largeSize"/> 0) or a large chunk of
-    /// <paramref name="largeSize"/> bytes (<see cref="LargeChunkSizeFor"/>), or under the policy Wait one
-    /// that comes back while the rent waits, without blocking, in the budget's queue; null when refused
-    /// (the caller refuses the request with <see cref="Refuse"/> if it is still running).
+    /// For an asynchronous rent, first: a pool chunk (<paramref name="largeSize"/> 0) or a large chunk of
+    /// <paramref name="largeSize"/> bytes (<see cref="LargeChunkSizeFor"/>) if one is to be had at once
+    /// without overtaking a waiting rent; null otherwise (nothing counted: the rent goes on to <see cref="TakeChunkAsync"/>).
     /// </summary>
     /// <exception cref="InsufficientMemoryException">The chunk is larger than the whole budget.</exception>
-    /// <exception cref="OperationCanceledException">A token was canceled while the rent waited.</exception>
-    public ValueTask<ArenaChunk?> TakeChunkAsync(RequestArena arena, long largeSize, CancellationToken first, CancellationToken second)
+    public ArenaChunk? TryTakeChunkNow(RequestArena arena, long largeSize)
     {
-        if (largeSize == 0)
-        {
-            return _budget.TakeAsync(arena.Slot, first, second);
-        }
-
         if (largeSize > _options.MemoryBudget)
         {
             _metrics.Failure("arena_full");
@@ -181,8 +174,17 @@ internal sealed class RequestArenaPool : IDisposable
                 $"A rent needs a chunk of {largeSize} bytes, more than the whole request arena budget ({SwitchableAllocatorOptions.SectionName}:MemoryBudget, {_options.MemoryBudget} bytes).");
         }
 
-        return _budget.TakeLargeAsync(largeSize, first, second);
+        return _budget.TryTakeNow(arena.Slot, largeSize);
     }
+
+    /// <summary>
+    /// For an asynchronous rent, then: the chunk of <see cref="TryTakeChunkNow"/>, or under the policy Wait
+    /// one that comes back while the rent waits, without blocking, in the budget's queue; null when refused
+    /// (the caller refuses the request with <see cref="Refuse"/> if it is still running).
+    /// </summary>
+    /// <exception cref="OperationCanceledException">A token was canceled while the rent waited.</exception>
+    public ValueTask<ArenaChunk?> TakeChunkAsync(RequestArena arena, long largeSize, CancellationToken first, CancellationToken second) =>
+        largeSize == 0 ? _budget.TakeAsync(arena.Slot, first, second) : _budget.TakeLargeAsync(largeSize, first, second);
 
     /// <summary>Refuses the arena's request because the budget is spent (503 with Retry-After).</summary>
     /// <exception cref="RequestArenaBudgetExceededException">Always.</exception>
