@@ -50,7 +50,8 @@ public sealed class BudgetAdmissionKestrelTests
                 options.MaxArenaSizePerRequest = Chunk;
                 options.BudgetWaitTimeout = SwitchableAllocatorOptions.MaxBudgetWaitTimeout;
             });
-        using var probe = new HttpClient { BaseAddress = app.Http1 };
+        // Bounded: on a starved thread pool (the blocking wait this replaced) a probe took over a minute.
+        using var probe = new HttpClient { BaseAddress = app.Http1, Timeout = TimeSpan.FromSeconds(5) };
         Assert.Equal(HttpStatusCode.OK, (await probe.GetAsync("/never")).StatusCode);   // connection warm before the load
         using var load = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = Requests }) { BaseAddress = app.Http1 };
 
