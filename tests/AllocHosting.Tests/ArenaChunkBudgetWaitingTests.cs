@@ -139,6 +139,17 @@ public sealed class ArenaChunkBudgetWaitingTests : IDisposable
         Assert.Equal(0, budget.Waiting);
     }
 
+    [Theory]
+    [InlineData(-1)]
+    [InlineData(SwitchableAllocatorOptions.MaxBudgetQueueLimit + 1)]
+    public void The_queue_limit_is_validated_with_a_message_naming_the_setting(int limit)
+    {
+        var result = new SwitchableAllocatorOptionsValidator().Validate(null, new SwitchableAllocatorOptions { BudgetQueueLimit = limit });
+
+        Assert.True(result.Failed);
+        Assert.Contains($"SwitchableAllocators:BudgetQueueLimit is {limit}; allowed: from 0 to {SwitchableAllocatorOptions.MaxBudgetQueueLimit}", result.FailureMessage, StringComparison.Ordinal);
+    }
+
     private ArenaChunkBudget Create(
         int chunks, ArenaBudgetPolicy policy = ArenaBudgetPolicy.Wait, TimeSpan? waitTimeout = null, long maxPerRequest = ChunkSize, int queueLimit = 1024)
     {

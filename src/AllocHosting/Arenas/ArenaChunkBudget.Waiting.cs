@@ -62,13 +62,13 @@ internal sealed partial class ArenaChunkBudget
     /// <exception cref="OperationCanceledException">A token was canceled while the rent waited.</exception>
     /// <exception cref="ObjectDisposedException">The budget was disposed.</exception>
     public ValueTask<ArenaChunk?> TakeAsync(int slot, CancellationToken first, CancellationToken second) =>
-        Volatile.Read(ref _waiters) == 0 && _hotChunks.Take(slot) is { } hot ? new(hot) : TakeSlowAsync(0, first, second);
+        Volatile.Read(ref _waiters) == 0 && _hotChunks.Take(slot) is { } hot ? new(hot) : TakeOrQueueSlow(0, first, second);
 
     /// <summary>As <see cref="TakeLarge"/> for a large chunk of <paramref name="chunkSize"/> bytes (<see cref="LargeChunkSizeFor"/>), waiting as <see cref="TakeAsync"/> does.</summary>
     /// <exception cref="OperationCanceledException">A token was canceled while the rent waited.</exception>
     /// <exception cref="ObjectDisposedException">The budget was disposed.</exception>
     public ValueTask<ArenaChunk?> TakeLargeAsync(long chunkSize, CancellationToken first, CancellationToken second) =>
-        TakeSlowAsync(chunkSize, first, second);
+        TakeOrQueueSlow(chunkSize, first, second);
 
     /// <summary>Leaves the queue, if the waiter is still in it: refused (timeout) or canceled by <paramref name="canceledBy"/>.</summary>
     internal void Abandon(ArenaChunkWaiter waiter, CancellationToken? canceledBy)
@@ -105,7 +105,7 @@ internal sealed partial class ArenaChunkBudget
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private ValueTask<ArenaChunk?> TakeSlowAsync(long largeSize, CancellationToken first, CancellationToken second)
+    private ValueTask<ArenaChunk?> TakeOrQueueSlow(long largeSize, CancellationToken first, CancellationToken second)
     {
         if (first.IsCancellationRequested || second.IsCancellationRequested)
         {

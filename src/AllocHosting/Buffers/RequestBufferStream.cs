@@ -320,7 +320,7 @@ public sealed partial class RequestBufferStream : Stream
         try
         {
             ThrowIfUnusable();
-            if (_capacity < _position + buffer.Length)
+            if (!buffer.IsEmpty && _capacity < _position + buffer.Length)
             {
                 return WriteGrowingAsync(buffer, cancellationToken);
             }
