@@ -47,6 +47,26 @@ public sealed class BudgetAdmissionKestrelTests
     }
 
     [Fact]
+    public async Task The_stream_s_async_write_waits_for_memory_where_its_synchronous_write_is_refused()
+    {
+        var gate = new Gate();
+        await using var app = await StartAsync(gate);
+        using var client = new HttpClient { BaseAddress = app.Http1 };
+        Task<HttpResponseMessage> holder = await gate.HoldAsync(client);
+
+        using HttpResponseMessage refused = await client.GetAsync("/stream?sync=true");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+
+        Task<HttpResponseMessage> waiting = client.GetAsync("/stream?sync=false");
+        await TestApp.EventuallyAsync(() => app.Pool.WaitingRents == 1, "the async write waits");
+        gate.Release.SetResult();
+        await holder.WaitAsync(TimeSpan.FromSeconds(10));
+        using HttpResponseMessage written = await waiting.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(HttpStatusCode.OK, written.StatusCode);
+        Assert.Equal("100", await written.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
     public async Task Beyond_the_queue_limit_a_rent_is_refused_at_once_with_503()
     {
         var gate = new Gate();
@@ -228,6 +248,20 @@ public sealed class BudgetAdmissionKestrelTests
                     }
                 });
                 a.MapGet("/rent", (IRequestBuffers buffers) => buffers.Rent(100).Length);
+                a.MapGet("/stream", async (IRequestBuffers buffers, bool sync) =>
+                {
+                    using RequestBufferStream stream = buffers.CreateStream();
+                    if (sync)
+                    {
+                        stream.Write(new byte[100]);
+                    }
+                    else
+                    {
+                        await stream.WriteAsync(new byte[100]);
+                    }
+
+                    return stream.Length;
+                });
                 a.MapGet("/late", async (HttpContext context, IRequestBuffers buffers) =>
                 {
                     await context.Response.WriteAsync("partial");
