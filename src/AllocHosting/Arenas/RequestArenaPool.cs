@@ -146,7 +146,7 @@ internal sealed class RequestArenaPool : IDisposable
         _arenas.Return(arena);
     }
 
-    /// <summary>Gives a request its next chunk: an idle one, a new one within the budget, or (policy Wait) one that comes back soon.</summary>
+    /// <summary>Gives a request its next chunk, synchronously: an idle one or a new one within the budget; it never waits (see <see cref="TakeChunkAsync"/>).</summary>
     /// <exception cref="RequestArenaBudgetExceededException">The budget is spent.</exception>
     public ArenaChunk TakeChunk(RequestArena arena) => _budget.Take(arena.Slot) ?? RefuseSlow(arena);
 
