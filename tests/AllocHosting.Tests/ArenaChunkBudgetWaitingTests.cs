@@ -139,6 +139,63 @@ public sealed class ArenaChunkBudgetWaitingTests : IDisposable
         Assert.Equal(0, budget.Waiting);
     }
 
+    [Fact]
+    public async Task Concurrent_takers_returners_and_cancellations_lose_no_chunk_and_no_wake_up()
+    {
+        ArenaChunkBudget budget = Create(chunks: 3, maxPerRequest: 2 * ChunkSize);
+        long largeSize = budget.LargeChunkSizeFor(2 * ChunkSize);
+        int served = 0, canceled = 0, refused = 0;
+        Task[] workers = Enumerable.Range(0, 8).Select(worker => Task.Run(async () =>
+        {
+            var random = new Random(worker);
+            for (int i = 0; i < 200; i++)
+            {
+                bool large = random.Next(5) == 0;
+                using var cancel = new CancellationTokenSource();
+                if (random.Next(4) == 0)
+                {
+                    cancel.CancelAfter(random.Next(2));
+                }
+
+                ArenaChunk? chunk;
+                try
+                {
+                    chunk = await (large ? budget.TakeLargeAsync(largeSize, cancel.Token, default) : budget.TakeAsync(0, cancel.Token, default));
+                }
+                catch (OperationCanceledException)
+                {
+                    Interlocked.Increment(ref canceled);
+                    continue;
+                }
+
+                if (chunk is null)
+                {
+                    Interlocked.Increment(ref refused);
+                    continue;
+                }
+
+                Interlocked.Increment(ref served);
+                await Task.Yield();
+                if (large)
+                {
+                    budget.ReturnLarge(chunk);
+                }
+                else
+                {
+                    budget.Return(chunk, 0);
+                }
+            }
+        })).ToArray();
+
+        await Task.WhenAll(workers).WaitAsync(TimeSpan.FromSeconds(8));
+
+        Assert.Equal(0, refused);   // chunks keep coming back well within the 10 s timeout: no waiter is forgotten
+        Assert.Equal(8 * 200, served + canceled);
+        Assert.Equal(0, budget.Waiting);
+        Assert.Equal(0, budget.ChunksInUse);
+        Assert.True(budget.CommittedBytes <= 3 * ChunkSize, $"{budget.CommittedBytes} bytes committed");
+    }
+
     [Theory]
     [InlineData(-1)]
     [InlineData(SwitchableAllocatorOptions.MaxBudgetQueueLimit + 1)]
