@@ -24,7 +24,7 @@ public sealed class ArenaChunkBudgetWaitingTests : IDisposable
         ArenaChunkBudget budget = Create(chunks: 1);
         ArenaChunk held = budget.Take(0)!;
         Task<ArenaChunk?> first = budget.TakeAsync(0, default, default).AsTask();
-        Task<ArenaChunk?> second = budget.TakeAsync(1, default, default).AsTask();
+        Task<ArenaChunk?> second = budget.TakeAsync(0, default, default).AsTask();
         Assert.Equal(2, budget.Waiting);
 
         budget.Return(held, 0);
@@ -32,7 +32,7 @@ public sealed class ArenaChunkBudgetWaitingTests : IDisposable
         Assert.Same(held, await first.WaitAsync(TimeSpan.FromSeconds(5)));
         Assert.False(second.IsCompleted);
 
-        budget.Return(held, 1);
+        budget.Return(held, 0);
         Assert.Same(held, await second.WaitAsync(TimeSpan.FromSeconds(5)));
         Assert.Equal(0, budget.Waiting);
     }
