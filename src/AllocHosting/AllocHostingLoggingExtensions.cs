@@ -21,4 +21,7 @@ internal static partial class AllocHostingLoggingExtensions
 
     [LoggerMessage(6, LogLevel.Warning, "Arena memory source: {Message}", EventName = "MemorySourceDegraded")]
     public static partial void MemorySourceDegraded(this ILogger logger, string message);
+
+    [LoggerMessage(20, LogLevel.Warning, "{Chunks} request arena chunks are still pinned at shutdown (an asynchronous operation never released a MemoryHandle of request memory); they stay mapped rather than be unmapped under it.", EventName = "PinnedChunksKeptAtShutdown")]
+    public static partial void PinnedChunksKeptAtShutdown(this ILogger logger, int chunks);
 }

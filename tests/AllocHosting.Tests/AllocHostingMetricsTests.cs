@@ -80,6 +80,7 @@ public class AllocHostingMetricsTests
         Assert.Equal(7, rents.LastMeasurement!.Value);
 
         // Trimming disposes the idle chunks (twice: the first trim only notes the low-water mark); their rents still count.
+        await TestApp.EventuallyAsync(() => app.Pool.QuarantinedChunks == 0, "the released chunks left the quarantine");
         time.Advance(TimeSpan.FromHours(1));   // TestApp's IdleTrimInterval
         time.Advance(TimeSpan.FromHours(1));
         Assert.Equal(0, app.IdleChunkCount);

@@ -99,7 +99,8 @@ public class RequestArenaMiddlewareTests
             bool clean = !span.ContainsAnyExcept((byte)0);
             span.Fill(0xAB);
             return clean ? "clean" : "dirty";
-        }));
+        }),
+        options => options.ReuseDelay = TimeSpan.Zero);   // no quarantine: the next request gets the same chunk at once
 
         Assert.Equal("clean", await app.Client.GetStringAsync("/write-then-check"));
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the first request released");
@@ -118,7 +119,11 @@ public class RequestArenaMiddlewareTests
                 span.Fill(0xAB);
                 return clean ? "clean" : "dirty";
             }),
-            options => options.ClearPolicy = ArenaClearPolicy.None);
+            options =>
+            {
+                options.ClearPolicy = ArenaClearPolicy.None;
+                options.ReuseDelay = TimeSpan.Zero;   // so that the next request gets the same chunk, uncleared
+            });
 
         Assert.Equal("clean", await app.Client.GetStringAsync("/write-then-check"));
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the first request released");
@@ -203,7 +208,12 @@ public class RequestArenaMiddlewareTests
 
                 return sum.ToString(System.Globalization.CultureInfo.InvariantCulture);
             }),
-            options => options.ArenaKind = kind);
+            options =>
+            {
+                options.ArenaKind = kind;
+                // The chunk bound below is the LIFO pool's; a quarantine adds about rate × delay chunks.
+                options.ReuseDelay = TimeSpan.Zero;
+            });
 
         await Parallel.ForEachAsync(Enumerable.Range(0, 200), new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (i, token) =>
         {

@@ -61,6 +61,8 @@ public class SwitchableAllocatorsServiceCollectionExtensionsTests
     [InlineData("BudgetWaitTimeout", "00:01:00", "SwitchableAllocators:BudgetWaitTimeout is 00:01:00; allowed: from 00:00:00 to 00:00:10")]
     [InlineData("RetryAfter", "00:00:00.5", "SwitchableAllocators:RetryAfter is 00:00:00.5000000; allowed: whole seconds")]
     [InlineData("IdleTrimInterval", "00:00:00", "SwitchableAllocators:IdleTrimInterval is 00:00:00; allowed: from 00:00:01")]
+    [InlineData("ReuseDelay", "00:00:11", "SwitchableAllocators:ReuseDelay is 00:00:11; allowed: from 0 to 00:00:10")]
+    [InlineData("ReuseDelay", "-00:00:01", "SwitchableAllocators:ReuseDelay is -00:00:01; allowed: from 0 to 00:00:10")]
     [InlineData("HealthDegradedRatio", "1.5", "SwitchableAllocators:HealthDegradedRatio is 1.5; allowed: above 0 and at most 1")]
     public async Task An_invalid_setting_stops_start_up_with_a_message_naming_it_and_its_range(string setting, string value, string expected)
     {

@@ -41,7 +41,7 @@ public unsafe class RetirableMemoryManagerTests
         int* elements = (int*)NativeMemory.Alloc(16 * sizeof(int));
         try
         {
-            var manager = new ArenaChunkMemoryManager<int>(elements, 16);
+            var manager = new ArenaChunkMemoryManager<int>(null, elements, 16);
             Memory<int> memory = manager.Memory;
             memory.Span[15] = 7;
 

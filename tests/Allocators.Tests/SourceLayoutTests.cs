@@ -137,7 +137,7 @@ public partial class SourceLayoutTests
         string text = string.Join("\n", lines);
         if (lines.Any(l => l.StartsWith("public static class ", StringComparison.Ordinal)) && ExtensionMethodPattern().IsMatch(text))
         {
-            if (text.Contains("this IServiceCollection", StringComparison.Ordinal))
+            if (text.Contains("this IServiceCollection", StringComparison.Ordinal) || text.Contains("this ISignalRServerBuilder", StringComparison.Ordinal))
             {
                 return "Microsoft.Extensions.DependencyInjection";
             }

@@ -213,7 +213,7 @@ internal sealed class ArenaChunkSource
     /// <exception cref="OutOfMemoryException">The memory source has no room.</exception>
     public ArenaChunk CreateLargeChunk(long size)
     {
-        bool zero = !MemoryMapSource.IsSupported && _options.ClearPolicy == ArenaClearPolicy.ClearUsed;
+        bool zero = Memory is not MemoryMapSource && _options.ClearPolicy == ArenaClearPolicy.ClearUsed;
         ArenaChunk chunk = ArenaChunk.CreateBump(Memory, (nuint)size, zero);
         _largeChunks.Add(chunk);
         LargeBytes += chunk.Capacity;
@@ -267,10 +267,11 @@ internal sealed class ArenaChunkSource
         return chunk;
     }
 
-    // Memory maps come zeroed; the portable source's memory must be zeroed once when clearing is on.
+    // Memory maps come zeroed; any other source's memory (the portable source, or one a test or an app
+    // passes) must be zeroed once when clearing is on.
     private ArenaChunk CarveChunk(IMemorySource source)
     {
-        bool zero = !MemoryMapSource.IsSupported && _options.ClearPolicy == ArenaClearPolicy.ClearUsed;
+        bool zero = Memory is not MemoryMapSource && _options.ClearPolicy == ArenaClearPolicy.ClearUsed;
         return Kind == RequestArenaKind.Bump
             ? ArenaChunk.CreateBump(source, (nuint)ChunkSize, zero)
             : ArenaChunk.CreateBitSet(source, (nuint)ChunkSize, (nuint)_options.BitSetBlockSize, zero);

@@ -38,6 +38,9 @@ internal sealed class ProcessorSlots<T>
         }
     }
 
+    /// <summary>How many slots there are (a power of two, at least the processor count).</summary>
+    public int SlotCount => _slots.StripeCount;
+
     /// <summary>The slot of the processor the calling thread runs on now: read it once and pass it to the operations of one unit of work (a request), which then stays with that slot even if its thread moves.</summary>
     public int CurrentIndex => _slots.CurrentIndex;
 

@@ -30,7 +30,8 @@ internal sealed partial class RequestArena
         ArenaChunk? chunk = Volatile.Read(ref _current);
         if (chunk is not null && chunk.TryRent(length, ByteAlignment, out Memory<byte> memory))
         {
-            return new(memory);
+            // Checked again after the lock-free rent, as Rent does (see RentedUnderLease).
+            return new(RentedUnderLease(memory, lease));
         }
 
         return RentWaitingAsync(length, lease, cancellationToken);
@@ -127,17 +128,7 @@ internal sealed partial class RequestArena
     }
 
     // Under _chainLock: a chunk that arrived after its request ended (nothing was rented from it) goes back.
-    private void GiveBack(ArenaChunk chunk, bool large)
-    {
-        if (large)
-        {
-            _pool.ReturnLargeChunk(chunk);
-        }
-        else
-        {
-            _pool.ReturnChunk(chunk, Slot);
-        }
-    }
+    private void GiveBack(ArenaChunk chunk, bool large) => _pool.ReturnUnused(chunk, large, Slot);
 
     private bool IsLease(int lease) => (lease & 1) != 0 && lease == Volatile.Read(ref _lease);
 }

@@ -17,7 +17,8 @@ namespace AllocHosting;
 /// lock-free for bump; chaining takes <see cref="_chainLock"/>). <see cref="Activate"/> and
 /// <see cref="Release"/> run on the middleware's flow, before and after the request's work. A
 /// rent after the release is refused (the lease check); one that races with the release itself
-/// (work that outlives its request by less than the release takes) is not guaranteed to be.
+/// is refused by the second lease check after the rent, or returns memory of the retired use,
+/// whose every use throws (see <c>RentedUnderLease</c>).
 /// </remarks>
 internal sealed partial class RequestArena : IRequestArenaFeature
 {
@@ -236,7 +237,9 @@ internal sealed partial class RequestArena : IRequestArenaFeature
         ArenaChunk? chunk = Volatile.Read(ref _current);
         if (chunk is not null && chunk.TryRent(length, ByteAlignment, out Memory<byte> memory))
         {
-            return memory;
+            // Checked again after the rent: a release that began meanwhile may have handed the
+            // chunk on (see RentedUnderLease).
+            return RentedUnderLease(memory, lease);
         }
 
         return RentSlow<byte, ByteRent>(length, lease);
@@ -252,10 +255,29 @@ internal sealed partial class RequestArena : IRequestArenaFeature
         ArenaChunk? chunk = Volatile.Read(ref _current);
         if (chunk is not null && chunk.TryRent(count, out Memory<T> memory))
         {
-            return memory;
+            return RentedUnderLease(memory, lease);
         }
 
         return RentSlow<T, ValueRent<T>>(count, lease);
+    }
+
+    // The second half of the lease check of a lock-free rent. The first (before the rent) refuses a
+    // late renter whose request has visibly ended; this one a renter that raced with the release:
+    // Release advances the lease before it retires and resets the chunks, and the rent's carve is an
+    // interlocked operation, so a rent that still reads the lease unchanged afterwards carved from
+    // its own request's use of the chunk. One that reads it changed may have carved from memory
+    // the chunk now serves (or will serve) another request: it is refused, and the bytes it took
+    // are merely lost to that use. The rented memory itself was sliced from the manager read before
+    // the carve, so it is the ended use's (and throws) in any case.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private Memory<T> RentedUnderLease<T>(Memory<T> memory, int lease)
+    {
+        if (lease != Volatile.Read(ref _lease))
+        {
+            ThrowNotActive();
+        }
+
+        return memory;
     }
 
     public RequestBufferWriter CreateWriter(int lease)
@@ -273,8 +295,8 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     /// <summary>The pool's per-processor slot this request uses for its arena object and its chunks (read once, when the request took the arena).</summary>
     public int Slot { get; private set; }
 
-    /// <summary>Starts serving a request.</summary>
-    public void Activate(HttpContext context, int slot)
+    /// <summary>Starts serving a request, or an arena scope when <paramref name="context"/> is null (no request body, no 503).</summary>
+    public void Activate(HttpContext? context, int slot)
     {
         Slot = slot;
         _context = context;
@@ -284,10 +306,11 @@ internal sealed partial class RequestArena : IRequestArenaFeature
 
     /// <summary>
     /// Ends the request: no rent is accepted afterwards; the pool and large chunks are released
-    /// (managers retired, used bytes cleared by policy) and go back to the pool.
+    /// (managers retired) and go back to the pool, through its quarantine when it has one (see
+    /// <see cref="ReleasedChunkQuarantine"/>; the used bytes are cleared by policy before any reuse).
     /// </summary>
     /// <returns>Whether the request rented at all (then <paramref name="usedBytes"/> and <paramref name="overflowed"/> are meaningful).</returns>
-    public bool Release(bool clear, out long usedBytes, out long allocatedBytes, out bool overflowed)
+    public bool Release(out long usedBytes, out long allocatedBytes, out bool overflowed)
     {
         lock (_chainLock)
         {
@@ -303,8 +326,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
             foreach (ArenaChunk chunk in _chunks)
             {
                 allocatedBytes += chunk.Used;
-                usedBytes += chunk.Release(clear);
-                _pool.ReturnChunk(chunk, Slot);
+                usedBytes += _pool.ReleaseChunk(chunk, Slot);
             }
 
             _chunks.Clear();
@@ -314,8 +336,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
                 foreach (ArenaChunk chunk in _large)
                 {
                     allocatedBytes += chunk.Used;
-                    usedBytes += chunk.Release(clear);
-                    _pool.ReturnLargeChunk(chunk);
+                    usedBytes += _pool.ReleaseLargeChunk(chunk, Slot);
                 }
 
                 _large = null;

@@ -32,6 +32,9 @@ internal sealed class RequestArenaObjectPool
     /// <summary>The processor slot of the calling thread now: read once per request, it is the request's <see cref="RequestArena.Slot"/>.</summary>
     public int CurrentIndex => _hotArenas.CurrentIndex;
 
+    /// <summary>How many processor slots there are: every <see cref="CurrentIndex"/> is below it.</summary>
+    public int SlotCount => _hotArenas.SlotCount;
+
     /// <summary>An arena object for a request of processor slot <paramref name="slot"/>; the fast path takes the one the slot holds.</summary>
     public RequestArena Rent(int slot) => _hotArenas.Take(slot) ?? RentSlow();
 

@@ -30,6 +30,9 @@ internal sealed class RequestArenaPool : IDisposable
     private readonly ArenaChunkBudget _budget;
     private readonly IdleChunkTrimmer _trimmer;
     private readonly RequestArenaObjectPool _arenas;
+    private readonly ReleasedChunkQuarantine _quarantine;
+    private readonly bool _delayed;   // ReuseDelay is above zero (else only pinned chunks go through the quarantine)
+    private readonly bool _clear;
 
     // The counters behind the observable instruments; any thread. The processor counters are
     // added to by every renting request, each in its arena's slot.
@@ -50,6 +53,13 @@ internal sealed class RequestArenaPool : IDisposable
         _kindTag = AllocHostingMetrics.ArenaKindName(Kind);
         _budget = new ArenaChunkBudget(_options, chunks, metrics, logger);
         _arenas = new RequestArenaObjectPool(() => new RequestArena(this, _options.MaxArenaSizePerRequest));
+        _clear = _options.ClearPolicy == ArenaClearPolicy.ClearUsed;
+        _delayed = _options.ReuseDelay > TimeSpan.Zero;
+        _quarantine = new ReleasedChunkQuarantine(
+            // The system clock whatever the app registered: a fake clock in an app's tests must
+            // not keep released memory out of use for ever.
+            _options.ReuseDelay, _clear, _arenas.SlotCount, TimeProvider.System, _budget.Return, _budget.ReturnLarge, logger);
+
         _metrics.Observe(this);
         _trimmer = new IdleChunkTrimmer(_budget, _options.IdleTrimInterval, timeProvider, logger);
         _logger.ArenaPoolCreated(_kindTag, ChunkSize, _options.MemoryBudget, MaxChunks, chunks.Memory.GetType().Name);
@@ -67,11 +77,33 @@ internal sealed class RequestArenaPool : IDisposable
 
     public SwitchableAllocatorOptions Options => _options;
 
-    /// <summary>Pool and large chunks held by requests now.</summary>
-    public int ChunksInUse => _budget.ChunksInUse;
+    /// <summary>Pool and large chunks held by requests now (not those waiting out <c>ReuseDelay</c>).</summary>
+    public int ChunksInUse
+    {
+        get
+        {
+            // The quarantine first: a chunk counts there until it is back in the budget, so read in
+            // this order a chunk on its way back is never taken for one in use.
+            int quarantined = QuarantinedChunks;
+            return Math.Max(0, _budget.ChunksInUse - quarantined);
+        }
+    }
 
     /// <summary>Bytes of the chunks held by requests now, at their full sizes: what the health check compares with the budget.</summary>
-    public long BytesInUse => _budget.BytesInUse;
+    public long BytesInUse
+    {
+        get
+        {
+            long quarantined = QuarantinedBytes;
+            return Math.Max(0, _budget.BytesInUse - quarantined);
+        }
+    }
+
+    /// <summary>Bytes of the chunks waiting out <c>ReuseDelay</c> (or a pin) before reuse, at their full sizes.</summary>
+    public long QuarantinedBytes => _quarantine.Snapshot().Bytes;
+
+    /// <summary>Chunks reused before their <c>ReuseDelay</c> because the budget was spent.</summary>
+    public long EarlyReuses => _quarantine.EarlyReuses;
 
     /// <summary>Bytes of the chunks that exist, idle or in use: what the budget counts.</summary>
     public long CommittedBytes => _budget.CommittedBytes;
@@ -114,8 +146,8 @@ internal sealed class RequestArenaPool : IDisposable
         }
     }
 
-    /// <summary>Starts a request: an arena object, bound to the processor slot of the calling thread.</summary>
-    public RequestArena RentArena(HttpContext context)
+    /// <summary>Starts a request (or, with a null <paramref name="context"/>, an arena scope): an arena object, bound to the processor slot of the calling thread.</summary>
+    public RequestArena RentArena(HttpContext? context)
     {
         // One processor-id read per request: the arena keeps the slot for its chunk and its return.
         int slot = _arenas.CurrentIndex;
@@ -125,17 +157,18 @@ internal sealed class RequestArenaPool : IDisposable
     }
 
     /// <summary>Ends the arena's request: releases its memory, records its usage, and keeps the object for the next request.</summary>
-    public void ReturnArena(RequestArena arena, HttpContext context)
+    /// <remarks>A null <paramref name="context"/> ends an arena scope: its usage is tagged <c>scope</c>, and a refused rent is the scope's caller's exception, not a rejected request.</remarks>
+    public void ReturnArena(RequestArena arena, HttpContext? context)
     {
         bool rejected = arena.WasRejected;
-        if (arena.Release(_options.ClearPolicy == ArenaClearPolicy.ClearUsed, out long used, out long allocated, out bool overflowed))
+        if (arena.Release(out long used, out long allocated, out bool overflowed))
         {
             _releasedAllocatedBytes.Add(arena.Slot, allocated);
             _activeArenas.Add(arena.Slot, -1);
-            _metrics.ArenaReleased(used, overflowed, _kindTag);
+            _metrics.ArenaReleased(used, overflowed, _kindTag, context is null ? AllocHostingMetrics.ScopeOwner : AllocHostingMetrics.RequestOwner);
         }
 
-        if (rejected)
+        if (rejected && context is not null)
         {
             Interlocked.Increment(ref _rejectedCount);
             Interlocked.Exchange(ref _lastRejectionTimestamp, Math.Max(1, _timeProvider.GetTimestamp()));
@@ -148,7 +181,18 @@ internal sealed class RequestArenaPool : IDisposable
 
     /// <summary>Gives a request its next chunk, synchronously: an idle one or a new one within the budget; it never waits (see <see cref="TakeChunkAsync"/>).</summary>
     /// <exception cref="RequestArenaBudgetExceededException">The budget is spent.</exception>
-    public ArenaChunk TakeChunk(RequestArena arena) => _budget.Take(arena.Slot) ?? RefuseSlow(arena);
+    public ArenaChunk TakeChunk(RequestArena arena) => _budget.TakeHot(arena.Slot) ?? TakeChunkSlow(arena);
+
+    // The slot's hot chunk is gone: chunks whose quarantine ended go back first (so the pool does not
+    // create chunks while expired ones wait), then the budget's other paths.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private ArenaChunk TakeChunkSlow(RequestArena arena)
+    {
+        _quarantine.ReleaseExpired();
+        return _budget.Take(arena.Slot)
+            ?? (_quarantine.ReleaseOldest(arena.Slot) ? _budget.Take(arena.Slot) : null)
+            ?? RefuseSlow(arena);
+    }
 
     // The budget is spent: the request is marked for a 503 with Retry-After.
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -174,7 +218,10 @@ internal sealed class RequestArenaPool : IDisposable
                 $"A rent needs a chunk of {largeSize} bytes, more than the whole request arena budget ({SwitchableAllocatorOptions.SectionName}:MemoryBudget, {_options.MemoryBudget} bytes).");
         }
 
-        return _budget.TryTakeNow(arena.Slot, largeSize);
+        // As TakeChunkSlow: expired chunks first, then, if the budget is spent, the lane's oldest chunk early.
+        _quarantine.ReleaseExpired();
+        return _budget.TryTakeNow(arena.Slot, largeSize)
+            ?? (_quarantine.ReleaseOldest(arena.Slot) ? _budget.TryTakeNow(arena.Slot, largeSize) : null);
     }
 
     /// <summary>
@@ -193,8 +240,79 @@ internal sealed class RequestArenaPool : IDisposable
     /// <summary>Rents waiting for memory now: the figure of <c>allochosting.request_arena.waiting</c>.</summary>
     public int WaitingRents => _budget.Waiting;
 
-    /// <summary>Gives a chunk back, into the hot slot <paramref name="slot"/> (the returning arena's).</summary>
-    public void ReturnChunk(ArenaChunk chunk, int slot) => _budget.Return(chunk, slot);
+    /// <summary>
+    /// Gives back a chunk that an asynchronous rent received after its request ended, before anything
+    /// was rented from it: no use to retire or clear, so it goes straight back to the budget (which
+    /// hands it to the next waiter, if any).
+    /// </summary>
+    public void ReturnUnused(ArenaChunk chunk, bool large, int slot)
+    {
+        if (large)
+        {
+            _budget.ReturnLarge(chunk);
+        }
+        else
+        {
+            _budget.Return(chunk, slot);
+        }
+    }
+
+    /// <summary>
+    /// Ends a request's use of a pool chunk (its managers retire) and gives it back: into the
+    /// quarantine, which clears it by policy and returns it to slot <paramref name="slot"/> once
+    /// <c>ReuseDelay</c> has passed, or (no delay) cleared now and straight into that hot slot.
+    /// </summary>
+    /// <returns>The high-water mark of the use: the bytes it may have written.</returns>
+    public long ReleaseChunk(ArenaChunk chunk, int slot)
+    {
+        // Retired first: from then on no new pin can start, so a chunk found unpinned stays so.
+        long highWater = chunk.Retire();
+        if (_delayed || chunk.IsPinned)
+        {
+            _quarantine.Add(chunk, slot, large: false, ChunkSize);
+        }
+        else
+        {
+            ClearRetired(chunk);
+            _budget.Return(chunk, slot);
+        }
+
+        return highWater;
+    }
+
+    // Without a delay: the retired chunk's bytes are cleared (or dropped) now, before its next use.
+    private void ClearRetired(ArenaChunk chunk)
+    {
+        if (_clear)
+        {
+            chunk.ClearPending();
+        }
+        else
+        {
+            chunk.DropPending();
+        }
+    }
+
+    /// <summary>Ends a request's use of a large chunk and gives it back, through the quarantine as for pool chunks.</summary>
+    /// <returns>The high-water mark of the use.</returns>
+    public long ReleaseLargeChunk(ArenaChunk chunk, int slot)
+    {
+        long highWater = chunk.Retire();
+        if (_delayed || chunk.IsPinned)
+        {
+            _quarantine.Add(chunk, slot, large: true, chunk.Capacity);
+        }
+        else
+        {
+            ClearRetired(chunk);
+            _budget.ReturnLarge(chunk);
+        }
+
+        return highWater;
+    }
+
+    /// <summary>Chunks released by requests that are waiting out <c>ReuseDelay</c> (or a pin) before reuse.</summary>
+    public int QuarantinedChunks => _quarantine.Count;
 
     /// <summary>
     /// Before a request takes a chunk past <c>MaxArenaSizePerRequest</c>: under the overflow policy
@@ -235,14 +353,15 @@ internal sealed class RequestArenaPool : IDisposable
                 $"A rent of {bytes} bytes needs a chunk of {size} bytes, more than the whole request arena budget ({SwitchableAllocatorOptions.SectionName}:MemoryBudget, {_options.MemoryBudget} bytes).");
         }
 
-        return _budget.TakeLarge(bytes) ?? RefuseSlow(arena);
+        _quarantine.ReleaseExpired();
+        return _budget.TakeLarge(bytes)
+            ?? (_quarantine.ReleaseOldest(arena.Slot) ? _budget.TakeLarge(bytes) : null)
+            ?? RefuseSlow(arena);
     }
-
-    /// <summary>Gives a released large chunk back at the end of its request.</summary>
-    public void ReturnLargeChunk(ArenaChunk chunk) => _budget.ReturnLarge(chunk);
 
     public void Dispose()
     {
+        _quarantine.Dispose();
         _budget.Dispose();
         _trimmer.Dispose();
     }

@@ -9,6 +9,9 @@ namespace AllocHosting;
 /// The scoped <see cref="IRequestBuffers"/>: finds the request's arena through
 /// <see cref="IHttpContextAccessor"/> on first use and remembers it with the lease it had, so
 /// that use after the request ended (when the pooled arena may serve another request) throws.
+/// In a SignalR hub invocation, the hub filter of <c>AddRequestArenas()</c> binds it to the
+/// invocation's arena scope first (<see cref="BindToScope"/>), so it never reaches the connection's
+/// long-lived request.
 /// </summary>
 internal sealed class RequestBuffers(IHttpContextAccessor accessor) : IRequestBuffers
 {
@@ -45,6 +48,17 @@ internal sealed class RequestBuffers(IHttpContextAccessor accessor) : IRequestBu
     public RequestBufferStream CreateStream() => Arena().CreateStream(_lease);
 
     private RequestArena Arena() => Volatile.Read(ref _arena) ?? ResolveSlow();
+
+    /// <summary>
+    /// Serves this instance (one per DI scope) from <paramref name="scope"/>'s arena instead of the
+    /// request's: for a DI scope that is not a request's (a hub invocation). Called before the
+    /// instance is used, on the flow that then uses it; afterwards it is stale as after a request.
+    /// </summary>
+    internal void BindToScope(ArenaScope scope)
+    {
+        _lease = scope.Lease;
+        Volatile.Write(ref _arena, scope.Arena);
+    }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private RequestArena ResolveSlow()

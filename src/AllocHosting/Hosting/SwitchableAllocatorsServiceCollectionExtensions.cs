@@ -14,7 +14,8 @@ public static class SwitchableAllocatorsServiceCollectionExtensions
     /// Registers the request arenas and everything around them: a <see cref="SwitchableAllocator"/>
     /// (global: the process allocator; per thread: NUMA-local <see cref="ThreadLocalAllocator.Shared"/>;
     /// context: each request's arena, installed by the middleware), the arena pool, the scoped
-    /// <see cref="IRequestBuffers"/>, the <c>AllocHosting</c> meter, the <c>allochosting</c> health
+    /// <see cref="IRequestBuffers"/>, the <see cref="IArenaScopeFactory"/> (arena scopes for work that
+    /// is not a request, from the same pool and budget), the <c>AllocHosting</c> meter, the <c>allochosting</c> health
     /// check, and the request-arena middleware at the start of the pipeline (through an
     /// <see cref="IStartupFilter"/>; <c>app.UseRequestArena()</c> places it elsewhere instead).
     /// Options bind from the configuration section <c>SwitchableAllocators</c> (a key the options do
@@ -63,6 +64,8 @@ public static class SwitchableAllocatorsServiceCollectionExtensions
                 : new NoRequestArenaActivator());
         services.TryAddSingleton<AllocatorDashboardSampler>();   // started only by MapAllocatorDashboard
         services.TryAddScoped<IRequestBuffers, RequestBuffers>();
+        services.TryAddSingleton<ArenaScopeFactory>();
+        services.TryAddSingleton<IArenaScopeFactory>(provider => provider.GetRequiredService<ArenaScopeFactory>());
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IStartupFilter, RequestArenaStartupFilter>());
         services.AddHealthChecks().AddCheck<RequestArenaHealthCheck>(RequestArenaHealthCheck.Name, tags: ["allochosting", "memory"]);
         return services;

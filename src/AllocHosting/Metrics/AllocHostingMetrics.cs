@@ -25,11 +25,17 @@ internal sealed class AllocHostingMetrics
     public const string AllocatedInstrument = "allochosting.allocated";
     public const string LiveInstrument = "allochosting.live";
     public const string MappedInstrument = "allochosting.mapped";
+    public const string ScopeLeakedInstrument = "allochosting.scope.leaked";
 
     public const string ArenaKindTag = "allochosting.arena.kind";
     public const string AllocatorTag = "allochosting.allocator";
     public const string NumaNodeTag = "allochosting.numa.node";
     public const string ErrorTypeTag = "error.type";
+
+    // Who owned the arena: a request (the middleware) or an arena scope (IArenaScopeFactory, the hub filter).
+    public const string ArenaOwnerTag = "allochosting.arena.owner";
+    public const string RequestOwner = "request";
+    public const string ScopeOwner = "scope";
 
     // Powers of 4 from 256 B to 64 MiB: one bucket per factor of four in request usage.
     internal static readonly long[] UsedBoundaries =
@@ -40,6 +46,7 @@ internal sealed class AllocHostingMetrics
     private readonly Counter<long> _overflowed;
     private readonly Counter<long> _failures;
     private readonly Counter<long> _rejected;
+    private readonly Counter<long> _scopesLeaked;
 
     private readonly SwitchableAllocator _switchable;
 
@@ -65,6 +72,10 @@ internal sealed class AllocHostingMetrics
             RejectedInstrument,
             unit: "{request}",
             description: "Requests refused because the memory budget was spent.");
+        _scopesLeaked = _meter.CreateCounter<long>(
+            ScopeLeakedInstrument,
+            unit: "{scope}",
+            description: "Arena scopes never disposed by their owner, released when the scope factory was disposed.");
     }
 
     /// <summary>Creates the observable instruments over <paramref name="pool"/>'s counters (once, by the pool).</summary>
@@ -128,17 +139,26 @@ internal sealed class AllocHostingMetrics
         new(global, new KeyValuePair<string, object?>(AllocatorTag, "global")),
     ];
 
-    /// <summary>Records the end of a request that rented: once per such request.</summary>
-    public void ArenaReleased(long usedBytes, bool overflowed, string kind)
+    /// <summary>Records the end of a request or scope that rented: once per such arena; <paramref name="owner"/> is <see cref="RequestOwner"/> or <see cref="ScopeOwner"/>.</summary>
+    public void ArenaReleased(long usedBytes, bool overflowed, string kind, string owner)
     {
         if (_used.Enabled)
         {
-            RecordUsedSlow(usedBytes, kind);
+            RecordUsedSlow(usedBytes, kind, owner);
         }
 
         if (overflowed && _overflowed.Enabled)
         {
-            _overflowed.Add(1);
+            AddOverflowedSlow(owner);
+        }
+    }
+
+    /// <summary>Counts an arena scope that its owner never disposed (found when the scope factory is disposed).</summary>
+    public void ScopeLeaked()
+    {
+        if (_scopesLeaked.Enabled)
+        {
+            _scopesLeaked.Add(1);
         }
     }
 
@@ -159,8 +179,12 @@ internal sealed class AllocHostingMetrics
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void RecordUsedSlow(long usedBytes, string kind) =>
-        _used.Record(usedBytes, new KeyValuePair<string, object?>(ArenaKindTag, kind));
+    private void RecordUsedSlow(long usedBytes, string kind, string owner) =>
+        _used.Record(usedBytes, new KeyValuePair<string, object?>(ArenaKindTag, kind), new KeyValuePair<string, object?>(ArenaOwnerTag, owner));
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void AddOverflowedSlow(string owner) =>
+        _overflowed.Add(1, new KeyValuePair<string, object?>(ArenaOwnerTag, owner));
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void AddFailureSlow(string errorType) =>

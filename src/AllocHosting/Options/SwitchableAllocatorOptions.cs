@@ -53,6 +53,9 @@ public sealed class SwitchableAllocatorOptions
     /// <summary>The longest <see cref="RetryAfter"/>: 1 hour.</summary>
     public static readonly TimeSpan MaxRetryAfter = TimeSpan.FromHours(1);
 
+    /// <summary>The longest <see cref="ReuseDelay"/>: 10 seconds.</summary>
+    public static readonly TimeSpan MaxReuseDelay = TimeSpan.FromSeconds(10);
+
     /// <summary>The shortest <see cref="IdleTrimInterval"/>: 1 second.</summary>
     public static readonly TimeSpan MinIdleTrimInterval = TimeSpan.FromSeconds(1);
 
@@ -127,4 +130,30 @@ public sealed class SwitchableAllocatorOptions
 
     /// <summary>The share of the budget in use from which the health check reports Degraded: above 0 and at most 1. Default 0.9.</summary>
     public double HealthDegradedRatio { get; set; } = 0.9;
+
+    /// <summary>
+    /// How long memory a request released stays out of use before another request may get it, from
+    /// zero to <see cref="MaxReuseDelay"/>. Default 100 ms.
+    /// </summary>
+    /// <remarks>
+    /// <para>
+    /// Work that outlives its request and writes through the request's <see cref="Memory{T}"/> (re-reading
+    /// <c>Span</c> on every use, as it must) is stopped at its next use by <see cref="ObjectDisposedException"/>;
+    /// but a use already in progress when the request ends (a copy, a hash, a thread preempted in the
+    /// middle of one) still completes. The delay keeps the released chunk away from other requests
+    /// meanwhile, and the clear policy clears it as it comes back into use, after the delay, so such a
+    /// write lands nowhere another request can see. The default is several scheduler periods, so that
+    /// even a thread preempted in the middle of its write on a loaded machine finishes it in time; a
+    /// use that stays in progress longer than the delay is not covered. A chunk with an outstanding <c>Pin()</c> handle (an
+    /// asynchronous socket or file operation) stays out until the handle is disposed, whatever the delay.
+    /// </para>
+    /// <para>
+    /// What it costs: chunks waiting out the delay count against <see cref="MemoryBudget"/> as in use
+    /// (about requests per second × delay chunks), and a chunk comes back cold rather than warm from the
+    /// last request. Zero turns the quarantine off: a released chunk is cleared at once and the next
+    /// request of the same processor gets it (the fastest setting, and the one to use when no code
+    /// keeps request memory past its request).
+    /// </para>
+    /// </remarks>
+    public TimeSpan ReuseDelay { get; set; } = TimeSpan.FromMilliseconds(100);
 }

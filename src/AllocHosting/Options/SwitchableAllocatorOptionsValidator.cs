@@ -59,6 +59,11 @@ internal sealed class SwitchableAllocatorOptionsValidator : IValidateOptions<Swi
 
         CheckDefined(failures, nameof(options.NumaPlacement), options.NumaPlacement);
 
+        if (options.ReuseDelay < TimeSpan.Zero || options.ReuseDelay > SwitchableAllocatorOptions.MaxReuseDelay)
+        {
+            failures.Add($"{Prefix}ReuseDelay is {options.ReuseDelay}; allowed: from 0 to {SwitchableAllocatorOptions.MaxReuseDelay}.");
+        }
+
         if (options.IdleTrimInterval < SwitchableAllocatorOptions.MinIdleTrimInterval || options.IdleTrimInterval > SwitchableAllocatorOptions.MaxIdleTrimInterval)
         {
             failures.Add($"{Prefix}IdleTrimInterval is {options.IdleTrimInterval}; allowed: from {SwitchableAllocatorOptions.MinIdleTrimInterval} to {SwitchableAllocatorOptions.MaxIdleTrimInterval}.");

@@ -19,9 +19,12 @@ namespace AllocHosting.Allocators;
 /// </para>
 /// <para>
 /// A <see cref="Span{T}"/> or pointer obtained before the end is not protected: it must not outlive
-/// the owner. Native memory never moves, so pinning is free and <see cref="Unpin"/> does nothing.
-/// Checking for the end costs one volatile read per <see cref="GetSpan"/>. Thread-safe: the end may
-/// come from any thread, and exactly one caller of the end wins it.
+/// the owner. Native memory never moves, so a pin holds nothing in place; but a pin says that someone
+/// (an asynchronous socket or file operation, typically) may still be using the memory, so the handle
+/// <see cref="Pin"/> returns reports its disposal back (<see cref="Unpin"/>), and an owner that
+/// reuses the memory can wait until no pin is outstanding (the request arenas do). Checking for the
+/// end costs one volatile read per <see cref="GetSpan"/>. Thread-safe: the end may come from any
+/// thread, and exactly one caller of the end wins it.
 /// </para>
 /// </remarks>
 public abstract unsafe class RetirableMemoryManager<T> : MemoryManager<T>
@@ -68,23 +71,44 @@ public abstract unsafe class RetirableMemoryManager<T> : MemoryManager<T>
         return new Span<T>(_start, _length);
     }
 
-    /// <summary>Returns a handle to the element at <paramref name="elementIndex"/>; native memory never moves, so nothing is pinned.</summary>
+    /// <summary>
+    /// Returns a handle to the element at <paramref name="elementIndex"/>. Native memory never moves;
+    /// the handle counts as an outstanding use of the memory until it is disposed (which calls
+    /// <see cref="Unpin"/>), so an owner can keep the memory from being reused meanwhile.
+    /// </summary>
     /// <param name="elementIndex">An index from 0 to <see cref="Length"/> (inclusive, for an empty slice at the end).</param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="elementIndex"/> is outside the memory.</exception>
     /// <exception cref="ObjectDisposedException">The manager's life has ended.</exception>
     public sealed override MemoryHandle Pin(int elementIndex = 0)
     {
-        ThrowIfEnded();
         if ((uint)elementIndex > (uint)_length)
         {
+            ThrowIfEnded();
             ThrowIndexOutOfRange(elementIndex);
         }
 
-        return new MemoryHandle(_start + elementIndex);
+        // Counted before the check, so that an owner that ends the life and then finds no pin
+        // outstanding knows that every later Pin throws (and undoes its count).
+        OnPinned();
+        if (Volatile.Read(ref _state) != Live)
+        {
+            OnUnpinned();
+            ThrowEnded();
+        }
+
+        return new MemoryHandle(_start + elementIndex, default, this);
     }
 
-    /// <summary>Does nothing: native memory is never moved by the garbage collector.</summary>
-    public sealed override void Unpin()
+    /// <summary>Ends one use that <see cref="Pin"/> began (called by the disposal of the handle it returned); native memory is never moved, so nothing else happens.</summary>
+    public sealed override void Unpin() => OnUnpinned();
+
+    /// <summary>Called for every <see cref="Pin"/> that succeeds (before the handle is returned), for an owner that counts outstanding pins.</summary>
+    private protected virtual void OnPinned()
+    {
+    }
+
+    /// <summary>Called for every <see cref="Unpin"/>, also after the end (a handle may outlive the manager's life).</summary>
+    private protected virtual void OnUnpinned()
     {
     }
 

@@ -28,10 +28,20 @@ namespace AllocHosting.Allocators;
 /// long used = chunk.Release(clear: true);   // buffer.Span now throws ObjectDisposedException
 /// </code>
 /// <para>
+/// An owner that must keep late writers away from the next use (a request arena's quarantine) ends
+/// a use in two steps instead: <see cref="Retire"/> when the request ends (the managers retire, the
+/// allocator is reset, the bytes stay as they are), then, once no late write can still be in flight
+/// and no pin is outstanding (<see cref="IsPinned"/>), <see cref="ClearPending"/> just before the
+/// chunk's next use, so that whatever a late writer put there meanwhile is cleared too.
+/// </para>
+/// <para>
 /// What it never does: it never grows (a rent that does not fit returns <see langword="false"/>),
-/// never frees single rents, and <see cref="Release"/> and <see cref="Dispose"/> must not run
-/// while rents are in flight. <see cref="System.Span{T}"/>s and pointers taken from a rented
-/// <see cref="Memory{T}"/> are not protected after release; only the <see cref="Memory{T}"/> is.
+/// never frees single rents, and <see cref="Release"/>, <see cref="Retire"/> and <see cref="Dispose"/>
+/// must not run while rents of the owner are in flight. A rent that races with them (a late renter)
+/// gets memory of the retired managers, whose every use throws, or memory of the next use, which the
+/// owner must detect and refuse (the request arena checks its lease after the rent).
+/// <see cref="System.Span{T}"/>s and pointers taken from a rented <see cref="Memory{T}"/> are not
+/// protected after release; only the <see cref="Memory{T}"/> is.
 /// </para>
 /// </remarks>
 public sealed unsafe class ArenaChunk : IDisposable
@@ -69,6 +79,13 @@ public sealed unsafe class ArenaChunk : IDisposable
     private volatile bool _hasTyped;
     private bool _disposed;
 
+    // Bytes at the start of the usable memory that ended uses may have written and that no clearing
+    // has zeroed yet (Retire leaves them for ClearPending; the owner's thread only).
+    private nuint _pendingClear;
+
+    // Pins outstanding on the managers of every use, current or ended (Interlocked).
+    private int _pins;
+
     private ArenaChunk(IMemorySource source, byte* region, nuint regionSize, BumpAllocator? bump, BitSetAllocator? bitSet)
     {
         _source = source;
@@ -92,7 +109,7 @@ public sealed unsafe class ArenaChunk : IDisposable
             _context = ContextAllocator.MediumLived(bitSet, _bitSetLock);
         }
 
-        _bytes = new ArenaChunkMemoryManager<byte>(_usable, _capacity);
+        _bytes = new ArenaChunkMemoryManager<byte>(this, _usable, _capacity);
         _memory = _bytes.Memory;
     }
 
@@ -190,9 +207,13 @@ public sealed unsafe class ArenaChunk : IDisposable
     public bool TryRent(int length, int alignment, out Memory<byte> memory)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(length);
+
+        // The use's memory is read before the carve: if the use ends in between, the slice is of
+        // the retired manager (every use throws) rather than of the next use's.
+        Memory<byte> whole = _memory;
         if (TryCarve((nuint)length, (nuint)alignment, out byte* pointer))
         {
-            memory = length == 0 ? Memory<byte>.Empty : _memory.Slice((int)(pointer - _usable), length);
+            memory = length == 0 ? Memory<byte>.Empty : whole.Slice((int)(pointer - _usable), length);
             return true;
         }
 
@@ -230,6 +251,9 @@ public sealed unsafe class ArenaChunk : IDisposable
         bool powerOfTwo = BitOperations.IsPow2(elementSize);
         nuint alignment = powerOfTwo ? (nuint)Math.Max(elementSize, 8) : 8;
         nuint size = powerOfTwo ? (nuint)bytes : (nuint)bytes + (nuint)elementSize - 1;
+
+        // The manager is taken before the carve, as for bytes; a retired one's Memory throws.
+        ArenaChunkMemoryManager<T> manager = TypedManager<T>();
         if (!TryCarve(size, alignment, out byte* pointer))
         {
             memory = default;
@@ -238,19 +262,43 @@ public sealed unsafe class ArenaChunk : IDisposable
 
         nuint offset = (nuint)(pointer - _usable);
         int index = (int)((offset + (nuint)elementSize - 1) / (nuint)elementSize);
-        memory = TypedManager<T>().Memory.Slice(index, count);
+        memory = manager.Memory.Slice(index, count);
         return true;
     }
 
     /// <summary>
     /// Ends the current use: retires its memory managers, clears the used bytes when
     /// <paramref name="clear"/> is set, frees everything in O(1) and prepares a fresh manager for
-    /// the next use. Must not run while rents are in flight.
+    /// the next use. Must not run while rents are in flight. The same as <see cref="Retire"/>
+    /// followed by <see cref="ClearPending"/> (or, without clearing, by dropping what is pending).
     /// </summary>
     /// <param name="clear">Whether to zero the bytes the use may have written.</param>
     /// <returns>The high-water mark of the use in bytes (what was cleared).</returns>
     /// <exception cref="ObjectDisposedException">The chunk was disposed.</exception>
     public long Release(bool clear)
+    {
+        long highWater = Retire();
+        if (clear)
+        {
+            ClearPending();
+        }
+        else
+        {
+            DropPending();
+        }
+
+        return highWater;
+    }
+
+    /// <summary>
+    /// Ends the current use without clearing: retires its memory managers (every <see cref="Memory{T}"/>
+    /// of the use throws from now on), frees everything in O(1) and prepares a fresh manager for the
+    /// next use; the bytes the use may have written stay as they are, pending for <see cref="ClearPending"/>.
+    /// Must not run while rents are in flight.
+    /// </summary>
+    /// <returns>The high-water mark of the use in bytes (what is now pending clearing, with what earlier uses left pending).</returns>
+    /// <exception cref="ObjectDisposedException">The chunk was disposed.</exception>
+    public long Retire()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         RetireManagers();
@@ -258,26 +306,57 @@ public sealed unsafe class ArenaChunk : IDisposable
         if (_bump is not null)
         {
             highWater = _bump.HighWater;
-            _bump.Reset(clear);
+            _bump.Reset(false);
         }
         else
         {
             lock (_bitSetLock)
             {
                 highWater = BitSetHighWater();
-                if (clear)
-                {
-                    NativeMemory.Clear(_usable, highWater);
-                }
-
                 _bitSet!.Reset();
                 _bitSetHighWater = 0;
             }
         }
 
-        _bytes = new ArenaChunkMemoryManager<byte>(_usable, _capacity);
+        _pendingClear = Math.Max(_pendingClear, highWater);
+        _bytes = new ArenaChunkMemoryManager<byte>(this, _usable, _capacity);
         _memory = _bytes.Memory;
         return (long)highWater;
+    }
+
+    /// <summary>Bytes at the start of the chunk that ended uses may have written and no clearing has zeroed yet (see <see cref="Retire"/>).</summary>
+    public long PendingClearBytes => (long)_pendingClear;
+
+    /// <summary>Zeroes the bytes ended uses may have written (<see cref="PendingClearBytes"/>), typically just before the chunk's next use; does nothing when none are pending.</summary>
+    /// <exception cref="ObjectDisposedException">The chunk was disposed.</exception>
+    public void ClearPending()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_pendingClear != 0)
+        {
+            NativeMemory.Clear(_usable, _pendingClear);
+            _pendingClear = 0;
+        }
+    }
+
+    /// <summary>Forgets the bytes pending clearing without clearing them (for an owner whose policy is not to clear): the next <see cref="ClearPending"/> clears only what later uses write.</summary>
+    public void DropPending() => _pendingClear = 0;
+
+    /// <summary>
+    /// Whether a <see cref="System.Buffers.MemoryHandle"/> from <c>Pin</c> on memory of any use (current
+    /// or ended) is still outstanding: an asynchronous operation may still read or write it, so the
+    /// owner must not reuse the chunk yet.
+    /// </summary>
+    public bool IsPinned => Volatile.Read(ref _pins) > 0;
+
+    // Called by the managers' Pin and Unpin, from any thread.
+    internal void AddPin(int delta)
+    {
+        if (Interlocked.Add(ref _pins, delta) < 0)
+        {
+            // An Unpin without its Pin (called directly rather than by a handle): not counted.
+            Interlocked.Add(ref _pins, -delta);
+        }
     }
 
     // Under _bitSetLock: rents record their own exact high-water; blocks allocated through the
@@ -374,7 +453,7 @@ public sealed unsafe class ArenaChunk : IDisposable
 
                 if (_typed[i] is null)
                 {
-                    var created = new ArenaChunkMemoryManager<T>((T*)_usable, _capacity / sizeof(T));
+                    var created = new ArenaChunkMemoryManager<T>(this, (T*)_usable, _capacity / sizeof(T));
                     _typed[i] = created;
                     _hasTyped = true;
                     return created;
