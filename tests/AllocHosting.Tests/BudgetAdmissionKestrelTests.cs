@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
+using System.Security.Cryptography;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -20,6 +21,25 @@ namespace AllocHosting.Tests;
 public sealed class BudgetAdmissionKestrelTests
 {
     private const int Chunk = 64 * 1024;
+
+    [Fact]
+    public async Task The_README_example_of_RentAsync_answers_the_body_s_digest()
+    {
+        await using var app = await KestrelTestApp.StartAsync(a =>
+            // As in README.md, "When the budget is spent".
+            a.MapPost("/digest", async (IRequestBuffers buffers, CancellationToken aborted) =>
+            {
+                ReadOnlyMemory<byte> body = await buffers.ReadBodyAsync(aborted);              // grows, waiting for memory if need be
+                Memory<byte> hash = await buffers.RentAsync(SHA256.HashSizeInBytes, aborted);  // waits the same way, never blocks
+                SHA256.HashData(body.Span, hash.Span);
+                return Convert.ToHexString(hash.Span);
+            }));
+        using var client = new HttpClient { BaseAddress = app.Http1 };
+
+        using HttpResponseMessage response = await client.PostAsync("/digest", new ByteArrayContent("abc"u8.ToArray()));
+
+        Assert.Equal(Convert.ToHexString(SHA256.HashData("abc"u8)), await response.Content.ReadAsStringAsync());
+    }
 
     [Fact]
     public async Task Waiters_are_served_in_the_order_they_began_to_wait()
