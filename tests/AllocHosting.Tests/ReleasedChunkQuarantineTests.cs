@@ -226,6 +226,36 @@ public sealed class ReleasedChunkQuarantineTests : IDisposable
         pool.ReturnArena(fifth, context);
     }
 
+    [Fact]
+    public async Task A_rent_waiting_for_the_budget_gets_a_released_chunk_without_waiting_out_the_delay()
+    {
+        var meters = new TestMeterFactory();
+        var options = new SwitchableAllocatorOptions
+        {
+            MemoryBudget = 64 * 1024,
+            MaxArenaSizePerRequest = 64 * 1024,
+            ReuseDelay = TimeSpan.FromSeconds(10),
+            BudgetWaitTimeout = TimeSpan.FromSeconds(5),
+            IdleTrimInterval = TimeSpan.FromHours(1),
+        };
+        var chunks = new ArenaChunkSource(options, NativeMemorySource.Shared);
+        using var pool = new RequestArenaPool(Microsoft.Extensions.Options.Options.Create(options), chunks, new AllocHostingMetrics(meters, new SwitchableAllocator()), NullLogger<RequestArenaPool>.Instance, _time);
+        var holderContext = new DefaultHttpContext();
+        var waiterContext = new DefaultHttpContext();
+        RequestArena holder = pool.RentArena(holderContext);
+        holder.Rent(100).Span.Fill(0xEE);
+        RequestArena waiter = pool.RentArena(waiterContext);
+
+        ValueTask<Memory<byte>> waiting = waiter.RentAsync(100);
+        Assert.False(waiting.IsCompleted);
+        pool.ReturnArena(holder, holderContext);
+
+        Memory<byte> memory = await waiting.AsTask().WaitAsync(TimeSpan.FromSeconds(2));
+        Assert.False(memory.Span.ContainsAnyExcept((byte)0));
+        Assert.Equal(1, pool.EarlyReuses);
+        pool.ReturnArena(waiter, waiterContext);
+    }
+
     [Theory]
     [InlineData(0)]
     [InlineData(5)]
