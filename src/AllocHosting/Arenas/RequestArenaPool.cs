@@ -85,7 +85,10 @@ internal sealed class RequestArenaPool : IDisposable
     /// The size of the first chunk a request of <paramref name="profile"/>'s endpoint takes for a
     /// first rent of <paramref name="bytes"/>: the smallest large-chunk class that holds the
     /// endpoint's first-chunk figure when that is above one pool chunk (bump arenas, pooled classes
-    /// only), else 0 for a pool chunk.
+    /// only), else 0 for a pool chunk. Only while the chunks in use (and waiting out
+    /// <c>ReuseDelay</c>) leave half of the budget free: under pressure requests fall back to pool
+    /// chunks, which share the budget more finely, so the hint never causes a rejection a chain of
+    /// pool chunks would have avoided.
     /// </summary>
     public long FirstChunkSizeFor(EndpointArenaProfile? profile, long bytes)
     {
@@ -96,7 +99,13 @@ internal sealed class RequestArenaPool : IDisposable
         }
 
         IReadOnlyList<long> classes = LargeClassSizes;
-        return wanted <= classes[^1] ? _budget.LargeChunkSizeFor(wanted) : 0;
+        if (wanted > classes[^1])
+        {
+            return 0;
+        }
+
+        long size = _budget.LargeChunkSizeFor(wanted);
+        return _budget.BytesInUse + size <= _options.MemoryBudget / 2 ? size : 0;
     }
 
     /// <summary>Pool and large chunks held by requests now (not those waiting out <c>ReuseDelay</c>).</summary>

@@ -1,6 +1,6 @@
-using Microsoft.AspNetCore.Builder;
+using AllocHosting;
 
-namespace AllocHosting;
+namespace Microsoft.AspNetCore.Builder;
 
 /// <summary>
 /// Per-endpoint request-arena settings for minimal APIs, route groups and any other endpoint
