@@ -95,6 +95,21 @@ public sealed class EndpointAdaptiveFirstChunkTests
     }
 
     [Fact]
+    public async Task Under_budget_pressure_requests_keep_to_pool_chunks()
+    {
+        // A 512 KiB class would need more than half of a 768 KiB budget: the hint is not taken.
+        await using var app = await StartAsync(options =>
+        {
+            options.MemoryBudget = 768 * K;
+            options.MaxArenaSizePerRequest = 768 * K;
+        });
+
+        long[] capacities = await RunAsync(app);
+
+        Assert.All(capacities, c => Assert.Equal(5 * app.Pool.ChunkCapacity, c));
+    }
+
+    [Fact]
     public void The_percentile_follows_recent_requests_in_power_of_two_buckets()
     {
         EndpointArenaProfile profile = EndpointArenaProfile.Create(

@@ -470,9 +470,9 @@ internal sealed class RequestArena : IRequestArenaFeature
     {
         ResolveProfile();
         long size = _pool.FirstChunkSizeFor(_profile, bytes);
-        if (size > 0 && WithinMaximum(size))
+        if (size > 0 && WithinMaximum(size) && _pool.TryTakeFirstLargeChunk(size) is { } chunk)
         {
-            ArenaChunk chunk = TakeLarge(size);
+            AddLarge(chunk);
             _firstLarge = true;
             Volatile.Write(ref _current, chunk);
             return chunk;
@@ -485,10 +485,16 @@ internal sealed class RequestArena : IRequestArenaFeature
     private ArenaChunk TakeLarge(long bytes)
     {
         ArenaChunk chunk = _pool.TakeLargeChunk(this, bytes);
+        AddLarge(chunk);
+        return chunk;
+    }
+
+    // Under _chainLock: records a large chunk the request took.
+    private void AddLarge(ArenaChunk chunk)
+    {
         NoteHoldsMemory();
         (_large ??= []).Add(chunk);
         _largeBytes += chunk.Capacity;
-        return chunk;
     }
 
     // Under _chainLock: whether a further chunk of size bytes keeps the request within its maximum

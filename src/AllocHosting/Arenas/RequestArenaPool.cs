@@ -360,6 +360,13 @@ internal sealed class RequestArenaPool : IDisposable
             ?? RefuseSlow(arena);
     }
 
+    /// <summary>A large chunk of class size <paramref name="size"/> for a request's first chunk (see <see cref="FirstChunkSizeFor"/>), if one can be had now; null (nothing refused, nothing waited for) otherwise.</summary>
+    public ArenaChunk? TryTakeFirstLargeChunk(long size)
+    {
+        _quarantine.ReleaseExpired();
+        return _budget.TryTakeLargeNow(size);
+    }
+
     public void Dispose()
     {
         _quarantine.Dispose();
