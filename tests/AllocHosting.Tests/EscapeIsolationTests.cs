@@ -95,7 +95,9 @@ public class EscapeIsolationTests
             options =>
             {
                 options.ArenaKind = kind;
-                options.MemoryBudget = 64L * 1024 * 1024;
+                // Room for everything the quarantine holds at this rate (mapped, mostly untouched pages),
+                // so that no chunk leaves it early: the guarantee holds only then.
+                options.MemoryBudget = 1024L * 1024 * 1024;
                 configure?.Invoke(options);
             });
 
@@ -194,6 +196,11 @@ public class EscapeIsolationTests
         }
 
         await renter;
+        if (app.Pool.EarlyReuses > 0)
+        {
+            failures.Enqueue($"{app.Pool.EarlyReuses} chunks left the quarantine early: the budget was too small for the test's rate");
+        }
+
         return new Outcome(Interlocked.Read(ref escapes), Interlocked.Read(ref victims), Interlocked.Read(ref lateWritesStopped), Interlocked.Read(ref lateRentsRefused), failures.Distinct().Take(10).ToList());
     }
 

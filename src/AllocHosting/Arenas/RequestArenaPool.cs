@@ -219,11 +219,32 @@ internal sealed class RequestArenaPool : IDisposable
     // The slot's hot chunk is gone: chunks whose quarantine ended go back first (so the pool does not
     // create chunks while expired ones wait), then the budget's other paths.
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private ArenaChunk TakeChunkSlow(RequestArena arena)
+    private ArenaChunk TakeChunkSlow(RequestArena arena) =>
+        TakeMakingRoom(arena.Slot, 0) ?? _budget.Take(arena.Slot) ?? RefuseSlow(arena);
+
+    // A pool chunk (largeSize 0) or a large chunk of class size largeSize, at once, after the
+    // quarantine let out its expired chunks and, if the budget is spent, its oldest ones early; null
+    // (counting nothing) when the quarantine has nothing more to give. Several attempts: under load
+    // another request may take the chunk let out for this one before it does.
+    private ArenaChunk? TakeMakingRoom(int slot, long largeSize)
     {
+        const int Attempts = 8;
         _quarantine.ReleaseExpired();
-        MakeRoomInQuarantine(ChunkSize, arena.Slot);
-        return _budget.Take(arena.Slot) ?? RefuseSlow(arena);
+        for (int attempt = 0; attempt < Attempts; attempt++)
+        {
+            MakeRoomInQuarantine(largeSize == 0 ? ChunkSize : largeSize, slot);
+            if (_budget.TryTakeNow(slot, largeSize) is { } chunk)
+            {
+                return chunk;
+            }
+
+            if (_quarantine.Count == 0)
+            {
+                break;
+            }
+        }
+
+        return null;
     }
 
     // Rents waiting for memory are served before the delay runs out: the chunks released longest ago
@@ -270,9 +291,7 @@ internal sealed class RequestArenaPool : IDisposable
         }
 
         // As TakeChunkSlow: expired chunks first, then, if the budget is spent, the oldest ones early.
-        _quarantine.ReleaseExpired();
-        MakeRoomInQuarantine(largeSize == 0 ? ChunkSize : largeSize, arena.Slot);
-        return _budget.TryTakeNow(arena.Slot, largeSize);
+        return TakeMakingRoom(arena.Slot, largeSize);
     }
 
     /// <summary>
@@ -428,9 +447,7 @@ internal sealed class RequestArenaPool : IDisposable
                 $"A rent of {bytes} bytes needs a chunk of {size} bytes, more than the whole request arena budget ({SwitchableAllocatorOptions.SectionName}:MemoryBudget, {_options.MemoryBudget} bytes).");
         }
 
-        _quarantine.ReleaseExpired();
-        MakeRoomInQuarantine(size, arena.Slot);
-        return _budget.TakeLarge(bytes) ?? RefuseSlow(arena);
+        return TakeMakingRoom(arena.Slot, size) ?? _budget.TakeLarge(bytes) ?? RefuseSlow(arena);
     }
 
     /// <summary>A large chunk of class size <paramref name="size"/> for a request's first chunk (see <see cref="FirstChunkSizeFor"/>), if one can be had now; null (nothing refused, nothing waited for) otherwise.</summary>
