@@ -25,6 +25,9 @@ internal sealed unsafe class FakeLinuxSystemCalls : ILinuxSystemCalls
 
     public int GetCpuCount { get; private set; }
 
+    /// <summary>Every mprotect call in order (address, length, protection), made or refused.</summary>
+    public List<(nint Address, nuint Length, int Protection)> ProtectCalls { get; } = [];
+
     public int SchedGetCpuCount { get; private set; }
 
     // The name a call is offered to Refuse under.
@@ -50,6 +53,16 @@ internal sealed unsafe class FakeLinuxSystemCalls : ILinuxSystemCalls
 
     public int Advise(nint address, nuint length, int advice) =>
         Refused(AdviceName(advice)) ? -1 : LinuxSystemCalls.Kernel.Advise(address, length, advice);
+
+    public int Protect(nint address, nuint length, int protection)
+    {
+        lock (ProtectCalls)
+        {
+            ProtectCalls.Add((address, length, protection));
+        }
+
+        return Refused("mprotect") ? -1 : LinuxSystemCalls.Kernel.Protect(address, length, protection);
+    }
 
     public int Lock(nint address, nuint length) =>
         Refused("mlock") ? -1 : LinuxSystemCalls.Kernel.Lock(address, length);
