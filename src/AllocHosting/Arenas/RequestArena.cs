@@ -47,6 +47,9 @@ internal sealed class RequestArena : IRequestArenaFeature
     private HttpContext? _context;
     private bool _rejected;
 
+    // Diagnostics Track or Guard: the request's tracker, set on every chunk it takes (null when Off).
+    private ArenaRentTracker? _tracker;
+
     // The memory pool of the current request (AsMemoryPool), replaced when a later request asks.
     private RequestBufferMemoryPool? _memoryPool;
 
@@ -301,6 +304,7 @@ internal sealed class RequestArena : IRequestArenaFeature
         Slot = slot;
         _context = context;
         _rejected = false;
+        _tracker = _pool.CreateTracker(context);
         Volatile.Write(ref _lease, _lease + 1);
     }
 
@@ -316,6 +320,7 @@ internal sealed class RequestArena : IRequestArenaFeature
         {
             Volatile.Write(ref _lease, _lease + 1);
             _context = null;
+            _tracker = null;
             // The pooled arena keeps nothing of the request's objects (their memory is retired below).
             _memoryPool = null;
             _body = null;
@@ -411,6 +416,7 @@ internal sealed class RequestArena : IRequestArenaFeature
     private ArenaChunk Chain()
     {
         ArenaChunk chunk = _pool.TakeChunk(this);
+        chunk.Tracker = _tracker;   // before the chunk is published: every rent of it is tracked
         NoteHoldsMemory();
         _chunks.Add(chunk);
         Volatile.Write(ref _current, chunk);
@@ -421,6 +427,7 @@ internal sealed class RequestArena : IRequestArenaFeature
     private ArenaChunk TakeLarge(long bytes)
     {
         ArenaChunk chunk = _pool.TakeLargeChunk(this, bytes);
+        chunk.Tracker = _tracker;
         NoteHoldsMemory();
         (_large ??= []).Add(chunk);
         _largeBytes += chunk.Capacity;

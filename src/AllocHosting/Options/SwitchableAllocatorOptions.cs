@@ -53,6 +53,9 @@ public sealed class SwitchableAllocatorOptions
     /// <summary>The longest <see cref="ReuseDelay"/>: 10 seconds.</summary>
     public static readonly TimeSpan MaxReuseDelay = TimeSpan.FromSeconds(10);
 
+    /// <summary>The shortest wait of a released chunk before reuse under <see cref="ArenaDiagnostics.Guard"/>, whatever <see cref="ReuseDelay"/> says: 100 ms.</summary>
+    public static readonly TimeSpan MinGuardReuseDelay = TimeSpan.FromMilliseconds(100);
+
     /// <summary>The shortest <see cref="IdleTrimInterval"/>: 1 second.</summary>
     public static readonly TimeSpan MinIdleTrimInterval = TimeSpan.FromSeconds(1);
 
@@ -136,4 +139,13 @@ public sealed class SwitchableAllocatorOptions
     /// </para>
     /// </remarks>
     public TimeSpan ReuseDelay { get; set; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>
+    /// What the request arenas record to explain a use of request memory after its request ended
+    /// (see <see cref="ArenaDiagnostics"/>). Default <see cref="ArenaDiagnostics.Off"/>, which costs
+    /// nothing; <see cref="ArenaDiagnostics.Track"/> costs a captured stack per rent and suits
+    /// development; <see cref="ArenaDiagnostics.Guard"/> crashes the process on a late access and is
+    /// for development only.
+    /// </summary>
+    public ArenaDiagnostics Diagnostics { get; set; } = ArenaDiagnostics.Off;
 }
