@@ -135,7 +135,8 @@ public sealed class SwitchableAllocatorOptions
     /// (about requests per second × delay chunks), and a chunk comes back cold rather than warm from the
     /// last request. Zero turns the quarantine off: a released chunk is cleared at once and the next
     /// request of the same processor gets it (the fastest setting, and the one to use when no code
-    /// keeps request memory past its request).
+    /// keeps request memory past its request). Under <see cref="ArenaDiagnostics.Guard"/> every released
+    /// chunk waits at least <see cref="MinGuardReuseDelay"/>, whatever this says.
     /// </para>
     /// </remarks>
     public TimeSpan ReuseDelay { get; set; } = TimeSpan.FromMilliseconds(100);
