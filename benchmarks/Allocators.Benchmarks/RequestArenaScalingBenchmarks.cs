@@ -27,6 +27,7 @@ public class RequestArenaScalingBenchmarks : IDisposable
         var options = new SwitchableAllocatorOptions
         {
             ClearPolicy = ArenaClearPolicy.None,
+            ReuseDelay = TimeSpan.Zero,   // the quarantine's cost is RequestArenaBenchmarks' row
             InitialArenaSize = 256 * 1024,
             MaxArenaSizePerRequest = 256 * 1024,
             MemoryBudget = 16 * 256 * 1024,

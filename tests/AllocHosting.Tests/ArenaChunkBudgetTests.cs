@@ -89,7 +89,10 @@ public sealed class ArenaChunkBudgetTests : IDisposable
             budget.Return(held, 1);
         });
 
-        Assert.Same(held, budget.Take(0));
+        // An asynchronous rent waits without blocking; a synchronous one is refused at once meanwhile.
+        ValueTask<ArenaChunk?> waiting = budget.TakeAsync(0, CancellationToken.None, CancellationToken.None);
+        Assert.Null(budget.Take(0));
+        Assert.Same(held, await waiting.AsTask().WaitAsync(TimeSpan.FromSeconds(5)));
         await giver;
     }
 
@@ -183,7 +186,7 @@ public sealed class ArenaChunkBudgetTests : IDisposable
         var (budget, _) = Create(chunks: 2, maxPerRequest: 2 * ChunkSize, policy: ArenaBudgetPolicy.Wait, waitTimeout: TimeSpan.FromSeconds(10));
         ArenaChunk held = budget.Take(0)!;
 
-        Task<ArenaChunk?> waiting = Task.Run(() => budget.TakeLarge(2 * ChunkSize));
+        Task<ArenaChunk?> waiting = budget.TakeLargeAsync(budget.LargeChunkSizeFor(2 * ChunkSize), CancellationToken.None, CancellationToken.None).AsTask();
         await Task.Delay(50);
         Assert.False(waiting.IsCompleted);
 

@@ -26,6 +26,7 @@ public class EscapeIsolationTests
         TimeSpan.FromSeconds(Math.Max(10, int.TryParse(Environment.GetEnvironmentVariable("ALLOCHOSTING_STRESS_SECONDS"), out int seconds) ? seconds : 0));
 
     [Theory]
+    [Trait("Category", "Stress")]
     [InlineData(RequestArenaKind.Bump)]
     [InlineData(RequestArenaKind.BitSet)]
     public async Task Late_writers_and_late_renters_never_reach_another_requests_memory(RequestArenaKind kind)
@@ -65,7 +66,8 @@ public class EscapeIsolationTests
                     var rents = new List<(Memory<byte> Memory, byte Mark)>();
                     for (int i = 0; i < 6; i++)
                     {
-                        Memory<byte> memory = buffers.Rent(64 + (((seed * 7) + (i * 1_531)) % 6_000));
+                        int size = i == 5 && seed % 4 == 0 ? 70_000 + (seed % 200_000) : 64 + (((seed * 7) + (i * 1_531)) % 6_000);
+                        Memory<byte> memory = buffers.Rent(size);
                         if (memory.Span.ContainsAnyExcept((byte)0))
                         {
                             failures.Enqueue($"a fresh rent of {memory.Length} bytes held {memory.Span[memory.Span.IndexOfAnyExcept((byte)0)]:X2}");
@@ -175,7 +177,9 @@ public class EscapeIsolationTests
         {
             for (int r = 0; !stop.IsCancellationRequested; r++)
             {
-                string path = (r + c) % 3 == 0 ? $"/victim?seed={(c * 100_000) + r}" : $"/escape?size={64 + ((r * 97) % 8_000)}";
+                // Every tenth escape rents more than a pool chunk holds: a large chunk, through the same quarantine.
+                int size = r % 10 == 1 ? 70_000 + ((r * 7_919) % 200_000) : 64 + ((r * 97) % 8_000);
+                string path = (r + c) % 3 == 0 ? $"/victim?seed={(c * 100_000) + r}" : $"/escape?size={size}";
                 string body = await client.GetStringAsync(path);
                 if (body != "ok")
                 {

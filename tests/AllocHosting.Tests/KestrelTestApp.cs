@@ -33,7 +33,7 @@ internal sealed class KestrelTestApp : IAsyncDisposable
 
     public RequestArenaPool Pool { get; }
 
-    public static async Task<KestrelTestApp> StartAsync(Action<WebApplication> map, Action<SwitchableAllocatorOptions>? configure = null)
+    public static async Task<KestrelTestApp> StartAsync(Action<WebApplication> map, Action<SwitchableAllocatorOptions>? configure = null, Action<WebApplicationBuilder>? build = null)
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { EnvironmentName = "Production" });
         builder.Logging.ClearProviders();
@@ -48,6 +48,7 @@ internal sealed class KestrelTestApp : IAsyncDisposable
             options.IdleTrimInterval = TimeSpan.FromHours(1);
             configure?.Invoke(options);
         });
+        build?.Invoke(builder);
         WebApplication app = builder.Build();
         map(app);
         await app.StartAsync();

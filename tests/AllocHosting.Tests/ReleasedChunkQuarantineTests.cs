@@ -82,7 +82,7 @@ public sealed class ReleasedChunkQuarantineTests : IDisposable
         Assert.Equal(0, _quarantine.ReleaseExpired());
         Assert.Equal(1, _quarantine.PinnedCount);
         Assert.Empty(_returned);
-        Assert.False(_quarantine.ReleaseOldest());   // not even when the budget is spent
+        Assert.False(_quarantine.ReleaseOldest(0));   // not even when the budget is spent
 
         pin.Dispose();
         Assert.False(chunk.IsPinned);
@@ -118,7 +118,8 @@ public sealed class ReleasedChunkQuarantineTests : IDisposable
         ArenaChunk young = RetiredChunk();
         _quarantine.Add(young, 0, large: false, young.Capacity);
 
-        Assert.True(_quarantine.ReleaseOldest());
+        // The rent's own lane first: the oldest there.
+        Assert.True(_quarantine.ReleaseOldest(1));
         Assert.Equal([old], _returned.Select(r => r.Chunk));
         Assert.Equal(1, _quarantine.EarlyReuses);
         Assert.Equal(0, old.PendingClearBytes);
@@ -127,7 +128,20 @@ public sealed class ReleasedChunkQuarantineTests : IDisposable
         _time.Advance(Delay);
         Assert.Equal([old, young], _returned.Select(r => r.Chunk));
         Assert.Equal(1, _quarantine.EarlyReuses);
-        Assert.False(_quarantine.ReleaseOldest());
+        Assert.False(_quarantine.ReleaseOldest(1));
+    }
+
+    [Fact]
+    public void A_rent_whose_lane_is_empty_takes_the_oldest_of_the_other_lanes()
+    {
+        ArenaChunk old = RetiredChunk();
+        _quarantine.Add(old, 1, large: false, old.Capacity);
+        _time.Advance(TimeSpan.FromMilliseconds(3));
+        ArenaChunk young = RetiredChunk();
+        _quarantine.Add(young, 1, large: false, young.Capacity);
+
+        Assert.True(_quarantine.ReleaseOldest(0));
+        Assert.Equal([old], _returned.Select(r => r.Chunk));
     }
 
     [Fact]
@@ -210,6 +224,36 @@ public sealed class ReleasedChunkQuarantineTests : IDisposable
         Assert.Equal(1, pool.EarlyReuses);
         Assert.Equal(4, chunks.ChunkCount);
         pool.ReturnArena(fifth, context);
+    }
+
+    [Fact]
+    public async Task A_rent_waiting_for_the_budget_gets_a_released_chunk_without_waiting_out_the_delay()
+    {
+        var meters = new TestMeterFactory();
+        var options = new SwitchableAllocatorOptions
+        {
+            MemoryBudget = 64 * 1024,
+            MaxArenaSizePerRequest = 64 * 1024,
+            ReuseDelay = TimeSpan.FromSeconds(10),
+            BudgetWaitTimeout = TimeSpan.FromSeconds(5),
+            IdleTrimInterval = TimeSpan.FromHours(1),
+        };
+        var chunks = new ArenaChunkSource(options, NativeMemorySource.Shared);
+        using var pool = new RequestArenaPool(Microsoft.Extensions.Options.Options.Create(options), chunks, new AllocHostingMetrics(meters, new SwitchableAllocator()), NullLogger<RequestArenaPool>.Instance, _time);
+        var holderContext = new DefaultHttpContext();
+        var waiterContext = new DefaultHttpContext();
+        RequestArena holder = pool.RentArena(holderContext);
+        holder.Rent(100).Span.Fill(0xEE);
+        RequestArena waiter = pool.RentArena(waiterContext);
+
+        ValueTask<Memory<byte>> waiting = waiter.RentAsync(100);
+        Assert.False(waiting.IsCompleted);
+        pool.ReturnArena(holder, holderContext);
+
+        Memory<byte> memory = await waiting.AsTask().WaitAsync(TimeSpan.FromSeconds(2));
+        Assert.False(memory.Span.ContainsAnyExcept((byte)0));
+        Assert.Equal(1, pool.EarlyReuses);
+        pool.ReturnArena(waiter, waiterContext);
     }
 
     [Theory]

@@ -313,7 +313,7 @@ public class RequestArenaMiddlewareTests
                     await release.Task;
                     return "held";
                 });
-                a.MapGet("/rent", (IRequestBuffers buffers) => buffers.Rent(100).Length);
+                a.MapGet("/rent", async (IRequestBuffers buffers) => (await buffers.RentAsync(100)).Length);
             },
             options =>
             {
@@ -329,8 +329,8 @@ public class RequestArenaMiddlewareTests
         Task<string> holder = app.Client.GetStringAsync("/hold");
         await holding.Task.WaitAsync(TimeSpan.FromSeconds(10));
 
-        // The rent blocks its request thread while it waits: started off the test's thread.
-        Task<HttpResponseMessage> waiting = Task.Run(() => app.Client.GetAsync("/rent"));
+        // RentAsync waits without blocking a thread.
+        Task<HttpResponseMessage> waiting = app.Client.GetAsync("/rent");
         await Task.WhenAny(waiting, Task.Delay(TimeSpan.FromMilliseconds(200)));
         Assert.False(waiting.IsCompleted, "the second request waits while the budget's only chunk is held");
         Assert.Equal(1, app.Chunks.ChunkCount);
@@ -360,7 +360,7 @@ public class RequestArenaMiddlewareTests
                     holding.SetResult();
                     await release.Task;
                 });
-                a.MapGet("/rent", (IRequestBuffers buffers) => buffers.Rent(100).Length);
+                a.MapGet("/rent", async (IRequestBuffers buffers) => (await buffers.RentAsync(100)).Length);
             },
             options =>
             {

@@ -14,6 +14,8 @@ namespace AllocHosting.Allocators.Tests;
 /// </summary>
 internal sealed unsafe class FakeLinuxSystemCalls : ILinuxSystemCalls
 {
+    private long _liveMappedBytes;
+
     /// <summary>Given a call's name, an errno to fail it with, or 0 to make the real call; null makes every call.</summary>
     public Func<string, int>? Refuse { get; set; }
 
@@ -28,6 +30,20 @@ internal sealed unsafe class FakeLinuxSystemCalls : ILinuxSystemCalls
     /// <summary>Every mprotect call in order (address, length, protection), made or refused.</summary>
     public List<(nint Address, nuint Length, int Protection)> ProtectCalls { get; } = [];
 
+    /// <summary>
+    /// Bytes mapped through this stand-in and not unmapped: every successful <c>mmap</c> adds its
+    /// length, every successful <c>munmap</c> subtracts its own, every successful <c>mremap</c> the
+    /// difference. Zero once everything mapped was given back: the leak check of the fault tests.
+    /// </summary>
+    public long LiveMappedBytes => Interlocked.Read(ref _liveMappedBytes);
+
+    /// <summary>Refuses only the <paramref name="nth"/> call named <paramref name="call"/> from now on (1 for the next one) with <paramref name="errno"/>; every other call is made.</summary>
+    public void RefuseAt(string call, int nth, int errno)
+    {
+        int seen = 0;
+        Refuse = name => name == call && Interlocked.Increment(ref seen) == nth ? errno : 0;
+    }
+
     public int SchedGetCpuCount { get; private set; }
 
     // The name a call is offered to Refuse under.
@@ -39,17 +55,54 @@ internal sealed unsafe class FakeLinuxSystemCalls : ILinuxSystemCalls
         _ => $"madvise({advice.ToString(CultureInfo.InvariantCulture)})",
     };
 
-    public nint Map(nint address, nuint length, int protection, int flags, int fileDescriptor, nint offset) =>
-        Refused("mmap") ? LinuxConstants.MAP_FAILED : LinuxSystemCalls.Kernel.Map(address, length, protection, flags, fileDescriptor, offset);
+    public nint Map(nint address, nuint length, int protection, int flags, int fileDescriptor, nint offset)
+    {
+        if (Refused("mmap"))
+        {
+            return LinuxConstants.MAP_FAILED;
+        }
 
-    public int Unmap(nint address, nuint length) =>
-        Refused("munmap") ? -1 : LinuxSystemCalls.Kernel.Unmap(address, length);
+        nint mapped = LinuxSystemCalls.Kernel.Map(address, length, protection, flags, fileDescriptor, offset);
+        if (mapped != LinuxConstants.MAP_FAILED)
+        {
+            Interlocked.Add(ref _liveMappedBytes, (long)length);
+        }
+
+        return mapped;
+    }
+
+    public int Unmap(nint address, nuint length)
+    {
+        if (Refused("munmap"))
+        {
+            return -1;
+        }
+
+        int result = LinuxSystemCalls.Kernel.Unmap(address, length);
+        if (result == 0)
+        {
+            Interlocked.Add(ref _liveMappedBytes, -(long)length);
+        }
+
+        return result;
+    }
 
     // Moving remaps are "mremap"; remaps in place (no MREMAP_MAYMOVE) are "mremap(in place)".
-    public nint Remap(nint oldAddress, nuint oldLength, nuint newLength, int flags) =>
-        Refused(flags == LinuxConstants.MREMAP_MAYMOVE ? "mremap" : "mremap(in place)")
-            ? LinuxConstants.MAP_FAILED
-            : LinuxSystemCalls.Kernel.Remap(oldAddress, oldLength, newLength, flags);
+    public nint Remap(nint oldAddress, nuint oldLength, nuint newLength, int flags)
+    {
+        if (Refused(flags == LinuxConstants.MREMAP_MAYMOVE ? "mremap" : "mremap(in place)"))
+        {
+            return LinuxConstants.MAP_FAILED;
+        }
+
+        nint moved = LinuxSystemCalls.Kernel.Remap(oldAddress, oldLength, newLength, flags);
+        if (moved != LinuxConstants.MAP_FAILED)
+        {
+            Interlocked.Add(ref _liveMappedBytes, (long)newLength - (long)oldLength);
+        }
+
+        return moved;
+    }
 
     public int Advise(nint address, nuint length, int advice) =>
         Refused(AdviceName(advice)) ? -1 : LinuxSystemCalls.Kernel.Advise(address, length, advice);

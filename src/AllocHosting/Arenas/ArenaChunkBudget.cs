@@ -8,8 +8,9 @@ namespace AllocHosting;
 /// The memory budget of the request arenas and admission to it: the pool chunks and large chunks
 /// that exist, idle or in use, hold at most <c>MemoryBudget</c> bytes; a request's next chunk is an
 /// idle one, a new one within the budget (idle chunks of other sizes are disposed to make room when
-/// the budget is full), or (policy Wait) one that comes back within the wait timeout; otherwise none,
-/// and the pool refuses the request.
+/// the budget is full), or (policy Wait, asynchronous rents only) one that comes back within the wait
+/// timeout (see ArenaChunkBudget.Waiting.cs); otherwise none, and the pool refuses the request. No
+/// thread ever blocks waiting for memory.
 /// </summary>
 /// <remarks>
 /// <para>
@@ -33,14 +34,15 @@ namespace AllocHosting;
 /// is called only under this budget's lock.
 /// </para>
 /// </remarks>
-internal sealed class ArenaChunkBudget : IDisposable
+internal sealed partial class ArenaChunkBudget : IDisposable
 {
     private readonly SwitchableAllocatorOptions _options;
     private readonly ArenaChunkSource _source;
     private readonly AllocHostingMetrics _metrics;
     private readonly ILogger _logger;
 
-    // Guards everything below except _hotChunks; waiting rents Monitor.Wait on it.
+    // Guards everything below except _hotChunks, and the queue of waiting rents; nobody waits on it
+    // beyond its short critical sections.
     private readonly object _lock = new();
 
     // The idle large chunks by size class.
@@ -52,7 +54,8 @@ internal sealed class ArenaChunkBudget : IDisposable
     // The fewest chunks on _idle since the last trim: so many stayed idle through the whole interval.
     private int _idleLowWater;
 
-    // Rents waiting for a chunk; changed with Interlocked (also read without the lock by Return).
+    // Rents waiting for a chunk (the count of _waiting); changed with Interlocked under _lock, read
+    // without it by Return and TakeAsync.
     private int _waiters;
 
     // One-slot caches of idle chunks in front of _idle, one per processor, taken and filled
@@ -60,7 +63,7 @@ internal sealed class ArenaChunkBudget : IDisposable
     // its core returned (LIFO). They count as idle. A rent that finds its slot and _idle empty takes
     // another core's before it counts against the budget. Trim and Dispose empty them under _lock;
     // a return sees _waiters (changed with Interlocked, so the slot and the count are ordered) and
-    // pulses a waiting rent.
+    // serves the waiting rents.
     private readonly ProcessorSlots<ArenaChunk> _hotChunks = new();
 
     // Set when the spent budget was logged; cleared when a chunk comes back, so an overload logs
@@ -174,8 +177,7 @@ internal sealed class ArenaChunkBudget : IDisposable
 
     /// <summary>
     /// A large chunk that holds a rent of <paramref name="bytes"/>: an idle chunk of its size
-    /// class, a new one within the budget, or (policy Wait) one that fits once memory comes back;
-    /// null when the budget is spent (counted and logged as for <see cref="Take"/>).
+    /// class, or a new one within the budget; null when the budget is spent (counted and logged as for <see cref="Take"/>).
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">No chunk can hold <paramref name="bytes"/>.</exception>
     /// <exception cref="ObjectDisposedException">The budget was disposed.</exception>
@@ -196,10 +198,7 @@ internal sealed class ArenaChunkBudget : IDisposable
             }
 
             _budgetSpentLogged = false;
-            if (_waiters > 0)
-            {
-                Monitor.PulseAll(_lock);
-            }
+            ServeWaiters();
         }
     }
 
@@ -269,7 +268,7 @@ internal sealed class ArenaChunkBudget : IDisposable
         }
     }
 
-    /// <summary>Disposes the idle chunks and the segments (each gives its memory back once its last chunk held by a request comes home) and wakes waiting rents.</summary>
+    /// <summary>Disposes the idle chunks and the segments (each gives its memory back once its last chunk held by a request comes home) and refuses the waiting rents.</summary>
     public void Dispose()
     {
         lock (_lock)
@@ -297,32 +296,34 @@ internal sealed class ArenaChunkBudget : IDisposable
             }
 
             _source.CloseSegments();
-            Monitor.PulseAll(_lock);
+            RefuseWaiters();
         }
     }
 
-    // A pool chunk (largeSize 0) or a large chunk of largeSize bytes: an idle one, a new one within
-    // the budget, or (policy Wait) one that comes back soon; else null, counted and logged.
+    // A pool chunk (largeSize 0) or a large chunk of largeSize bytes for a synchronous rent: an idle
+    // one or a new one within the budget; else null, counted and logged. It never waits (whatever the
+    // policy: a blocked thread-pool thread would starve the requests that could give memory back), and
+    // while rents wait it takes nothing, so it never overtakes them.
     [MethodImpl(MethodImplOptions.NoInlining)]
     private ArenaChunk? TakeSlow(long largeSize)
     {
-        ArenaChunk? chunk = TryTakeChunk(largeSize);
-        if (chunk is null && _options.BudgetPolicy == ArenaBudgetPolicy.Wait && _options.BudgetWaitTimeout > TimeSpan.Zero)
+        ArenaChunk? chunk;
+        lock (_lock)
         {
-            chunk = WaitForChunk(largeSize, _options.BudgetWaitTimeout);
+            ObjectDisposedException.ThrowIf(_disposed, typeof(RequestArenaPool));
+            chunk = _waiting.Count == 0 ? TryTakeChunk(largeSize) : null;
         }
 
         if (chunk is null)
         {
-            _metrics.Failure("budget_exhausted");
-            LogBudgetSpentOnce();
+            CountRefusal();
         }
 
         return chunk;
     }
 
     // After a chunk went to the hot slot while the budget was disposed, a spent budget was logged
-    // or a rent was waiting: the rare cases that need _lock.
+    // or a rent was waiting (it is handed to the head of the queue): the rare cases that need _lock.
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void SettleHotChunkSlow()
     {
@@ -339,11 +340,7 @@ internal sealed class ArenaChunkBudget : IDisposable
                 return;
             }
 
-            if (_waiters > 0)
-            {
-                // All: a waiting rent of another size may now fit too.
-                Monitor.PulseAll(_lock);
-            }
+            ServeWaiters();
         }
     }
 
@@ -359,10 +356,7 @@ internal sealed class ArenaChunkBudget : IDisposable
 
             _idle.Add(chunk);
             _budgetSpentLogged = false;
-            if (_waiters > 0)
-            {
-                Monitor.PulseAll(_lock);
-            }
+            ServeWaiters();
         }
     }
 
@@ -457,37 +451,6 @@ internal sealed class ArenaChunkBudget : IDisposable
         if (_idle.Count < _idleLowWater)
         {
             _idleLowWater = _idle.Count;
-        }
-    }
-
-    private ArenaChunk? WaitForChunk(long largeSize, TimeSpan timeout)
-    {
-        long deadline = Environment.TickCount64 + (long)timeout.TotalMilliseconds;
-        lock (_lock)
-        {
-            Interlocked.Increment(ref _waiters);
-            try
-            {
-                while (!_disposed)
-                {
-                    if (TryTakeChunk(largeSize) is { } chunk)
-                    {
-                        return chunk;
-                    }
-
-                    long remaining = deadline - Environment.TickCount64;
-                    if (remaining <= 0 || !Monitor.Wait(_lock, (int)remaining))
-                    {
-                        break;
-                    }
-                }
-            }
-            finally
-            {
-                Interlocked.Decrement(ref _waiters);
-            }
-
-            return _disposed ? null : TryTakeChunk(largeSize);
         }
     }
 }

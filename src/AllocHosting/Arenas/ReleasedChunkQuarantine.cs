@@ -208,13 +208,14 @@ internal sealed class ReleasedChunkQuarantine : IDisposable
     /// leave before its delay (counted in <see cref="EarlyReuses"/>), so that memory waiting out the
     /// delay never turns into a refused request. Returns whether one left.
     /// </summary>
-    public bool ReleaseOldest()
+    /// <param name="slot">The processor slot of the rent that needs the chunk: its own lane's oldest goes first (no scan of the other lanes, which only matter when it is empty).</param>
+    public bool ReleaseOldest(int slot)
     {
         while (true)
         {
-            Lane? oldest = null;
+            Lane? oldest = _lanes[slot].Queue.Count > 0 ? _lanes[slot] : null;
             long oldestAt = long.MaxValue;
-            foreach (Lane lane in _lanes)
+            foreach (Lane lane in oldest is null ? _lanes : [])
             {
                 if (lane.Queue.Count == 0)
                 {
@@ -417,7 +418,9 @@ internal sealed class ReleasedChunkQuarantine : IDisposable
 
     private readonly record struct Entry(ArenaChunk Chunk, int Slot, bool Large, long Bytes, long ReleasedAt);
 
-    // One processor slot's chunks in release order.
+    // One processor slot's chunks in release order. Padded so that two lanes' counters (and the
+    // lock objects allocated between them) never share a cache line: each lane is written by the
+    // requests of its own processor.
     private sealed class Lane
     {
         public readonly Lock Lock = new();
@@ -426,5 +429,17 @@ internal sealed class ReleasedChunkQuarantine : IDisposable
         // The lane's chunks and bytes from Add until back in the budget (Interlocked).
         public int Inside;
         public long InsideBytes;
+
+#pragma warning disable IDE0051, CS0169 // never read: it only keeps the next lane's fields off this cache line
+        private CacheLine _padding;
+#pragma warning restore IDE0051, CS0169
+    }
+
+    [System.Runtime.CompilerServices.InlineArray(8)]
+    private struct CacheLine
+    {
+#pragma warning disable IDE0044, IDE0051, CS0169 // the element of an inline array
+        private long _element;
+#pragma warning restore IDE0044, IDE0051, CS0169
     }
 }

@@ -20,7 +20,7 @@ namespace AllocHosting;
 /// is refused by the second lease check after the rent, or returns memory of the retired use,
 /// whose every use throws (see <c>RentedUnderLease</c>).
 /// </remarks>
-internal sealed class RequestArena : IRequestArenaFeature
+internal sealed partial class RequestArena : IRequestArenaFeature
 {
     private const int ByteAlignment = 16;
 
@@ -173,7 +173,7 @@ internal sealed class RequestArena : IRequestArenaFeature
     {
         RequestBufferWriter body = await ReadBodyCoreAsync(lease, cancellationToken);
         ThrowIfStale(lease);
-        return body.WrittenMemory;
+        return await body.GetWrittenMemoryAsync(cancellationToken);
     }
 
     /// <summary>The whole body of the request of <paramref name="lease"/>, as segments of request memory (read once per request).</summary>

@@ -191,7 +191,7 @@ internal sealed class RequestArenaPool : IDisposable
     /// <summary>The diagnostics tracker for a request (or, <paramref name="context"/> null, an arena scope) starting now; null under Diagnostics Off.</summary>
     public Allocators.ArenaRentTracker? CreateTracker(HttpContext? context) => _diagnostics?.CreateTracker(context);
 
-    /// <summary>Gives a request its next chunk: an idle one, a new one within the budget, or (policy Wait) one that comes back soon.</summary>
+    /// <summary>Gives a request its next chunk, synchronously: an idle one or a new one within the budget; it never waits (see <see cref="TakeChunkAsync"/>).</summary>
     /// <exception cref="RequestArenaBudgetExceededException">The budget is spent.</exception>
     public ArenaChunk TakeChunk(RequestArena arena) => _budget.TakeHot(arena.Slot) ?? TakeChunkSlow(arena);
 
@@ -201,9 +201,27 @@ internal sealed class RequestArenaPool : IDisposable
     private ArenaChunk TakeChunkSlow(RequestArena arena)
     {
         _quarantine.ReleaseExpired();
-        return _budget.Take(arena.Slot)
-            ?? (_quarantine.ReleaseOldest() ? _budget.Take(arena.Slot) : null)
-            ?? RefuseSlow(arena);
+        MakeRoomInQuarantine(ChunkSize, arena.Slot);
+        return _budget.Take(arena.Slot) ?? RefuseSlow(arena);
+    }
+
+    // Rents waiting for memory are served before the delay runs out: the chunks released longest ago
+    // leave early (counted) while any rent waits, as they would for a rent that found the budget spent.
+    private void ServeWaitersFromQuarantine(int slot)
+    {
+        while (_budget.Waiting > 0 && _quarantine.ReleaseOldest(slot))
+        {
+        }
+    }
+
+    // When the chunks that requests hold or that wait in the quarantine leave no room for a chunk of
+    // size bytes, the ones released longest ago leave the quarantine early (counted) until there is
+    // room or none is left: memory waiting out the delay must not turn into a refused request.
+    private void MakeRoomInQuarantine(long size, int slot)
+    {
+        while (_budget.BytesInUse + size > _options.MemoryBudget && _quarantine.ReleaseOldest(slot))
+        {
+        }
     }
 
     // The budget is spent: the request is marked for a 503 with Retry-After.
@@ -213,6 +231,60 @@ internal sealed class RequestArenaPool : IDisposable
         arena.MarkRejected(_options.RetryAfter);
         throw new RequestArenaBudgetExceededException(
             $"The request arena budget ({_options.MemoryBudget} bytes, {MaxChunks} chunks of {ChunkSize} bytes; setting {SwitchableAllocatorOptions.SectionName}:MemoryBudget) is spent; the request is refused with 503.");
+    }
+
+    /// <summary>
+    /// For an asynchronous rent, first: a pool chunk (<paramref name="largeSize"/> 0) or a large chunk of
+    /// <paramref name="largeSize"/> bytes (<see cref="LargeChunkSizeFor"/>) if one is to be had at once
+    /// without overtaking a waiting rent; null otherwise (nothing counted: the rent goes on to <see cref="TakeChunkAsync"/>).
+    /// </summary>
+    /// <exception cref="InsufficientMemoryException">The chunk is larger than the whole budget.</exception>
+    public ArenaChunk? TryTakeChunkNow(RequestArena arena, long largeSize)
+    {
+        if (largeSize > _options.MemoryBudget)
+        {
+            _metrics.Failure("arena_full");
+            throw new InsufficientMemoryException(
+                $"A rent needs a chunk of {largeSize} bytes, more than the whole request arena budget ({SwitchableAllocatorOptions.SectionName}:MemoryBudget, {_options.MemoryBudget} bytes).");
+        }
+
+        // As TakeChunkSlow: expired chunks first, then, if the budget is spent, the oldest ones early.
+        _quarantine.ReleaseExpired();
+        MakeRoomInQuarantine(largeSize == 0 ? ChunkSize : largeSize, arena.Slot);
+        return _budget.TryTakeNow(arena.Slot, largeSize);
+    }
+
+    /// <summary>
+    /// For an asynchronous rent, then: the chunk of <see cref="TryTakeChunkNow"/>, or under the policy Wait
+    /// one that comes back while the rent waits, without blocking, in the budget's queue; null when refused
+    /// (the caller refuses the request with <see cref="Refuse"/> if it is still running).
+    /// </summary>
+    /// <exception cref="OperationCanceledException">A token was canceled while the rent waited.</exception>
+    public ValueTask<ArenaChunk?> TakeChunkAsync(RequestArena arena, long largeSize, CancellationToken first, CancellationToken second) =>
+        largeSize == 0 ? _budget.TakeAsync(arena.Slot, first, second) : _budget.TakeLargeAsync(largeSize, first, second);
+
+    /// <summary>Refuses the arena's request because the budget is spent (503 with Retry-After).</summary>
+    /// <exception cref="RequestArenaBudgetExceededException">Always.</exception>
+    public ArenaChunk Refuse(RequestArena arena) => RefuseSlow(arena);
+
+    /// <summary>Rents waiting for memory now: the figure of <c>allochosting.request_arena.waiting</c>.</summary>
+    public int WaitingRents => _budget.Waiting;
+
+    /// <summary>
+    /// Gives back a chunk that an asynchronous rent received after its request ended, before anything
+    /// was rented from it: no use to retire or clear, so it goes straight back to the budget (which
+    /// hands it to the next waiter, if any).
+    /// </summary>
+    public void ReturnUnused(ArenaChunk chunk, bool large, int slot)
+    {
+        if (large)
+        {
+            _budget.ReturnLarge(chunk);
+        }
+        else
+        {
+            _budget.Return(chunk, slot);
+        }
     }
 
     /// <summary>
@@ -228,6 +300,7 @@ internal sealed class RequestArenaPool : IDisposable
         if (_delayed || chunk.IsPinned)
         {
             _quarantine.Add(chunk, slot, large: false, ChunkSize);
+            ServeWaitersFromQuarantine(slot);
         }
         else
         {
@@ -259,6 +332,7 @@ internal sealed class RequestArenaPool : IDisposable
         if (_delayed || chunk.IsPinned)
         {
             _quarantine.Add(chunk, slot, large: true, chunk.Capacity);
+            ServeWaitersFromQuarantine(slot);
         }
         else
         {
@@ -312,9 +386,8 @@ internal sealed class RequestArenaPool : IDisposable
         }
 
         _quarantine.ReleaseExpired();
-        return _budget.TakeLarge(bytes)
-            ?? (_quarantine.ReleaseOldest() ? _budget.TakeLarge(bytes) : null)
-            ?? RefuseSlow(arena);
+        MakeRoomInQuarantine(size, arena.Slot);
+        return _budget.TakeLarge(bytes) ?? RefuseSlow(arena);
     }
 
     public void Dispose()

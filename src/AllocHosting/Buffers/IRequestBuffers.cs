@@ -40,8 +40,31 @@ public interface IRequestBuffers
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is negative.</exception>
     /// <exception cref="InvalidOperationException">No request arena is active (no middleware, or the request ended).</exception>
     /// <exception cref="InsufficientMemoryException">The request's arena is full and the overflow policy is <see cref="ArenaOverflowPolicy.Fail"/>.</exception>
-    /// <exception cref="RequestArenaBudgetExceededException">The process-wide arena budget is spent.</exception>
+    /// <exception cref="RequestArenaBudgetExceededException">The process-wide arena budget is spent (a synchronous rent never waits, whatever the policy: see <see cref="RentAsync"/>).</exception>
     Memory<byte> Rent(int length);
+
+    /// <summary>
+    /// Rents <paramref name="length"/> bytes as <see cref="Rent(int)"/> does, but when the process-wide budget is spent and
+    /// <see cref="SwitchableAllocatorOptions.BudgetPolicy"/> is <see cref="ArenaBudgetPolicy.Wait"/>, waits asynchronously (no thread
+    /// blocks) for another request to give memory back instead of refusing at once.
+    /// </summary>
+    /// <remarks>
+    /// Completes synchronously, without allocating, whenever the memory is to be had at once (the common case). A waiting rent
+    /// joins a FIFO queue: waiters are served in the order they came, before any newer rent, up to
+    /// <see cref="SwitchableAllocatorOptions.BudgetQueueLimit"/> waiters and for at most
+    /// <see cref="SwitchableAllocatorOptions.BudgetWaitTimeout"/>; beyond either the rent is refused with
+    /// <see cref="RequestArenaBudgetExceededException"/> (503 with Retry-After). The request's abort cancels the wait as
+    /// <paramref name="cancellationToken"/> does; a canceled wait leaves the queue and holds nothing.
+    /// </remarks>
+    /// <param name="length">Bytes wanted, zero or more.</param>
+    /// <param name="cancellationToken">Cancels the wait.</param>
+    /// <returns>The memory, valid until the request ends.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is negative.</exception>
+    /// <exception cref="InvalidOperationException">No request arena is active (no middleware, or the request ended).</exception>
+    /// <exception cref="InsufficientMemoryException">The request's arena is full and the overflow policy is <see cref="ArenaOverflowPolicy.Fail"/>, or the rent needs more than the whole budget.</exception>
+    /// <exception cref="RequestArenaBudgetExceededException">The budget is spent and the rent may not wait, or waited in vain.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was canceled, or the client aborted the request, while the rent waited.</exception>
+    ValueTask<Memory<byte>> RentAsync(int length, CancellationToken cancellationToken = default);
 
     /// <summary>Rents room for <paramref name="count"/> values of <typeparamref name="T"/>, aligned for it.</summary>
     /// <typeparam name="T">An unmanaged type.</typeparam>

@@ -27,6 +27,11 @@ namespace AllocHosting;
 /// server's own limit does; on a client abort, <see cref="OperationCanceledException"/>. What was read stays in
 /// request memory until the request ends, like every rent.
 /// </para>
+/// <para>
+/// Memory: each segment is rented asynchronously (<see cref="RequestBufferWriter.GetMemoryAsync"/>), so when the
+/// budget is spent the read waits in the budget's queue (policy Wait) without blocking a thread, and the
+/// request's abort or <c>cancellationToken</c> ends the wait.
+/// </para>
 /// </remarks>
 internal static class RequestBodyReader
 {
@@ -43,7 +48,7 @@ internal static class RequestBodyReader
 
         if (announced is { } length)
         {
-            body.ReserveAnnounced(length);
+            await body.ReserveAnnouncedAsync(length, cancellationToken);
         }
 
         PipeReader reader = context.Request.BodyReader;
@@ -62,9 +67,14 @@ internal static class RequestBodyReader
                 foreach (ReadOnlyMemory<byte> segment in buffer)
                 {
                     // An empty read (the end of the body) must not make the writer open a segment it will not fill.
-                    if (!segment.IsEmpty)
+                    for (ReadOnlyMemory<byte> rest = segment; !rest.IsEmpty;)
                     {
-                        body.Write(segment.Span);
+                        // Growth awaits memory when the budget is spent (policy Wait) instead of refusing at once.
+                        Memory<byte> room = await body.GetMemoryAsync(1, cancellationToken);
+                        int count = Math.Min(room.Length, rest.Length);
+                        rest.Span[..count].CopyTo(room.Span);
+                        body.Advance(count);
+                        rest = rest[count..];
                     }
                 }
 

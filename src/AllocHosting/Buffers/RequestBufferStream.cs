@@ -27,7 +27,9 @@ namespace AllocHosting;
 /// </para>
 /// <para>
 /// Threading: one reader or writer at a time (not thread-safe), as with <see cref="MemoryStream"/>.
-/// The asynchronous methods complete synchronously.
+/// The asynchronous reads and flushes complete synchronously; an asynchronous write completes
+/// synchronously unless it must grow the stream while the budget is spent: it then waits for memory
+/// (policy Wait) without blocking a thread, where a synchronous write is refused at once.
 /// </para>
 /// <code>
 /// app.MapGet("/report.gz", async (HttpResponse response, IRequestBuffers buffers) =>
@@ -43,7 +45,7 @@ namespace AllocHosting;
 /// });
 /// </code>
 /// </remarks>
-public sealed class RequestBufferStream : Stream
+public sealed partial class RequestBufferStream : Stream
 {
     private readonly RequestArena _arena;
     private readonly int _lease;
@@ -302,8 +304,12 @@ public sealed class RequestBufferStream : Stream
         _length = Math.Max(_length, _position);
     }
 
-    /// <summary>Writes as <see cref="Write(ReadOnlySpan{byte})"/> does, completing synchronously without allocating.</summary>
-    /// <returns>A completed task; a faulted or canceled one on error or cancellation.</returns>
+    /// <summary>
+    /// Writes as <see cref="Write(ReadOnlySpan{byte})"/> does, completing synchronously without allocating while the stream
+    /// has room or memory is to be had at once; a growth that finds the budget spent waits for memory (policy Wait)
+    /// without blocking, as <see cref="IRequestBuffers.RentAsync"/> does.
+    /// </summary>
+    /// <returns>A task that completes when the bytes are written; a faulted or canceled one on error or cancellation.</returns>
     public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
         if (cancellationToken.IsCancellationRequested)
@@ -313,6 +319,12 @@ public sealed class RequestBufferStream : Stream
 
         try
         {
+            ThrowIfUnusable();
+            if (!buffer.IsEmpty && _capacity < _position + buffer.Length)
+            {
+                return WriteGrowingAsync(buffer, cancellationToken);
+            }
+
             Write(buffer.Span);
             return ValueTask.CompletedTask;
         }
@@ -322,7 +334,7 @@ public sealed class RequestBufferStream : Stream
         }
     }
 
-    /// <summary>Writes as <see cref="Write(byte[], int, int)"/> does, completing synchronously.</summary>
+    /// <summary>Writes as <see cref="WriteAsync(ReadOnlyMemory{byte}, CancellationToken)"/> does.</summary>
     /// <returns>A completed task; a faulted or canceled one on error or cancellation.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="buffer"/> is null.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="offset"/> and <paramref name="count"/> are outside <paramref name="buffer"/>.</exception>
@@ -516,30 +528,6 @@ public sealed class RequestBufferStream : Stream
     {
         int index = _starts.BinarySearch(at);
         return index >= 0 ? index : ~index - 1;
-    }
-
-    // Rents segments until 'needed' bytes fit: 4 KiB, doubling up to one arena chunk, then chunk-sized (as RequestBufferWriter grows).
-    private void EnsureCapacity(long needed)
-    {
-        while (_capacity < needed)
-        {
-            Memory<byte> segment;
-            try
-            {
-                segment = _arena.Rent(_nextSegmentSize, _lease);
-            }
-            catch (InvalidOperationException) when (_arena.Lease != _lease)
-            {
-                // The request ended between the check and the rent.
-                ThrowDisposed();
-                return;
-            }
-
-            _segments.Add(segment);
-            _starts.Add(_capacity);
-            _capacity += segment.Length;
-            _nextSegmentSize = RequestBufferSegment.NextSize(_nextSegmentSize, _arena.ChunkCapacityHint);
-        }
     }
 
     private void ThrowIfUnusable()

@@ -132,11 +132,50 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
         }
     }
 
-    private void Grow(int wanted)
+    /// <summary>As <see cref="GetMemory"/>, but a growth that finds the budget spent waits for memory (policy Wait) without blocking, for the async APIs.</summary>
+    /// <exception cref="InvalidOperationException">The request ended.</exception>
+    internal ValueTask<Memory<byte>> GetMemoryAsync(int sizeHint, CancellationToken cancellationToken)
     {
-        // Rent first: a refused rent (arena full, budget spent, request ended) leaves the writer as it was.
-        int size = Math.Max(wanted, _nextSegmentSize);
-        Memory<byte> next = _arena.Rent(size, _lease);
+        int wanted = Math.Max(sizeHint, 1);
+        return _current.Length - _currentWritten >= wanted ? new(_current[_currentWritten..]) : GrowAsync(wanted, cancellationToken);
+    }
+
+    /// <summary>As <see cref="ReserveAnnounced"/>, waiting as <see cref="GetMemoryAsync"/> does.</summary>
+    internal async ValueTask ReserveAnnouncedAsync(long announced, CancellationToken cancellationToken)
+    {
+        if (announced > 0 && _current.IsEmpty && _segments.Count == 0)
+        {
+            await GetMemoryAsync((int)Math.Min(announced, _arena.ChunkCapacityHint), cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>As <see cref="WrittenMemory"/>, but the join's rent waits as <see cref="GetMemoryAsync"/> does.</summary>
+    /// <exception cref="InvalidOperationException">More than <see cref="int.MaxValue"/> bytes were written, or the request ended.</exception>
+    internal async ValueTask<ReadOnlyMemory<byte>> GetWrittenMemoryAsync(CancellationToken cancellationToken)
+    {
+        if (_segments.Count > 0 && _joined is null && WrittenCount <= int.MaxValue)
+        {
+            // Rented before the copy that WrittenMemory makes into it.
+            Memory<byte> copy = await _arena.RentAsync((int)WrittenCount, _lease, cancellationToken).ConfigureAwait(false);
+            WrittenSequence.CopyTo(copy.Span);
+            _joined = copy;
+        }
+
+        return WrittenMemory;
+    }
+
+    private async ValueTask<Memory<byte>> GrowAsync(int wanted, CancellationToken cancellationToken)
+    {
+        Use(await _arena.RentAsync(Math.Max(wanted, _nextSegmentSize), _lease, cancellationToken).ConfigureAwait(false));
+        return _current;
+    }
+
+    private void Grow(int wanted) =>
+        Use(_arena.Rent(Math.Max(wanted, _nextSegmentSize), _lease));
+
+    // Rent first, then use: a refused rent (arena full, budget spent, request ended) leaves the writer as it was.
+    private void Use(Memory<byte> next)
+    {
         if (_currentWritten > 0)
         {
             _segments.Add(_current[.._currentWritten]);

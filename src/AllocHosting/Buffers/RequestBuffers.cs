@@ -32,6 +32,8 @@ internal sealed class RequestBuffers(IHttpContextAccessor accessor) : IRequestBu
         return arena is not null ? arena.Rent(length, _lease) : ResolveSlow().Rent(length, _lease);
     }
 
+    public ValueTask<Memory<byte>> RentAsync(int length, CancellationToken cancellationToken = default) => Arena().RentAsync(length, _lease, cancellationToken);
+
     public Memory<T> Rent<T>(int count)
         where T : unmanaged => Arena().Rent<T>(count, _lease);
 

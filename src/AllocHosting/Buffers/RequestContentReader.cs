@@ -35,7 +35,7 @@ internal static class RequestContentReader
 
             // The announced length and one spare byte for the read that finds the end, so an honest response of up
             // to a chunk arrives in one segment and needs no join.
-            writer.ReserveAnnounced(length + 1);
+            await writer.ReserveAnnouncedAsync(length + 1, cancellationToken).ConfigureAwait(false);
         }
 
         Stream stream = await content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
@@ -43,7 +43,7 @@ internal static class RequestContentReader
         {
             while (true)
             {
-                Memory<byte> room = writer.GetMemory();
+                Memory<byte> room = await writer.GetMemoryAsync(1, cancellationToken).ConfigureAwait(false);
                 long allowed = maxBytes - writer.WrittenCount + 1;   // one byte beyond the limit tells that it is exceeded
                 if (room.Length > allowed)
                 {
@@ -64,7 +64,7 @@ internal static class RequestContentReader
             }
         }
 
-        return writer.WrittenMemory;
+        return await writer.GetWrittenMemoryAsync(cancellationToken).ConfigureAwait(false);
     }
 
     private static void ThrowTooLarge(long maxBytes, long? announced) =>

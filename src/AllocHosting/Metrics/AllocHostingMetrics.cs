@@ -19,6 +19,7 @@ internal sealed class AllocHostingMetrics
     public const string OverflowedInstrument = "allochosting.request_arena.overflowed";
     public const string ActiveInstrument = "allochosting.request_arena.active";
     public const string RentsInstrument = "allochosting.request_arena.rents";
+    public const string WaitingInstrument = "allochosting.request_arena.waiting";
     public const string RejectedInstrument = "allochosting.rejected";
     public const string FailuresInstrument = "allochosting.failures";
     public const string AllocatedInstrument = "allochosting.allocated";
@@ -102,6 +103,11 @@ internal sealed class AllocHostingMetrics
             () => pool.ActiveArenas,
             unit: "{arena}",
             description: "Request arenas in use now.");
+        _meter.CreateObservableUpDownCounter(
+            WaitingInstrument,
+            () => pool.WaitingRents,
+            unit: "{rent}",
+            description: "Asynchronous rents waiting for arena memory now (budget spent, policy Wait).");
         _meter.CreateObservableCounter(
             RentsInstrument,
             () => pool.RentCount,

@@ -8,6 +8,8 @@ namespace AllocHosting;
 /// requests (pool and large chunks at their full sizes) stays below
 /// <see cref="SwitchableAllocatorOptions.HealthDegradedRatio"/>, Degraded when it reaches it or
 /// while the last request rejected for lack of memory is less than <see cref="RejectionWindow"/> ago.
+/// Its data also gives the rents waiting for memory now (<c>waitingRents</c>). A rejection counts
+/// whether it answered 503 or, after the response had started, aborted the request.
 /// </summary>
 /// <remarks>
 /// Reading the check changes nothing, so liveness and readiness probes (and any other reader) that
@@ -36,6 +38,7 @@ internal sealed class RequestArenaHealthCheck(RequestArenaPool pool) : IHealthCh
             ["budgetBytes"] = budget,
             ["chunkSize"] = pool.ChunkSize,
             ["rejectedTotal"] = rejected,
+            ["waitingRents"] = pool.WaitingRents,
         };
         if (sinceRejection is { } since)
         {

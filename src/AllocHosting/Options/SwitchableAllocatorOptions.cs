@@ -44,6 +44,9 @@ public sealed class SwitchableAllocatorOptions
     /// <summary>The longest <see cref="BudgetWaitTimeout"/>: 10 seconds.</summary>
     public static readonly TimeSpan MaxBudgetWaitTimeout = TimeSpan.FromSeconds(10);
 
+    /// <summary>The largest <see cref="BudgetQueueLimit"/>: 1 048 576 waiting rents.</summary>
+    public const int MaxBudgetQueueLimit = 1024 * 1024;
+
     /// <summary>The shortest <see cref="RetryAfter"/>: 1 second.</summary>
     public static readonly TimeSpan MinRetryAfter = TimeSpan.FromSeconds(1);
 
@@ -83,11 +86,28 @@ public sealed class SwitchableAllocatorOptions
     /// <summary>The most memory all request arenas of the process may hold, idle or in use (every pool and large chunk at its full size, whatever the overflow policy), in bytes: from <see cref="InitialArenaSize"/> to <see cref="MaxMemoryBudget"/>. Default 256 MiB.</summary>
     public long MemoryBudget { get; set; } = 256L * 1024 * 1024;
 
-    /// <summary>What a rent does when the budget is spent. Default <see cref="ArenaBudgetPolicy.Wait"/>.</summary>
+    /// <summary>
+    /// What a rent does when the budget is spent. Default <see cref="ArenaBudgetPolicy.Wait"/>: the asynchronous
+    /// APIs (<see cref="IRequestBuffers.RentAsync"/>, <see cref="IRequestBuffers.ReadBodyAsync"/> and the APIs built
+    /// on it, <see cref="RequestBufferStream"/>'s asynchronous writes) wait, without blocking a thread; the
+    /// synchronous ones (<see cref="IRequestBuffers.Rent"/>, writers, synchronous stream writes) never wait and
+    /// refuse at once.
+    /// </summary>
     public ArenaBudgetPolicy BudgetPolicy { get; set; } = ArenaBudgetPolicy.Wait;
 
-    /// <summary>How long a rent waits for a chunk under <see cref="ArenaBudgetPolicy.Wait"/> before the request is rejected: from 0 to <see cref="MaxBudgetWaitTimeout"/>. Default 100 ms.</summary>
+    /// <summary>
+    /// How long an asynchronous rent waits for a chunk under <see cref="ArenaBudgetPolicy.Wait"/> before the request is
+    /// rejected (503 with Retry-After): from 0 (no waiting) to <see cref="MaxBudgetWaitTimeout"/>. Default 100 ms.
+    /// </summary>
     public TimeSpan BudgetWaitTimeout { get; set; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>
+    /// How many asynchronous rents may wait for memory at once under <see cref="ArenaBudgetPolicy.Wait"/>; a rent that
+    /// finds the queue full is rejected at once (503 with Retry-After), so an overload sheds load instead of queueing
+    /// without bound. Waiters are served in arrival order. From 0 (no waiting) to <see cref="MaxBudgetQueueLimit"/>.
+    /// Default 1024.
+    /// </summary>
+    public int BudgetQueueLimit { get; set; } = 1024;
 
     /// <summary>The Retry-After a rejected request is told: whole seconds from <see cref="MinRetryAfter"/> to <see cref="MaxRetryAfter"/>. Default 1 second.</summary>
     public TimeSpan RetryAfter { get; set; } = TimeSpan.FromSeconds(1);

@@ -48,6 +48,11 @@ internal sealed class SwitchableAllocatorOptionsValidator : IValidateOptions<Swi
             failures.Add($"{Prefix}BudgetWaitTimeout is {options.BudgetWaitTimeout}; allowed: from {TimeSpan.Zero} to {SwitchableAllocatorOptions.MaxBudgetWaitTimeout}.");
         }
 
+        if (options.BudgetQueueLimit < 0 || options.BudgetQueueLimit > SwitchableAllocatorOptions.MaxBudgetQueueLimit)
+        {
+            failures.Add($"{Prefix}BudgetQueueLimit is {options.BudgetQueueLimit}; allowed: from 0 to {SwitchableAllocatorOptions.MaxBudgetQueueLimit} waiting rents.");
+        }
+
         if (options.RetryAfter < SwitchableAllocatorOptions.MinRetryAfter || options.RetryAfter > SwitchableAllocatorOptions.MaxRetryAfter || options.RetryAfter.Ticks % TimeSpan.TicksPerSecond != 0)
         {
             failures.Add($"{Prefix}RetryAfter is {options.RetryAfter}; allowed: whole seconds from {SwitchableAllocatorOptions.MinRetryAfter} to {SwitchableAllocatorOptions.MaxRetryAfter}.");

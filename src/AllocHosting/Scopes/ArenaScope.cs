@@ -123,6 +123,27 @@ public sealed class ArenaScope : IRequestBuffers, IAsyncDisposable, IDisposable
         }
     }
 
+    /// <summary>
+    /// Rents <paramref name="length"/> bytes as <see cref="Rent(int)"/> does, but waits asynchronously for memory when the
+    /// budget (shared with requests) is spent and the policy is Wait; see <see cref="IRequestBuffers.RentAsync"/>.
+    /// </summary>
+    /// <param name="length">Bytes wanted, zero or more.</param>
+    /// <param name="cancellationToken">Cancels the wait.</param>
+    /// <returns>The memory, valid until the scope is disposed.</returns>
+    /// <exception cref="ObjectDisposedException">The scope was disposed.</exception>
+    /// <exception cref="InvalidOperationException">The scope was disposed while the rent waited.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is negative.</exception>
+    /// <exception cref="InsufficientMemoryException">The scope's arena is full and the overflow policy is <see cref="ArenaOverflowPolicy.Fail"/>.</exception>
+    /// <exception cref="RequestArenaBudgetExceededException">The budget is spent and the rent may not wait, or waited in vain.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was canceled while the rent waited.</exception>
+    public ValueTask<Memory<byte>> RentAsync(int length, CancellationToken cancellationToken = default)
+    {
+        // Not inside Enter/Exit: a disposal must not wait for a rent that waits for the budget; the
+        // arena's lease refuses, under its lock, a rent that resumes after the scope ended.
+        ThrowIfDisposed();
+        return _arena.RentAsync(length, _lease, cancellationToken);
+    }
+
     /// <summary>Rents room for <paramref name="count"/> values of <typeparamref name="T"/>, aligned for it, valid until the scope is disposed.</summary>
     /// <typeparam name="T">An unmanaged type.</typeparam>
     /// <param name="count">Values wanted, zero or more.</param>

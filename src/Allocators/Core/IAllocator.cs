@@ -22,6 +22,29 @@ namespace AllocHosting.Allocators;
 /// from the throwing forms and returns <see langword="false"/> from the <c>Try</c> forms.
 /// </para>
 /// <para>
+/// <b>Bad input.</b> A free, growing or shrinking reallocation, or in-place resize is given a block
+/// as its address, size and alignment. Refused with <see cref="ArgumentException"/>, with nothing
+/// changed (every live block stays live, owned and intact, and the statistics are the same): an
+/// address that is not the start of a live block of this allocator (memory from elsewhere, a
+/// pointer inside a live block, a block already freed, or the old address of a block a
+/// reallocation moved), and a size larger than the block's usable size (<see cref="GetUsableSize"/>
+/// of the size it was allocated or last resized with, or more where an in-place resize kept a larger
+/// block). Tolerated, because the allocator acts on what it recorded and not on the caller's
+/// figure: a size from the block's own up to its usable size (documented on
+/// <see cref="GetUsableSize"/>); a smaller size with the same usable size (it names the same
+/// allocation unit); a smaller size still where the allocator keeps only an upper bound
+/// (<see cref="ThreadLocalAllocator"/>'s slab class, <see cref="MemoryMapAllocator"/>'s mapping); and
+/// another valid alignment, except where the allocator records it (a tracking
+/// <see cref="NativeMemoryAllocator"/>, <see cref="MemoryPoolAllocator"/>), since a free needs none.
+/// Two allocators cannot see every bad input, as their remarks say: a <see cref="BumpAllocator"/> knows
+/// only its most recent block, so a bad free of an older block inside the part handed out is
+/// accepted and ignored; an untracked <see cref="NativeMemoryAllocator"/> passes every pointer to the
+/// C runtime (undefined behaviour, like <c>free</c>). A growing reallocation that cannot be served,
+/// whatever the size, is exhaustion, never bad input: the <c>Try</c> form returns
+/// <see langword="false"/>, the throwing form throws <see cref="AllocatorExhaustedException"/>, and
+/// the original block stays live, owned, intact and freeable with its old size.
+/// </para>
+/// <para>
 /// A <c>Try</c> form never throws for exhaustion or for a valid size no allocator can serve (up to
 /// <see cref="Allocator.MaximumSize"/>): it returns <see langword="false"/>. A disposed allocator
 /// throws <see cref="ObjectDisposedException"/> from every member that allocates, frees or resizes,
@@ -49,7 +72,7 @@ public unsafe interface IAllocator
     byte* AllocateZeroed(nuint size, nuint alignment);
 
     /// <summary>Frees a block obtained from this allocator with the same <paramref name="size"/> and <paramref name="alignment"/>.</summary>
-    /// <exception cref="ArgumentException">The pointer was not allocated by this allocator, or (where the allocator can tell) it is already free.</exception>
+    /// <exception cref="ArgumentException">The pointer is not the start of a live block of this allocator (foreign, interior, or already free), or the size exceeds the block's usable size; see "Bad input" in the remarks for what each allocator can tell. Nothing changed.</exception>
     void Deallocate(byte* pointer, nuint size, nuint alignment);
 
     /// <summary>
@@ -58,6 +81,7 @@ public unsafe interface IAllocator
     /// </summary>
     /// <returns>The (possibly new) address of the block.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="newSize"/> is not larger than <paramref name="currentSize"/>.</exception>
+    /// <exception cref="ArgumentException">The pointer and size do not name a live block (as for <see cref="Deallocate"/>); nothing changed.</exception>
     /// <exception cref="AllocatorExhaustedException">There is no room; the original block is still valid.</exception>
     byte* GrowingReallocate(byte* pointer, nuint currentSize, nuint newSize, nuint alignment);
 
@@ -67,6 +91,7 @@ public unsafe interface IAllocator
     /// <summary>Shrinks a block to <paramref name="newSize"/> bytes (greater than zero); the first <paramref name="newSize"/> bytes are preserved.</summary>
     /// <returns>The (possibly new) address of the block.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="newSize"/> is zero or not smaller than <paramref name="currentSize"/>.</exception>
+    /// <exception cref="ArgumentException">The pointer and size do not name a live block (as for <see cref="Deallocate"/>); nothing changed.</exception>
     byte* ShrinkingReallocate(byte* pointer, nuint currentSize, nuint newSize, nuint alignment);
 
     /// <summary>

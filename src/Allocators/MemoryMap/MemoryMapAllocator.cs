@@ -257,9 +257,17 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     }
 
     /// <inheritdoc />
-    /// <remarks>Shrinking always keeps the address: the tail pages are unmapped.</remarks>
-    protected override byte* ShrinkCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
-        TryShrinkInPlaceCore(pointer, currentSize, newSize, alignment) ? pointer : null;
+    /// <remarks>
+    /// Shrinking always keeps the address: the tail pages are unmapped. Should the kernel refuse
+    /// (<c>mremap</c> can fail with ENOMEM when splitting the mapping would exceed
+    /// <c>vm.max_map_count</c>), the block simply keeps its pages: a shrink never fails, and the block,
+    /// still recorded with its old mapping, is freed or grown as usual.
+    /// </remarks>
+    protected override byte* ShrinkCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
+    {
+        _ = TryShrinkInPlaceCore(pointer, currentSize, newSize, alignment);
+        return pointer;
+    }
 
     /// <inheritdoc />
     protected override void Dispose(bool disposing)
@@ -370,6 +378,13 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
         }
     }
 
+    /// <summary>Throws <see cref="ArgumentException"/> unless <paramref name="pointer"/> is a live block that <paramref name="size"/> fits (for a caller that must check before it acts, such as a thread-local allocator moving the block into a slab).</summary>
+    internal void ValidateLive(byte* pointer, nuint size)
+    {
+        ThrowIfDisposed();
+        _ = LookUp(pointer, size);
+    }
+
     // The mapped size of the live block at pointer; throws when there is none or size exceeds it.
     private nuint LookUp(byte* pointer, nuint size)
     {
@@ -397,7 +412,9 @@ public sealed unsafe class MemoryMapAllocator : AllocatorBase
     }
 
     // A live block's mapped size. Any size up to it names the block (a caller passes the size it asked
-    // for, not the rounded one), and any alignment: the block's address is what keeps that.
+    // for, not the rounded one, and a ThreadLocalAllocator maps a slab-sized request that falls back
+    // with its class's size but frees it with the size asked for), and any alignment: the block's
+    // address is what keeps that. Harmless: frees and resizes act on the mapped size of the table.
     private readonly record struct MappedBlock(nuint Mapped) : ILiveBlock
     {
         public bool Fits(nuint size, nuint alignment) => size <= Mapped;

@@ -20,7 +20,7 @@ public sealed unsafe partial class ThreadLocalAllocator
     /// <inheritdoc />
     protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
-        SlabPage? page = FindPage((nuint)pointer, currentSize);
+        SlabPage? page = FindLivePage((nuint)pointer, currentSize);
         if (page is not null)
         {
             return newSize <= page.BlockSize;
@@ -33,7 +33,7 @@ public sealed unsafe partial class ThreadLocalAllocator
     /// <remarks>A slab block keeps its page when shrunk in place; <see cref="AllocatorBase.ShrinkingReallocate"/> moves it to a smaller class when that at least halves it.</remarks>
     protected override bool TryShrinkInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
-        if (FindPage((nuint)pointer, currentSize) is not null)
+        if (FindLivePage((nuint)pointer, currentSize) is not null)
         {
             return true;
         }
@@ -44,7 +44,7 @@ public sealed unsafe partial class ThreadLocalAllocator
     /// <inheritdoc />
     protected override byte* GrowCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
-        SlabPage? page = FindPage((nuint)pointer, currentSize);
+        SlabPage? page = FindLivePage((nuint)pointer, currentSize);
         if (page is not null)
         {
             return newSize <= page.BlockSize ? pointer : MoveBlock(pointer, currentSize, newSize, alignment);
@@ -57,7 +57,7 @@ public sealed unsafe partial class ThreadLocalAllocator
     /// <inheritdoc />
     protected override byte* ShrinkCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
-        SlabPage? page = FindPage((nuint)pointer, currentSize);
+        SlabPage? page = FindLivePage((nuint)pointer, currentSize);
         int classIndex = SlabClassOf(newSize, alignment);
         if (page is not null)
         {
@@ -73,6 +73,9 @@ public sealed unsafe partial class ThreadLocalAllocator
 
         if (classIndex >= 0)
         {
+            // The fallback's block is checked before a slab block is taken for it: a foreign pointer
+            // or wrong size must be refused with nothing allocated (Move frees the old block last).
+            ValidateFallbackBlock(pointer, currentSize);
             byte* slab = AllocateSlab(classIndex, newSize);
             if (slab is not null)
             {
@@ -81,6 +84,34 @@ public sealed unsafe partial class ThreadLocalAllocator
         }
 
         return _fallback.ShrinkingReallocate(pointer, currentSize, newSize, alignment);
+    }
+
+    // FindPage for a resize: a slab block that carries its free stamp is refused as well (the free
+    // path checks the stamp as it writes it; a resize, which writes none, checks it here), so that a
+    // block already freed is never grown, shrunk or moved. Off the fast paths: one more load.
+    private SlabPage? FindLivePage(nuint address, nuint size)
+    {
+        SlabPage? page = FindPage(address, size);
+        if (page is not null && ((nuint*)address)[1] == (_stampKey ^ address))
+        {
+            Allocator.ThrowNotLive(Name, (void*)address);
+        }
+
+        return page;
+    }
+
+    // Throws ArgumentException unless pointer is a live block of the fallback that currentSize fits:
+    // exactly for the default fallback (its table of blocks), by ownership for any other.
+    private void ValidateFallbackBlock(byte* pointer, nuint currentSize)
+    {
+        if (_fallback is MemoryMapAllocator mapped)
+        {
+            mapped.ValidateLive(pointer, currentSize);
+        }
+        else if (!_fallback.Owns(pointer))
+        {
+            Allocator.ThrowNotOwned(Name, pointer);
+        }
     }
 
     private byte* Move(byte* from, byte* to, nuint newSize, nuint currentSize, nuint alignment)

@@ -1,0 +1,135 @@
+using AllocHosting.Allocators;
+
+namespace AllocHosting;
+
+/// <summary>
+/// The asynchronous rent of the arena (<see cref="IRequestBuffers.RentAsync"/>, and the growth of the
+/// async APIs): as <see cref="Rent(int, int)"/>, but when the next chunk is not to be had at once, it
+/// awaits one in the budget's queue (policy Wait) instead of refusing the request.
+/// </summary>
+/// <remarks>
+/// Threads: as the synchronous rent; the wait itself holds no lock and no thread. The chunk a wait
+/// brings is joined to the chain under <see cref="_chainLock"/>, after the lease is checked again: a
+/// request that ended meanwhile gives it straight back. The request's <c>RequestAborted</c>, when the
+/// arena serves an HTTP request, cancels a wait as the caller's token does; the arena does not need an
+/// HTTP context for the rest.
+/// </remarks>
+internal sealed partial class RequestArena
+{
+    public ValueTask<Memory<byte>> RentAsync(int length, CancellationToken cancellationToken = default) =>
+        RentAsync(length, Volatile.Read(ref _lease), cancellationToken);
+
+    /// <summary>Rents <paramref name="length"/> bytes, 16-byte aligned, for the request of <paramref name="lease"/>, waiting asynchronously for memory when the budget is spent (policy Wait).</summary>
+    /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>
+    /// <exception cref="RequestArenaBudgetExceededException">The budget is spent and the wait was refused (policy Reject, queue full, timeout).</exception>
+    /// <exception cref="OperationCanceledException">The token, or the request's abort, canceled the wait.</exception>
+    public ValueTask<Memory<byte>> RentAsync(int length, int lease, CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ThrowIfStale(lease);
+        ArenaChunk? chunk = Volatile.Read(ref _current);
+        if (chunk is not null && chunk.TryRent(length, ByteAlignment, out Memory<byte> memory))
+        {
+            // Checked again after the lock-free rent, as Rent does (see RentedUnderLease).
+            return new(RentedUnderLease(memory, lease));
+        }
+
+        return RentWaitingAsync(length, lease, cancellationToken);
+    }
+
+    // The slow rent of bytes that may wait: from the chunks the request holds (the current pool chunk,
+    // then the last large chunk), else from the chunk it needs (a pool chunk while the rent fits one and
+    // the request is within its maximum, else after the overflow policy; a large chunk of its class for
+    // a larger rent), taken at once or awaited. Each round either rents or brings a new chunk, so it ends.
+    private async ValueTask<Memory<byte>> RentWaitingAsync(int length, int lease, CancellationToken cancellationToken)
+    {
+        ArenaChunk? received = null;
+        bool receivedLarge = false;
+        while (true)
+        {
+            ValueTask<ArenaChunk?> taking;
+            lock (_chainLock)
+            {
+                if (received is not null && !IsLease(lease))
+                {
+                    GiveBack(received, receivedLarge);
+                }
+                else if (received is not null)
+                {
+                    Join(received, receivedLarge);
+                }
+
+                received = null;
+                ThrowIfStale(lease);
+                if (TryRentHeld(length, out Memory<byte> memory))
+                {
+                    return memory;
+                }
+
+                long largeSize = length <= _pool.ChunkCapacity ? 0 : _pool.LargeChunkSizeFor(length);
+                if (!WithinMaximum(largeSize == 0 ? _pool.ChunkSize : largeSize))
+                {
+                    _pool.ApplyOverflowPolicy(length);
+                }
+
+                receivedLarge = largeSize != 0;
+                if (_pool.TryTakeChunkNow(this, largeSize) is { } now)
+                {
+                    Join(now, receivedLarge);
+                    if (TryRentHeld(length, out memory))
+                    {
+                        return memory;
+                    }
+
+                    throw new InvalidOperationException($"A fresh chunk refused a rent of {length} bytes it was sized for.");
+                }
+
+                // RequestAborted is read only now: reading it makes Kestrel create its token source, whose
+                // cancellation at an abort then runs later on the thread pool.
+                CancellationToken aborted = _context?.RequestAborted ?? default;
+                taking = _pool.TakeChunkAsync(this, largeSize, cancellationToken, aborted);
+            }
+
+            // No lock and no thread held while waiting; a refusal is applied only if the request still runs.
+            received = await taking.ConfigureAwait(false);
+            if (received is null)
+            {
+                lock (_chainLock)
+                {
+                    ThrowIfStale(lease);
+                    _pool.Refuse(this);
+                }
+            }
+        }
+    }
+
+    // Under _chainLock: a rent from the chunks the request holds, taking no new one.
+    private bool TryRentHeld(int length, out Memory<byte> memory)
+    {
+        memory = default;
+        return (_current is { } current && current.TryRent(length, ByteAlignment, out memory))
+            || (_large is [.., var last] && last.TryRent(length, ByteAlignment, out memory));
+    }
+
+    // Under _chainLock: adds a chunk the pool gave to this request's chain, as Chain and TakeLarge do.
+    private void Join(ArenaChunk chunk, bool large)
+    {
+        chunk.Tracker = _tracker;   // diagnostics (null when Off), before the chunk is published
+        NoteHoldsMemory();
+        if (large)
+        {
+            (_large ??= []).Add(chunk);
+            _largeBytes += chunk.Capacity;
+        }
+        else
+        {
+            _chunks.Add(chunk);
+            Volatile.Write(ref _current, chunk);
+        }
+    }
+
+    // Under _chainLock: a chunk that arrived after its request ended (nothing was rented from it) goes back.
+    private void GiveBack(ArenaChunk chunk, bool large) => _pool.ReturnUnused(chunk, large, Slot);
+
+    private bool IsLease(int lease) => (lease & 1) != 0 && lease == Volatile.Read(ref _lease);
+}
