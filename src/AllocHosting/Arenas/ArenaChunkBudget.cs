@@ -183,6 +183,13 @@ internal sealed partial class ArenaChunkBudget : IDisposable
     /// <exception cref="ObjectDisposedException">The budget was disposed.</exception>
     public ArenaChunk? TakeLarge(long bytes) => TakeSlow(_large.ChunkSizeFor(bytes));
 
+    /// <summary>
+    /// A large chunk of <paramref name="size"/> bytes (a class size) if one is idle or fits the
+    /// budget now; null otherwise, without waiting, counting or logging: for a first chunk that is a
+    /// sizing hint (the adaptive first chunk), whose caller takes a pool chunk instead.
+    /// </summary>
+    public ArenaChunk? TryTakeLargeNow(long size) => TryTakeChunk(size);
+
     /// <summary>The bytes of the large chunk that serves a rent of <paramref name="bytes"/> (its class, or oversize).</summary>
     /// <exception cref="ArgumentOutOfRangeException">No chunk can hold <paramref name="bytes"/>.</exception>
     public long LargeChunkSizeFor(long bytes) => _large.ChunkSizeFor(bytes);

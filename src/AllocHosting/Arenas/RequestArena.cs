@@ -38,8 +38,19 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     private long _largeBytes;
 
     // MaxArenaSizePerRequest: the bytes of chunks (pool chunks and large chunks, at their full
-    // sizes) a request may hold before the overflow policy applies.
-    private readonly long _maxBytes;
+    // sizes) a request may hold before the overflow policy applies. The global value, or the
+    // endpoint's once its profile is resolved (under _chainLock).
+    private readonly long _globalMaxBytes;
+    private long _maxBytes;
+
+    // The request's endpoint settings and statistics (see EndpointArenaProfile), resolved once, at
+    // the request's first chunk, under _chainLock; null for the global options (no endpoint, or a scope).
+    private EndpointArenaProfile? _profile;
+    private bool _profileResolved;
+
+    // Whether the first chunk was a large chunk sized for the endpoint (then it is also _current,
+    // and "overflowed" means more than that one chunk).
+    private bool _firstLarge;
 
     // Odd while a request is running; incremented at activation and at release, so a holder of
     // an older value (an IRequestBuffers that outlived its request) can tell it is stale.
@@ -60,6 +71,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     public RequestArena(RequestArenaPool pool, long maxBytes)
     {
         _pool = pool;
+        _globalMaxBytes = maxBytes;
         _maxBytes = maxBytes;
     }
 
@@ -70,6 +82,9 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     public RequestArenaKind Kind => _pool.Kind;
 
     public bool WasRejected => _rejected;
+
+    /// <summary>The endpoint profile of the request (after its first chunk; null: the global options). Read by the pool at release.</summary>
+    internal EndpointArenaProfile? Profile => _profile;
 
     /// <summary>Usable bytes of one chunk: the largest rent a chunk serves.</summary>
     public int ChunkCapacityHint => _pool.ChunkCapacity;
@@ -129,7 +144,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
         lock (_chainLock)
         {
             ThrowIfStale(lease);
-            return (_current ?? Chain()).ContextAllocator;
+            return (_current ?? ChainFirst(0)).ContextAllocator;
         }
     }
 
@@ -305,6 +320,10 @@ internal sealed partial class RequestArena : IRequestArenaFeature
         _context = context;
         _rejected = false;
         _tracker = _pool.CreateTracker(context);
+        _profile = null;
+        _profileResolved = false;
+        _firstLarge = false;
+        _maxBytes = _globalMaxBytes;
         Volatile.Write(ref _lease, _lease + 1);
     }
 
@@ -326,12 +345,13 @@ internal sealed partial class RequestArena : IRequestArenaFeature
             _body = null;
             usedBytes = 0;
             allocatedBytes = 0;
-            overflowed = _chunks.Count > 1 || _large is not null;
+            overflowed = _firstLarge ? _chunks.Count + _large!.Count > 1 : _chunks.Count > 1 || _large is not null;
+            bool clearNow = _profile is { ClearOnRelease: true };
             bool rented = HoldsMemory;
             foreach (ArenaChunk chunk in _chunks)
             {
                 allocatedBytes += chunk.Used;
-                usedBytes += _pool.ReleaseChunk(chunk, Slot);
+                usedBytes += _pool.ReleaseChunk(chunk, Slot, clearNow);
             }
 
             _chunks.Clear();
@@ -341,7 +361,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
                 foreach (ArenaChunk chunk in _large)
                 {
                     allocatedBytes += chunk.Used;
-                    usedBytes += _pool.ReleaseLargeChunk(chunk, Slot);
+                    usedBytes += _pool.ReleaseLargeChunk(chunk, Slot, clearNow);
                 }
 
                 _large = null;
@@ -367,6 +387,16 @@ internal sealed partial class RequestArena : IRequestArenaFeature
             ThrowIfStale(lease);
             bool small = bytes <= _pool.ChunkCapacity;
             Memory<T> memory;
+            if (small && !HoldsMemory && TShape.TryRent(ChainFirst(bytes), count, out memory))
+            {
+                return memory;
+            }
+
+            if (!HoldsMemory)
+            {
+                ResolveProfile();
+            }
+
             if (small)
             {
                 // Another task may have chained a chunk while this one waited for the lock.
@@ -389,7 +419,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
             ArenaChunk chunk;
             if (small)
             {
-                _pool.ApplyOverflowPolicy(bytes);
+                _pool.ApplyOverflowPolicy(bytes, _profile);
                 chunk = Chain();
             }
             else
@@ -397,7 +427,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
                 long size = _pool.LargeChunkSizeFor(bytes);
                 if (!WithinMaximum(size))
                 {
-                    _pool.ApplyOverflowPolicy(bytes);
+                    _pool.ApplyOverflowPolicy(bytes, _profile);
                 }
 
                 chunk = TakeLarge(bytes);
@@ -423,15 +453,55 @@ internal sealed partial class RequestArena : IRequestArenaFeature
         return chunk;
     }
 
+    // Under _chainLock, once per request before its first chunk: the endpoint's profile (routing has
+    // run by the first rent; a request that rents before routing, or a scope, keeps the global
+    // options). Throws for an endpoint that disabled arenas or whose settings are invalid.
+    private void ResolveProfile()
+    {
+        if (!_profileResolved)
+        {
+            _profile = _pool.Profiles.Resolve(_context);
+            _maxBytes = _profile?.MaxBytes ?? _globalMaxBytes;
+            _profileResolved = true;
+        }
+
+        _profile?.ThrowIfUnusable();
+    }
+
+    // Under _chainLock, when the request has no chunk yet and needs one for a rent of bytes (0: the
+    // context allocator): the endpoint's first chunk, a large chunk of the class its profile asks for
+    // (made current, so rents bump from it lock-free) when that is bigger than a pool chunk and fits
+    // the maximum, else a pool chunk.
+    private ArenaChunk ChainFirst(long bytes)
+    {
+        ResolveProfile();
+        long size = _pool.FirstChunkSizeFor(_profile, bytes);
+        if (size > 0 && WithinMaximum(size) && _pool.TryTakeFirstLargeChunk(size) is { } chunk)
+        {
+            AddLarge(chunk);
+            _firstLarge = true;
+            Volatile.Write(ref _current, chunk);
+            return chunk;
+        }
+
+        return Chain();
+    }
+
     // Under _chainLock: takes a large chunk that holds a rent of bytes.
     private ArenaChunk TakeLarge(long bytes)
     {
         ArenaChunk chunk = _pool.TakeLargeChunk(this, bytes);
-        chunk.Tracker = _tracker;
+        AddLarge(chunk);
+        return chunk;
+    }
+
+    // Under _chainLock: records a large chunk the request took.
+    private void AddLarge(ArenaChunk chunk)
+    {
+        chunk.Tracker = _tracker;   // diagnostics (null when Off), before any rent of it
         NoteHoldsMemory();
         (_large ??= []).Add(chunk);
         _largeBytes += chunk.Capacity;
-        return chunk;
     }
 
     // Under _chainLock: whether a further chunk of size bytes keeps the request within its maximum

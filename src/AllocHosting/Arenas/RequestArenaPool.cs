@@ -53,6 +53,7 @@ internal sealed class RequestArenaPool : IDisposable
         _chunks = chunks;
         _kindTag = AllocHostingMetrics.ArenaKindName(Kind);
         _budget = new ArenaChunkBudget(_options, chunks, metrics, logger);
+        Profiles = new EndpointArenaProfiles(_options);
         _arenas = new RequestArenaObjectPool(() => new RequestArena(this, _options.MaxArenaSizePerRequest));
         _clear = _options.ClearPolicy == ArenaClearPolicy.ClearUsed;
         // Diagnostics Guard protects chunks while they wait, so every released chunk waits a while.
@@ -85,6 +86,36 @@ internal sealed class RequestArenaPool : IDisposable
     public int MaxChunks => _budget.MaxChunks;
 
     public SwitchableAllocatorOptions Options => _options;
+
+    /// <summary>The endpoints' arena settings and usage statistics (see <see cref="EndpointArenaProfile"/>).</summary>
+    public EndpointArenaProfiles Profiles { get; }
+
+    /// <summary>
+    /// The size of the first chunk a request of <paramref name="profile"/>'s endpoint takes for a
+    /// first rent of <paramref name="bytes"/>: the smallest large-chunk class that holds the
+    /// endpoint's first-chunk figure when that is above one pool chunk (bump arenas, pooled classes
+    /// only), else 0 for a pool chunk. Only while the chunks in use (and waiting out
+    /// <c>ReuseDelay</c>) leave half of the budget free: under pressure requests fall back to pool
+    /// chunks, which share the budget more finely, so the hint never causes a rejection a chain of
+    /// pool chunks would have avoided.
+    /// </summary>
+    public long FirstChunkSizeFor(EndpointArenaProfile? profile, long bytes)
+    {
+        long wanted = Math.Max(profile?.FirstChunkBytes ?? 0, bytes);
+        if (wanted <= ChunkSize || Kind != RequestArenaKind.Bump)
+        {
+            return 0;
+        }
+
+        IReadOnlyList<long> classes = LargeClassSizes;
+        if (wanted > classes[^1])
+        {
+            return 0;
+        }
+
+        long size = _budget.LargeChunkSizeFor(wanted);
+        return _budget.BytesInUse + size <= _options.MemoryBudget / 2 ? size : 0;
+    }
 
     /// <summary>Pool and large chunks held by requests now (not those waiting out <c>ReuseDelay</c>).</summary>
     public int ChunksInUse
@@ -174,7 +205,9 @@ internal sealed class RequestArenaPool : IDisposable
         {
             _releasedAllocatedBytes.Add(arena.Slot, allocated);
             _activeArenas.Add(arena.Slot, -1);
-            _metrics.ArenaReleased(used, overflowed, _kindTag, context is null ? AllocHostingMetrics.ScopeOwner : AllocHostingMetrics.RequestOwner);
+            EndpointArenaProfile? profile = arena.Profile;
+            profile?.Record(used);
+            _metrics.ArenaReleased(used, overflowed, _kindTag, context is null ? AllocHostingMetrics.ScopeOwner : AllocHostingMetrics.RequestOwner, profile?.Route);
         }
 
         if (rejected && context is not null)
@@ -293,10 +326,11 @@ internal sealed class RequestArenaPool : IDisposable
     /// <c>ReuseDelay</c> has passed, or (no delay) cleared now and straight into that hot slot.
     /// </summary>
     /// <returns>The high-water mark of the use: the bytes it may have written.</returns>
-    public long ReleaseChunk(ArenaChunk chunk, int slot)
+    public long ReleaseChunk(ArenaChunk chunk, int slot, bool clearNow = false)
     {
         // Retired first: from then on no new pin can start, so a chunk found unpinned stays so.
         long highWater = chunk.Retire();
+        ClearNow(chunk, clearNow);
         if (_delayed || chunk.IsPinned)
         {
             _quarantine.Add(chunk, slot, large: false, ChunkSize);
@@ -309,6 +343,16 @@ internal sealed class RequestArenaPool : IDisposable
         }
 
         return highWater;
+    }
+
+    // An endpoint that asks for clearing the global policy does not do (ClearOnRelease): its bytes are
+    // zeroed at release, on the releasing flow (the chunk's owner until it is handed on).
+    private void ClearNow(ArenaChunk chunk, bool clearNow)
+    {
+        if (clearNow && !_clear)
+        {
+            chunk.ClearPending();
+        }
     }
 
     // Without a delay: the retired chunk's bytes are cleared (or dropped) now, before its next use.
@@ -326,9 +370,10 @@ internal sealed class RequestArenaPool : IDisposable
 
     /// <summary>Ends a request's use of a large chunk and gives it back, through the quarantine as for pool chunks.</summary>
     /// <returns>The high-water mark of the use.</returns>
-    public long ReleaseLargeChunk(ArenaChunk chunk, int slot)
+    public long ReleaseLargeChunk(ArenaChunk chunk, int slot, bool clearNow = false)
     {
         long highWater = chunk.Retire();
+        ClearNow(chunk, clearNow);
         if (_delayed || chunk.IsPinned)
         {
             _quarantine.Add(chunk, slot, large: true, chunk.Capacity);
@@ -352,11 +397,21 @@ internal sealed class RequestArenaPool : IDisposable
     /// its budget) and logs it.
     /// </summary>
     /// <exception cref="InsufficientMemoryException">The overflow policy is Fail.</exception>
-    public void ApplyOverflowPolicy(long bytes)
+    public void ApplyOverflowPolicy(long bytes) => ApplyOverflowPolicy(bytes, null);
+
+    /// <summary>As <see cref="ApplyOverflowPolicy(long)"/>, under the settings of <paramref name="profile"/>'s endpoint (null: the global options).</summary>
+    /// <exception cref="InsufficientMemoryException">The overflow policy is Fail.</exception>
+    public void ApplyOverflowPolicy(long bytes, EndpointArenaProfile? profile)
     {
-        if (_options.OverflowPolicy == ArenaOverflowPolicy.Fail)
+        if ((profile?.OverflowPolicy ?? _options.OverflowPolicy) == ArenaOverflowPolicy.Fail)
         {
             _metrics.Failure("arena_full");
+            if (profile is not null)
+            {
+                throw new InsufficientMemoryException(
+                    $"The request's arena is full: a rent of {bytes} bytes does not fit within the MaxArenaSizePerRequest ({profile.MaxBytes} bytes) of endpoint '{profile.Name}', whose OverflowPolicy is Fail.");
+            }
+
             throw new InsufficientMemoryException(
                 $"The request's arena is full: a rent of {bytes} bytes does not fit within {SwitchableAllocatorOptions.SectionName}:MaxArenaSizePerRequest ({_options.MaxArenaSizePerRequest} bytes), and {SwitchableAllocatorOptions.SectionName}:OverflowPolicy is Fail.");
         }
@@ -388,6 +443,13 @@ internal sealed class RequestArenaPool : IDisposable
         _quarantine.ReleaseExpired();
         MakeRoomInQuarantine(size, arena.Slot);
         return _budget.TakeLarge(bytes) ?? RefuseSlow(arena);
+    }
+
+    /// <summary>A large chunk of class size <paramref name="size"/> for a request's first chunk (see <see cref="FirstChunkSizeFor"/>), if one can be had now; null (nothing refused, nothing waited for) otherwise.</summary>
+    public ArenaChunk? TryTakeFirstLargeChunk(long size)
+    {
+        _quarantine.ReleaseExpired();
+        return _budget.TryTakeLargeNow(size);
     }
 
     public void Dispose()

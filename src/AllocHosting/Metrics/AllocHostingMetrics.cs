@@ -34,6 +34,9 @@ internal sealed class AllocHostingMetrics
     public const string ErrorTypeTag = "error.type";
     public const string RouteTag = "http.route";
 
+    // The route pattern of the request's endpoint (bounded: routes, not paths); absent without an endpoint.
+    public const string HttpRouteTag = "http.route";
+
     // Who owned the arena: a request (the middleware) or an arena scope (IArenaScopeFactory, the hub filter).
     public const string ArenaOwnerTag = "allochosting.arena.owner";
     public const string RequestOwner = "request";
@@ -146,17 +149,21 @@ internal sealed class AllocHostingMetrics
         new(global, new KeyValuePair<string, object?>(AllocatorTag, "global")),
     ];
 
-    /// <summary>Records the end of a request or scope that rented: once per such arena; <paramref name="owner"/> is <see cref="RequestOwner"/> or <see cref="ScopeOwner"/>.</summary>
-    public void ArenaReleased(long usedBytes, bool overflowed, string kind, string owner)
+    /// <summary>
+    /// Records the end of a request or scope that rented: once per such arena; <paramref name="owner"/>
+    /// is <see cref="RequestOwner"/> or <see cref="ScopeOwner"/>; <paramref name="route"/> the route
+    /// pattern of the request's endpoint (tag <see cref="HttpRouteTag"/>, left out when null).
+    /// </summary>
+    public void ArenaReleased(long usedBytes, bool overflowed, string kind, string owner, string? route = null)
     {
         if (_used.Enabled)
         {
-            RecordUsedSlow(usedBytes, kind, owner);
+            RecordUsedSlow(usedBytes, kind, owner, route);
         }
 
         if (overflowed && _overflowed.Enabled)
         {
-            AddOverflowedSlow(owner);
+            AddOverflowedSlow(owner, route);
         }
     }
 
@@ -195,12 +202,30 @@ internal sealed class AllocHostingMetrics
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void RecordUsedSlow(long usedBytes, string kind, string owner) =>
-        _used.Record(usedBytes, new KeyValuePair<string, object?>(ArenaKindTag, kind), new KeyValuePair<string, object?>(ArenaOwnerTag, owner));
+    private void RecordUsedSlow(long usedBytes, string kind, string owner, string? route)
+    {
+        if (route is null)
+        {
+            _used.Record(usedBytes, new KeyValuePair<string, object?>(ArenaKindTag, kind), new KeyValuePair<string, object?>(ArenaOwnerTag, owner));
+        }
+        else
+        {
+            _used.Record(usedBytes, new KeyValuePair<string, object?>(ArenaKindTag, kind), new KeyValuePair<string, object?>(ArenaOwnerTag, owner), new KeyValuePair<string, object?>(HttpRouteTag, route));
+        }
+    }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void AddOverflowedSlow(string owner) =>
-        _overflowed.Add(1, new KeyValuePair<string, object?>(ArenaOwnerTag, owner));
+    private void AddOverflowedSlow(string owner, string? route)
+    {
+        if (route is null)
+        {
+            _overflowed.Add(1, new KeyValuePair<string, object?>(ArenaOwnerTag, owner));
+        }
+        else
+        {
+            _overflowed.Add(1, new KeyValuePair<string, object?>(ArenaOwnerTag, owner), new KeyValuePair<string, object?>(HttpRouteTag, route));
+        }
+    }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void AddFailureSlow(string errorType) =>

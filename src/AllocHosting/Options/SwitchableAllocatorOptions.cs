@@ -77,6 +77,16 @@ public sealed class SwitchableAllocatorOptions
     /// <summary>The most arena memory one request may hold (pool chunks and large chunks at their full sizes) before <see cref="OverflowPolicy"/> applies, in bytes: from <see cref="InitialArenaSize"/> to <see cref="MemoryBudget"/>; it also sets the largest pooled size class of large chunks. Default 1 MiB.</summary>
     public long MaxArenaSizePerRequest { get; set; } = 1024 * 1024;
 
+    /// <summary>
+    /// Whether each endpoint's first chunk follows what its requests use: the 90th percentile of its
+    /// recent requests' used bytes, rounded up to a power of two and then to a size class (a pool
+    /// chunk when that fits, else the smallest large-chunk class that holds it, never beyond the
+    /// endpoint's <see cref="MaxArenaSizePerRequest"/> nor the largest class), so that an endpoint
+    /// that always needs 300 KiB takes one 512 KiB chunk instead of chaining five. Bump arenas only;
+    /// endpoints may turn it off (<see cref="RequestArenaEndpointOptions.AdaptiveFirstChunk"/>). Default <see langword="true"/>.
+    /// </summary>
+    public bool AdaptiveFirstChunk { get; set; } = true;
+
     /// <summary>What happens beyond <see cref="MaxArenaSizePerRequest"/>. Default <see cref="ArenaOverflowPolicy.FallBack"/>.</summary>
     public ArenaOverflowPolicy OverflowPolicy { get; set; } = ArenaOverflowPolicy.FallBack;
 
