@@ -57,9 +57,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     private int _lease;
     private HttpContext? _context;
     private bool _rejected;
-
-    // Diagnostics Track or Guard: the request's tracker, set on every chunk it takes (null when Off).
-    private ArenaRentTracker? _tracker;
+    private ArenaRentTracker? _tracker;   // Diagnostics Track or Guard: set on every chunk the request takes (null when Off)
 
     // The memory pool of the current request (AsMemoryPool), replaced when a later request asks.
     private RequestBufferMemoryPool? _memoryPool;
