@@ -172,6 +172,7 @@ public class ArenaDiagnosticsTests
         var options = new SwitchableAllocatorOptions
         {
             MemoryBudget = 8 * 64 * 1024,
+            MaxArenaSizePerRequest = 4 * 64 * 1024,
             ReuseDelay = reuseDelay ?? TimeSpan.Zero,
             IdleTrimInterval = TimeSpan.FromHours(1),
             Diagnostics = mode,
