@@ -27,6 +27,9 @@ internal sealed unsafe class FakeLinuxSystemCalls : ILinuxSystemCalls
 
     public int GetCpuCount { get; private set; }
 
+    /// <summary>Every mprotect call in order (address, length, protection), made or refused.</summary>
+    public List<(nint Address, nuint Length, int Protection)> ProtectCalls { get; } = [];
+
     /// <summary>
     /// Bytes mapped through this stand-in and not unmapped: every successful <c>mmap</c> adds its
     /// length, every successful <c>munmap</c> subtracts its own, every successful <c>mremap</c> the
@@ -103,6 +106,16 @@ internal sealed unsafe class FakeLinuxSystemCalls : ILinuxSystemCalls
 
     public int Advise(nint address, nuint length, int advice) =>
         Refused(AdviceName(advice)) ? -1 : LinuxSystemCalls.Kernel.Advise(address, length, advice);
+
+    public int Protect(nint address, nuint length, int protection)
+    {
+        lock (ProtectCalls)
+        {
+            ProtectCalls.Add((address, length, protection));
+        }
+
+        return Refused("mprotect") ? -1 : LinuxSystemCalls.Kernel.Protect(address, length, protection);
+    }
 
     public int Lock(nint address, nuint length) =>
         Refused("mlock") ? -1 : LinuxSystemCalls.Kernel.Lock(address, length);

@@ -39,6 +39,7 @@ internal sealed class ReleasedChunkQuarantine : IDisposable
     private readonly long _delayTicks;
     private readonly TimeSpan _delay;
     private readonly bool _clear;
+    private readonly bool _protect;   // Diagnostics Guard: chunks are inaccessible while inside
     private readonly Action<ArenaChunk, int> _returnPoolChunk;
     private readonly Action<ArenaChunk> _returnLargeChunk;
     private readonly ILogger _logger;
@@ -63,8 +64,10 @@ internal sealed class ReleasedChunkQuarantine : IDisposable
         TimeProvider time,
         Action<ArenaChunk, int> returnPoolChunk,
         Action<ArenaChunk> returnLargeChunk,
-        ILogger logger)
+        ILogger logger,
+        bool protect = false)
     {
+        _protect = protect;
         _time = time;
         _delay = delay;
         // Rounded up: a chunk leaves no sooner than the delay.
@@ -129,6 +132,12 @@ internal sealed class ReleasedChunkQuarantine : IDisposable
     /// <param name="bytes">Its size as the budget counts it.</param>
     public void Add(ArenaChunk chunk, int slot, bool large, long bytes)
     {
+        if (_protect)
+        {
+            // Guard: a late access through a kept Span or pointer now crashes (skipped where unsupported).
+            chunk.Protect();
+        }
+
         long now = _time.GetTimestamp();
         Lane lane = _lanes[slot];
         Interlocked.Increment(ref lane.Inside);
@@ -301,6 +310,11 @@ internal sealed class ReleasedChunkQuarantine : IDisposable
 
     private void Return(Entry entry)
     {
+        if (_protect)
+        {
+            entry.Chunk.Unprotect();   // before clearing and before any reuse
+        }
+
         if (_clear)
         {
             entry.Chunk.ClearPending();

@@ -114,6 +114,7 @@ internal sealed partial class RequestArena
     // Under _chainLock: adds a chunk the pool gave to this request's chain, as Chain and TakeLarge do.
     private void Join(ArenaChunk chunk, bool large)
     {
+        chunk.Tracker = _tracker;   // diagnostics (null when Off), before the chunk is published
         NoteHoldsMemory();
         if (large)
         {

@@ -57,6 +57,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     private int _lease;
     private HttpContext? _context;
     private bool _rejected;
+    private ArenaRentTracker? _tracker;   // Diagnostics Track or Guard: set on every chunk the request takes (null when Off)
 
     // The memory pool of the current request (AsMemoryPool), replaced when a later request asks.
     private RequestBufferMemoryPool? _memoryPool;
@@ -316,6 +317,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
         Slot = slot;
         _context = context;
         _rejected = false;
+        _tracker = _pool.CreateTracker(context);
         _profile = null;
         _profileResolved = false;
         _firstLarge = false;
@@ -335,6 +337,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
         {
             Volatile.Write(ref _lease, _lease + 1);
             _context = null;
+            _tracker = null;
             // The pooled arena keeps nothing of the request's objects (their memory is retired below).
             _memoryPool = null;
             _body = null;
@@ -441,6 +444,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     private ArenaChunk Chain()
     {
         ArenaChunk chunk = _pool.TakeChunk(this);
+        chunk.Tracker = _tracker;   // before the chunk is published: every rent of it is tracked
         NoteHoldsMemory();
         _chunks.Add(chunk);
         Volatile.Write(ref _current, chunk);
@@ -492,6 +496,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     // Under _chainLock: records a large chunk the request took.
     private void AddLarge(ArenaChunk chunk)
     {
+        chunk.Tracker = _tracker;   // diagnostics (null when Off), before any rent of it
         NoteHoldsMemory();
         (_large ??= []).Add(chunk);
         _largeBytes += chunk.Capacity;

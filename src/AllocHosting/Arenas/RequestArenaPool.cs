@@ -33,6 +33,7 @@ internal sealed class RequestArenaPool : IDisposable
     private readonly ReleasedChunkQuarantine _quarantine;
     private readonly bool _delayed;   // ReuseDelay is above zero (else only pinned chunks go through the quarantine)
     private readonly bool _clear;
+    private readonly StaleUseReporter? _diagnostics;   // null under Diagnostics Off
 
     // The counters behind the observable instruments; any thread. The processor counters are
     // added to by every renting request, each in its arena's slot.
@@ -55,11 +56,19 @@ internal sealed class RequestArenaPool : IDisposable
         Profiles = new EndpointArenaProfiles(_options);
         _arenas = new RequestArenaObjectPool(() => new RequestArena(this, _options.MaxArenaSizePerRequest));
         _clear = _options.ClearPolicy == ArenaClearPolicy.ClearUsed;
-        _delayed = _options.ReuseDelay > TimeSpan.Zero;
+        // Diagnostics Guard protects chunks while they wait, so every released chunk waits a while.
+        bool guard = _options.Diagnostics == ArenaDiagnostics.Guard;
+        TimeSpan delay = guard && _options.ReuseDelay < SwitchableAllocatorOptions.MinGuardReuseDelay ? SwitchableAllocatorOptions.MinGuardReuseDelay : _options.ReuseDelay;
+        _delayed = delay > TimeSpan.Zero;
+        _diagnostics = _options.Diagnostics == ArenaDiagnostics.Off ? null : new StaleUseReporter(metrics, logger);
         _quarantine = new ReleasedChunkQuarantine(
             // The system clock whatever the app registered: a fake clock in an app's tests must
             // not keep released memory out of use for ever.
-            _options.ReuseDelay, _clear, _arenas.SlotCount, TimeProvider.System, _budget.Return, _budget.ReturnLarge, logger);
+            delay, _clear, _arenas.SlotCount, TimeProvider.System, _budget.Return, _budget.ReturnLarge, logger, protect: guard);
+        if (_diagnostics is not null)
+        {
+            _logger.ArenaDiagnosticsOn(_options.Diagnostics);
+        }
 
         _metrics.Observe(this);
         _trimmer = new IdleChunkTrimmer(_budget, _options.IdleTrimInterval, timeProvider, logger);
@@ -211,6 +220,9 @@ internal sealed class RequestArenaPool : IDisposable
 
         _arenas.Return(arena);
     }
+
+    /// <summary>The diagnostics tracker for a request (or, <paramref name="context"/> null, an arena scope) starting now; null under Diagnostics Off.</summary>
+    public Allocators.ArenaRentTracker? CreateTracker(HttpContext? context) => _diagnostics?.CreateTracker(context);
 
     /// <summary>Gives a request its next chunk, synchronously: an idle one or a new one within the budget; it never waits (see <see cref="TakeChunkAsync"/>).</summary>
     /// <exception cref="RequestArenaBudgetExceededException">The budget is spent.</exception>

@@ -26,11 +26,13 @@ internal sealed class AllocHostingMetrics
     public const string LiveInstrument = "allochosting.live";
     public const string MappedInstrument = "allochosting.mapped";
     public const string ScopeLeakedInstrument = "allochosting.scope.leaked";
+    public const string StaleUsesInstrument = "allochosting.stale_uses";
 
     public const string ArenaKindTag = "allochosting.arena.kind";
     public const string AllocatorTag = "allochosting.allocator";
     public const string NumaNodeTag = "allochosting.numa.node";
     public const string ErrorTypeTag = "error.type";
+    public const string RouteTag = "http.route";
 
     // The route pattern of the request's endpoint (bounded: routes, not paths); absent without an endpoint.
     public const string HttpRouteTag = "http.route";
@@ -50,6 +52,7 @@ internal sealed class AllocHostingMetrics
     private readonly Counter<long> _failures;
     private readonly Counter<long> _rejected;
     private readonly Counter<long> _scopesLeaked;
+    private readonly Counter<long> _staleUses;
 
     private readonly SwitchableAllocator _switchable;
 
@@ -79,6 +82,10 @@ internal sealed class AllocHostingMetrics
             ScopeLeakedInstrument,
             unit: "{scope}",
             description: "Arena scopes never disposed by their owner, released when the scope factory was disposed.");
+        _staleUses = _meter.CreateCounter<long>(
+            StaleUsesInstrument,
+            unit: "{use}",
+            description: "Uses of request memory after its request ended (counted under Diagnostics Track or Guard).");
     }
 
     /// <summary>Creates the observable instruments over <paramref name="pool"/>'s counters (once, by the pool).</summary>
@@ -166,6 +173,15 @@ internal sealed class AllocHostingMetrics
         if (_scopesLeaked.Enabled)
         {
             _scopesLeaked.Add(1);
+        }
+    }
+
+    /// <summary>Counts one use of request memory after its request ended, tagged with the route that rented it (Diagnostics Track or Guard only).</summary>
+    public void StaleUse(string route)
+    {
+        if (_staleUses.Enabled)
+        {
+            _staleUses.Add(1, new KeyValuePair<string, object?>(RouteTag, route));
         }
     }
 

@@ -56,6 +56,9 @@ public sealed class SwitchableAllocatorOptions
     /// <summary>The longest <see cref="ReuseDelay"/>: 10 seconds.</summary>
     public static readonly TimeSpan MaxReuseDelay = TimeSpan.FromSeconds(10);
 
+    /// <summary>The shortest wait of a released chunk before reuse under <see cref="ArenaDiagnostics.Guard"/>, whatever <see cref="ReuseDelay"/> says: 100 ms.</summary>
+    public static readonly TimeSpan MinGuardReuseDelay = TimeSpan.FromMilliseconds(100);
+
     /// <summary>The shortest <see cref="IdleTrimInterval"/>: 1 second.</summary>
     public static readonly TimeSpan MinIdleTrimInterval = TimeSpan.FromSeconds(1);
 
@@ -162,8 +165,18 @@ public sealed class SwitchableAllocatorOptions
     /// (about requests per second × delay chunks), and a chunk comes back cold rather than warm from the
     /// last request. Zero turns the quarantine off: a released chunk is cleared at once and the next
     /// request of the same processor gets it (the fastest setting, and the one to use when no code
-    /// keeps request memory past its request).
+    /// keeps request memory past its request). Under <see cref="ArenaDiagnostics.Guard"/> every released
+    /// chunk waits at least <see cref="MinGuardReuseDelay"/>, whatever this says.
     /// </para>
     /// </remarks>
     public TimeSpan ReuseDelay { get; set; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>
+    /// What the request arenas record to explain a use of request memory after its request ended
+    /// (see <see cref="ArenaDiagnostics"/>). Default <see cref="ArenaDiagnostics.Off"/>, which costs
+    /// nothing; <see cref="ArenaDiagnostics.Track"/> costs a captured stack per rent and suits
+    /// development; <see cref="ArenaDiagnostics.Guard"/> crashes the process on a late access and is
+    /// for development only.
+    /// </summary>
+    public ArenaDiagnostics Diagnostics { get; set; } = ArenaDiagnostics.Off;
 }

@@ -41,6 +41,7 @@ internal sealed class SwitchableAllocatorOptionsValidator : IValidateOptions<Swi
         CheckDefined(failures, nameof(options.OverflowPolicy), options.OverflowPolicy);
         CheckDefined(failures, nameof(options.ClearPolicy), options.ClearPolicy);
         CheckDefined(failures, nameof(options.BudgetPolicy), options.BudgetPolicy);
+        CheckDefined(failures, nameof(options.Diagnostics), options.Diagnostics);
 
         if (options.BudgetWaitTimeout < TimeSpan.Zero || options.BudgetWaitTimeout > SwitchableAllocatorOptions.MaxBudgetWaitTimeout)
         {

@@ -44,7 +44,7 @@ namespace AllocHosting.Allocators;
 /// protected after release; only the <see cref="Memory{T}"/> is.
 /// </para>
 /// </remarks>
-public sealed unsafe class ArenaChunk : IDisposable
+public sealed unsafe partial class ArenaChunk : IDisposable
 {
     private const int TypedManagerSlots = 4;
 
@@ -85,6 +85,16 @@ public sealed unsafe class ArenaChunk : IDisposable
 
     // Pins outstanding on the managers of every use, current or ended (Interlocked).
     private int _pins;
+
+    // Diagnostics (see Tracker): the tracker of the current use, null when untracked (the default:
+    // then a rent pays one null check). Under _trackedLock: the managers of the tracked rents of the
+    // use, retired with the use's own, and the number of tracked uses ended, so that a tracked rent
+    // that raced with the end retires its own manager.
+    private ArenaRentTracker? _tracker;
+    private readonly List<IDisposable> _tracked = [];
+    private readonly Lock _trackedLock = new();
+    private int _trackedUsesEnded;
+
 
     private ArenaChunk(IMemorySource source, byte* region, nuint regionSize, BumpAllocator? bump, BitSetAllocator? bitSet)
     {
@@ -208,6 +218,13 @@ public sealed unsafe class ArenaChunk : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfNegative(length);
 
+        // A tracked use (diagnostics) rents elsewhere: the untracked path is unchanged but for this check.
+        ArenaRentTracker? tracker = _tracker;
+        if (tracker is not null)
+        {
+            return TryRentTrackedSlow(length, alignment, tracker, out memory);
+        }
+
         // The use's memory is read before the carve: if the use ends in between, the slice is of
         // the retired manager (every use throws) rather than of the next use's.
         Memory<byte> whole = _memory;
@@ -252,7 +269,9 @@ public sealed unsafe class ArenaChunk : IDisposable
         nuint alignment = powerOfTwo ? (nuint)Math.Max(elementSize, 8) : 8;
         nuint size = powerOfTwo ? (nuint)bytes : (nuint)bytes + (nuint)elementSize - 1;
 
-        // The manager is taken before the carve, as for bytes; a retired one's Memory throws.
+        // The tracker and the manager are read before the carve, as for bytes; a retired manager's Memory throws.
+        ArenaRentTracker? tracker = _tracker;
+        int use = Volatile.Read(ref _trackedUsesEnded);
         ArenaChunkMemoryManager<T> manager = TypedManager<T>();
         if (!TryCarve(size, alignment, out byte* pointer))
         {
@@ -262,7 +281,9 @@ public sealed unsafe class ArenaChunk : IDisposable
 
         nuint offset = (nuint)(pointer - _usable);
         int index = (int)((offset + (nuint)elementSize - 1) / (nuint)elementSize);
-        memory = manager.Memory.Slice(index, count);
+        memory = tracker is null
+            ? manager.Memory.Slice(index, count)
+            : Track(new ArenaChunkMemoryManager<T>(this, (T*)_usable + index, count, tracker, tracker.CaptureSite()), use);
         return true;
     }
 
@@ -324,6 +345,21 @@ public sealed unsafe class ArenaChunk : IDisposable
         return (long)highWater;
     }
 
+    /// <summary>
+    /// The diagnostics tracker of the current use, or null (the default) for an untracked use. Set by
+    /// the owner before the use's first rent; cleared when the use ends (<see cref="Retire"/>).
+    /// </summary>
+    /// <remarks>
+    /// While set, every rent calls <see cref="ArenaRentTracker.CaptureSite"/> and returns memory of a
+    /// manager of its own over exactly the rented range (one small allocation per rent), so that a
+    /// stale use reports the site of the very rent it came from (see <see cref="ArenaRentTracker"/>).
+    /// </remarks>
+    public ArenaRentTracker? Tracker
+    {
+        get => _tracker;
+        set => Volatile.Write(ref _tracker, value);
+    }
+
     /// <summary>Bytes at the start of the chunk that ended uses may have written and no clearing has zeroed yet (see <see cref="Retire"/>).</summary>
     public long PendingClearBytes => (long)_pendingClear;
 
@@ -379,6 +415,12 @@ public sealed unsafe class ArenaChunk : IDisposable
 
         _disposed = true;
         RetireManagers();
+        if (_protected)
+        {
+            // The source may write into the region as it takes it back (a slot source keeps links there).
+            Unprotect();
+        }
+
         _memory = default;
         _context.Dispose();
         _source.Release(_region, _regionSize);
@@ -467,6 +509,11 @@ public sealed unsafe class ArenaChunk : IDisposable
     private void RetireManagers()
     {
         _bytes.Retire();
+        if (Volatile.Read(ref _tracker) is not null)
+        {
+            RetireTrackedSlow();
+        }
+
         if (!_hasTyped)
         {
             return;
@@ -480,6 +527,55 @@ public sealed unsafe class ArenaChunk : IDisposable
                 ((IDisposable)_typed[i]!).Dispose();
                 _typed[i] = null;
             }
+        }
+    }
+
+    // A byte rent of a tracked use: as TryRent, with a manager of its own carrying the rent's site.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool TryRentTrackedSlow(int length, int alignment, ArenaRentTracker tracker, out Memory<byte> memory)
+    {
+        int use = Volatile.Read(ref _trackedUsesEnded);
+        if (!TryCarve((nuint)length, (nuint)alignment, out byte* pointer))
+        {
+            memory = default;
+            return false;
+        }
+
+        memory = length == 0 ? Memory<byte>.Empty : Track(new ArenaChunkMemoryManager<byte>(this, pointer, length, tracker, tracker.CaptureSite()), use);
+        return true;
+    }
+
+    // Keeps the manager of a tracked rent for retirement with its use; if that use (use: the count of
+    // ended tracked uses read before the carve) ended meanwhile, retires it at once: its memory is stale.
+    private Memory<T> Track<T>(ArenaChunkMemoryManager<T> manager, int use)
+        where T : unmanaged
+    {
+        Memory<T> memory = manager.Memory;
+        lock (_trackedLock)
+        {
+            if (_trackedUsesEnded == use)
+            {
+                _tracked.Add(manager);
+                return memory;
+            }
+        }
+
+        manager.Retire();
+        return memory;
+    }
+
+    private void RetireTrackedSlow()
+    {
+        lock (_trackedLock)
+        {
+            _trackedUsesEnded++;
+            _tracker = null;
+            foreach (IDisposable manager in _tracked)
+            {
+                manager.Dispose();
+            }
+
+            _tracked.Clear();
         }
     }
 

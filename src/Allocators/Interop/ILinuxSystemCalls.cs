@@ -29,6 +29,9 @@ internal unsafe interface ILinuxSystemCalls
     /// <summary><c>madvise</c>: see <see cref="LinuxMemory.Advise"/>.</summary>
     int Advise(nint address, nuint length, int advice);
 
+    /// <summary><c>mprotect</c>: see <see cref="LinuxMemory.Protect"/>.</summary>
+    int Protect(nint address, nuint length, int protection);
+
     /// <summary><c>mlock</c>: see <see cref="LinuxMemory.Lock"/>.</summary>
     int Lock(nint address, nuint length);
 

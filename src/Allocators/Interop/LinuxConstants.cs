@@ -12,7 +12,8 @@ namespace AllocHosting.Allocators.Interop;
 /// </remarks>
 internal static class LinuxConstants
 {
-    // <sys/mman.h> protection bits.
+    // <sys/mman.h> protection bits (PROT_NONE: no access at all, for guarded released chunks).
+    public const int PROT_NONE = 0x0;
     public const int PROT_READ = 0x1;
     public const int PROT_WRITE = 0x2;
 

@@ -39,4 +39,8 @@ internal static unsafe partial class LinuxMemory
     /// <summary><c>int mincore(void* addr, size_t length, unsigned char* vec)</c>: one byte per page, bit 0 set when resident.</summary>
     [LibraryImport(LibC, EntryPoint = "mincore", SetLastError = true)]
     public static partial int Residency(nint address, nuint length, byte* pages);
+
+    /// <summary><c>int mprotect(void* addr, size_t length, int prot)</c>; 0 or -1. The address must be page-aligned.</summary>
+    [LibraryImport(LibC, EntryPoint = "mprotect", SetLastError = true)]
+    public static partial int Protect(nint address, nuint length, int protection);
 }

@@ -26,6 +26,9 @@ internal sealed unsafe class LinuxSystemCalls : ILinuxSystemCalls
     public int Advise(nint address, nuint length, int advice) => LinuxMemory.Advise(address, length, advice);
 
     /// <inheritdoc />
+    public int Protect(nint address, nuint length, int protection) => LinuxMemory.Protect(address, length, protection);
+
+    /// <inheritdoc />
     public int Lock(nint address, nuint length) => LinuxMemory.Lock(address, length);
 
     /// <inheritdoc />
