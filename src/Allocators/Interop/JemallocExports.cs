@@ -1,0 +1,87 @@
+using System.Numerics;
+
+namespace AllocHosting.Allocators.Interop;
+
+/// <summary>
+/// jemalloc's non-standard entry points: <c>mallocx</c>, <c>rallocx</c>, <c>xallocx</c> and
+/// <c>dallocx</c> with <c>MALLOCX_LG_ALIGN</c> flags, <c>nallocx</c> and <c>sallocx</c> for usable sizes.
+/// </summary>
+/// <remarks>
+/// <para>
+/// The Debian build (<c>libjemalloc.so.2</c>) exports them unprefixed; <see cref="NativeAllocatorExports.Export"/>
+/// on the library's own handle resolves jemalloc's symbols, never glibc's. Loading it after start-up
+/// needs <see cref="StaticTlsTunable"/> (jemalloc's thread state uses initial-exec TLS).
+/// </para>
+/// <para>
+/// Frees use <c>dallocx</c>, not the sized <c>sdallocx</c>: the contract lets a caller free with any
+/// size from the request to the usable size, and after an in-place shrink that jemalloc could not
+/// really do (the block kept its size class) the size passed may name another size class than the
+/// block's, which <c>sdallocx</c> would trust and put the block in the wrong bin.
+/// </para>
+/// </remarks>
+internal sealed unsafe class JemallocExports : NativeAllocatorExports
+{
+    /// <summary>The glibc tunable a process needs in its environment from start-up to load jemalloc late.</summary>
+    public const string StaticTlsTunable = "glibc.rtld.optional_static_tls=65536";
+
+    /// <summary>jemalloc's smallest alignment: its smallest size class (8 bytes) is aligned that far, larger ones further.</summary>
+    private const nuint NaturalAlignment = 8;
+
+    private readonly delegate* unmanaged<nuint, int, void*> _mallocx;
+    private readonly delegate* unmanaged<void*, nuint, int, void*> _rallocx;
+    private readonly delegate* unmanaged<void*, nuint, nuint, int, nuint> _xallocx;
+    private readonly delegate* unmanaged<void*, int, nuint> _sallocx;
+    private readonly delegate* unmanaged<void*, int, void> _dallocx;
+    private readonly delegate* unmanaged<nuint, int, nuint> _nallocx;
+
+    /// <summary>Resolves the exports of the loaded <c>libjemalloc.so.2</c>.</summary>
+    /// <exception cref="EntryPointNotFoundException">An export is missing.</exception>
+    public JemallocExports(nint handle)
+    {
+        _mallocx = (delegate* unmanaged<nuint, int, void*>)Export(handle, "mallocx");
+        _rallocx = (delegate* unmanaged<void*, nuint, int, void*>)Export(handle, "rallocx");
+        _xallocx = (delegate* unmanaged<void*, nuint, nuint, int, nuint>)Export(handle, "xallocx");
+        _sallocx = (delegate* unmanaged<void*, int, nuint>)Export(handle, "sallocx");
+        _dallocx = (delegate* unmanaged<void*, int, void>)Export(handle, "dallocx");
+        _nallocx = (delegate* unmanaged<nuint, int, nuint>)Export(handle, "nallocx");
+    }
+
+    /// <inheritdoc />
+    public override NativeAllocatorLibrary Library => NativeAllocatorLibrary.Jemalloc;
+
+    /// <inheritdoc />
+    public override byte* Allocate(nuint size, nuint alignment) => (byte*)_mallocx(size, Flags(alignment));
+
+    /// <inheritdoc />
+    public override void Free(byte* pointer, nuint size, nuint alignment) => _dallocx(pointer, 0);
+
+    /// <summary><c>rallocx</c>: in place when the block's extent allows, otherwise a move; null when there is no room.</summary>
+    public override byte* Reallocate(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
+        (byte*)_rallocx(pointer, newSize, Flags(alignment));
+
+    /// <summary><c>xallocx</c>, which returns the block's real size after trying: grown when that is at least <paramref name="newSize"/>.</summary>
+    public override bool TryGrowInPlace(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
+        _xallocx(pointer, newSize, 0, Flags(alignment)) >= newSize;
+
+    /// <summary>
+    /// <c>xallocx</c> to the smaller size: jemalloc gives back the tail where the size classes allow
+    /// (large blocks), otherwise keeps the block as it is; either way it stays in place with at least
+    /// <paramref name="newSize"/> bytes, so the result is always true.
+    /// </summary>
+    public override bool TryShrinkInPlace(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
+        _xallocx(pointer, newSize, 0, Flags(alignment)) >= newSize;
+
+    /// <summary><c>nallocx</c>: the real size <c>mallocx</c> gives this request; the request itself when jemalloc cannot serve it (<c>nallocx</c> returns 0).</summary>
+    public override nuint UsableSize(nuint size, nuint alignment)
+    {
+        nuint real = _nallocx(size, Flags(alignment));
+        return real >= size ? real : size;
+    }
+
+    /// <inheritdoc />
+    public override nuint BlockUsableSize(byte* pointer) => _sallocx(pointer, 0);
+
+    // MALLOCX_LG_ALIGN(lg): the base-2 logarithm of the alignment in the low bits; 0 asks for jemalloc's natural alignment.
+    private static int Flags(nuint alignment) =>
+        alignment <= NaturalAlignment ? 0 : BitOperations.TrailingZeroCount(alignment);
+}
