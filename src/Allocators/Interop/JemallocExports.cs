@@ -24,8 +24,8 @@ internal sealed unsafe class JemallocExports : NativeAllocatorExports
     /// <summary>The glibc tunable a process needs in its environment from start-up to load jemalloc late.</summary>
     public const string StaticTlsTunable = "glibc.rtld.optional_static_tls=65536";
 
-    /// <summary>jemalloc's smallest alignment: its smallest size class (8 bytes) is aligned that far, larger ones further.</summary>
-    private const nuint NaturalAlignment = 8;
+    /// <summary>jemalloc's quantum (<c>LG_QUANTUM</c> 4 on x86-64 and arm64): every size class from 16 bytes is a multiple of it, so its blocks are aligned that far; the 8-byte class only to 8.</summary>
+    private const nuint Quantum = 16;
 
     private readonly delegate* unmanaged<nuint, int, void*> _mallocx;
     private readonly delegate* unmanaged<void*, nuint, int, void*> _rallocx;
@@ -50,18 +50,18 @@ internal sealed unsafe class JemallocExports : NativeAllocatorExports
     public override NativeAllocatorLibrary Library => NativeAllocatorLibrary.Jemalloc;
 
     /// <inheritdoc />
-    public override byte* Allocate(nuint size, nuint alignment) => (byte*)_mallocx(size, Flags(alignment));
+    public override byte* Allocate(nuint size, nuint alignment) => (byte*)_mallocx(size, Flags(size, alignment));
 
     /// <inheritdoc />
     public override void Free(byte* pointer, nuint size, nuint alignment) => _dallocx(pointer, 0);
 
     /// <summary><c>rallocx</c>: in place when the block's extent allows, otherwise a move; null when there is no room.</summary>
     public override byte* Reallocate(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
-        (byte*)_rallocx(pointer, newSize, Flags(alignment));
+        (byte*)_rallocx(pointer, newSize, Flags(newSize, alignment));
 
     /// <summary><c>xallocx</c>, which returns the block's real size after trying: grown when that is at least <paramref name="newSize"/>.</summary>
     public override bool TryGrowInPlace(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
-        _xallocx(pointer, newSize, 0, Flags(alignment)) >= newSize;
+        _xallocx(pointer, newSize, 0, Flags(newSize, alignment)) >= newSize;
 
     /// <summary>
     /// <c>xallocx</c> to the smaller size: jemalloc gives back the tail where the size classes allow
@@ -69,19 +69,20 @@ internal sealed unsafe class JemallocExports : NativeAllocatorExports
     /// <paramref name="newSize"/> bytes, so the result is always true.
     /// </summary>
     public override bool TryShrinkInPlace(byte* pointer, nuint currentSize, nuint newSize, nuint alignment) =>
-        _xallocx(pointer, newSize, 0, Flags(alignment)) >= newSize;
+        _xallocx(pointer, newSize, 0, Flags(newSize, alignment)) >= newSize;
 
     /// <summary><c>nallocx</c>: the real size <c>mallocx</c> gives this request; the request itself when jemalloc cannot serve it (<c>nallocx</c> returns 0).</summary>
     public override nuint UsableSize(nuint size, nuint alignment)
     {
-        nuint real = _nallocx(size, Flags(alignment));
+        nuint real = _nallocx(size, Flags(size, alignment));
         return real >= size ? real : size;
     }
 
     /// <inheritdoc />
     public override nuint BlockUsableSize(byte* pointer) => _sallocx(pointer, 0);
 
-    // MALLOCX_LG_ALIGN(lg): the base-2 logarithm of the alignment in the low bits; 0 asks for jemalloc's natural alignment.
-    private static int Flags(nuint alignment) =>
-        alignment <= NaturalAlignment ? 0 : BitOperations.TrailingZeroCount(alignment);
+    // MALLOCX_LG_ALIGN(lg): the base-2 logarithm of the alignment in the low bits. 0 (jemalloc's natural
+    // alignment, its fastest path) where the size classes align the block far enough already.
+    private static int Flags(nuint size, nuint alignment) =>
+        alignment <= (nuint)sizeof(nuint) || (alignment <= Quantum && size >= Quantum) ? 0 : BitOperations.TrailingZeroCount(alignment);
 }
