@@ -23,6 +23,17 @@ public unsafe class ExternalNativeAllocatorLoadTests
     }
 
     [Fact]
+    public void The_missing_library_messages_name_the_package_and_for_jemalloc_the_tunable()
+    {
+        // The jemalloc message cannot be provoked in this process (its test host starts with the tunable), so its text is checked directly.
+        string jemalloc = Interop.NativeAllocatorExports.Hint(NativeAllocatorLibrary.Jemalloc);
+        Assert.Contains("libjemalloc2", jemalloc, StringComparison.Ordinal);
+        Assert.Contains("GLIBC_TUNABLES=glibc.rtld.optional_static_tls=65536", jemalloc, StringComparison.Ordinal);
+        Assert.Contains("libmimalloc2.0", Interop.NativeAllocatorExports.Hint(NativeAllocatorLibrary.Mimalloc), StringComparison.Ordinal);
+        Assert.Equal("libjemalloc.so.2", Interop.NativeAllocatorExports.FileName(NativeAllocatorLibrary.Jemalloc));
+    }
+
+    [Fact]
     public void An_undefined_library_is_refused()
     {
         var error = Assert.Throws<ArgumentOutOfRangeException>(() => ExternalNativeAllocator.Load((NativeAllocatorLibrary)42));
