@@ -26,8 +26,9 @@ namespace AllocHosting.Allocators;
 /// <para>
 /// <b>Profiles.</b> mimalloc: <c>mi_malloc</c>/<c>mi_malloc_aligned</c>, <c>mi_free</c>,
 /// <c>mi_expand</c> for growth in place, <c>mi_realloc_aligned</c> for moves, <c>mi_good_size</c> for
-/// the usable size of a request. jemalloc: <c>mallocx</c>/<c>rallocx</c>/<c>dallocx</c> with
-/// alignment flags, <c>xallocx</c> for real growth and shrinking in place, <c>nallocx</c> for the usable
+/// the usable size of a request. jemalloc: <c>mallocx</c>/<c>rallocx</c> with
+/// alignment flags (its <c>malloc</c>/<c>realloc</c> fast paths where no flag is needed, its <c>free</c>
+/// for every block), <c>xallocx</c> for real growth and shrinking in place, <c>nallocx</c> for the usable
 /// size of a request. rpmalloc: <c>rpaligned_alloc</c>, <c>rpfree</c>, <c>rpaligned_realloc</c>
 /// (with <c>RPMALLOC_GROW_OR_FAIL</c> for growth in place), each thread initialised on its first call.
 /// </para>
