@@ -65,6 +65,14 @@ public sealed class SwitchableAllocatorOptions
     /// <summary>The longest <see cref="IdleTrimInterval"/>: 1 day.</summary>
     public static readonly TimeSpan MaxIdleTrimInterval = TimeSpan.FromDays(1);
 
+    /// <summary>
+    /// Which allocator serves the registered <see cref="Allocators.SwitchableAllocator"/>'s global mode
+    /// (requests outside any arena): the process allocator or a native library loaded beside it
+    /// (mimalloc, jemalloc, rpmalloc). A library that cannot be loaded stops start-up, naming it.
+    /// Default <see cref="GlobalAllocatorKind.Process"/>.
+    /// </summary>
+    public GlobalAllocatorKind GlobalAllocator { get; set; } = GlobalAllocatorKind.Process;
+
     /// <summary>Which allocator carves request arenas. Default <see cref="RequestArenaKind.Bump"/>.</summary>
     public RequestArenaKind ArenaKind { get; set; } = RequestArenaKind.Bump;
 

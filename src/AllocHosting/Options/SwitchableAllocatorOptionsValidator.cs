@@ -59,6 +59,7 @@ internal sealed class SwitchableAllocatorOptionsValidator : IValidateOptions<Swi
         }
 
         CheckDefined(failures, nameof(options.NumaPlacement), options.NumaPlacement);
+        CheckGlobalAllocator(failures, options.GlobalAllocator);
 
         if (options.ReuseDelay < TimeSpan.Zero || options.ReuseDelay > SwitchableAllocatorOptions.MaxReuseDelay)
         {
@@ -76,6 +77,17 @@ internal sealed class SwitchableAllocatorOptionsValidator : IValidateOptions<Swi
         }
 
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+    }
+
+    // A native global allocator must load here and now, so that start-up fails rather than the first allocation.
+    private static void CheckGlobalAllocator(List<string> failures, GlobalAllocatorKind kind)
+    {
+        CheckDefined(failures, nameof(SwitchableAllocatorOptions.GlobalAllocator), kind);
+        if (GlobalAllocators.Library(kind) is { } library
+            && !Allocators.ExternalNativeAllocator.TryLoad(library, out _, out string? failure))
+        {
+            failures.Add($"{Prefix}GlobalAllocator is {kind}, but its library cannot be loaded: {failure}");
+        }
     }
 
     // An enum setting must be one of its type's named values, which the message lists in declaration order.
