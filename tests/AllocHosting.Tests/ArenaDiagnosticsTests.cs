@@ -134,8 +134,17 @@ public class ArenaDiagnosticsTests
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the request released");
 
         var error = Assert.Throws<ObjectDisposedException>(() => kept.Span.Fill(1));
-        Assert.Contains("endpoint '/orders/{id}/lines' at AllocHosting.Tests.ArenaDiagnosticsTests.", error.Message, StringComparison.Ordinal);
+        Assert.Contains("endpoint '/orders/{id}/lines' at ", error.Message, StringComparison.Ordinal);
+#if DEBUG
+        Assert.Contains("AllocHosting.Tests.ArenaDiagnosticsTests.", error.Message, StringComparison.Ordinal);
         Assert.Contains($"{nameof(On_a_server_Track_names_the_endpoints_route_and_the_handler_that_rented)} (lambda)", error.Message, StringComparison.Ordinal);
+#else
+        // An optimised build may inline the handler into the request delegate ASP.NET Core compiles for it.
+        Assert.True(
+            error.Message.Contains($"{nameof(On_a_server_Track_names_the_endpoints_route_and_the_handler_that_rented)} (lambda)", StringComparison.Ordinal)
+            || error.Message.Contains("the endpoint's compiled request delegate", StringComparison.Ordinal),
+            error.Message);
+#endif
     }
 
     [Fact]

@@ -72,7 +72,10 @@ internal sealed class RequestRentTracker : ArenaRentTracker
                 fallbackMethod = method;
             }
 
-            if (!IsFramework(assembly))
+            // A method without a declaring type is a dynamic one (the request delegate ASP.NET Core
+            // compiles for a minimal API handler, into which an optimised build may have inlined the
+            // handler): a fallback only.
+            if (!IsFramework(assembly) && method.DeclaringTypeName is not null)
             {
                 return Describe(frame, method);
             }
@@ -91,7 +94,12 @@ internal sealed class RequestRentTracker : ArenaRentTracker
 
     private static string Describe(StackFrame frame, DiagnosticMethodInfo method)
     {
-        string type = method.DeclaringTypeName ?? "?";
+        if (method.DeclaringTypeName is null)
+        {
+            return $"the endpoint's compiled request delegate {method.Name} (the handler was inlined into it; a Debug build names it)";
+        }
+
+        string type = method.DeclaringTypeName;
         string name = method.Name;
 
         // An async method or iterator runs as MoveNext of a compiler-generated <Name>d__N nested in its type.
