@@ -48,39 +48,9 @@ public sealed class ReadmeEndpointArenaExampleTests
     [Fact]
     public void Every_code_block_of_the_README_section_is_compiled_here()
     {
-        string root = RepositoryRoot();
-        string readme = File.ReadAllText(Path.Combine(root, "README.md"));
-        string source = Normalise(File.ReadAllText(Path.Combine(root, "tests", "AllocHosting.Tests", "ReadmeEndpointArenaExampleTests.cs")));
-        int start = readme.IndexOf("\n## Per-endpoint arenas", StringComparison.Ordinal);
-        Assert.True(start >= 0, "README.md has the section");
-        int end = readme.IndexOf("\n## ", start + 1, StringComparison.Ordinal);
-        string section = readme[start..(end < 0 ? readme.Length : end)];
-        Assert.Contains("ReadmeEndpointArenaExampleTests", section, StringComparison.Ordinal);
-
-        string[] blocks = section.Split("```").Where((_, i) => i % 2 == 1).ToArray();
-        Assert.Equal(2, blocks.Length);
-        Assert.All(blocks, block =>
-        {
-            Assert.StartsWith("csharp\n", block, StringComparison.Ordinal);
-            Assert.Contains(Normalise(block["csharp\n".Length..]), source, StringComparison.Ordinal);
-        });
-    }
-
-    // Lines trimmed, blank lines dropped: indentation differs between the README and the code here.
-    private static string Normalise(string code) =>
-        string.Join('\n', code.ReplaceLineEndings("\n").Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0));
-
-    private static string RepositoryRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "AllocHosting.sln")))
-            {
-                return dir.FullName;
-            }
-        }
-
-        throw new InvalidOperationException("AllocHosting.sln not found above " + AppContext.BaseDirectory);
+        var section = ReadmeSection.Read("## Per-endpoint arenas", nameof(ReadmeEndpointArenaExampleTests));
+        Assert.Equal(2, section.CodeBlocks.Length);
+        section.AssertEveryBlockIsIn("ReadmeEndpointArenaExampleTests.cs");
     }
 }
 

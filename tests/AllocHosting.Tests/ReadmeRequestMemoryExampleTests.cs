@@ -171,39 +171,9 @@ public partial class ReadmeRequestMemoryExampleTests
     [Fact]
     public void Every_code_block_of_the_README_section_is_compiled_here()
     {
-        string root = RepositoryRoot();
-        string readme = File.ReadAllText(Path.Combine(root, "README.md"));
-        string source = Normalise(File.ReadAllText(Path.Combine(root, "tests", "AllocHosting.Tests", "ReadmeRequestMemoryExampleTests.cs")));
-        int start = readme.IndexOf("\n## Request memory, path by path", StringComparison.Ordinal);
-        Assert.True(start >= 0, "README.md has the section");
-        int end = readme.IndexOf("\n## ", start + 1, StringComparison.Ordinal);
-        string section = readme[start..(end < 0 ? readme.Length : end)];
-        Assert.Contains("ReadmeRequestMemoryExampleTests", section, StringComparison.Ordinal);
-
-        string[] blocks = section.Split("```").Where((_, i) => i % 2 == 1).ToArray();
-        Assert.True(blocks.Length >= 5, $"{blocks.Length} code blocks");
-        Assert.All(blocks, block =>
-        {
-            Assert.StartsWith("csharp\n", block, StringComparison.Ordinal);
-            Assert.Contains(Normalise(block["csharp\n".Length..]), source, StringComparison.Ordinal);
-        });
-    }
-
-    // Lines trimmed, blank lines dropped: indentation differs between the README and the methods here.
-    private static string Normalise(string code) =>
-        string.Join('\n', code.ReplaceLineEndings("\n").Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0));
-
-    private static string RepositoryRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "AllocHosting.sln")))
-            {
-                return dir.FullName;
-            }
-        }
-
-        throw new InvalidOperationException("AllocHosting.sln not found above " + AppContext.BaseDirectory);
+        var section = ReadmeSection.Read("## Request memory, path by path", nameof(ReadmeRequestMemoryExampleTests));
+        Assert.True(section.CodeBlocks.Length >= 5, $"{section.CodeBlocks.Length} code blocks");
+        section.AssertEveryBlockIsIn("ReadmeRequestMemoryExampleTests.cs");
     }
 
     public sealed record Summary(string Name, int Count);
