@@ -9,6 +9,13 @@ using BenchmarkDotNet.Running;
 // figures to quote; absolute times drift between runs on shared machines.
 // A job named on the command line (`--job short` for a quick first run) replaces the default one
 // rather than running beside it; run.sh exports the tunable to every child process anyway.
+if (args.Length >= 2 && args[0] == "--verdicts")
+{
+    // benchmarks/verdicts.sh: --verdicts targets.tsv [--out table.md] [more BenchmarkDotNet arguments]
+    string output = args.Length >= 4 && args[2] == "--out" ? args[3] : "";
+    return AllocHosting.Allocators.Benchmarks.Verdicts.VerdictRun.Run(args[1], output, args[(output.Length > 0 ? 4 : 2)..]);
+}
+
 bool jobGiven = args.Any(arg => arg is "--job" or "-j");
 IConfig config = DefaultConfig.Instance
     .AddColumn(StatisticColumn.Median)
@@ -22,3 +29,4 @@ if (!jobGiven)
 }
 
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args, config);
+return 0;
