@@ -1,6 +1,7 @@
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Mvc;
+using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace AllocHosting.Tests;
@@ -91,24 +92,63 @@ public sealed class EndpointArenaSettingsTests
     [InlineData("first", "FirstChunkSize is 100")]
     [InlineData("max", "MaxArenaSizePerRequest is 1")]
     [InlineData("clear", "ClearPolicy is None")]
-    public async Task Invalid_endpoint_settings_fail_its_rents_with_a_message_naming_the_endpoint_and_the_setting(string which, string expected)
+    public async Task Invalid_endpoint_settings_fail_the_start_with_a_message_naming_the_endpoint_and_the_setting(string which, string expected)
     {
-        await using var app = await TestApp.StartAsync(a =>
-            a.MapGet("/bad", (IRequestBuffers buffers) => RentPieces(buffers, 1)).WithRequestArena(o =>
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(async () =>
+        {
+            await using var app = await TestApp.StartAsync(a =>
             {
-                switch (which)
+                a.MapGet("/fine", (IRequestBuffers buffers) => RentPieces(buffers, 1)).WithRequestArena(o => o.FirstChunkSize = 16 * K);
+                a.MapGet("/bad", (IRequestBuffers buffers) => RentPieces(buffers, 1)).WithRequestArena(o =>
                 {
-                    case "first": o.FirstChunkSize = 100; break;
-                    case "max": o.MaxArenaSizePerRequest = 1; break;
-                    default: o.ClearPolicy = ArenaClearPolicy.None; break;
-                }
-            }));
+                    switch (which)
+                    {
+                        case "first": o.FirstChunkSize = 100; break;
+                        case "max": o.MaxArenaSizePerRequest = 1; break;
+                        default: o.ClearPolicy = ArenaClearPolicy.None; break;
+                    }
+                });
+            });
+        });
 
-        string message = await app.Client.GetStringAsync("/bad");
+        Assert.Contains("endpoint '", error.Message, StringComparison.Ordinal);
+        Assert.Contains("/bad", error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("/fine", error.Message, StringComparison.Ordinal);
+        Assert.Contains(expected, error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Every_invalid_endpoint_is_named_in_the_one_start_error()
+    {
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(async () =>
+        {
+            await using var app = await TestApp.StartAsync(a =>
+            {
+                a.MapGet("/bad-one", () => "x").WithRequestArena(o => o.FirstChunkSize = 100);
+                a.MapGet("/bad-two", () => "x").WithRequestArena(o => o.MaxArenaSizePerRequest = 1);
+            });
+        });
+
+        Assert.Contains("/bad-one", error.Message, StringComparison.Ordinal);
+        Assert.Contains("/bad-two", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task An_endpoint_added_after_the_start_with_invalid_settings_fails_its_rents_naming_it()
+    {
+        // Endpoints a data source adds after the start are not in the start-up check: their first
+        // rent is, with the same message, and nothing is held.
+        var late = new LateEndpointDataSource();
+        await using var app = await TestApp.StartAsync(a => ((IEndpointRouteBuilder)a).DataSources.Add(late));
+        late.Add(
+            "/late-bad",
+            context => context.Response.WriteAsync(RentPieces(context.RequestServices.GetRequiredService<IRequestBuffers>(), 1)),
+            new RequestArenaEndpointMetadata(new RequestArenaEndpointOptions { MaxArenaSizePerRequest = 1 }, disables: false));
+
+        string message = await app.Client.GetStringAsync("/late-bad");
         Assert.StartsWith("InvalidOperationException", message, StringComparison.Ordinal);
-        Assert.Contains("endpoint '", message, StringComparison.Ordinal);
-        Assert.Contains("/bad", message, StringComparison.Ordinal);
-        Assert.Contains(expected, message, StringComparison.Ordinal);
+        Assert.Contains("/late-bad", message, StringComparison.Ordinal);
+        Assert.Contains("MaxArenaSizePerRequest is 1", message, StringComparison.Ordinal);
         Assert.Equal(0, app.Pool.ChunksInUse);
     }
 

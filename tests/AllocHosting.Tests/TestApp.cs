@@ -50,7 +50,16 @@ internal sealed class TestApp : IAsyncDisposable
         build?.Invoke(builder);
         WebApplication app = builder.Build();
         map(app);
-        await app.StartAsync();
+        try
+        {
+            await app.StartAsync();
+        }
+        catch
+        {
+            await app.DisposeAsync();
+            throw;
+        }
+
         return new TestApp(app);
     }
 

@@ -20,6 +20,35 @@ internal sealed class EndpointArenaProfiles(SwitchableAllocatorOptions options)
     /// <summary>Endpoints tracked now.</summary>
     public int Count => _profiles.Count;
 
+    /// <summary>
+    /// Checks the arena settings of every endpoint the application mapped, at start-up: throws one
+    /// <see cref="InvalidOperationException"/> listing each endpoint whose settings are invalid (the
+    /// same messages its rents would give), so a misconfigured endpoint stops the start instead of
+    /// failing its first request. Endpoints added later are still checked at their first rent.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">An endpoint's settings are invalid.</exception>
+    public static void ThrowIfAnyInvalid(IEnumerable<Endpoint> endpoints, SwitchableAllocatorOptions options)
+    {
+        List<string>? errors = null;
+        foreach (Endpoint endpoint in endpoints)
+        {
+            if (endpoint.Metadata.GetMetadata<IRequestArenaMetadata>() is null)
+            {
+                continue;
+            }
+
+            if (EndpointArenaProfile.Create(endpoint, options).Error is { } error)
+            {
+                (errors ??= []).Add(error);
+            }
+        }
+
+        if (errors is not null)
+        {
+            throw new InvalidOperationException(string.Join(Environment.NewLine, errors));
+        }
+    }
+
     /// <summary>The profile of the request's endpoint; null when there is no request (a scope) or routing has not chosen an endpoint (the global options apply).</summary>
     public EndpointArenaProfile? Resolve(HttpContext? context)
     {
