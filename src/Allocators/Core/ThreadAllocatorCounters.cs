@@ -63,6 +63,9 @@ internal sealed class ThreadAllocatorCounters
     // The largest bytes-in-use seen by a read or a sample, or handed over by the first cell when a second one came.
     private long _observedPeak;
 
+    /// <summary>Cells registered now: the live threads that used these counters and those that exited since the last registration (for tests).</summary>
+    internal int RegisteredCellCount => Volatile.Read(ref _cells).Length;
+
     /// <summary>Records an allocation of <paramref name="requested"/> bytes that took <paramref name="accounted"/> bytes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Allocated(nuint requested, nuint accounted)
