@@ -217,12 +217,15 @@ internal sealed class ThreadAllocatorCounters
     {
         cell.Counts.NextSample = inUse * 2;
         long sum;
+        Cell[] cells;
         lock (_lock)
         {
+            // Together: a cell folded into the retired totals is in exactly one of the two.
             sum = _retired.BytesInUse;
+            cells = _cells;
         }
 
-        foreach (Cell other in Volatile.Read(ref _cells))
+        foreach (Cell other in cells)
         {
             sum += Volatile.Read(ref other.Counts.BytesInUse);
         }
