@@ -1,6 +1,7 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using AllocHosting.Allocators.Interop;
 
 namespace AllocHosting.Allocators;
 
@@ -22,7 +23,9 @@ namespace AllocHosting.Allocators;
 /// </code>
 /// <para>
 /// <b>The alignment rule.</b> Alignments up to <see cref="MallocAlignment"/> (what <c>malloc</c>
-/// guarantees: 16 bytes on 64-bit platforms, 8 on 32-bit) use <see cref="NativeMemory.Alloc(nuint)"/>,
+/// guarantees: 16 bytes on 64-bit platforms, 8 on 32-bit) use <see cref="NativeMemory.Alloc(nuint)"/>
+/// (or, where the process exports it, the same <c>malloc</c> called directly, so that a failure is a
+/// null return rather than an exception to catch on the fast path),
 /// <see cref="NativeMemory.Realloc"/> and <see cref="NativeMemory.Free"/>; larger alignments use
 /// <see cref="NativeMemory.AlignedAlloc"/>, <see cref="NativeMemory.AlignedRealloc"/> and
 /// <see cref="NativeMemory.AlignedFree"/>. The two families must never be mixed on one pointer
@@ -271,7 +274,14 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
 
     // NativeMemory throws OutOfMemoryException when the C runtime returns null; the allocator contract
     // wants null. The try blocks live in small separate methods so that the callers still inline.
-    private static byte* TryMalloc(nuint size)
+    // The unaligned allocation, the common one, calls the process's malloc itself where it can
+    // (ProcessMalloc): a method with a try block is never inlined and costs a call with its own
+    // P/Invoke frame per allocation.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static byte* TryMalloc(nuint size) =>
+        ProcessMalloc.IsAvailable ? (byte*)ProcessMalloc.Malloc(size) : TryNativeMemoryAlloc(size);
+
+    private static byte* TryNativeMemoryAlloc(nuint size)
     {
         try
         {
