@@ -172,7 +172,7 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected override byte* AllocateCore(nuint size, nuint alignment)
     {
-        byte* pointer = _exports.Allocate(size, alignment);
+        byte* pointer = _exports.AllocateFast(size, alignment);
         if (pointer == null)
         {
             return null;
@@ -197,7 +197,7 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
             size = UntrackSlow(pointer, size, alignment).Size;
         }
 
-        _exports.Free(pointer, size, alignment);
+        _exports.FreeFast(pointer, size, alignment);
         _counters.Freed(size);
     }
 
@@ -306,7 +306,7 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
         if (!_blocks!.TryAdd(pointer, TrackedBlock.For(size, alignment, _exports)))
         {
             // Allocated while the allocator was being disposed: given back, and the use refused.
-            _exports.Free(pointer, size, alignment);
+            _exports.FreeFast(pointer, size, alignment);
             ThrowIfDisposed();
         }
     }
