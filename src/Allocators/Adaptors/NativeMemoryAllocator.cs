@@ -1,6 +1,7 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using AllocHosting.Allocators.Interop;
 
 namespace AllocHosting.Allocators;
 
@@ -22,7 +23,9 @@ namespace AllocHosting.Allocators;
 /// </code>
 /// <para>
 /// <b>The alignment rule.</b> Alignments up to <see cref="MallocAlignment"/> (what <c>malloc</c>
-/// guarantees: 16 bytes on 64-bit platforms, 8 on 32-bit) use <see cref="NativeMemory.Alloc(nuint)"/>,
+/// guarantees: 16 bytes on 64-bit platforms, 8 on 32-bit) use <see cref="NativeMemory.Alloc(nuint)"/>
+/// (or, where the process exports it, the same <c>malloc</c> called directly, so that a failure is a
+/// null return rather than an exception to catch on the fast path),
 /// <see cref="NativeMemory.Realloc"/> and <see cref="NativeMemory.Free"/>; larger alignments use
 /// <see cref="NativeMemory.AlignedAlloc"/>, <see cref="NativeMemory.AlignedRealloc"/> and
 /// <see cref="NativeMemory.AlignedFree"/>. The two families must never be mixed on one pointer
@@ -35,7 +38,7 @@ namespace AllocHosting.Allocators;
 /// blocks, so by default <see cref="Owns"/> returns <see langword="false"/> for every pointer and a
 /// foreign pointer or double free is passed straight to the C runtime (undefined behaviour, as with
 /// <c>free</c> itself). A checking instance, <c>new NativeMemoryAllocator(trackOwnership: true)</c>,
-/// keeps a table of live blocks under a lock: <see cref="Owns"/> answers exactly and a foreign
+/// keeps a table of live blocks under a lock (the mechanism <see cref="ExternalNativeAllocator"/> shares): <see cref="Owns"/> answers exactly and a foreign
 /// pointer, a double free or a free with another size or alignment than the block has throws
 /// <see cref="ArgumentException"/> without touching memory. It costs a lock and a table update per
 /// operation; <see cref="Shared"/> does not track.
@@ -52,12 +55,13 @@ namespace AllocHosting.Allocators;
 /// <see langword="false"/>; the original block of a failed resize stays valid.
 /// </para>
 /// <para>
-/// <b>Statistics</b> count requested sizes (not the C runtime's rounding) with atomic operations
-/// on per-processor stripes, so threads on different cores do not share a cache line;
-/// <see cref="AllocatorStatistics.Capacity"/> is <see langword="null"/>. A reallocation that moves
-/// counts as one more allocation and one more deallocation. The peak is exact while all the
-/// updates came from one processor; after that it is the largest bytes-in-use seen when a
-/// processor's stripe doubled its high or <see cref="Statistics"/> was read.
+/// <b>Statistics</b> count requested sizes (not the C runtime's rounding) in one cell per thread,
+/// written with plain additions and summed when <see cref="Statistics"/> is read, so the fast path
+/// has no locked instruction and threads share no cache line: an unchecked alloc+free costs the C
+/// runtime's pair plus a few nanoseconds. <see cref="AllocatorStatistics.Capacity"/> is
+/// <see langword="null"/>. A reallocation that moves counts as one more allocation and one more
+/// deallocation. The peak is exact while one thread made every update; after that it is the
+/// largest bytes-in-use seen when a thread's own high doubled or <see cref="Statistics"/> was read.
 /// </para>
 /// <para>
 /// <b>Dispose</b> of a tracking instance frees every block still live, after which every use throws
@@ -76,12 +80,11 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
     public static nuint MallocAlignment => (nuint)(2 * sizeof(nuint));
 
     // Live blocks of a tracking instance (address → size and alignment); null when not tracking.
-    // Guarded by _blocksLock. A block is in the table exactly while the caller may use it.
-    private readonly LiveBlockTable<TrackedBlock>? _blocks;
-    private readonly Lock _blocksLock = new();
+    // The same mechanism as ExternalNativeAllocator's: see CheckedBlocks.
+    private readonly CheckedBlocks<TrackedBlock>? _blocks;
 
-    // Counters of requested sizes, striped by thread so that threads allocating at once do not share a cache line.
-    private readonly AtomicAllocatorCounters _counters = new();
+    // Counters of requested sizes, one cell per thread with plain writes (no locked instruction on the fast path).
+    private readonly ThreadAllocatorCounters _counters = new();
 
     /// <summary>Creates an allocator over the process allocator.</summary>
     /// <param name="trackOwnership">
@@ -90,7 +93,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
     /// </param>
     public NativeMemoryAllocator(bool trackOwnership = false)
     {
-        _blocks = trackOwnership ? new LiveBlockTable<TrackedBlock>(nameof(NativeMemoryAllocator)) : null;
+        _blocks = trackOwnership ? new CheckedBlocks<TrackedBlock>(this, nameof(NativeMemoryAllocator)) : null;
     }
 
     /// <summary>A shared, non-tracking instance.</summary>
@@ -109,18 +112,7 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
     /// Whether <paramref name="pointer"/> is the address of a live block. Only a tracking instance
     /// can know; any other instance returns <see langword="false"/> for every pointer.
     /// </summary>
-    public override bool Owns(byte* pointer)
-    {
-        if (_blocks is null)
-        {
-            return false;
-        }
-
-        lock (_blocksLock)
-        {
-            return _blocks.Contains(pointer);
-        }
-    }
+    public override bool Owns(byte* pointer) => _blocks is not null && _blocks.Contains(pointer);
 
     /// <inheritdoc />
     /// <remarks>The fast path: one C runtime call and a counter update; only a tracking instance takes the lock (<c>TrackSlow</c>).</remarks>
@@ -161,9 +153,8 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
     {
         if (_blocks is not null)
         {
-            lock (_blocksLock)
+            using (_blocks.Enter())
             {
-                ThrowIfDisposed();
                 _blocks.Find(pointer, currentSize, alignment);
             }
         }
@@ -176,9 +167,8 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
     {
         if (_blocks is not null)
         {
-            lock (_blocksLock)
+            using (_blocks.Enter())
             {
-                ThrowIfDisposed();
                 _blocks.Find(pointer, currentSize, alignment) = new TrackedBlock(newSize, alignment);
             }
         }
@@ -209,13 +199,10 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void FreeTrackedSlow()
     {
-        lock (_blocksLock)
+        foreach (var (address, block) in _blocks!.Close())
         {
-            foreach (var (address, block) in _blocks!.RemoveAll())
-            {
-                Free((byte*)address, block.Alignment);
-                _counters.Freed(block.Size);
-            }
+            Free((byte*)address, block.Alignment);
+            _counters.Freed(block.Size);
         }
     }
 
@@ -259,29 +246,18 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void TrackSlow(byte* pointer, nuint size, nuint alignment)
     {
-        lock (_blocksLock)
+        if (!_blocks!.TryAdd(pointer, new TrackedBlock(size, alignment)))
         {
-            if (IsDisposed)
-            {
-                // Allocated while the allocator was being disposed: given back, and the use refused.
-                Free(pointer, alignment);
-                ThrowIfDisposed();
-            }
-
-            // Overwrite rather than add: an address already in the table means a tracked block was
-            // freed behind our back (not through this allocator) and the C runtime reused it.
-            _blocks!.Set(pointer, new TrackedBlock(size, alignment));
+            // Allocated while the allocator was being disposed: given back, and the use refused.
+            Free(pointer, alignment);
+            ThrowIfDisposed();
         }
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void UntrackSlow(byte* pointer, nuint size, nuint alignment)
     {
-        lock (_blocksLock)
-        {
-            ThrowIfDisposed();
-            _blocks!.Remove(pointer, size, alignment);
-        }
+        _blocks!.Remove(pointer, size, alignment);
     }
 
     private static void Free(byte* pointer, nuint alignment)
@@ -298,7 +274,14 @@ public sealed unsafe class NativeMemoryAllocator : AllocatorBase
 
     // NativeMemory throws OutOfMemoryException when the C runtime returns null; the allocator contract
     // wants null. The try blocks live in small separate methods so that the callers still inline.
-    private static byte* TryMalloc(nuint size)
+    // The unaligned allocation, the common one, calls the process's malloc itself where it can
+    // (ProcessMalloc): a method with a try block is never inlined and costs a call with its own
+    // P/Invoke frame per allocation.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static byte* TryMalloc(nuint size) =>
+        ProcessMalloc.IsAvailable ? (byte*)ProcessMalloc.Malloc(size) : TryNativeMemoryAlloc(size);
+
+    private static byte* TryNativeMemoryAlloc(nuint size)
     {
         try
         {

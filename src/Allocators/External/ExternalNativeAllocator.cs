@@ -45,7 +45,8 @@ namespace AllocHosting.Allocators;
 /// allocator does. None of these libraries can say whether an arbitrary address is one of its live
 /// blocks, so by default <see cref="Owns"/> returns <see langword="false"/> and a foreign pointer or a
 /// double free goes straight to the library (undefined behaviour, as with <c>free</c>). A checking
-/// instance (<c>trackOwnership: true</c>) keeps a table of live blocks under a lock: <see cref="Owns"/>
+/// instance (<c>trackOwnership: true</c>) keeps a table of live blocks under a lock (the mechanism
+/// <see cref="NativeMemoryAllocator"/> shares): <see cref="Owns"/>
 /// answers exactly, and a foreign pointer, a double free, another alignment than the block's or a size
 /// outside the block's range (from its request to its usable size) throws <see cref="ArgumentException"/>
 /// before the library sees it. It costs a lock and a table update per operation.
@@ -57,8 +58,8 @@ namespace AllocHosting.Allocators;
 /// original block of a failed resize stays valid.
 /// </para>
 /// <para>
-/// <b>Statistics</b> count requested sizes with atomic per-processor stripes, as
-/// <see cref="NativeMemoryAllocator"/>'s do; <see cref="AllocatorStatistics.Capacity"/> is
+/// <b>Statistics</b> count requested sizes in one cell per thread with plain writes, summed on
+/// read, as <see cref="NativeMemoryAllocator"/>'s do (no locked instruction on the fast path); <see cref="AllocatorStatistics.Capacity"/> is
 /// <see langword="null"/>. <b>Dispose</b> of a checking instance frees every block still live and
 /// refuses further use; an unchecked instance owns nothing and stays usable.
 /// </para>
@@ -68,15 +69,16 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
     private readonly NativeAllocatorExports _exports;
 
     // Live blocks of a checking instance (address → request range and alignment); null otherwise.
-    // Guarded by _blocksLock. A block is in the table exactly while the caller may use it.
-    private readonly LiveBlockTable<TrackedBlock>? _blocks;
-    private readonly Lock _blocksLock = new();
-    private readonly AtomicAllocatorCounters _counters = new();
+    // The same mechanism as NativeMemoryAllocator's: see CheckedBlocks.
+    private readonly CheckedBlocks<TrackedBlock>? _blocks;
+
+    // Counters of requested sizes, one cell per thread with plain writes (no locked instruction on the fast path).
+    private readonly ThreadAllocatorCounters _counters = new();
 
     private ExternalNativeAllocator(NativeAllocatorExports exports, bool trackOwnership)
     {
         _exports = exports;
-        _blocks = trackOwnership ? new LiveBlockTable<TrackedBlock>(Name) : null;
+        _blocks = trackOwnership ? new CheckedBlocks<TrackedBlock>(this, Name) : null;
     }
 
     /// <summary>The library this allocator calls.</summary>
@@ -155,39 +157,22 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
             Allocator.ThrowNullPointer();
         }
 
-        if (_blocks is not null)
+        if (_blocks is not null && !_blocks.Contains(pointer))
         {
-            lock (_blocksLock)
-            {
-                if (!_blocks.Contains(pointer))
-                {
-                    Allocator.ThrowNotLive(Name, pointer);
-                }
-            }
+            Allocator.ThrowNotLive(Name, pointer);
         }
 
         return _exports.BlockUsableSize(pointer);
     }
 
     /// <summary>Whether <paramref name="pointer"/> is the address of a live block. Only a checking instance can know; any other returns <see langword="false"/>.</summary>
-    public override bool Owns(byte* pointer)
-    {
-        if (_blocks is null)
-        {
-            return false;
-        }
-
-        lock (_blocksLock)
-        {
-            return _blocks.Contains(pointer);
-        }
-    }
+    public override bool Owns(byte* pointer) => _blocks is not null && _blocks.Contains(pointer);
 
     /// <inheritdoc />
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected override byte* AllocateCore(nuint size, nuint alignment)
     {
-        byte* pointer = _exports.Allocate(size, alignment);
+        byte* pointer = _exports.AllocateFast(size, alignment);
         if (pointer == null)
         {
             return null;
@@ -212,7 +197,7 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
             size = UntrackSlow(pointer, size, alignment).Size;
         }
 
-        _exports.Free(pointer, size, alignment);
+        _exports.FreeFast(pointer, size, alignment);
         _counters.Freed(size);
     }
 
@@ -258,9 +243,8 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
         else
         {
             // Under the lock: the block cannot be freed by another thread while the library resizes it.
-            lock (_blocksLock)
+            using (_blocks.Enter())
             {
-                ThrowIfDisposed();
                 ref TrackedBlock block = ref _blocks.Find(pointer, currentSize, alignment);
                 if (!ResizeInPlaceUnchecked(pointer, currentSize, newSize, alignment, grow))
                 {
@@ -319,40 +303,27 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void TrackSlow(byte* pointer, nuint size, nuint alignment)
     {
-        lock (_blocksLock)
+        if (!_blocks!.TryAdd(pointer, TrackedBlock.For(size, alignment, _exports)))
         {
-            if (IsDisposed)
-            {
-                // Allocated while the allocator was being disposed: given back, and the use refused.
-                _exports.Free(pointer, size, alignment);
-                ThrowIfDisposed();
-            }
-
-            // Overwrite rather than add: an address already in the table was freed behind our back and reused.
-            _blocks!.Set(pointer, TrackedBlock.For(size, alignment, _exports));
+            // Allocated while the allocator was being disposed: given back, and the use refused.
+            _exports.FreeFast(pointer, size, alignment);
+            ThrowIfDisposed();
         }
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private TrackedBlock UntrackSlow(byte* pointer, nuint size, nuint alignment)
     {
-        lock (_blocksLock)
-        {
-            ThrowIfDisposed();
-            return _blocks!.Remove(pointer, size, alignment);
-        }
+        return _blocks!.Remove(pointer, size, alignment);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void FreeTrackedSlow()
     {
-        lock (_blocksLock)
+        foreach (var (address, block) in _blocks!.Close())
         {
-            foreach (var (address, block) in _blocks!.RemoveAll())
-            {
-                _exports.Free((byte*)address, block.Size, block.Alignment);
-                _counters.Freed(block.Size);
-            }
+            _exports.Free((byte*)address, block.Size, block.Alignment);
+            _counters.Freed(block.Size);
         }
     }
 

@@ -52,6 +52,9 @@ internal sealed unsafe class JemallocExports : NativeAllocatorExports
         _xallocx = (delegate* unmanaged<void*, nuint, nuint, int, nuint>)Export(handle, "xallocx");
         _sallocx = (delegate* unmanaged<void*, int, nuint>)Export(handle, "sallocx");
         _nallocx = (delegate* unmanaged<nuint, int, nuint>)Export(handle, "nallocx");
+
+        // Flags' rule: plain malloc for alignments up to 8, and up to the quantum from the quantum up; free for every block.
+        UsePlainEntryPoints(_malloc, _free, Quantum, Quantum);
     }
 
     /// <inheritdoc />

@@ -38,6 +38,9 @@ internal sealed unsafe class MimallocExports : NativeAllocatorExports
         _expand = (delegate* unmanaged<void*, nuint, void*>)Export(handle, "mi_expand");
         _usableSize = (delegate* unmanaged<void*, nuint>)Export(handle, "mi_usable_size");
         _goodSize = (delegate* unmanaged<nuint, nuint>)Export(handle, "mi_good_size");
+
+        // IsNatural's rule: mi_malloc for alignments up to 8, and up to 16 above 8 bytes; mi_free for every block.
+        UsePlainEntryPoints(_malloc, _free, NaturalAlignment, (nuint)sizeof(nuint) + 1);
     }
 
     /// <inheritdoc />

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace AllocHosting.Allocators.Interop;
@@ -24,6 +25,17 @@ internal abstract unsafe class NativeAllocatorExports
     private static readonly Lock LoadLock = new();
     private static readonly Dictionary<NativeAllocatorLibrary, NativeAllocatorExports> Loaded = [];
 
+    // The library's plain malloc and free, which the allocator's fast paths call inline (AllocateFast,
+    // FreeFast) instead of through a virtual method: each non-inlined method that calls native code
+    // sets up its own P/Invoke frame, about as costly as the library's own malloc/free pair
+    // (issue 13). Null where every call needs more (rpmalloc initialises each thread first).
+    private delegate* unmanaged<nuint, void*> _plainMalloc;
+    private delegate* unmanaged<void*, void> _plainFree;
+
+    // The plain malloc serves alignments up to the pointer size, and up to _plainAlignment for sizes of at least _plainMinimumSize.
+    private nuint _plainAlignment;
+    private nuint _plainMinimumSize;
+
     /// <summary>The library these exports come from.</summary>
     public abstract NativeAllocatorLibrary Library { get; }
 
@@ -32,6 +44,27 @@ internal abstract unsafe class NativeAllocatorExports
 
     /// <summary>Frees a block (the size and alignment are those the caller passes, within the contract's range).</summary>
     public abstract void Free(byte* pointer, nuint size, nuint alignment);
+
+    /// <summary><see cref="Allocate"/>, with the plain <c>malloc</c> called inline when the request needs nothing more.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public byte* AllocateFast(nuint size, nuint alignment) =>
+        _plainMalloc != null && (alignment <= (nuint)sizeof(nuint) || (alignment <= _plainAlignment && size >= _plainMinimumSize))
+            ? (byte*)_plainMalloc(size)
+            : Allocate(size, alignment);
+
+    /// <summary><see cref="Free"/>, with the plain <c>free</c> called inline where the library has one for every block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void FreeFast(byte* pointer, nuint size, nuint alignment)
+    {
+        if (_plainFree != null)
+        {
+            _plainFree(pointer);
+        }
+        else
+        {
+            Free(pointer, size, alignment);
+        }
+    }
 
     /// <summary>Resizes a block, in place when the library can, otherwise by moving it; null (and the block unchanged) when there is no room.</summary>
     public abstract byte* Reallocate(byte* pointer, nuint currentSize, nuint newSize, nuint alignment);
@@ -125,6 +158,20 @@ internal abstract unsafe class NativeAllocatorExports
             + $"this process has GLIBC_TUNABLES={Environment.GetEnvironmentVariable("GLIBC_TUNABLES") ?? "(unset)"}).",
         _ => "rpmalloc has no Debian package; build librpmalloc.so from its source and put it on the library path (LD_LIBRARY_PATH).",
     };
+
+    /// <summary>
+    /// Declares the library's plain <c>malloc</c> (which must serve alignments up to the pointer
+    /// size, and up to <paramref name="alignment"/> for sizes of at least <paramref name="minimumSize"/>,
+    /// exactly as the derived <see cref="Allocate"/> would) and a <c>free</c> that takes every block,
+    /// for <see cref="AllocateFast"/> and <see cref="FreeFast"/>.
+    /// </summary>
+    protected void UsePlainEntryPoints(delegate* unmanaged<nuint, void*> malloc, delegate* unmanaged<void*, void> free, nuint alignment, nuint minimumSize)
+    {
+        _plainMalloc = malloc;
+        _plainFree = free;
+        _plainAlignment = alignment;
+        _plainMinimumSize = minimumSize;
+    }
 
     /// <summary>An export of the library, as a raw function address.</summary>
     /// <exception cref="EntryPointNotFoundException">The library has no such export.</exception>
