@@ -41,7 +41,7 @@ public unsafe class NativeListPropertyTests
     // capacity of at least its count, and a refused step threw the exception List<T> throws (with
     // nothing changed). A step the allocator cannot serve (a bounded region is full) must throw
     // AllocatorExhaustedException and leave the list as it was; the model then skips the step.
-    // Disposing gives back every byte the list took. In-place growth is on or off per sequence.
+    // Disposing gives back every byte the list took (to allocators that reuse memory). In-place growth is on or off per sequence.
     [Theory]
     [MemberData(nameof(AllocatorNames))]
     public void Random_operations_on_ints_match_List(string allocatorName) =>
@@ -103,7 +103,11 @@ public unsafe class NativeListPropertyTests
                     }
                 }
 
-                Assert.Equal(before, allocator.Statistics.BytesInUse);
+                if (allocator is not BumpAllocator && !(allocator is ContextAllocator { Kind: ContextAllocatorKind.ShortLived }))
+                {
+                    // A bump allocator gives back only its most recent block; every other allocator gives back all.
+                    Assert.Equal(before, allocator.Statistics.BytesInUse);
+                }
             },
             iter: 60,
             threads: 1);
