@@ -20,7 +20,9 @@ namespace AllocHosting.Allocators;
 /// <see cref="SwitchableAllocator"/>, a <see cref="BumpAllocator"/>, any other) to choose it.
 /// The allocator is asked on every growth, so a list over a <see cref="SwitchableAllocator"/> that
 /// grows in another flow than the one that created it takes its new block from that flow's choice;
-/// frees and in-place growth always go to the block's owner.
+/// frees and in-place growth always go to the block's owner. In a request, each block must fit
+/// one chunk of the request's arena (the switchable path takes no large chunks), so a list larger
+/// than <c>InitialArenaSize</c> throws <see cref="AllocatorExhaustedException"/> there.
 /// </para>
 /// <para>
 /// <b>Growth.</b> When an element does not fit, the capacity doubles (at least
