@@ -316,7 +316,7 @@ public class SwitchableAllocatorTests
         var switchable = new SwitchableAllocator(global);
         Assert.Equal(AllocatorKind.Global, switchable.Current);
 
-        using (var list = new NativeList(switchable))
+        using (var list = new ReallocatingList(switchable))
         {
             for (int i = 0; i < 1_000_000; i++)
             {
@@ -352,7 +352,7 @@ public class SwitchableAllocatorTests
         AllocatorStatistics before = shared.Statistics;
         long bufferBytes;
 
-        using (var list = new NativeList(switchable))
+        using (var list = new ReallocatingList(switchable))
         {
             for (int i = 0; i < 1_000_000; i++)
             {

@@ -57,7 +57,15 @@ public static class SwitchableAllocatorsServiceCollectionExtensions
         });
         services.TryAddSingleton<RequestArenaPool>();
         services.TryAddSingleton<RequestArenaPlacement>();
-        services.TryAddSingleton(provider => new SwitchableAllocator(GlobalAllocators.Create(provider.GetRequiredService<IOptions<SwitchableAllocatorOptions>>().Value.GlobalAllocator), ThreadLocalAllocator.Shared));
+        // With the process allocator as global, the registered instance is SwitchableAllocator.Default, so that code that
+        // takes no allocator (new NativeList<T>()) allocates from the request's arena when InstallContextAllocator is on.
+        services.TryAddSingleton(provider =>
+        {
+            GlobalAllocatorKind global = provider.GetRequiredService<IOptions<SwitchableAllocatorOptions>>().Value.GlobalAllocator;
+            return global == GlobalAllocatorKind.Process
+                ? SwitchableAllocator.Default
+                : new SwitchableAllocator(GlobalAllocators.Create(global), ThreadLocalAllocator.Shared);
+        });
         services.TryAddSingleton<IRequestArenaActivator>(provider =>
             provider.GetRequiredService<IOptions<SwitchableAllocatorOptions>>().Value.InstallContextAllocator
                 ? new SwitchableRequestArenaActivator(provider.GetRequiredService<SwitchableAllocator>())

@@ -4,7 +4,7 @@ namespace AllocHosting.Allocators.Tests.TestDoubles;
 /// A growable list of longs in native memory, grown by <see cref="IAllocator.Reallocate"/> through any
 /// allocator: the C# stand-in for the seed's <c>Vec&lt;usize&gt;</c> in its switchable tests and benches.
 /// </summary>
-internal sealed unsafe class NativeList : IDisposable
+internal sealed unsafe class ReallocatingList : IDisposable
 {
     private readonly IAllocator _allocator;
 
@@ -13,7 +13,7 @@ internal sealed unsafe class NativeList : IDisposable
     private int _count;
     private int _capacity;
 
-    public NativeList(IAllocator allocator, int capacity = 0)
+    public ReallocatingList(IAllocator allocator, int capacity = 0)
     {
         _allocator = allocator;
         _items = (long*)allocator.Allocate(ByteSize(capacity), sizeof(long));
