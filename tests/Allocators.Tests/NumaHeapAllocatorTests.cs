@@ -147,6 +147,7 @@ public unsafe class NumaHeapAllocatorTests
             allocator.Deallocate((byte*)block, 30_000, 16);
         }
 
+        allocator.Flush();
         Assert.Null(allocator.Validate());
         Assert.Equal(1, allocator.GetHeaps().Single().FreeBlockCount);
     }

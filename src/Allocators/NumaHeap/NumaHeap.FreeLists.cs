@@ -8,8 +8,13 @@ namespace AllocHosting.Allocators;
 // Threading: every member runs under the heap's lock.
 internal sealed unsafe partial class NumaHeap
 {
+    /// <summary>Blocks a free walks at most to find its block's place in address order.</summary>
+    public const int SortedWalkLimit = 64;
+
     // Address order: appended when above the tail (frees in rising order, the split tails of a
-    // segment), else after a walk from the head.
+    // segment), else placed by a walk from the head of at most SortedWalkLimit blocks; a block
+    // whose place lies deeper goes where the walk stopped, so a long list is sorted in runs and
+    // first fit is approximate beyond its first SortedWalkLimit blocks (the price of O(1) frees).
     private void Insert(nuint block, nuint size)
     {
         int c = ClassOf(size);
@@ -32,7 +37,7 @@ internal sealed unsafe partial class NumaHeap
         else
         {
             nuint after = _heads[c];
-            while (after < block)
+            for (int steps = 0; after < block && steps < SortedWalkLimit; steps++)
             {
                 after = Next(after);
             }

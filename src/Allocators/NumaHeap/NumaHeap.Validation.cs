@@ -29,7 +29,7 @@ internal sealed unsafe partial class NumaHeap
             nuint previous = 0;
             for (nuint block = _heads[c]; block != 0; previous = block, block = Next(block))
             {
-                if (block <= previous || Previous(block) != previous || ClassOf(SizeOf(block)) != c || IsInUse(block))
+                if (block == previous || Previous(block) != previous || ClassOf(SizeOf(block)) != c || IsInUse(block))
                 {
                     return $"list {c} is broken at 0x{block:X}";
                 }

@@ -22,9 +22,10 @@ namespace AllocHosting.Allocators;
 /// block to its end tag; no two free (listed) blocks are adjacent (a free merges with its free
 /// neighbours at once); every free block is on the list of its size's class, and each list is
 /// sorted by address, so a walk takes the lowest block that fits (address-ordered first fit, which
-/// keeps long-lived blocks low and free space in large runs at the top). Cached blocks (per exact
-/// class, at most <see cref="CacheDepth"/> each and <see cref="CacheByteLimit"/> in all) are freed
-/// blocks not yet merged: an alloc+free of one size costs a pop and a push, and they are merged
+/// keeps long-lived blocks low and free space in large runs at the top; a free places its block by a
+/// walk of at most <see cref="SortedWalkLimit"/> blocks, so a longer list is sorted in runs). Cached
+/// blocks (per class up to <see cref="CachedBlockLimit"/>, at most <see cref="CacheDepth"/> each and
+/// <see cref="CacheByteLimit"/> in all) are freed blocks not yet merged: an alloc+free of one size costs a pop and a push, and they are merged
 /// (flushed) before the heap maps another segment, so the heap grows only when it would have to
 /// with eager merging.
 /// </para>
@@ -35,7 +36,7 @@ internal sealed unsafe partial class NumaHeap
     public const int CacheDepth = 32;
 
     /// <summary>Bytes of cached blocks one heap keeps at most.</summary>
-    public const nuint CacheByteLimit = 256 * 1024;
+    public const nuint CacheByteLimit = 1024 * 1024;
 
     /// <summary>Where a segment's first block starts: the segment's first 64 bytes are not used, so that no block starts at the segment's base.</summary>
     public const nuint FirstBlockOffset = 64;
@@ -47,8 +48,8 @@ internal sealed unsafe partial class NumaHeap
     private readonly nuint[] _heads = new nuint[ClassCount];
     private readonly nuint[] _tails = new nuint[ClassCount];
     private readonly ulong[] _nonEmpty = new ulong[(ClassCount + 63) / 64];
-    private readonly nuint[] _cache = new nuint[ExactClassCount];
-    private readonly int[] _cacheCount = new int[ExactClassCount];
+    private readonly nuint[] _cache = new nuint[CachedClassCount];
+    private readonly int[] _cacheCount = new int[CachedClassCount];
 
     // Each segment: its aligned start, and what was obtained from the source (released on Dispose).
     private readonly List<(nuint Start, nuint Obtained, nuint ObtainedSize)> _segments = [];
@@ -97,12 +98,16 @@ internal sealed unsafe partial class NumaHeap
         nuint need = usable + HeaderSize;
         _hot.Lock.Enter();
         nuint block;
-        if (need <= ExactClassLimit && (block = _cache[ClassOf(need)]) != 0 && ((block + HeaderSize) & (alignment - 1)) == 0)
+        int c;
+
+        // The class's most recently freed block, when it is large enough (a cached block of an exact
+        // class always is; one of a quarter-power class may be smaller) and aligned as asked.
+        if (need <= CachedBlockLimit && (block = _cache[c = ClassOf(need)]) != 0 && SizeOf(block) >= need
+            && ((block + HeaderSize) & (alignment - 1)) == 0)
         {
-            int c = ClassOf(need);
             _cache[c] = Next(block);
             _cacheCount[c]--;
-            _hot.CachedBytes -= need;
+            _hot.CachedBytes -= SizeOf(block);
         }
         else
         {
@@ -147,7 +152,7 @@ internal sealed unsafe partial class NumaHeap
         _hot.Counters.Freed(UsableOf(Stamp(block)));
         Stamp(block) = 0;
         nuint size = SizeOf(block);
-        if (size <= ExactClassLimit)
+        if (size <= CachedBlockLimit)
         {
             int c = ClassOf(size);
             if (_cacheCount[c] < CacheDepth && _hot.CachedBytes + size <= CacheByteLimit)
@@ -247,6 +252,14 @@ internal sealed unsafe partial class NumaHeap
 
     /// <summary>Bytes of segments mapped (read without the lock: approximate while threads run).</summary>
     public long MappedBytes => (long)Volatile.Read(ref _hot.SegmentCount) * (long)_segmentSize;
+
+    /// <summary>Merges every cached block into the lists.</summary>
+    public void Flush()
+    {
+        _hot.Lock.Enter();
+        FlushCache();
+        _hot.Lock.Exit();
+    }
 
     /// <summary>Merges every cached block into the lists, then unmaps every segment that is one free block. Returns the bytes unmapped.</summary>
     public long Trim()

@@ -27,7 +27,7 @@ namespace AllocHosting.Allocators;
 /// to its node and carves them into blocks with boundary tags (a header before each block, a footer at
 /// the end of each free one), so that a free merges the block with its free neighbours at once. Free
 /// blocks wait on size-segregated, doubly linked lists kept sorted by address (first fit, lowest
-/// address first); recently freed blocks of up to 1 KiB wait, unmerged, in a small per-size cache,
+/// address first); recently freed blocks of up to 64 KiB wait, unmerged, in a small per-size cache,
 /// so that an alloc+free of one size costs a pop, a push and the lock. A thread is given one heap of
 /// its node (round-robin among that node's heaps, so that threads on a node rarely share a lock),
 /// and checks its node again every 1024 allocations in case it migrated. A free finds the block's
@@ -210,6 +210,15 @@ public sealed unsafe partial class NumaHeapAllocator : AllocatorBase
         }
 
         return released;
+    }
+
+    /// <summary>Merges every heap's cached blocks into its free lists (tests: to see merging at once).</summary>
+    internal void Flush()
+    {
+        foreach (NumaHeap heap in _heaps)
+        {
+            heap.Flush();
+        }
     }
 
     /// <summary>Checks every heap's invariants (tiling, boundary tags, merged neighbours, sorted lists); what is wrong, or null.</summary>

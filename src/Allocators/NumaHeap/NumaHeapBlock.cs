@@ -24,7 +24,8 @@ namespace AllocHosting.Allocators;
 /// header, two links and a footer, rounded to 16.
 /// </para>
 /// <para>
-/// A cached block (freed into its heap's per-class cache, not merged) keeps <see cref="InUse"/> set
+/// A cached block (freed into its heap's per-class cache, not merged; blocks up to
+/// <see cref="CachedBlockLimit"/>) keeps <see cref="InUse"/> set
 /// so that its neighbours do not merge with it, has a zero stamp (so a second free of it is refused),
 /// and links to the next cached block at offset 16.
 /// </para>
@@ -50,6 +51,12 @@ internal static unsafe class NumaHeapBlock
 
     /// <summary>The number of exact classes: 48, 64, … 1024.</summary>
     public const int ExactClassCount = (int)(ExactClassLimit / HeaderSize) - 2;
+
+    /// <summary>The largest block size a heap caches unmerged on free (64 KiB and a header): the classes up to it have a cache.</summary>
+    public const nuint CachedBlockLimit = (64 * 1024) + HeaderSize;
+
+    /// <summary>The classes with a cache: every class holding blocks up to <see cref="CachedBlockLimit"/>.</summary>
+    public const int CachedClassCount = ExactClassCount + (4 * 7);
 
     /// <summary>Free-list classes: the exact ones, then four per power of two from 1 KiB to 2^63.</summary>
     public const int ClassCount = ExactClassCount + (4 * 54);
