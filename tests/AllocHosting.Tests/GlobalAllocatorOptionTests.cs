@@ -36,6 +36,26 @@ public class GlobalAllocatorOptionTests
         Assert.Equal(before + 1, global.Statistics.AllocationCount);
     }
 
+    [Fact]
+    public async Task NumaHeap_chosen_in_configuration_serves_the_global_mode()
+    {
+        await using WebApplication app = Build("NumaHeap");
+        await app.StartAsync();
+
+        SwitchableAllocator switchable = app.Services.GetRequiredService<SwitchableAllocator>();
+        Assert.Same(NumaHeapAllocator.Shared, switchable.Global);
+        AllocateAndFreeOnTheNumaHeap(switchable, NumaHeapAllocator.Shared);
+    }
+
+    private static unsafe void AllocateAndFreeOnTheNumaHeap(SwitchableAllocator switchable, NumaHeapAllocator global)
+    {
+        byte* block = switchable.Allocate(1000, 16);
+        Assert.NotNull(global.GetHeapOf(block));         // a block of one of the NUMA heaps
+        Assert.True(switchable.Owns(block));
+        switchable.Deallocate(block, 1000, 16);          // routed back to the global allocator
+        Assert.Throws<ArgumentException>(() => global.Deallocate(block, 1000, 16));   // so it is free there now
+    }
+
     private static unsafe void AllocateThroughTheSwitchableAllocator(SwitchableAllocator switchable, ExternalNativeAllocator global)
     {
         byte* block = switchable.Allocate(1000, 16);
@@ -65,7 +85,7 @@ public class GlobalAllocatorOptionTests
         await using WebApplication app = Build(null, options => options.GlobalAllocator = (GlobalAllocatorKind)9);
 
         var error = await Assert.ThrowsAsync<OptionsValidationException>(() => app.StartAsync());
-        Assert.Contains("SwitchableAllocators:GlobalAllocator is 9; allowed: Process, Mimalloc, Jemalloc, Rpmalloc.", error.Message, StringComparison.Ordinal);
+        Assert.Contains("SwitchableAllocators:GlobalAllocator is 9; allowed: Process, Mimalloc, Jemalloc, Rpmalloc, NumaHeap.", error.Message, StringComparison.Ordinal);
     }
 
     private static WebApplication Build(string? configured, Action<SwitchableAllocatorOptions>? configure = null)

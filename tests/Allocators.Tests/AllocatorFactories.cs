@@ -13,6 +13,7 @@ public static class AllocatorFactories
         ["tree"] = () => new MultipleBinarySearchTreeAllocator(new NativeMemorySource(), 64 * 1024),
         ["memorymap"] = () => new MemoryMapAllocator(),
         ["threadlocal"] = () => new ThreadLocalAllocator(),
+        ["numaheap"] = () => new NumaHeapAllocator(),
         ["native"] = () => new NativeMemoryAllocator(),
         ["native-tracked"] = () => new NativeMemoryAllocator(trackOwnership: true),
         ["memorypool"] = () => new MemoryPoolAllocator(MemoryPool<byte>.Shared),

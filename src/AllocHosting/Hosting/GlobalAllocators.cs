@@ -16,10 +16,13 @@ internal static class GlobalAllocators
 
     /// <summary>
     /// The allocator of <paramref name="kind"/>: <see cref="NativeMemoryAllocator.Shared"/> for the
-    /// process allocator, otherwise an unchecked <see cref="ExternalNativeAllocator"/> (thread-safe, as
-    /// a global allocator must be).
+    /// process allocator, <see cref="NumaHeapAllocator.Shared"/> for the NUMA heap allocator, otherwise
+    /// an unchecked <see cref="ExternalNativeAllocator"/> (thread-safe, as a global allocator must be).
     /// </summary>
     /// <exception cref="DllNotFoundException">The library cannot be loaded (the options validator reports this at start-up first).</exception>
-    public static IAllocator Create(GlobalAllocatorKind kind) =>
-        Library(kind) is { } library ? ExternalNativeAllocator.Load(library) : NativeMemoryAllocator.Shared;
+    public static IAllocator Create(GlobalAllocatorKind kind) => kind switch
+    {
+        GlobalAllocatorKind.NumaHeap => NumaHeapAllocator.Shared,
+        _ => Library(kind) is { } library ? ExternalNativeAllocator.Load(library) : NativeMemoryAllocator.Shared,
+    };
 }

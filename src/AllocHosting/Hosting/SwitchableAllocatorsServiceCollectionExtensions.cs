@@ -12,7 +12,7 @@ public static class SwitchableAllocatorsServiceCollectionExtensions
 {
     /// <summary>
     /// Registers the request arenas and everything around them: a <see cref="SwitchableAllocator"/>
-    /// (global: the process allocator, or the native library chosen by <see cref="SwitchableAllocatorOptions.GlobalAllocator"/>; per thread: NUMA-local <see cref="ThreadLocalAllocator.Shared"/>;
+    /// (global: the process allocator, or the native library or NUMA heap allocator chosen by <see cref="SwitchableAllocatorOptions.GlobalAllocator"/>; per thread: NUMA-local <see cref="ThreadLocalAllocator.Shared"/>;
     /// context: each request's arena, installed by the middleware), the arena pool, the scoped
     /// <see cref="IRequestBuffers"/>, the <see cref="IArenaScopeFactory"/> (arena scopes for work that
     /// is not a request, from the same pool and budget), the <c>AllocHosting</c> meter, the <c>allochosting</c> health

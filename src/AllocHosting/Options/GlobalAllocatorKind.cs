@@ -20,4 +20,10 @@ public enum GlobalAllocatorKind
 
     /// <summary>rpmalloc (<c>librpmalloc.so</c> on the library path; no Debian package).</summary>
     Rpmalloc,
+
+    /// <summary>
+    /// The suite's own NUMA-aware heap allocator, <see cref="Allocators.NumaHeapAllocator.Shared"/>: heaps
+    /// per NUMA node under spin locks, each thread allocating on its node (no native library needed).
+    /// </summary>
+    NumaHeap,
 }

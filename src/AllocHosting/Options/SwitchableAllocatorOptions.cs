@@ -67,8 +67,9 @@ public sealed class SwitchableAllocatorOptions
 
     /// <summary>
     /// Which allocator serves the registered <see cref="Allocators.SwitchableAllocator"/>'s global mode
-    /// (requests outside any arena): the process allocator or a native library loaded beside it
-    /// (mimalloc, jemalloc, rpmalloc). A library that cannot be loaded stops start-up, naming it.
+    /// (requests outside any arena): the process allocator, a native library loaded beside it
+    /// (mimalloc, jemalloc, rpmalloc), or the suite's NUMA heap allocator
+    /// (<see cref="Allocators.NumaHeapAllocator.Shared"/>). A library that cannot be loaded stops start-up, naming it.
     /// Default <see cref="GlobalAllocatorKind.Process"/>.
     /// </summary>
     public GlobalAllocatorKind GlobalAllocator { get; set; } = GlobalAllocatorKind.Process;
