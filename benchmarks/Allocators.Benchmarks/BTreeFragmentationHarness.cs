@@ -12,7 +12,8 @@ namespace AllocHosting.Allocators.Benchmarks;
 /// blocks, every operation timed on its own with <see cref="Stopwatch.GetTimestamp"/>.
 /// </summary>
 /// <remarks>
-/// Prints the mean time per operation over the run and over its last 100,000 operations (the
+/// Operations during which the thread was switched out (counted with <c>getrusage</c>) are reported
+/// apart: their time is the scheduler's. Prints the mean time per operation over the run and over its last 100,000 operations (the
 /// fragmented steady state), the latency percentiles and the maximum of single operations, and the
 /// memory left at the end: the growth of the resident set over the bytes live (the same measure for
 /// every allocator: every page of every block is written, so resident pages are the pages the
@@ -43,6 +44,13 @@ internal static unsafe class BTreeFragmentationHarness
         var sizes = new int[MaxLive];
         var ticks = new long[Operations];
 
+        // Whether the thread was switched out during the operation (getrusage before and after,
+        // outside the timed part): on a loaded machine a preemption adds a whole time slice to the
+        // one operation it lands in, which says nothing about the allocator.
+        var switched = new bool[Operations];
+        var getrusage = (delegate* unmanaged<int, byte*, int>)NativeLibrary.GetExport(NativeLibrary.Load("libc.so.6"), "getrusage");
+        byte* usage = stackalloc byte[256];
+
         // Warm up the code paths (JIT tiering) on a few blocks before the baseline is taken.
         for (int i = 0; i < 20_000; i++)
         {
@@ -65,9 +73,11 @@ internal static unsafe class BTreeFragmentationHarness
             if (allocate)
             {
                 int size = (int)Math.Exp(logMin + (random.NextDouble() * (logMax - logMin)));
+                long switches = ContextSwitches(getrusage, usage);
                 long before = Stopwatch.GetTimestamp();
                 nuint p = subject.Allocate((nuint)size);
                 ticks[op] = Stopwatch.GetTimestamp() - before;
+                switched[op] = ContextSwitches(getrusage, usage) != switches;
                 for (int offset = 0; offset < size; offset += 4096)
                 {
                     ((byte*)p)[offset] = 1;
@@ -82,9 +92,11 @@ internal static unsafe class BTreeFragmentationHarness
             else
             {
                 int index = random.Next(count);
+                long switches = ContextSwitches(getrusage, usage);
                 long before = Stopwatch.GetTimestamp();
                 subject.Free(live[index], (nuint)sizes[index]);
                 ticks[op] = Stopwatch.GetTimestamp() - before;
+                switched[op] = ContextSwitches(getrusage, usage) != switches;
                 liveBytes -= sizes[index];
                 live[index] = live[--count];
                 sizes[index] = sizes[count];
@@ -97,11 +109,13 @@ internal static unsafe class BTreeFragmentationHarness
         double steady = ticks.AsSpan(Operations - SteadyOperations).ToArray().Average() * nsPerTick;
         double mean = ticks.Average() * nsPerTick;
         long[] sorted = [.. ticks.Order()];
+        int preempted = switched.Count(s => s);
+        long maxRunning = ticks.Where((t, i) => !switched[i]).Max();
         double Percentile(double p) => sorted[Math.Min(sorted.Length - 1, (int)(p * sorted.Length))] * nsPerTick;
 
         Console.WriteLine($"allocator: {kind}; {Operations:N0} operations in {elapsed:F0} ms (touching included); load average {File.ReadAllText("/proc/loadavg").Trim()}");
-        Console.WriteLine($"| allocator | mean ns/op | last 100k ns/op | p50 ns | p99 ns | p99.9 ns | p99.99 ns | max µs | live MiB (peak) | RSS growth ÷ live | obtained ÷ live |");
-        Console.WriteLine($"| {kind} | {mean:F0} | {steady:F0} | {Percentile(0.5):F0} | {Percentile(0.99):F0} | {Percentile(0.999):F0} | {Percentile(0.9999):F0} | {sorted[^1] * nsPerTick / 1000:F0} | {liveBytes / 1048576.0:F1} ({peakLive / 1048576.0:F1}) | {(double)rss / liveBytes:F2} | {subject.ObtainedOverLive(liveBytes)} |");
+        Console.WriteLine($"| allocator | mean ns/op | last 100k ns/op | p50 ns | p99 ns | p99.9 ns | p99.99 ns | max µs | preempted ops | max µs, not preempted | live MiB (peak) | RSS growth ÷ live | obtained ÷ live |");
+        Console.WriteLine($"| {kind} | {mean:F0} | {steady:F0} | {Percentile(0.5):F0} | {Percentile(0.99):F0} | {Percentile(0.999):F0} | {Percentile(0.9999):F0} | {sorted[^1] * nsPerTick / 1000:F0} | {preempted:N0} | {maxRunning * nsPerTick / 1000:F1} | {liveBytes / 1048576.0:F1} ({peakLive / 1048576.0:F1}) | {(double)rss / liveBytes:F2} | {subject.ObtainedOverLive(liveBytes)} |");
 
         for (int i = 0; i < count; i++)
         {
@@ -110,6 +124,14 @@ internal static unsafe class BTreeFragmentationHarness
 
         subject.Close();
         return 0;
+    }
+
+    // Voluntary plus involuntary context switches of this thread so far (getrusage(RUSAGE_THREAD):
+    // ru_nvcsw and ru_nivcsw, the last two of the 14 longs after two timevals).
+    private static long ContextSwitches(delegate* unmanaged<int, byte*, int> getrusage, byte* usage)
+    {
+        _ = getrusage(1, usage);
+        return ((long*)(usage + 32))[12] + ((long*)(usage + 32))[13];
     }
 
     // The resident set of the process, from /proc/self/statm (pages).

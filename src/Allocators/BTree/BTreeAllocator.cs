@@ -146,8 +146,8 @@ public sealed unsafe partial class BTreeAllocator : AllocatorBase
         _regionSize = Allocator.AlignUp(regionSize, Math.Max(source.Granularity, Granule));
         _maximumCapacity = maximumCapacity;
         _pool = new BTreeNodePool(source);
-        _bySize = new BTree<BTreeSizeOrder>(_pool);
-        _blocks = new BTree<BTreeAddressOrder>(_pool);
+        _bySize = new BTree<BTreeSizeOrder>(_pool, 64, 64);
+        _blocks = new BTree<BTreeAddressOrder>(_pool, 64, 64);
     }
 
     /// <summary>The size of an ordinary region (rounded up to the source's granularity).</summary>
