@@ -36,6 +36,20 @@ public unsafe class BTreeAllocatorTests
         allocator.Validate();
     }
 
+    // The example of BTreeAllocator's doc comment, as written there.
+    [Fact]
+    public void The_doc_comment_example_runs_and_grows_in_place()
+    {
+        using var heap = new BTreeAllocator(NativeMemorySource.Shared);
+        byte* p = heap.Allocate(100, 16);               // a 112-byte block
+        Assert.Equal(112L, heap.Statistics.BytesInUse);
+        byte* before = p;
+        p = heap.GrowingReallocate(p, 100, 200, 16);    // in place when the block after it is free
+        Assert.True(p == before);
+        heap.Deallocate(p, 200, 16);
+        Assert.Equal(0L, heap.Statistics.BytesInUse);
+    }
+
     [Fact]
     public void The_best_fit_is_the_smallest_free_block_that_holds_the_request()
     {
