@@ -1,3 +1,4 @@
+using AllocHosting.Allocators.Benchmarks;
 using AllocHosting.Allocators.Benchmarks.Peers;
 using BenchmarkDotNet.Columns;
 using BenchmarkDotNet.Configs;
@@ -14,6 +15,12 @@ if (args.Length >= 2 && args[0] == "--verdicts")
     // benchmarks/verdicts.sh: --verdicts targets.tsv [--out table.md] [more BenchmarkDotNet arguments]
     string output = args.Length >= 4 && args[2] == "--out" ? args[3] : "";
     return AllocHosting.Allocators.Benchmarks.Verdicts.VerdictRun.Run(args[1], output, args[(output.Length > 0 ? 4 : 2)..]);
+}
+
+// Issue 14's long fragmenting workload is timed per operation outside BenchmarkDotNet.
+if (args is ["--btree-fragmentation", ..])
+{
+    return BTreeFragmentationHarness.Run(args);
 }
 
 bool jobGiven = args.Any(arg => arg is "--job" or "-j");

@@ -11,6 +11,9 @@ public static class AllocatorFactories
         ["bump"] = () => new BumpAllocator(new NativeMemorySource(), 64 * 1024),
         ["bitset"] = () => new BitSetAllocator(new NativeMemorySource(), blockSize: 64, memorySize: 64 * 1024),
         ["tree"] = () => new MultipleBinarySearchTreeAllocator(new NativeMemorySource(), 64 * 1024),
+
+        // Small regions and a limit, so that sequences grow it by several regions and reach exhaustion.
+        ["btree"] = () => new BTreeAllocator(new NativeMemorySource(), 16 * 1024, 256 * 1024),
         ["memorymap"] = () => new MemoryMapAllocator(),
         ["threadlocal"] = () => new ThreadLocalAllocator(),
         ["numaheap"] = () => new NumaHeapAllocator(),
