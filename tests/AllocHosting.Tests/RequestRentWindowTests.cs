@@ -159,25 +159,35 @@ public sealed class RequestRentWindowTests : IDisposable
     }
 
     [Fact]
-    public async Task A_window_of_a_request_that_ended_on_another_thread_is_not_used_by_the_next()
+    public void A_window_of_a_request_that_ended_on_another_thread_is_re_keyed_by_the_next_request_of_the_arena()
     {
         using RequestArenaPool pool = CreatePool();
         var context = new DefaultHttpContext();
         RequestArena arena = pool.RentArena(context);
         int oldLease = arena.Lease;
         arena.Rent(64, oldLease);
-        arena.Rent(64, oldLease);   // keys this thread's window
+        Memory<byte> old = arena.Rent(64, oldLease);   // keys this thread's window
 
-        // The request ends on another thread (its window here is not harvested by this thread), and
-        // the next request of the arena rents here: it re-keys the window.
-        await Task.Run(() => pool.ReturnArena(arena, context));
-        RequestArena next = await Task.Run(() => pool.RentArena(context));
-        int lease = next.Lease;
+        // The request ends on another thread, whose spare the arena becomes; the arena's next request
+        // starts there too, and then rents on this thread, whose window still holds the old key.
+        RequestArena? next = null;
+        var other = new Thread(() =>
+        {
+            pool.ReturnArena(arena, context);
+            next = pool.RentArena(context);
+        });
+        other.Start();
+        other.Join();
+        Assert.Same(arena, next);
+        int lease = next!.Lease;
+        Assert.NotEqual(oldLease, lease);
+        Assert.Throws<InvalidOperationException>(() => arena.Rent(16, oldLease));
         Memory<byte> a = next.Rent(48, lease);
         Memory<byte> b = next.Rent(48, lease);
         a.Span.Fill(1);
         b.Span.Fill(2);
         Assert.True(a.Span.IndexOfAnyExcept((byte)1) < 0);
+        Assert.Throws<ObjectDisposedException>(() => old.Span[0] = 1);
         Assert.Throws<InvalidOperationException>(() => next.Rent(16, oldLease));
         pool.ReturnArena(next, context);
         Assert.Equal(4, pool.RentCount);
