@@ -44,6 +44,9 @@ internal sealed partial class RequestArena
     [MethodImpl(MethodImplOptions.NoInlining)]
     private Memory<byte> RentRefillSlow(int length, int lease)
     {
+        // Created on the thread's first rent whatever path that rent takes, so that a thread's one
+        // allocation for its window comes with the first rent, not with a later one.
+        RequestRentWindow window = RequestRentWindow.Current;
         ArenaChunk? chunk = Volatile.Read(ref _current);
         Memory<byte> memory;
         if (chunk is null || length == 0 || length > RequestRentWindow.MaxSize || !chunk.CanReserveWindows)
@@ -56,30 +59,45 @@ internal sealed partial class RequestArena
             return RentSlow<byte, ByteRent>(length, lease);
         }
 
-        RequestRentWindow window = RequestRentWindow.Current;
         if (!ReferenceEquals(window.Arena, this) || window.Lease != lease)
         {
             RegisterWindow(window, window.Rekey(this, lease));
         }
 
+        // Windows are at most a sixteenth of the chunk, so that the unrented tail a thread leaves
+        // (at most one window per thread and chunk) never makes a request need a chunk more.
         int minimum = (length + (ByteAlignment - 1)) & ~(ByteAlignment - 1);
-        if (!chunk.TryReserveWindow(minimum, Math.Max(window.NextSize, minimum), out Memory<byte> whole, out int start, out int reserved))
+        int largest = Math.Max(ByteAlignment, Math.Min(RequestRentWindow.MaxSize, chunk.Capacity / 16));
+        if (!chunk.TryReserveWindow(minimum, Math.Max(Math.Min(window.NextSize, largest), minimum), out Memory<byte> whole, out int start, out int reserved))
         {
             // The chunk is full: the slow rent chains the next one (and carves this rent from it
             // exactly); the thread's next rent reserves its window there.
             return RentSlow<byte, ByteRent>(length, lease);
         }
 
-        // The tail of the window left behind was reserved but will never be rented; so are the last
-        // bytes of a window that does not end on the alignment (Limit stays aligned for the fast path).
+        // Limit stays aligned for the fast path: the last bytes of a window that does not end on
+        // the alignment are reserved but never rented.
         int aligned = reserved & ~(ByteAlignment - 1);
-        window.Unrented += window.Limit - window.Cursor + (reserved - aligned);
-        window.Whole = whole;
-        window.Cursor = start + length;
+        int rentStart;
+        if (start == window.Limit && whole.Equals(window.Whole))
+        {
+            // Nobody reserved since this window: it grows in place, and its tail is rented on.
+            rentStart = (window.Cursor + (ByteAlignment - 1)) & ~(ByteAlignment - 1);
+            window.Unrented += reserved - aligned;
+        }
+        else
+        {
+            // The tail of the window left behind was reserved but will never be rented.
+            rentStart = start;
+            window.Unrented += window.Limit - window.Cursor + (reserved - aligned);
+            window.Whole = whole;
+        }
+
+        window.Cursor = rentStart + length;
         window.Limit = start + aligned;
         window.NextSize = Math.Min(window.NextSize * 2, RequestRentWindow.MaxSize);
         window.Rents++;
-        return RentedUnderLease(whole.Slice(start, length), lease);
+        return RentedUnderLease(whole.Slice(rentStart, length), lease);
     }
 
     // On a window's first rent for this request: a slot for Release to harvest it from, if one is left.
