@@ -39,8 +39,8 @@ internal sealed partial class RequestArena
 
     // The refill of the fast path of Rent(int, int): the calling thread's window did not serve the
     // rent (another request's, exhausted, or none). Reserves the next window in the current chunk
-    // and rents from it; a rent that cannot use windows (no chunk yet, bit set or tracked chunks, a
-    // rent of nothing or of more than a window) goes the chunk's way, as before windows.
+    // and rents from it; a rent that cannot use windows (no chunk yet, a tracked use, a rent of
+    // nothing or of more than RequestRentWindow.MaxSize) goes the chunk's way, as before windows.
     [MethodImpl(MethodImplOptions.NoInlining)]
     private Memory<byte> RentRefillSlow(int length, int lease)
     {

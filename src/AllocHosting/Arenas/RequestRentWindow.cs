@@ -32,7 +32,7 @@ internal sealed class RequestRentWindow
     /// <summary>The first window a thread reserves for a request, in bytes.</summary>
     internal const int FirstSize = 4 * 1024;
 
-    /// <summary>The largest window: each refill for the same request doubles the size up to this.</summary>
+    /// <summary>The largest window (and the largest rent served through windows): each refill for the same request doubles the size up to this, or up to a sixteenth of the chunk if that is less.</summary>
     internal const int MaxSize = 64 * 1024;
 
     [ThreadStatic]
