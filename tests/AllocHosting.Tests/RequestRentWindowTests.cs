@@ -45,6 +45,26 @@ public sealed class RequestRentWindowTests : IDisposable
     }
 
     [Fact]
+    public void A_bit_set_arena_serves_rents_from_a_window_too_one_lock_per_window()
+    {
+        using RequestArenaPool pool = CreatePool(kind: RequestArenaKind.BitSet);
+        var context = new DefaultHttpContext();
+        RequestArena arena = pool.RentArena(context);
+        int lease = arena.Lease;
+        arena.Rent(64, lease);
+        Memory<byte> second = arena.Rent(100, lease);
+        Memory<byte> third = arena.Rent(20, lease);
+        second.Span.Fill(1);
+        third.Span.Fill(2);
+
+        Assert.Equal(112, Distance(second, third));   // bumped in the window, not a block search each
+        Assert.True(second.Span.IndexOfAnyExcept((byte)1) < 0);
+        pool.ReturnArena(arena, context);
+        Assert.Equal(3, pool.RentCount);
+        Assert.Equal(0, pool.LiveBytes);
+    }
+
+    [Fact]
     public async Task A_flow_that_moves_between_threads_keeps_every_rent_apart_and_counted()
     {
         using RequestArenaPool pool = CreatePool();
@@ -248,10 +268,11 @@ public sealed class RequestRentWindowTests : IDisposable
     private static long Distance(Memory<byte> from, Memory<byte> to) =>
         (long)Unsafe.ByteOffset(ref MemoryMarshal.GetReference(from.Span), ref MemoryMarshal.GetReference(to.Span));
 
-    private RequestArenaPool CreatePool(int chunkSize = 64 * 1024, long maxPerRequest = 1024 * 1024, bool clear = false)
+    private RequestArenaPool CreatePool(int chunkSize = 64 * 1024, long maxPerRequest = 1024 * 1024, bool clear = false, RequestArenaKind kind = RequestArenaKind.Bump)
     {
         var options = new SwitchableAllocatorOptions
         {
+            ArenaKind = kind,
             ReuseDelay = TimeSpan.Zero,
             ClearPolicy = clear ? ArenaClearPolicy.ClearUsed : ArenaClearPolicy.None,
             InitialArenaSize = chunkSize,

@@ -96,7 +96,12 @@ internal sealed partial class RequestArena
         window.Cursor = rentStart + length;
         window.Limit = start + aligned;
         window.NextSize = Math.Min(window.NextSize * 2, RequestRentWindow.MaxSize);
-        window.Rents++;
+        if (chunk.Kind == ArenaChunkKind.Bump)
+        {
+            window.Rents++;
+        }
+
+        // (A bit set chunk counted the window's blocks as one allocation of its own: that is this rent.)
         return RentedUnderLease(whole.Slice(rentStart, length), lease);
     }
 
