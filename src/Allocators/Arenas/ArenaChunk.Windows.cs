@@ -27,9 +27,10 @@ public sealed unsafe partial class ArenaChunk
     /// <paramref name="minimum"/> and <paramref name="preferred"/> bytes (the preferred size when
     /// it fits, else, for a bump chunk, what the chunk has left), starting 16-byte aligned. A bump
     /// chunk reserves with one compare-exchange when uncontended; a bit set chunk allocates the
-    /// window's blocks under its lock. The window is not counted as a rent, but it counts in
-    /// <see cref="Used"/> and <see cref="HighWater"/> like one, so ending the use clears all of it,
-    /// carved or not.
+    /// window's blocks under its lock. A bump chunk does not count the window as an allocation in
+    /// its statistics; a bit set chunk counts it as one (its allocator's own count). Either way it
+    /// counts in <see cref="Used"/> and <see cref="HighWater"/>, so ending the use clears all of
+    /// it, carved or not.
     /// </summary>
     /// <param name="minimum">The fewest bytes worth reserving, at least 1.</param>
     /// <param name="preferred">The bytes wanted, at least <paramref name="minimum"/>.</param>
