@@ -75,6 +75,9 @@ internal sealed partial class RequestArena : IRequestArenaFeature
 
     public int Lease => Volatile.Read(ref _lease);
 
+    /// <summary>The pool the arena object belongs to.</summary>
+    internal RequestArenaPool Pool => _pool;
+
     public bool IsActive => (Volatile.Read(ref _lease) & 1) != 0;
 
     public RequestArenaKind Kind => _pool.Kind;
@@ -91,7 +94,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
 
     public long Capacity => GetCapacity(Volatile.Read(ref _lease));
 
-    /// <summary>Bytes the request of <paramref name="lease"/> rented so far.</summary>
+    /// <summary>Bytes the request of <paramref name="lease"/> rented so far, alignment padding included (a snapshot while its tasks rent: the rents in the thread windows of tasks still running may be in it or not).</summary>
     /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended (the pooled arena's figure may be another request's).</exception>
     public long GetUsed(int lease)
     {
@@ -112,7 +115,8 @@ internal sealed partial class RequestArena : IRequestArenaFeature
                 }
             }
 
-            return used;
+            // The chunks count the windows' reservations; what their threads have not rented is not usage.
+            return Math.Max(0, used - OpenWindowsUnrented(lease));
         }
     }
 
@@ -243,59 +247,6 @@ internal sealed partial class RequestArena : IRequestArenaFeature
 
     public RequestBufferStream CreateStream() => CreateStream(Volatile.Read(ref _lease));
 
-    /// <summary>Rents <paramref name="length"/> bytes, 16-byte aligned, for the request of <paramref name="lease"/>. The fast path: a lock-free rent from the current chunk; anything else is the slow rent.</summary>
-    /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public Memory<byte> Rent(int length, int lease)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(length);
-        ThrowIfStale(lease);
-        ArenaChunk? chunk = Volatile.Read(ref _current);
-        if (chunk is not null && chunk.TryRent(length, ByteAlignment, out Memory<byte> memory))
-        {
-            // Checked again after the rent: a release that began meanwhile may have handed the
-            // chunk on (see RentedUnderLease).
-            return RentedUnderLease(memory, lease);
-        }
-
-        return RentSlow<byte, ByteRent>(length, lease);
-    }
-
-    /// <summary>Rents room for <paramref name="count"/> values of <typeparamref name="T"/> for the request of <paramref name="lease"/>. The fast path, as for bytes.</summary>
-    /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>
-    public Memory<T> Rent<T>(int count, int lease)
-        where T : unmanaged
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(count);
-        ThrowIfStale(lease);
-        ArenaChunk? chunk = Volatile.Read(ref _current);
-        if (chunk is not null && chunk.TryRent(count, out Memory<T> memory))
-        {
-            return RentedUnderLease(memory, lease);
-        }
-
-        return RentSlow<T, ValueRent<T>>(count, lease);
-    }
-
-    // The second half of the lease check of a lock-free rent. The first (before the rent) refuses a
-    // late renter whose request has visibly ended; this one a renter that raced with the release:
-    // Release advances the lease before it retires and resets the chunks, and the rent's carve is an
-    // interlocked operation, so a rent that still reads the lease unchanged afterwards carved from
-    // its own request's use of the chunk. One that reads it changed may have carved from memory
-    // the chunk now serves (or will serve) another request: it is refused, and the bytes it took
-    // are merely lost to that use. The rented memory itself was sliced from the manager read before
-    // the carve, so it is the ended use's (and throws) in any case.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private Memory<T> RentedUnderLease<T>(Memory<T> memory, int lease)
-    {
-        if (lease != Volatile.Read(ref _lease))
-        {
-            ThrowNotActive();
-        }
-
-        return memory;
-    }
-
     public RequestBufferWriter CreateWriter(int lease)
     {
         ThrowIfStale(lease);
@@ -366,77 +317,11 @@ internal sealed partial class RequestArena : IRequestArenaFeature
                 _largeBytes = 0;
             }
 
+            // The chunks counted the thread windows' reservations whole: the usage reported is what was rented.
+            long unrented = HarvestWindows();
+            usedBytes = Math.Max(0, usedBytes - unrented);
+            allocatedBytes = Math.Max(0, allocatedBytes - unrented);
             return rented;
-        }
-    }
-
-    // The one slow rent of both shapes, after the current chunk could not serve the rent, under the
-    // lock. A rent that fits a pool chunk: the chunk another task may have chained meanwhile, the
-    // next pool chunk within the per-request maximum, room left in the last large chunk, then
-    // (past the maximum) the overflow policy and another pool chunk. A larger rent: room left in the
-    // last large chunk, else a large chunk of its class (past the maximum, after the overflow policy).
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private Memory<T> RentSlow<T, TShape>(int count, int lease)
-        where TShape : struct, IRentShape<T>
-    {
-        long bytes = TShape.BytesOf(count);
-        lock (_chainLock)
-        {
-            ThrowIfStale(lease);
-            bool small = bytes <= _pool.ChunkCapacity;
-            Memory<T> memory;
-            if (small && !HoldsMemory && TShape.TryRent(ChainFirst(bytes), count, out memory))
-            {
-                return memory;
-            }
-
-            if (!HoldsMemory)
-            {
-                ResolveProfile();
-            }
-
-            if (small)
-            {
-                // Another task may have chained a chunk while this one waited for the lock.
-                if (_current is { } current && TShape.TryRent(current, count, out memory))
-                {
-                    return memory;
-                }
-
-                if (WithinMaximum(_pool.ChunkSize) && TShape.TryRent(Chain(), count, out memory))
-                {
-                    return memory;
-                }
-            }
-
-            if (_large is [.., var last] && TShape.TryRent(last, count, out memory))
-            {
-                return memory;
-            }
-
-            ArenaChunk chunk;
-            if (small)
-            {
-                _pool.ApplyOverflowPolicy(bytes, _profile);
-                chunk = Chain();
-            }
-            else
-            {
-                long size = _pool.LargeChunkSizeFor(bytes);
-                if (!WithinMaximum(size))
-                {
-                    _pool.ApplyOverflowPolicy(bytes, _profile);
-                }
-
-                chunk = TakeLarge(bytes);
-            }
-
-            if (!TShape.TryRent(chunk, count, out memory))
-            {
-                throw new InvalidOperationException($"A fresh chunk of {chunk.Capacity} bytes refused a rent of {bytes} bytes it was sized for.");
-            }
-
-            return memory;
         }
     }
 
@@ -561,39 +446,4 @@ internal sealed partial class RequestArena : IRequestArenaFeature
         throw new InvalidOperationException(
             "No request arena is active: request buffers can only be rented while a request that runs through the request-arena middleware "
             + "(services.AddSwitchableAllocators(), optionally app.UseRequestArena()) is in progress, not after it ended or from work that outlives it.");
-
-    // What differs between renting bytes and renting values: how a chunk serves the rent and how
-    // many bytes it needs (which decides between a pool chunk and a large chunk).
-    private interface IRentShape<T>
-    {
-        static abstract long BytesOf(int count);
-
-        static abstract bool TryRent(ArenaChunk chunk, int count, out Memory<T> memory);
-    }
-
-    // Bytes, 16-byte aligned.
-    private readonly struct ByteRent : IRentShape<byte>
-    {
-        public static long BytesOf(int count) => count;
-
-        public static bool TryRent(ArenaChunk chunk, int count, out Memory<byte> memory) => chunk.TryRent(count, ByteAlignment, out memory);
-    }
-
-    // Values of T, aligned for T: room for one more value covers the alignment.
-    private readonly struct ValueRent<T> : IRentShape<T>
-        where T : unmanaged
-    {
-        public static long BytesOf(int count)
-        {
-            long bytes = ((long)count * Unsafe.SizeOf<T>()) + Unsafe.SizeOf<T>();
-            if (bytes > int.MaxValue)
-            {
-                throw new ArgumentOutOfRangeException(nameof(count), count, $"{count} values of {Unsafe.SizeOf<T>()} bytes exceed {int.MaxValue} bytes.");
-            }
-
-            return bytes;
-        }
-
-        public static bool TryRent(ArenaChunk chunk, int count, out Memory<T> memory) => chunk.TryRent(count, out memory);
-    }
 }

@@ -8,14 +8,24 @@ namespace AllocHosting;
 /// bounded stack.
 /// </summary>
 /// <remarks>
-/// Threads: any thread may rent and return at any time. The common rent/return pair costs one
-/// uncontended exchange each on the processor's slot; only when that slot is empty or full do
-/// they take the stack's lock.
+/// Threads: any thread may rent and return at any time. The common rent/return pair costs plain
+/// loads and stores: each thread keeps one spare arena object (<see cref="t_spare"/>, the pattern of
+/// ArrayPool.Shared's thread-local stash), so a request that ends on the thread it started on, or
+/// on any thread that returned one before, takes and returns it without a locked instruction.
+/// Past that, one uncontended exchange each on the processor's slot; only when that slot is empty
+/// or full do they take the stack's lock.
 /// </remarks>
 internal sealed class RequestArenaObjectPool
 {
     private const int MaxPooledArenas = 256;
 
+    // The calling thread's spare arena object, of whichever pool returned it last on this thread
+    // (a process may hold several pools: a test host each); written only by its thread. An arena
+    // there is released and holds no memory.
+    [ThreadStatic]
+    private static RequestArena? t_spare;
+
+    private readonly RequestArenaPool _owner;
     private readonly Func<RequestArena> _create;
 
     // Lock-free.
@@ -26,8 +36,12 @@ internal sealed class RequestArenaObjectPool
     private readonly RequestArena?[] _arenas = new RequestArena?[MaxPooledArenas];
     private int _arenaCount;
 
-    /// <summary>A pool that makes a new arena with <paramref name="create"/> when it has none to hand out.</summary>
-    public RequestArenaObjectPool(Func<RequestArena> create) => _create = create;
+    /// <summary>A pool of the arena objects of <paramref name="owner"/>, which makes a new one with <paramref name="create"/> when it has none to hand out.</summary>
+    public RequestArenaObjectPool(RequestArenaPool owner, Func<RequestArena> create)
+    {
+        _owner = owner;
+        _create = create;
+    }
 
     /// <summary>The processor slot of the calling thread now: read once per request, it is the request's <see cref="RequestArena.Slot"/>.</summary>
     public int CurrentIndex => _hotArenas.CurrentIndex;
@@ -35,12 +49,29 @@ internal sealed class RequestArenaObjectPool
     /// <summary>How many processor slots there are: every <see cref="CurrentIndex"/> is below it.</summary>
     public int SlotCount => _hotArenas.SlotCount;
 
-    /// <summary>An arena object for a request of processor slot <paramref name="slot"/>; the fast path takes the one the slot holds.</summary>
-    public RequestArena Rent(int slot) => _hotArenas.Take(slot) ?? RentSlow();
+    /// <summary>An arena object for a request of processor slot <paramref name="slot"/>; the fast path takes the thread's spare, then the one the slot holds.</summary>
+    public RequestArena Rent(int slot)
+    {
+        RequestArena? spare = t_spare;
+        if (spare is not null && ReferenceEquals(spare.Pool, _owner))
+        {
+            t_spare = null;
+            return spare;
+        }
 
-    /// <summary>Keeps <paramref name="arena"/> (released) for a later request, in its slot if that is free.</summary>
+        return _hotArenas.Take(slot) ?? RentSlow();
+    }
+
+    /// <summary>Keeps <paramref name="arena"/> (released) for a later request: as the thread's spare if it has none of this pool, else in its slot if that is free.</summary>
     public void Return(RequestArena arena)
     {
+        RequestArena? spare = t_spare;
+        if (spare is null || !ReferenceEquals(spare.Pool, _owner))
+        {
+            t_spare = arena;
+            return;
+        }
+
         if (!_hotArenas.TryPut(arena, arena.Slot))
         {
             ReturnSlow(arena);

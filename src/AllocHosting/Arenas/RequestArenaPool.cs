@@ -39,6 +39,7 @@ internal sealed class RequestArenaPool : IDisposable
     // added to by every renting request, each in its arena's slot.
     private readonly ProcessorCounter _releasedAllocatedBytes = new();
     private readonly ProcessorCounter _activeArenas = new();            // +1 at a request's first chunk, -1 at its release
+    private readonly ProcessorCounter _windowRents = new();             // rents carved from thread windows, handed over per request and thread
     private long _rejectedCount;                                        // Interlocked
     private long _lastRejectionTimestamp;                               // Interlocked; 0 until the first rejection
     private readonly TimeProvider _timeProvider;
@@ -54,7 +55,7 @@ internal sealed class RequestArenaPool : IDisposable
         _kindTag = AllocHostingMetrics.ArenaKindName(Kind);
         _budget = new ArenaChunkBudget(_options, chunks, metrics, logger);
         Profiles = new EndpointArenaProfiles(_options);
-        _arenas = new RequestArenaObjectPool(() => new RequestArena(this, _options.MaxArenaSizePerRequest));
+        _arenas = new RequestArenaObjectPool(this, () => new RequestArena(this, _options.MaxArenaSizePerRequest));
         _clear = _options.ClearPolicy == ArenaClearPolicy.ClearUsed;
         // Diagnostics Guard protects chunks while they wait, so every released chunk waits a while.
         bool guard = _options.Diagnostics == ArenaDiagnostics.Guard;
@@ -159,10 +160,22 @@ internal sealed class RequestArenaPool : IDisposable
 
     /// <summary>
     /// Rents served from arena memory since start: the figure of <c>allochosting.request_arena.rents</c>.
-    /// Read from the chunks' allocation counters when asked (nothing is counted per rent beyond what
-    /// the chunk's allocator counts anyway).
+    /// Read from the chunks' allocation counters when asked, plus the rents carved from the threads'
+    /// rent windows (see <see cref="RequestRentWindow"/>), which are counted per window with plain
+    /// stores and handed over when the request is released or the thread moves on to another
+    /// request: exact once the requests have ended, a figure that may trail the rents of running
+    /// requests until then.
     /// </summary>
-    public long RentCount => _budget.RentCount;
+    public long RentCount => _budget.RentCount + _windowRents.Value;
+
+    /// <summary>Counts <paramref name="rents"/> rents carved from a thread's rent window (handed over by the window or by its request's release).</summary>
+    public void CountWindowRents(int slot, long rents)
+    {
+        if (rents != 0)
+        {
+            _windowRents.Add(slot, rents);
+        }
+    }
 
     /// <summary>Bytes handed out by request arenas since start (released requests plus those in flight).</summary>
     public long AllocatedBytes => _releasedAllocatedBytes.Value + LiveBytes;

@@ -275,6 +275,48 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
         }
     }
 
+    /// <summary>
+    /// Reserves, on the lock-free concurrent path, a window of between <paramref name="minimum"/> and
+    /// <paramref name="preferred"/> bytes starting at an <paramref name="alignment"/> boundary: the
+    /// preferred size when it fits, else whatever the region has left if that is at least the minimum.
+    /// For an owner that carves the window further without atomics on one thread (a request arena's
+    /// per-thread rent window): the reservation is not counted as an allocation (the owner counts the
+    /// rents it carves), but it moves the offset, so <see cref="Used"/> and <see cref="HighWater"/> cover it.
+    /// </summary>
+    /// <remarks>One compare-exchange when uncontended. <paramref name="minimum"/> must be at least 1 and not above <paramref name="preferred"/>; <paramref name="alignment"/> a power of two.</remarks>
+    internal bool TryReserveConcurrent(nuint minimum, nuint preferred, nuint alignment, out byte* start, out nuint length)
+    {
+        nuint next = Volatile.Read(ref _next);
+        while (true)
+        {
+            nuint padding = (0 - next) & (alignment - 1);
+            nuint left = _end - next;
+            if (left < padding + minimum)
+            {
+                start = null;
+                length = 0;
+                return ConcurrentAllocationFailedSlow();
+            }
+
+            nuint size = Math.Min(preferred, left - padding);
+            nuint observed = Interlocked.CompareExchange(ref _next, next + padding + size, next);
+            if (observed == next)
+            {
+                // As for a concurrent allocation: no later single-threaded free may rewind over it.
+                if (_mostRecent != 0)
+                {
+                    _mostRecent = 0;
+                }
+
+                start = (byte*)(next + padding);
+                length = size;
+                return true;
+            }
+
+            next = observed;
+        }
+    }
+
     // One interlocked add counts the allocation and its bytes. A part nearing its limit (2^22
     // allocations or 2^39 bytes since the last move) is moved into the plain counters, whole
     // snapshots at a time, so the sums stay exact whatever the interleaving.
