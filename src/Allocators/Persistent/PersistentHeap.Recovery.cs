@@ -80,20 +80,6 @@ public sealed unsafe partial class PersistentHeap
         }
     }
 
-    /// <summary>Checks the whole file as <see cref="Open"/> does, without mapping it writable or changing it; null when it is a valid heap, otherwise what is wrong.</summary>
-    internal static string? Check(string path)
-    {
-        try
-        {
-            ReadAndValidateHeader(path);
-            return null;
-        }
-        catch (InvalidDataException e)
-        {
-            return e.Message;
-        }
-    }
-
     // Reads the header page with an ordinary read (nothing is mapped before the header is known to be
     // a heap's) and validates it; returns the file's length.
     private static long ReadAndValidateHeader(string path)
@@ -113,7 +99,7 @@ public sealed unsafe partial class PersistentHeap
             read += n;
         }
 
-        Validate(header, read < HeaderLength ? read : length, path);
+        PersistentHeapLayout.Validate(header, read < HeaderLength ? read : length, path);
         return length;
     }
 
@@ -200,5 +186,64 @@ public sealed unsafe partial class PersistentHeap
         }
 
         AddFree(runStart, runSize);
+    }
+
+    /// <summary>
+    /// Checks the file against the in-memory index (for tests): the blocks tile the data area, every
+    /// tag is valid, no two free blocks are adjacent, and the free and live blocks in the file are
+    /// exactly those of the index. Throws <see cref="InvalidOperationException"/> naming the first fault.
+    /// </summary>
+    internal void Validate()
+    {
+        byte* start = Base;
+        long offset = DataStart;
+        bool previousFree = false;
+        int free = 0;
+        int live = 0;
+        long bytesInUse = 0;
+        while (offset < _length)
+        {
+            ulong tag = *(ulong*)(start + offset);
+            if (!TryDecode(offset, tag, out long size, out ulong state) || size < MinimumBlock || size > _length - offset)
+            {
+                throw new InvalidOperationException($"Invalid block header at offset {offset}: 0x{tag:X16}.");
+            }
+
+            if (state == StateFree)
+            {
+                if (previousFree)
+                {
+                    throw new InvalidOperationException($"The free block at offset {offset} follows another free block.");
+                }
+
+                if (!_freeSizeByOffset.TryGetValue(offset, out long indexed) || indexed != size || !_freeBySize.Contains((size, offset))
+                    || !_freeOffsetByEnd.TryGetValue(offset + size, out long byEnd) || byEnd != offset)
+                {
+                    throw new InvalidOperationException($"The free block at offset {offset} ({size} bytes) is not indexed as such.");
+                }
+
+                free++;
+            }
+            else
+            {
+                long usable = *(long*)(start + offset + sizeof(ulong));
+                if (!_live.TryGetValue(offset, out long indexed) || indexed != usable || usable > size - BlockHeaderLength)
+                {
+                    throw new InvalidOperationException($"The live block at offset {offset} ({size} bytes, usable {usable}) is not indexed as such.");
+                }
+
+                live++;
+                bytesInUse += usable;
+            }
+
+            previousFree = state == StateFree;
+            offset += size;
+        }
+
+        if (free != _freeSizeByOffset.Count || free != _freeBySize.Count || free != _freeOffsetByEnd.Count || live != _live.Count || bytesInUse != _bytesInUse)
+        {
+            throw new InvalidOperationException(
+                $"The index holds {_freeSizeByOffset.Count} free and {_live.Count} live blocks ({_bytesInUse} bytes in use); the file {free} and {live} ({bytesInUse} bytes).");
+        }
     }
 }
