@@ -98,6 +98,7 @@ public sealed unsafe partial class PersistentHeap : AllocatorBase
                 throw new ArgumentOutOfRangeException(nameof(value), value, $"The root must be 0 or an offset in the heap's data area ({DataStart} to {_length - 1}).");
             }
 
+            Step(31);
             Volatile.Write(ref *(long*)(start + RootOffset), value);
             _source.Flush(start + RootOffset, sizeof(long));
         }
