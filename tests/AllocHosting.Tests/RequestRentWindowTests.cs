@@ -268,6 +268,75 @@ public sealed class RequestRentWindowTests : IDisposable
     private static long Distance(Memory<byte> from, Memory<byte> to) =>
         (long)Unsafe.ByteOffset(ref MemoryMarshal.GetReference(from.Span), ref MemoryMarshal.GetReference(to.Span));
 
+    [Fact]
+    public void A_rent_sized_to_a_fresh_chunk_succeeds_when_a_late_renter_of_its_last_use_took_bytes_of_it()
+    {
+        using RequestArenaPool pool = CreatePool();   // 64 KiB pool chunks, no quarantine
+        var context = new DefaultHttpContext();
+        RequestArena first = pool.RentArena(context);
+        first.Rent(100_000, first.Lease);   // a large chunk of the 128 KiB class
+        ArenaChunk stolen = LargeChunksOf(first).Single();
+        pool.ReturnArena(first, context);
+
+        // A late renter that read the chunk before that release carves after it (lock-free; its rent
+        // is then refused by the lease check, but its bytes stay taken until the chunk's next release).
+        Assert.True(stolen.TryRent(4_000, 16, out _));
+
+        RequestArena second = pool.RentArena(context);
+        int lease = second.Lease;
+        Memory<byte> sized = second.Rent(stolen.Capacity, lease);   // the class of that same chunk
+
+        sized.Span.Fill(0x5A);
+        Assert.Equal(stolen.Capacity, sized.Length);
+        List<ArenaChunk> held = LargeChunksOf(second);
+        Assert.Contains(stolen, held);      // the pool handed the robbed chunk out first ...
+        Assert.Equal(2, held.Count);        // ... and the rent took one more instead of failing
+        pool.ReturnArena(second, context);
+    }
+
+    [Fact]
+    public async Task A_first_rent_racing_the_release_of_a_request_that_rented_nothing_is_refused_or_released_never_kept()
+    {
+        // The release of a request that took no lock in its use skips the chain lock (issue 12): it
+        // advances the lease, then reads whether any section engaged. A first rent racing with it
+        // must either be refused or have its chunk released by that release: never a chunk left on
+        // the pooled arena, live bytes after the last release, or an active arena counted.
+        using RequestArenaPool pool = CreatePool();
+        var context = new DefaultHttpContext();
+        int rented = 0;
+        int refused = 0;
+        for (int i = 0; i < 2_000; i++)
+        {
+            RequestArena arena = pool.RentArena(context);
+            int lease = arena.Lease;
+            using var start = new Barrier(2);
+            Task renter = Task.Run(() =>
+            {
+                start.SignalAndWait();
+                try
+                {
+                    arena.Rent(64 + (i % 512), lease);
+                    Interlocked.Increment(ref rented);
+                }
+                catch (InvalidOperationException)
+                {
+                    Interlocked.Increment(ref refused);
+                }
+            });
+
+            start.SignalAndWait();
+            pool.ReturnArena(arena, context);
+            await renter;
+            Assert.Equal(0, pool.LiveBytes);
+            Assert.Equal(0, pool.ActiveArenas);
+        }
+
+        Assert.Equal(2_000, rented + refused);
+    }
+
+    private static List<ArenaChunk> LargeChunksOf(RequestArena arena) =>
+        (List<ArenaChunk>)typeof(RequestArena).GetField("_large", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!.GetValue(arena)!;
+
     private RequestArenaPool CreatePool(int chunkSize = 64 * 1024, long maxPerRequest = 1024 * 1024, bool clear = false, RequestArenaKind kind = RequestArenaKind.Bump)
     {
         var options = new SwitchableAllocatorOptions

@@ -90,6 +90,7 @@ internal sealed partial class RequestArena
         long bytes = TShape.BytesOf(count);
         lock (_chainLock)
         {
+            Engage();
             ThrowIfStale(lease);
             bool small = bytes <= _pool.ChunkCapacity;
             Memory<T> memory;
@@ -139,12 +140,16 @@ internal sealed partial class RequestArena
                 chunk = TakeLarge(bytes);
             }
 
-            if (!TShape.TryRent(chunk, count, out memory))
+            // A chunk fresh from the pool may have lost bytes to a late renter of its previous use: a
+            // lock-free rent that read the chunk before that use's release and carved after it is
+            // refused (see RentedUnderLease), and what it carved is lost to the next use. A rent sized
+            // to the chunk then takes one more (kept by the request, released with it).
+            if (TShape.TryRent(chunk, count, out memory) || TShape.TryRent(small ? Chain() : TakeLarge(bytes), count, out memory))
             {
-                throw new InvalidOperationException($"A fresh chunk of {chunk.Capacity} bytes refused a rent of {bytes} bytes it was sized for.");
+                return memory;
             }
 
-            return memory;
+            throw new InvalidOperationException($"Two fresh chunks of {chunk.Capacity} bytes refused a rent of {bytes} bytes they were sized for.");
         }
     }
 

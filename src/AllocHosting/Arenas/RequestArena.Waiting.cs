@@ -45,11 +45,13 @@ internal sealed partial class RequestArena
     {
         ArenaChunk? received = null;
         bool receivedLarge = false;
+        int refusedFresh = 0;
         while (true)
         {
             ValueTask<ArenaChunk?> taking;
             lock (_chainLock)
             {
+                Engage();
                 if (received is not null && !IsLease(lease))
                 {
                     GiveBack(received, receivedLarge);
@@ -81,7 +83,13 @@ internal sealed partial class RequestArena
                         return memory;
                     }
 
-                    throw new InvalidOperationException($"A fresh chunk refused a rent of {length} bytes it was sized for.");
+                    // A late renter of the chunk's previous use took some of it (see RentSlow): once, another round.
+                    if (++refusedFresh > 1)
+                    {
+                        throw new InvalidOperationException($"Two fresh chunks refused a rent of {length} bytes they were sized for.");
+                    }
+
+                    continue;
                 }
 
                 // RequestAborted is read only now: reading it makes Kestrel create its token source, whose

@@ -55,6 +55,10 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     // Odd while a request is running; incremented at activation and at release, so a holder of
     // an older value (an IRequestBuffers that outlived its request) can tell it is stale.
     private int _lease;
+
+    // 1 once a section under _chainLock that may attach memory or objects to the request ran in this
+    // use (see Engage); 0 from Activate. Release skips the lock when it reads 0 after advancing the lease.
+    private int _engaged;
     private HttpContext? _context;
     private bool _rejected;
     private ArenaRentTracker? _tracker;   // Diagnostics Track or Guard: set on every chunk the request takes (null when Off)
@@ -145,6 +149,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     {
         lock (_chainLock)
         {
+            Engage();
             ThrowIfStale(lease);
             return (_current ?? ChainFirst(0)).ContextAllocator;
         }
@@ -160,6 +165,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     {
         lock (_chainLock)
         {
+            Engage();
             ThrowIfStale(lease);
             ArenaChunk? current = _current;
             if (current is not null && !ReferenceEquals(current.ContextAllocator, exhausted))
@@ -221,6 +227,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
         {
             // A read that ends after its request must not attach its writer to the pooled arena
             // (Release clears _body under the same lock).
+            Engage();
             ThrowIfStale(lease);
             _bodyLease = lease;
             _body = body;
@@ -273,6 +280,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
         _profileResolved = false;
         _firstLarge = false;
         _maxBytes = _globalMaxBytes;
+        _engaged = 0;
         Volatile.Write(ref _lease, _lease + 1);
     }
 
@@ -284,9 +292,32 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     /// <returns>Whether the request rented at all (then <paramref name="usedBytes"/> and <paramref name="overflowed"/> are meaningful).</returns>
     public bool Release(out long usedBytes, out long allocatedBytes, out bool overflowed)
     {
+        // The lease moves on first, with a full fence (the increment's), then _engaged is read: a
+        // section that engaged before its lease check either shows here (the lock below waits for
+        // it and releases what it attached) or reads the new lease and refuses (see Engage).
+        Interlocked.Increment(ref _lease);
+        if (Volatile.Read(ref _engaged) == 0)
+        {
+            // Nothing took the lock in this use: no chunk, no window, no body, nothing to release.
+            _context = null;
+            _tracker = null;
+            _memoryPool = null;
+            _body = null;
+            usedBytes = 0;
+            allocatedBytes = 0;
+            overflowed = false;
+            return false;
+        }
+
+        return ReleaseSlow(out usedBytes, out allocatedBytes, out overflowed);
+    }
+
+    // Release of a use that engaged: its chunks, windows and objects, under the lock.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool ReleaseSlow(out long usedBytes, out long allocatedBytes, out bool overflowed)
+    {
         lock (_chainLock)
         {
-            Volatile.Write(ref _lease, _lease + 1);
             _context = null;
             _tracker = null;
             // The pooled arena keeps nothing of the request's objects (their memory is retired below).
@@ -428,6 +459,20 @@ internal sealed partial class RequestArena : IRequestArenaFeature
 
                 return Task.CompletedTask;
             }, (context.Response, seconds));
+        }
+    }
+
+    // Under _chainLock, first thing in a section that may attach memory or objects to the request
+    // (chunks, the body), before its lease check: marks the use engaged, with a full fence (the
+    // exchange's) between that store and the check's read of the lease, so that Release (which
+    // advances the lease, then reads _engaged) cannot miss a section that passes its check. Once
+    // per use; a stale caller may mark a later use, which only sends that use's release the slow way.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Engage()
+    {
+        if (_engaged == 0)
+        {
+            Interlocked.Exchange(ref _engaged, 1);
         }
     }
 
