@@ -13,6 +13,12 @@ root="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-}"
 cd "$root/Allocators.Benchmarks"
 export GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.rtld.optional_static_tls=65536"
+# Every method compiled once, fully optimised, before its first call: in one process with short
+# runs, tiering otherwise measures a loop benchmark (called a few times per iteration, or run on a
+# fresh thread per call) in its tier-0 or OSR code and the others in tier 1; a first quiet run gave
+# impossible ratios that way (two threads 3.6x one thread on two cores). The framework is jitted too
+# (no ReadyToRun code), so peers and ours are compiled alike; no dynamic PGO on either side.
+export DOTNET_TieredCompilation=0 DOTNET_ReadyToRun=0
 dotnet build -c Release --nologo -v quiet >/dev/null
 log="$(mktemp)"
 args=(--verdicts "$root/verdicts/targets.tsv")

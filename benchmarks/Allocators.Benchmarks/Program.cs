@@ -23,6 +23,12 @@ if (args is ["--btree-fragmentation", ..])
     return BTreeFragmentationHarness.Run(args);
 }
 
+// One method in a plain loop, for a profiler (LoopHarness).
+if (args is ["--loop", ..])
+{
+    return LoopHarness.Run(args);
+}
+
 bool jobGiven = args.Any(arg => arg is "--job" or "-j");
 IConfig config = DefaultConfig.Instance
     .AddColumn(StatisticColumn.Median)

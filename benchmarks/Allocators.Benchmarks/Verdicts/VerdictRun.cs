@@ -62,7 +62,7 @@ internal static class VerdictRun
     {
         var text = new StringBuilder();
         text.AppendLine(CultureInfo.InvariantCulture, $"Verdicts from one run, {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC, {Environment.ProcessorCount} processors; load average before {loadBefore}, after {loadAfter}.");
-        text.AppendLine("Quick in-process settings (2 warm-up, 5 iterations of 250 ms): ratios, not absolute times, are the figures.");
+        text.AppendLine(CultureInfo.InvariantCulture, $"Quick in-process settings (2 warm-up, 5 iterations of 250 ms{(Environment.GetEnvironmentVariable("DOTNET_TieredCompilation") == "0" ? ", tiered compilation off" : "")}): ratios, not absolute times, are the figures.");
         text.AppendLine();
         text.AppendLine("| issue | target | figure 1 | figure 2 | ratio | wanted | verdict |");
         text.AppendLine("|---|---|---:|---:|---:|---:|---|");
