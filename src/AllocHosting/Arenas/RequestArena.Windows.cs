@@ -133,7 +133,8 @@ internal sealed partial class RequestArena
     {
         int count = Math.Min(Volatile.Read(ref _windowCount), RegisteredWindowSlots);
         long rents = 0;
-        long unrented = Interlocked.Exchange(ref _leftUnrented, 0);
+        // (Read first: most requests have nothing handed over, and then need no locked instruction.)
+        long unrented = Volatile.Read(ref _leftUnrented) != 0 ? Interlocked.Exchange(ref _leftUnrented, 0) : 0;
         for (int i = 0; i < count; i++)
         {
             RequestRentWindow? window = Volatile.Read(ref _windows[i]);
