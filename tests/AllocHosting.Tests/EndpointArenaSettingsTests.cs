@@ -74,6 +74,59 @@ public sealed class EndpointArenaSettingsTests
     }
 
     [Fact]
+    public async Task An_endpoints_settings_apply_to_asynchronous_rents_and_body_reads_too()
+    {
+        // RentAsync, ReadBodyAsync, the stream and the writers rent through the waiting path: a
+        // request whose first chunk comes that way must resolve its endpoint's settings as a
+        // synchronous rent does (they were ignored there before).
+        static async Task<string> Outcome(Func<Task> work)
+        {
+            try
+            {
+                await work();
+                return "ok";
+            }
+            catch (Exception e) when (e is InvalidOperationException or InsufficientMemoryException)
+            {
+                return e.GetType().Name + ": " + e.Message;
+            }
+        }
+
+        await using var app = await TestApp.StartAsync(
+            a =>
+            {
+                a.MapGet("/no-arena", (IRequestBuffers buffers) => Outcome(async () => await buffers.RentAsync(16 * K)))
+                    .DisableRequestArena().WithDisplayName("no-arena endpoint");
+                a.MapPost("/strict", (IRequestBuffers buffers) => Outcome(async () => await buffers.ReadBodyAsync()))
+                    .WithRequestArena(o =>
+                    {
+                        o.MaxArenaSizePerRequest = 128 * K;
+                        o.OverflowPolicy = ArenaOverflowPolicy.Fail;
+                    });
+                a.MapPost("/lenient", (IRequestBuffers buffers) => Outcome(async () => await buffers.ReadBodyAsync()));
+            },
+            options =>
+            {
+                options.ReuseDelay = TimeSpan.Zero;
+                options.AdaptiveFirstChunk = false;
+            });
+
+        string disabled = await app.Client.GetStringAsync("/no-arena");
+        Assert.StartsWith("InvalidOperationException", disabled, StringComparison.Ordinal);
+        Assert.Contains("disabled", disabled, StringComparison.Ordinal);
+
+        byte[] body = new byte[300 * K];
+        using HttpResponseMessage strict = await app.Client.PostAsync("/strict", new ByteArrayContent(body));
+        string strictOutcome = await strict.Content.ReadAsStringAsync();
+        Assert.StartsWith("InsufficientMemoryException", strictOutcome, StringComparison.Ordinal);
+        Assert.Contains("131072", strictOutcome, StringComparison.Ordinal);
+
+        using HttpResponseMessage lenient = await app.Client.PostAsync("/lenient", new ByteArrayContent(body));
+        Assert.Equal("ok", await lenient.Content.ReadAsStringAsync());   // 300 KiB within the global 1 MiB
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the requests released");
+    }
+
+    [Fact]
     public async Task A_larger_endpoint_maximum_lets_its_requests_hold_more_before_the_policy()
     {
         await using var app = await TestApp.StartAsync(

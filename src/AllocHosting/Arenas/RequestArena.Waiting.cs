@@ -68,10 +68,22 @@ internal sealed partial class RequestArena
                     return memory;
                 }
 
+                // The request's first chunk: its endpoint's settings apply from here on (maximum,
+                // overflow policy, a disabled arena, the first chunk's size), as for a synchronous rent.
+                if (!HoldsMemory)
+                {
+                    if (length <= _pool.ChunkCapacity && TryChainFirstLarge(length) is { } first && first.TryRent(length, ByteAlignment, out memory))
+                    {
+                        return memory;
+                    }
+
+                    ResolveProfile();
+                }
+
                 long largeSize = length <= _pool.ChunkCapacity ? 0 : _pool.LargeChunkSizeFor(length);
                 if (!WithinMaximum(largeSize == 0 ? _pool.ChunkSize : largeSize))
                 {
-                    _pool.ApplyOverflowPolicy(length);
+                    _pool.ApplyOverflowPolicy(length, _profile);
                 }
 
                 receivedLarge = largeSize != 0;

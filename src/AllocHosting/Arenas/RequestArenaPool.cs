@@ -315,8 +315,9 @@ internal sealed class RequestArenaPool : IDisposable
                 $"A rent needs a chunk of {largeSize} bytes, more than the whole request arena budget ({SwitchableAllocatorOptions.SectionName}:MemoryBudget, {_options.MemoryBudget} bytes).");
         }
 
-        // As TakeChunkSlow: expired chunks first, then, if the budget is spent, the oldest ones early.
-        return TakeMakingRoom(arena.Slot, largeSize);
+        // As TakeChunk: the processor's hot chunk, then, as TakeChunkSlow, expired chunks, then (the
+        // budget spent) the oldest ones early.
+        return (largeSize == 0 ? _budget.TakeHot(arena.Slot) : null) ?? TakeMakingRoom(arena.Slot, largeSize);
     }
 
     /// <summary>
