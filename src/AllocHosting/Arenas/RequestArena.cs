@@ -299,10 +299,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
         if (Volatile.Read(ref _engaged) == 0)
         {
             // Nothing took the lock in this use: no chunk, no window, no body, nothing to release.
-            _context = null;
-            _tracker = null;
-            _memoryPool = null;
-            _body = null;
+            ForgetRequestObjects();
             usedBytes = 0;
             allocatedBytes = 0;
             overflowed = false;
@@ -312,17 +309,22 @@ internal sealed partial class RequestArena : IRequestArenaFeature
         return ReleaseSlow(out usedBytes, out allocatedBytes, out overflowed);
     }
 
+    // The pooled arena keeps nothing of the ended request's objects (their memory is retired by the release).
+    private void ForgetRequestObjects()
+    {
+        _context = null;
+        _tracker = null;
+        _memoryPool = null;
+        _body = null;
+    }
+
     // Release of a use that engaged: its chunks, windows and objects, under the lock.
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool ReleaseSlow(out long usedBytes, out long allocatedBytes, out bool overflowed)
     {
         lock (_chainLock)
         {
-            _context = null;
-            _tracker = null;
-            // The pooled arena keeps nothing of the request's objects (their memory is retired below).
-            _memoryPool = null;
-            _body = null;
+            ForgetRequestObjects();
             usedBytes = 0;
             allocatedBytes = 0;
             overflowed = _firstLarge ? _chunks.Count + _large!.Count > 1 : _chunks.Count > 1 || _large is not null;
