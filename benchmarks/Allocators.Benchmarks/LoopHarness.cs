@@ -13,6 +13,8 @@ namespace AllocHosting.Allocators.Benchmarks;
 /// It calls the class's <see cref="GlobalSetupAttribute"/> method, loops (tiering settles during
 /// the first second, which is not timed), prints the mean time per call, then calls the
 /// <see cref="GlobalCleanupAttribute"/> method. Not a measurement to quote: no statistics, no peers.
+/// A method that returns a task is called without awaiting it: fit for the benchmarks here whose
+/// tasks complete synchronously (their bodies come from an in-memory reader), not for others.
 /// </summary>
 internal static class LoopHarness
 {
