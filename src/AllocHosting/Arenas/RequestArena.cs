@@ -59,6 +59,9 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     // 1 once a section under _chainLock that may attach memory or objects to the request ran in this
     // use (see Engage); 0 from Activate. Release skips the lock when it reads 0 after advancing the lease.
     private int _engaged;
+
+    // The pool's processor slot for this use (see Slot); -1 until something needs it.
+    private int _slot = -1;
     private HttpContext? _context;
     private bool _rejected;
     private ArenaRentTracker? _tracker;   // Diagnostics Track or Guard: set on every chunk the request takes (null when Off)
@@ -266,13 +269,29 @@ internal sealed partial class RequestArena : IRequestArenaFeature
         return new RequestBufferStream(this, lease);
     }
 
-    /// <summary>The pool's per-processor slot this request uses for its arena object and its chunks (read once, when the request took the arena).</summary>
-    public int Slot { get; private set; }
+    /// <summary>
+    /// The pool's per-processor slot this request uses for its chunks, its counters and the return of
+    /// its arena object: the processor of the thread that first needs it, read once per request (a
+    /// request that rents nothing and returns its arena to its thread's spare never reads it).
+    /// </summary>
+    /// <remarks>Two threads of one request may both read it first and store different slots: either serves (a slot is a cache and a stripe of summed counters, not an owner).</remarks>
+    public int Slot
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get
+        {
+            int slot = _slot;
+            return slot >= 0 ? slot : ReadSlotSlow();
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private int ReadSlotSlow() => _slot = _pool.CurrentSlot;
 
     /// <summary>Starts serving a request, or an arena scope when <paramref name="context"/> is null (no request body, no 503).</summary>
-    public void Activate(HttpContext? context, int slot)
+    public void Activate(HttpContext? context)
     {
-        Slot = slot;
+        _slot = -1;
         _context = context;
         _rejected = false;
         _tracker = _pool.CreateTracker(context);

@@ -43,14 +43,14 @@ internal sealed class RequestArenaObjectPool
         _create = create;
     }
 
-    /// <summary>The processor slot of the calling thread now: read once per request, it is the request's <see cref="RequestArena.Slot"/>.</summary>
+    /// <summary>The processor slot of the calling thread now: a request reads it once, when first needed (<see cref="RequestArena.Slot"/>).</summary>
     public int CurrentIndex => _hotArenas.CurrentIndex;
 
     /// <summary>How many processor slots there are: every <see cref="CurrentIndex"/> is below it.</summary>
     public int SlotCount => _hotArenas.SlotCount;
 
-    /// <summary>An arena object for a request of processor slot <paramref name="slot"/>; the fast path takes the thread's spare, then the one the slot holds.</summary>
-    public RequestArena Rent(int slot)
+    /// <summary>An arena object for a request; the fast path takes the thread's spare, then the one the calling thread's processor slot holds.</summary>
+    public RequestArena Rent()
     {
         RequestArena? spare = t_spare;
         if (spare is not null && ReferenceEquals(spare.Pool, _owner))
@@ -59,7 +59,7 @@ internal sealed class RequestArenaObjectPool
             return spare;
         }
 
-        return _hotArenas.Take(slot) ?? RentSlow();
+        return _hotArenas.Take(_hotArenas.CurrentIndex) ?? RentSlow();
     }
 
     /// <summary>Keeps <paramref name="arena"/> (released) for a later request: as the thread's spare if it has none of this pool, else in its slot if that is free.</summary>

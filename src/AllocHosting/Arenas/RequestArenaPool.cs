@@ -199,13 +199,16 @@ internal sealed class RequestArenaPool : IDisposable
         }
     }
 
-    /// <summary>Starts a request (or, with a null <paramref name="context"/>, an arena scope): an arena object, bound to the processor slot of the calling thread.</summary>
+    /// <summary>The processor slot of the calling thread now (a request reads it once, see <see cref="RequestArena.Slot"/>).</summary>
+    internal int CurrentSlot => _arenas.CurrentIndex;
+
+    /// <summary>Starts a request (or, with a null <paramref name="context"/>, an arena scope): an arena object, whose processor slot is read when first needed.</summary>
     public RequestArena RentArena(HttpContext? context)
     {
-        // One processor-id read per request: the arena keeps the slot for its chunk and its return.
-        int slot = _arenas.CurrentIndex;
-        RequestArena arena = _arenas.Rent(slot);
-        arena.Activate(context, slot);
+        // The processor's slot is read only when needed (RequestArena.Slot): the thread's spare arena
+        // object needs none, and a request that rents nothing then never reads it.
+        RequestArena arena = _arenas.Rent();
+        arena.Activate(context);
         return arena;
     }
 
