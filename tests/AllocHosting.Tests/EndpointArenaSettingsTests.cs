@@ -25,7 +25,24 @@ public sealed class EndpointArenaSettingsTests
         }
         catch (Exception e) when (e is InvalidOperationException or InsufficientMemoryException)
         {
-            return e.GetType().Name + ": " + e.Message;
+            return Refusal(e);
+        }
+    }
+
+    // What an endpoint answers when its arena refuses: the exception's type and message.
+    private static string Refusal(Exception e) => e.GetType().Name + ": " + e.Message;
+
+    // As RentPieces, for work that rents asynchronously.
+    private static async Task<string> OutcomeAsync(Func<Task> work)
+    {
+        try
+        {
+            await work();
+            return "ok";
+        }
+        catch (Exception e) when (e is InvalidOperationException or InsufficientMemoryException)
+        {
+            return Refusal(e);
         }
     }
 
@@ -79,31 +96,20 @@ public sealed class EndpointArenaSettingsTests
         // RentAsync, ReadBodyAsync, the stream and the writers rent through the waiting path: a
         // request whose first chunk comes that way must resolve its endpoint's settings as a
         // synchronous rent does (they were ignored there before).
-        static async Task<string> Outcome(Func<Task> work)
-        {
-            try
-            {
-                await work();
-                return "ok";
-            }
-            catch (Exception e) when (e is InvalidOperationException or InsufficientMemoryException)
-            {
-                return e.GetType().Name + ": " + e.Message;
-            }
-        }
-
         await using var app = await TestApp.StartAsync(
             a =>
             {
-                a.MapGet("/no-arena", (IRequestBuffers buffers) => Outcome(async () => await buffers.RentAsync(16 * K)))
+                a.MapGet("/no-arena", (IRequestBuffers buffers) => OutcomeAsync(async () => await buffers.RentAsync(16 * K)))
                     .DisableRequestArena().WithDisplayName("no-arena endpoint");
-                a.MapPost("/strict", (IRequestBuffers buffers) => Outcome(async () => await buffers.ReadBodyAsync()))
+                a.MapGet("/no-arena-stream", (IRequestBuffers buffers) => OutcomeAsync(async () => await buffers.CreateStream().WriteAsync(new byte[16 * K])))
+                    .DisableRequestArena();
+                a.MapPost("/strict", (IRequestBuffers buffers) => OutcomeAsync(async () => await buffers.ReadBodyAsync()))
                     .WithRequestArena(o =>
                     {
                         o.MaxArenaSizePerRequest = 128 * K;
                         o.OverflowPolicy = ArenaOverflowPolicy.Fail;
                     });
-                a.MapPost("/lenient", (IRequestBuffers buffers) => Outcome(async () => await buffers.ReadBodyAsync()));
+                a.MapPost("/lenient", (IRequestBuffers buffers) => OutcomeAsync(async () => await buffers.ReadBodyAsync()));
             },
             options =>
             {
@@ -114,6 +120,9 @@ public sealed class EndpointArenaSettingsTests
         string disabled = await app.Client.GetStringAsync("/no-arena");
         Assert.StartsWith("InvalidOperationException", disabled, StringComparison.Ordinal);
         Assert.Contains("disabled", disabled, StringComparison.Ordinal);
+        string disabledStream = await app.Client.GetStringAsync("/no-arena-stream");
+        Assert.StartsWith("InvalidOperationException", disabledStream, StringComparison.Ordinal);
+        Assert.Contains("disabled", disabledStream, StringComparison.Ordinal);
 
         byte[] body = new byte[300 * K];
         using HttpResponseMessage strict = await app.Client.PostAsync("/strict", new ByteArrayContent(body));

@@ -72,12 +72,11 @@ internal sealed partial class RequestArena
                 // overflow policy, a disabled arena, the first chunk's size), as for a synchronous rent.
                 if (!HoldsMemory)
                 {
+                    ResolveProfile();
                     if (length <= _pool.ChunkCapacity && TryChainFirstLarge(length) is { } first && first.TryRent(length, ByteAlignment, out memory))
                     {
                         return memory;
                     }
-
-                    ResolveProfile();
                 }
 
                 long largeSize = length <= _pool.ChunkCapacity ? 0 : _pool.LargeChunkSizeFor(length);

@@ -407,14 +407,17 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     // context allocator): the endpoint's first chunk, a large chunk of the class its profile asks for
     // (made current, so rents bump from it lock-free) when that is bigger than a pool chunk and fits
     // the maximum, else a pool chunk.
-    private ArenaChunk ChainFirst(long bytes) => TryChainFirstLarge(bytes) ?? Chain();
+    private ArenaChunk ChainFirst(long bytes)
+    {
+        ResolveProfile();
+        return TryChainFirstLarge(bytes) ?? Chain();
+    }
 
-    // Under _chainLock, when the request has no chunk yet: resolves the endpoint's profile and, when
-    // it asks for a first chunk bigger than a pool chunk that fits the maximum and can be had now, takes
+    // Under _chainLock, when the request has no chunk yet and its profile is resolved: when the profile
+    // asks for a first chunk bigger than a pool chunk that fits the maximum and can be had now, takes
     // it as the current chunk; null (nothing taken, nothing waited for) otherwise.
     private ArenaChunk? TryChainFirstLarge(long bytes)
     {
-        ResolveProfile();
         long size = _pool.FirstChunkSizeFor(_profile, bytes);
         if (size > 0 && WithinMaximum(size) && _pool.TryTakeFirstLargeChunk(size) is { } chunk)
         {
