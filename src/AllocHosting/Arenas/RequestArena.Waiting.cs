@@ -34,92 +34,113 @@ internal sealed partial class RequestArena
             return new(RentedUnderLease(memory, lease));
         }
 
-        return RentWaitingAsync(length, lease, cancellationToken);
-    }
-
-    // The slow rent of bytes that may wait: from the chunks the request holds (the current pool chunk,
-    // then the last large chunk), else from the chunk it needs (a pool chunk while the rent fits one and
-    // the request is within its maximum, else after the overflow policy; a large chunk of its class for
-    // a larger rent), taken at once or awaited. Each round either rents or brings a new chunk, so it ends.
-    private async ValueTask<Memory<byte>> RentWaitingAsync(int length, int lease, CancellationToken cancellationToken)
-    {
-        ArenaChunk? received = null;
-        bool receivedLarge = false;
-        int refusedFresh = 0;
-        while (true)
+        // Completed at once when a chunk is to be had without waiting; every failure comes in the task.
+        ValueTask<ArenaChunk?> taking;
+        bool large;
+        try
         {
-            ValueTask<ArenaChunk?> taking;
             lock (_chainLock)
             {
-                Engage();
-                if (received is not null && !IsLease(lease))
+                if (TryRentRound(length, lease, null, false, cancellationToken, out memory, out taking, out large))
                 {
-                    GiveBack(received, receivedLarge);
+                    return new(memory);
                 }
-                else if (received is not null)
-                {
-                    Join(received, receivedLarge);
-                }
-
-                received = null;
-                ThrowIfStale(lease);
-                if (TryRentHeld(length, out Memory<byte> memory))
-                {
-                    return memory;
-                }
-
-                // The request's first chunk: its endpoint's settings apply from here on (maximum,
-                // overflow policy, a disabled arena, the first chunk's size), as for a synchronous rent.
-                if (!HoldsMemory)
-                {
-                    ResolveProfile();
-                    if (length <= _pool.ChunkCapacity && TryChainFirstLarge(length) is { } first && first.TryRent(length, ByteAlignment, out memory))
-                    {
-                        return memory;
-                    }
-                }
-
-                long largeSize = length <= _pool.ChunkCapacity ? 0 : _pool.LargeChunkSizeFor(length);
-                if (!WithinMaximum(largeSize == 0 ? _pool.ChunkSize : largeSize))
-                {
-                    _pool.ApplyOverflowPolicy(length, _profile);
-                }
-
-                receivedLarge = largeSize != 0;
-                if (_pool.TryTakeChunkNow(this, largeSize) is { } now)
-                {
-                    Join(now, receivedLarge);
-                    if (TryRentHeld(length, out memory))
-                    {
-                        return memory;
-                    }
-
-                    // A late renter of the chunk's previous use took some of it (see RentSlow): once, another round.
-                    if (++refusedFresh > 1)
-                    {
-                        throw new InvalidOperationException($"Two fresh chunks refused a rent of {length} bytes they were sized for.");
-                    }
-
-                    continue;
-                }
-
-                // RequestAborted is read only now: reading it makes Kestrel create its token source, whose
-                // cancellation at an abort then runs later on the thread pool.
-                CancellationToken aborted = _context?.RequestAborted ?? default;
-                taking = _pool.TakeChunkAsync(this, largeSize, cancellationToken, aborted);
             }
+        }
+        catch (Exception error)
+        {
+            return FaultedAsync<Memory<byte>>(error);
+        }
 
+        return RentWaitingAsync(length, lease, taking, large, cancellationToken);
+    }
+
+    // The rent once it waits for a chunk: each round either rents or brings a new chunk, so it ends.
+    private async ValueTask<Memory<byte>> RentWaitingAsync(int length, int lease, ValueTask<ArenaChunk?> taking, bool large, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
             // No lock and no thread held while waiting; a refusal is applied only if the request still runs.
-            received = await taking.ConfigureAwait(false);
-            if (received is null)
+            ArenaChunk? received = await taking.ConfigureAwait(false);
+            lock (_chainLock)
             {
-                lock (_chainLock)
+                if (received is null)
                 {
                     ThrowIfStale(lease);
                     _pool.Refuse(this);
                 }
+
+                if (TryRentRound(length, lease, received, large, cancellationToken, out Memory<byte> memory, out taking, out large))
+                {
+                    return memory;
+                }
             }
         }
+    }
+
+    // Under _chainLock: one round of the rent of bytes that may wait. It first joins the chunk the last round
+    // received (or gives it back when the request has ended), then rents from the chunks the request holds (the
+    // current pool chunk, then the last large chunk), else from the chunk it needs (a pool chunk while the rent
+    // fits one and the request is within its maximum, else after the overflow policy; a large chunk of its class
+    // for a larger rent) when one is to be had at once. False when that chunk must be awaited: taking is its wait.
+    private bool TryRentRound(int length, int lease, ArenaChunk? received, bool receivedLarge, CancellationToken cancellationToken, out Memory<byte> memory, out ValueTask<ArenaChunk?> taking, out bool takingLarge)
+    {
+        Engage();
+        if (received is not null && !IsLease(lease))
+        {
+            GiveBack(received, receivedLarge);
+        }
+        else if (received is not null)
+        {
+            Join(received, receivedLarge);
+        }
+
+        ThrowIfStale(lease);
+        taking = default;
+        takingLarge = false;
+        if (TryRentHeld(length, out memory))
+        {
+            return true;
+        }
+
+        // The request's first chunk: its endpoint's settings apply from here on (maximum, overflow policy, a
+        // disabled arena, the first chunk's size), as for a synchronous rent.
+        if (!HoldsMemory)
+        {
+            ResolveProfile();
+            if (length <= _pool.ChunkCapacity && TryChainFirstLarge(length) is { } first && first.TryRent(length, ByteAlignment, out memory))
+            {
+                return true;
+            }
+        }
+
+        long largeSize = length <= _pool.ChunkCapacity ? 0 : _pool.LargeChunkSizeFor(length);
+        if (!WithinMaximum(largeSize == 0 ? _pool.ChunkSize : largeSize))
+        {
+            _pool.ApplyOverflowPolicy(length, _profile);
+        }
+
+        takingLarge = largeSize != 0;
+        for (int refusedFresh = 0; _pool.TryTakeChunkNow(this, largeSize) is { } now;)
+        {
+            Join(now, takingLarge);
+            if (TryRentHeld(length, out memory))
+            {
+                return true;
+            }
+
+            // A late renter of the chunk's previous use took some of it (see RentSlow): once, another chunk.
+            if (++refusedFresh > 1)
+            {
+                throw new InvalidOperationException($"Two fresh chunks refused a rent of {length} bytes they were sized for.");
+            }
+        }
+
+        // RequestAborted is read only now: reading it makes Kestrel create its token source, whose
+        // cancellation at an abort then runs later on the thread pool.
+        CancellationToken aborted = _context?.RequestAborted ?? default;
+        taking = _pool.TakeChunkAsync(this, largeSize, cancellationToken, aborted);
+        return false;
     }
 
     // Under _chainLock: a rent from the chunks the request holds, taking no new one.

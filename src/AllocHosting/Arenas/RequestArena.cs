@@ -69,10 +69,6 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     // The memory pool of the current request (AsMemoryPool), replaced when a later request asks.
     private RequestBufferMemoryPool? _memoryPool;
 
-    // The body read by ReadBody*Async for the request of _bodyLease (a later request reads its own).
-    private RequestBufferWriter? _body;
-    private int _bodyLease;
-
     public RequestArena(RequestArenaPool pool, long maxBytes)
     {
         _pool = pool;
@@ -188,56 +184,6 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     public RequestBufferWriter CreateWriter() => CreateWriter(Volatile.Read(ref _lease));
 
     public MemoryPool<byte> AsMemoryPool() => AsMemoryPool(Volatile.Read(ref _lease));
-
-    public ValueTask<ReadOnlyMemory<byte>> ReadBodyAsync(CancellationToken cancellationToken = default) => ReadBodyAsync(Volatile.Read(ref _lease), cancellationToken);
-
-    public ValueTask<ReadOnlySequence<byte>> ReadBodySequenceAsync(CancellationToken cancellationToken = default) => ReadBodySequenceAsync(Volatile.Read(ref _lease), cancellationToken);
-
-    /// <summary>The whole body of the request of <paramref name="lease"/>, contiguous, in request memory (read once per request).</summary>
-    /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>
-    public async ValueTask<ReadOnlyMemory<byte>> ReadBodyAsync(int lease, CancellationToken cancellationToken)
-    {
-        RequestBufferWriter body = await ReadBodyCoreAsync(lease, cancellationToken);
-        ThrowIfStale(lease);
-        return await body.GetWrittenMemoryAsync(cancellationToken);
-    }
-
-    /// <summary>The whole body of the request of <paramref name="lease"/>, as segments of request memory (read once per request).</summary>
-    /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>
-    public async ValueTask<ReadOnlySequence<byte>> ReadBodySequenceAsync(int lease, CancellationToken cancellationToken)
-    {
-        RequestBufferWriter body = await ReadBodyCoreAsync(lease, cancellationToken);
-        ThrowIfStale(lease);
-        return body.WrittenSequence;
-    }
-
-    private ValueTask<RequestBufferWriter> ReadBodyCoreAsync(int lease, CancellationToken cancellationToken)
-    {
-        ThrowIfStale(lease);
-        if (_body is { } read && _bodyLease == lease)
-        {
-            return ValueTask.FromResult(read);
-        }
-
-        HttpContext context = _context ?? throw new InvalidOperationException("The request has no HTTP context.");
-        return ReadBodySlowAsync(context, lease, cancellationToken);
-    }
-
-    private async ValueTask<RequestBufferWriter> ReadBodySlowAsync(HttpContext context, int lease, CancellationToken cancellationToken)
-    {
-        RequestBufferWriter body = await RequestBodyReader.ReadAsync(context, CreateWriter(lease), cancellationToken);
-        lock (_chainLock)
-        {
-            // A read that ends after its request must not attach its writer to the pooled arena
-            // (Release clears _body under the same lock).
-            Engage();
-            ThrowIfStale(lease);
-            _bodyLease = lease;
-            _body = body;
-        }
-
-        return body;
-    }
 
     /// <summary>The request's memory pool (one per request: a later call of the same request returns it).</summary>
     /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>

@@ -35,8 +35,15 @@ namespace AllocHosting;
 /// </remarks>
 internal static class RequestBodyReader
 {
-    public static async ValueTask<RequestBufferWriter> ReadAsync(HttpContext context, RequestBufferWriter body, CancellationToken cancellationToken)
+    /// <summary>
+    /// Reads the body into <paramref name="body"/>. Completes at once, with no asynchronous state at all, when the
+    /// whole body has already arrived and fits the room the writer holds (the common case of a small body whose
+    /// length was announced: the first segment is sized to it); otherwise it goes on asynchronously from where it
+    /// stopped. Exceptions are thrown, not returned in the task (the caller folds them into its own).
+    /// </summary>
+    public static ValueTask<RequestBufferWriter> ReadAsync(HttpContext context, RequestBufferWriter body, CancellationToken cancellationToken)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         long? limit = context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { } feature
             ? feature.MaxRequestBodySize
             : context.GetEndpoint()?.Metadata.GetMetadata<IRequestSizeLimitMetadata>()?.MaxRequestBodySize;
@@ -46,31 +53,63 @@ internal static class RequestBodyReader
             ThrowTooLarge(announcedLimit);
         }
 
-        if (announced is { } length)
+        ValueTask reserving = announced is { } length ? body.ReserveAnnouncedAsync(length, cancellationToken) : default;
+        if (!reserving.IsCompletedSuccessfully)
         {
-            await body.ReserveAnnouncedAsync(length, cancellationToken);
+            return ReadAfterReserveAsync(context, body, limit, reserving, cancellationToken);
         }
 
         PipeReader reader = context.Request.BodyReader;
         try
         {
-            while (true)
+            // What has arrived is taken without awaiting, while it fits the writer's room; the first read
+            // that does not (or finds nothing yet) is given back unconsumed for the loop below to read again.
+            while (reader.TryRead(out ReadResult read))
             {
-                ReadResult read = await reader.ReadAsync(cancellationToken);
                 ReadOnlySequence<byte> buffer = read.Buffer;
-                if (limit is { } max && body.WrittenCount + buffer.Length > max)
+                CheckLimit(reader, buffer, body, limit);
+                if ((buffer.IsEmpty && !read.IsCompleted && !read.IsCanceled) || !body.TryWriteWithoutGrowth(buffer))
                 {
-                    reader.AdvanceTo(buffer.End);
-                    ThrowTooLarge(max);
+                    reader.AdvanceTo(buffer.Start);
+                    break;
                 }
 
+                if (Consumed(reader, read))
+                {
+                    return new(body);
+                }
+            }
+        }
+        catch (Exception error) when (IsClientAbort(context, error))
+        {
+            throw ClientAborted(context, error);
+        }
+
+        return ReadLoopAsync(context, body, limit, reader, cancellationToken);
+    }
+
+    private static async ValueTask<RequestBufferWriter> ReadAfterReserveAsync(HttpContext context, RequestBufferWriter body, long? limit, ValueTask reserving, CancellationToken cancellationToken)
+    {
+        await reserving.ConfigureAwait(false);
+        return await ReadLoopAsync(context, body, limit, context.Request.BodyReader, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static async ValueTask<RequestBufferWriter> ReadLoopAsync(HttpContext context, RequestBufferWriter body, long? limit, PipeReader reader, CancellationToken cancellationToken)
+    {
+        try
+        {
+            while (true)
+            {
+                ReadResult read = await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+                ReadOnlySequence<byte> buffer = read.Buffer;
+                CheckLimit(reader, buffer, body, limit);
                 foreach (ReadOnlyMemory<byte> segment in buffer)
                 {
                     // An empty read (the end of the body) must not make the writer open a segment it will not fill.
                     for (ReadOnlyMemory<byte> rest = segment; !rest.IsEmpty;)
                     {
                         // Growth awaits memory when the budget is spent (policy Wait) instead of refusing at once.
-                        Memory<byte> room = await body.GetMemoryAsync(1, cancellationToken);
+                        Memory<byte> room = await body.GetMemoryAsync(1, cancellationToken).ConfigureAwait(false);
                         int count = Math.Min(room.Length, rest.Length);
                         rest.Span[..count].CopyTo(room.Span);
                         body.Advance(count);
@@ -78,27 +117,47 @@ internal static class RequestBodyReader
                     }
                 }
 
-                reader.AdvanceTo(buffer.End);
-                if (read.IsCanceled)
-                {
-                    // Someone called CancelPendingRead: what was read is not the whole body.
-                    throw new OperationCanceledException("The request body read was cancelled (PipeReader.CancelPendingRead) before the body ended.");
-                }
-
-                if (read.IsCompleted)
+                if (Consumed(reader, read))
                 {
                     return body;
                 }
             }
         }
-        catch (Exception error) when (error is not OperationCanceledException && error is not BadHttpRequestException { StatusCode: StatusCodes.Status413PayloadTooLarge } && context.RequestAborted.IsCancellationRequested)
+        catch (Exception error) when (IsClientAbort(context, error))
         {
-            // The client went away mid-body: the server's own exception (an IOException, a
-            // connection reset, or Kestrel's "unexpected end of request content") says so less
-            // plainly than a cancellation.
-            throw new OperationCanceledException("The client aborted the request while its body was being read.", error, context.RequestAborted);
+            throw ClientAborted(context, error);
         }
     }
+
+    private static void CheckLimit(PipeReader reader, in ReadOnlySequence<byte> buffer, RequestBufferWriter body, long? limit)
+    {
+        if (limit is { } max && body.WrittenCount + buffer.Length > max)
+        {
+            reader.AdvanceTo(buffer.End);
+            ThrowTooLarge(max);
+        }
+    }
+
+    // Consumes a read whose bytes were copied: true at the end of the body.
+    private static bool Consumed(PipeReader reader, in ReadResult read)
+    {
+        reader.AdvanceTo(read.Buffer.End);
+        if (read.IsCanceled)
+        {
+            // Someone called CancelPendingRead: what was read is not the whole body.
+            throw new OperationCanceledException("The request body read was cancelled (PipeReader.CancelPendingRead) before the body ended.");
+        }
+
+        return read.IsCompleted;
+    }
+
+    // The client went away mid-body: the server's own exception (an IOException, a connection reset, or
+    // Kestrel's "unexpected end of request content") says so less plainly than a cancellation.
+    private static bool IsClientAbort(HttpContext context, Exception error) =>
+        error is not OperationCanceledException && error is not BadHttpRequestException { StatusCode: StatusCodes.Status413PayloadTooLarge } && context.RequestAborted.IsCancellationRequested;
+
+    private static OperationCanceledException ClientAborted(HttpContext context, Exception error) =>
+        new("The client aborted the request while its body was being read.", error, context.RequestAborted);
 
     private static void ThrowTooLarge(long limit) =>
         throw new BadHttpRequestException($"The request body is larger than the request's limit of {limit} bytes.", StatusCodes.Status413PayloadTooLarge);

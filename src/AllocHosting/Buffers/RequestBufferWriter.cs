@@ -83,10 +83,7 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
                 throw new InvalidOperationException($"{total} bytes were written: too many for one contiguous memory; use {nameof(WrittenSequence)}.");
             }
 
-            Memory<byte> copy = _arena.Rent((int)total, _lease);
-            WrittenSequence.CopyTo(copy.Span);
-            _joined = copy;
-            return copy;
+            return Join(_arena.Rent((int)total, _lease));
         }
     }
 
@@ -140,33 +137,80 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
         return _current.Length - _currentWritten >= wanted ? new(_current[_currentWritten..]) : GrowAsync(wanted, cancellationToken);
     }
 
-    /// <summary>As <see cref="ReserveAnnounced"/>, waiting as <see cref="GetMemoryAsync"/> does.</summary>
-    internal async ValueTask ReserveAnnouncedAsync(long announced, CancellationToken cancellationToken)
+    /// <summary>As <see cref="ReserveAnnounced"/>, waiting as <see cref="GetMemoryAsync"/> does (completed at once when the rent needs no wait).</summary>
+    internal ValueTask ReserveAnnouncedAsync(long announced, CancellationToken cancellationToken)
     {
-        if (announced > 0 && _current.IsEmpty && _segments.Count == 0)
+        if (announced <= 0 || !_current.IsEmpty || _segments.Count > 0)
         {
-            await GetMemoryAsync((int)Math.Min(announced, _arena.ChunkCapacityHint), cancellationToken).ConfigureAwait(false);
+            return default;
         }
+
+        ValueTask<Memory<byte>> growing = GetMemoryAsync((int)Math.Min(announced, _arena.ChunkCapacityHint), cancellationToken);
+        if (growing.IsCompletedSuccessfully)
+        {
+            _ = growing.Result;
+            return default;
+        }
+
+        return new ValueTask(growing.AsTask());
     }
 
-    /// <summary>As <see cref="WrittenMemory"/>, but the join's rent waits as <see cref="GetMemoryAsync"/> does.</summary>
+    /// <summary>
+    /// Copies <paramref name="source"/> whole into the room the current segment has left, without renting; false,
+    /// writing nothing, when it does not fit (the caller then grows with <see cref="GetMemoryAsync"/>).
+    /// </summary>
+    internal bool TryWriteWithoutGrowth(in ReadOnlySequence<byte> source)
+    {
+        if (source.Length > _current.Length - _currentWritten)
+        {
+            return false;
+        }
+
+        source.CopyTo(_current.Span[_currentWritten..]);
+        _currentWritten += (int)source.Length;
+        _joined = null;
+        return true;
+    }
+
+    /// <summary>As <see cref="WrittenMemory"/>, but the join's rent waits as <see cref="GetMemoryAsync"/> does (completed at once for one segment, or a join whose rent needs no wait).</summary>
     /// <exception cref="InvalidOperationException">More than <see cref="int.MaxValue"/> bytes were written, or the request ended.</exception>
-    internal async ValueTask<ReadOnlyMemory<byte>> GetWrittenMemoryAsync(CancellationToken cancellationToken)
+    internal ValueTask<ReadOnlyMemory<byte>> GetWrittenMemoryAsync(CancellationToken cancellationToken)
     {
-        if (_segments.Count > 0 && _joined is null && WrittenCount <= int.MaxValue)
+        if (_segments.Count == 0 || _joined is not null || WrittenCount > int.MaxValue)
         {
-            // Rented before the copy that WrittenMemory makes into it.
-            Memory<byte> copy = await _arena.RentAsync((int)WrittenCount, _lease, cancellationToken).ConfigureAwait(false);
-            WrittenSequence.CopyTo(copy.Span);
-            _joined = copy;
+            return new(WrittenMemory);
         }
 
-        return WrittenMemory;
+        // Rented before the copy that WrittenMemory makes into it.
+        ValueTask<Memory<byte>> renting = _arena.RentAsync((int)WrittenCount, _lease, cancellationToken);
+        return renting.IsCompletedSuccessfully ? new(Join(renting.Result)) : JoinAwaitedAsync(renting);
     }
 
-    private async ValueTask<Memory<byte>> GrowAsync(int wanted, CancellationToken cancellationToken)
+    private async ValueTask<ReadOnlyMemory<byte>> JoinAwaitedAsync(ValueTask<Memory<byte>> renting) =>
+        Join(await renting.ConfigureAwait(false));
+
+    private ReadOnlyMemory<byte> Join(Memory<byte> copy)
     {
-        Use(await _arena.RentAsync(Math.Max(wanted, _nextSegmentSize), _lease, cancellationToken).ConfigureAwait(false));
+        WrittenSequence.CopyTo(copy.Span);
+        _joined = copy;
+        return copy;
+    }
+
+    private ValueTask<Memory<byte>> GrowAsync(int wanted, CancellationToken cancellationToken)
+    {
+        ValueTask<Memory<byte>> renting = _arena.RentAsync(Math.Max(wanted, _nextSegmentSize), _lease, cancellationToken);
+        if (renting.IsCompletedSuccessfully)
+        {
+            Use(renting.Result);
+            return new(_current);
+        }
+
+        return GrowAwaitedAsync(renting);
+    }
+
+    private async ValueTask<Memory<byte>> GrowAwaitedAsync(ValueTask<Memory<byte>> renting)
+    {
+        Use(await renting.ConfigureAwait(false));
         return _current;
     }
 
