@@ -53,6 +53,9 @@ public sealed partial class RequestBufferStream : Stream
     // The segments as rented (each at its full length) and where each starts in the stream.
     private readonly List<Memory<byte>> _segments = [];
     private readonly List<long> _starts = [];
+
+    // The segment the last position lookup found (see SegmentOf).
+    private int _cursor;
     private long _capacity;
     private long _length;
     private long _position;
@@ -523,11 +526,26 @@ public sealed partial class RequestBufferStream : Stream
         }
     }
 
-    // The segment that holds position 'at' (< capacity): binary search over the starts.
+    // The segment that holds position 'at' (< capacity): the segment of the last lookup or the one after it
+    // (sequential reads and writes), else a binary search over the starts. Segments are only ever added.
     private int SegmentOf(long at)
     {
-        int index = _starts.BinarySearch(at);
-        return index >= 0 ? index : ~index - 1;
+        int index = _cursor;
+        if (at >= _starts[index])
+        {
+            if (at - _starts[index] < _segments[index].Length)
+            {
+                return index;
+            }
+
+            if (index + 1 < _starts.Count && at - _starts[index + 1] < _segments[index + 1].Length)
+            {
+                return _cursor = index + 1;
+            }
+        }
+
+        index = _starts.BinarySearch(at);
+        return _cursor = index >= 0 ? index : ~index - 1;
     }
 
     private void ThrowIfUnusable()
