@@ -53,4 +53,81 @@ public class NativeListRequestTests
         Assert.True(used >= 20_000, $"the arena served the list ({used} bytes used)");
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0 && app.Pool.LiveBytes == 0, "the chunk is back");
     }
+
+    [Theory]
+    [InlineData(RequestArenaKind.Bump)]
+    [InlineData(RequestArenaKind.BitSet)]
+    public async Task A_list_that_outgrows_a_chunk_takes_large_chunks_of_the_request_and_gives_them_back(RequestArenaKind kind)
+    {
+        await using var app = await TestApp.StartAsync(
+            a => a.MapGet("/", (IRequestBuffers buffers) =>
+            {
+                // 100 000 longs: its last blocks (512 KiB, then 1 MiB) are far beyond a 64 KiB pool chunk.
+                using var list = new NativeList<long>();
+                for (long i = 0; i < 100_000; i++)
+                {
+                    list.Add(i * 3);
+                }
+
+                long sum = 0;
+                foreach (long value in list)
+                {
+                    sum += value;
+                }
+
+                return sum == 3 * (99_999L * 100_000 / 2) ? buffers.Used.ToString(CultureInfo.InvariantCulture) : "wrong sum";
+            }),
+            options =>
+            {
+                options.InstallContextAllocator = true;
+                options.ArenaKind = kind;
+                options.MaxArenaSizePerRequest = 8 * 1024 * 1024;
+                options.MemoryBudget = 32 * 1024 * 1024;
+            });
+
+        for (int round = 0; round < 3; round++)
+        {
+            string answer = await app.Client.GetStringAsync("/");
+
+            Assert.True(long.TryParse(answer, CultureInfo.InvariantCulture, out long used), answer);
+            Assert.True(used >= 800_000, $"the arena served the list ({used} bytes used)");
+            await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0 && app.Pool.LiveBytes == 0, "the chunks, large ones too, are back");
+        }
+    }
+
+    [Fact]
+    public async Task A_list_that_would_pass_the_requests_maximum_fails_with_AllocatorExhaustedException_and_leaks_nothing()
+    {
+        await using var app = await TestApp.StartAsync(
+            a => a.MapGet("/", () =>
+            {
+                using var list = new NativeList<long>();
+                try
+                {
+                    for (long i = 0; i < 1_000_000; i++)
+                    {
+                        list.Add(i);
+                    }
+
+                    return "grew past the maximum";
+                }
+                catch (AllocatorExhaustedException)
+                {
+                    return $"refused at {list.Count}";
+                }
+            }),
+            options =>
+            {
+                options.InstallContextAllocator = true;
+                options.MaxArenaSizePerRequest = 512 * 1024;
+            });
+
+        string answer = await app.Client.GetStringAsync("/");
+
+        Assert.StartsWith("refused at ", answer, StringComparison.Ordinal);
+        // The list held what fits in 512 KiB of chunks: more than one pool chunk's worth, less than the maximum.
+        int count = int.Parse(answer["refused at ".Length..], CultureInfo.InvariantCulture);
+        Assert.InRange(count, 64 * 1024 / sizeof(long), 512 * 1024 / sizeof(long));
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0 && app.Pool.LiveBytes == 0, "the chunks are back");
+    }
 }

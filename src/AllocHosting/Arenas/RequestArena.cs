@@ -156,11 +156,16 @@ internal sealed partial class RequestArena : IRequestArenaFeature
 
     /// <summary>
     /// After the current chunk's context allocator (<paramref name="exhausted"/>) could not serve
-    /// <paramref name="size"/> bytes: chains the next pool chunk, within the per-request maximum,
-    /// and returns its context allocator; null when no chunk can serve the request that way.
+    /// <paramref name="size"/> bytes aligned to <paramref name="alignment"/>: chains the next pool chunk
+    /// and returns its context allocator, or for a block larger than a pool chunk (a growing
+    /// <c>NativeList</c>) takes a large chunk of its class, as a rent of that size does, and returns that
+    /// chunk's; either within the per-request maximum. Null when no chunk can serve the request that way
+    /// (the allocation then fails with <see cref="AllocatorExhaustedException"/>).
     /// </summary>
+    /// <remarks>A large chunk serves the one block it was taken for (a pool chunk keeps serving the flow's later
+    /// blocks); it is released with the request like every chunk it took.</remarks>
     /// <exception cref="RequestArenaBudgetExceededException">The budget is spent.</exception>
-    public Allocators.ContextAllocator? GetNextContextAllocator(int lease, Allocators.ContextAllocator exhausted, nuint size)
+    public Allocators.ContextAllocator? GetNextContextAllocator(int lease, Allocators.ContextAllocator exhausted, nuint size, nuint alignment)
     {
         lock (_chainLock)
         {
@@ -172,7 +177,19 @@ internal sealed partial class RequestArena : IRequestArenaFeature
                 return current.ContextAllocator;   // another task chained meanwhile
             }
 
-            return size <= (nuint)_pool.ChunkCapacity && WithinMaximum(_pool.ChunkSize) ? Chain().ContextAllocator : null;
+            if (size <= (nuint)_pool.ChunkCapacity)
+            {
+                return WithinMaximum(_pool.ChunkSize) ? Chain().ContextAllocator : null;
+            }
+
+            if (size > (nuint)LargeChunkClasses.MaxRentBytes || alignment > (nuint)LargeChunkClasses.MaxRentBytes)
+            {
+                return null;
+            }
+
+            // Room for the block at any alignment: a chunk starts aligned to the arena's 16 bytes at least.
+            long bytes = (long)size + (alignment > ByteAlignment ? (long)alignment : 0);
+            return bytes <= LargeChunkClasses.MaxRentBytes && WithinMaximum(_pool.LargeChunkSizeFor(bytes)) ? TakeLarge(bytes).ContextAllocator : null;
         }
     }
 
