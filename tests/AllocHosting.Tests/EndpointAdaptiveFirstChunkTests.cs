@@ -72,6 +72,28 @@ public sealed class EndpointAdaptiveFirstChunkTests
     }
 
     [Fact]
+    public async Task The_adaptive_first_chunk_serves_an_asynchronous_first_rent_too()
+    {
+        // The same 304 KiB, every piece rented with RentAsync: the first chunk is taken on the asynchronous path.
+        await using var app = await TestApp.StartAsync(
+            a => a.MapGet("/big/{id}", async (IRequestBuffers buffers, int id) =>
+            {
+                for (int i = 0; i < 19; i++)
+                {
+                    (await buffers.RentAsync(16 * K)).Span.Fill((byte)id);
+                }
+
+                return buffers.Capacity.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            }),
+            options => options.ReuseDelay = TimeSpan.Zero);
+
+        long[] capacities = await RunAsync(app);
+
+        Assert.Equal(5 * app.Pool.ChunkCapacity, capacities[0]);
+        Assert.All(capacities[(2 * EndpointArenaProfile.RecomputeEvery)..], c => Assert.Equal(512 * K, c));
+    }
+
+    [Fact]
     public async Task With_AdaptiveFirstChunk_off_every_request_chains_pool_chunks()
     {
         await using var app = await StartAsync(options => options.AdaptiveFirstChunk = false);

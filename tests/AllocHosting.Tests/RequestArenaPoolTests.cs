@@ -61,6 +61,26 @@ public sealed class RequestArenaPoolTests : IDisposable
         Assert.Equal(2, chunks.ChunkCount);
     }
 
+    [Fact]
+    public void A_request_that_rents_nothing_never_reads_its_processor_slot_and_one_that_rents_does()
+    {
+        var options = new SwitchableAllocatorOptions();
+        using var pool = CreatePool(options, ArenaChunkSource.ForThisMachine(options, NullLogger.Instance));
+        var context = new DefaultHttpContext();
+
+        // A fresh pool: the arena object comes new and goes back as the thread's spare, with no slot.
+        RequestArena arena = pool.RentArena(context);
+        pool.ReturnArena(arena, context);
+        Assert.False(arena.HasReadSlot);
+
+        RequestArena next = pool.RentArena(context);
+        Assert.Same(arena, next);
+        next.Rent(64, next.Lease);
+        Assert.True(next.HasReadSlot);
+        pool.ReturnArena(next, context);
+        Assert.Equal(0, pool.ChunksInUse);
+    }
+
     [Theory]
     [MemberData(nameof(PlacementsOnTwoNodes))]
     public void The_pool_gives_its_memory_source_the_placement_policy_and_rents_from_it(ArenaNumaPlacement placement, string policy)

@@ -251,6 +251,9 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     [MethodImpl(MethodImplOptions.NoInlining)]
     private int ReadSlotSlow() => _slot = _pool.CurrentSlot;
 
+    /// <summary>Whether this use has read <see cref="Slot"/> yet (for tests: a request that rents nothing never does).</summary>
+    internal bool HasReadSlot => _slot >= 0;
+
     /// <summary>Starts serving a request, or an arena scope when <paramref name="context"/> is null (no request body, no 503).</summary>
     public void Activate(HttpContext? context)
     {
