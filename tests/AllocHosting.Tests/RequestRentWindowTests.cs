@@ -149,6 +149,46 @@ public sealed class RequestRentWindowTests : IDisposable
     }
 
     [Fact]
+    public void A_request_whose_rents_ran_on_more_threads_than_window_slots_counts_every_rent_at_its_release()
+    {
+        // Twelve threads, each with a window of its own for the one request: more than the arena's
+        // registered slots, so four go on the list past them. Every rent is counted when the request ends.
+        const int Threads = 12;
+        const int RentsPerThread = 100;
+        using RequestArenaPool pool = CreatePool(chunkSize: 256 * 1024, maxPerRequest: 4 * 1024 * 1024);
+        var context = new DefaultHttpContext();
+        RequestArena arena = pool.RentArena(context);
+        int lease = arena.Lease;
+        var rents = new List<Memory<byte>>[Threads];
+        var threads = Enumerable.Range(0, Threads).Select(t => new Thread(() =>
+        {
+            rents[t] = [];
+            for (int i = 0; i < RentsPerThread; i++)
+            {
+                Memory<byte> memory = arena.Rent(1 + ((i * 13 + t) % 300), lease);
+                memory.Span.Fill((byte)(t + 1));
+                rents[t].Add(memory);
+            }
+        })).ToList();
+        threads.ForEach(thread => thread.Start());
+        threads.ForEach(thread => thread.Join());
+
+        long rented = 0;
+        for (int t = 0; t < Threads; t++)
+        {
+            foreach (Memory<byte> memory in rents[t])
+            {
+                Assert.True(memory.Span.IndexOfAnyExcept((byte)(t + 1)) < 0, $"a rent of thread {t} overlaps another thread's");
+                rented += memory.Length;
+            }
+        }
+
+        Assert.True(arena.GetUsed(lease) >= rented);
+        pool.ReturnArena(arena, context);
+        Assert.Equal(Threads * RentsPerThread, pool.RentCount);
+    }
+
+    [Fact]
     public void A_window_left_from_a_released_request_never_serves_the_next_request_of_the_same_arena()
     {
         using RequestArenaPool pool = CreatePool();

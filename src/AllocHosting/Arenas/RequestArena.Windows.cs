@@ -29,13 +29,14 @@ namespace AllocHosting;
 internal sealed partial class RequestArena
 {
     // The windows whose figures Release harvests: registered by the threads that keyed a window for
-    // this request (an interlocked slot claim each), with the window's registration value. A thread
-    // past the last slot is not registered: it hands its figures over when it re-keys its window.
+    // this request (an interlocked slot claim each), with the window's registration value. Threads
+    // past the last slot (a request whose tasks ran on many threads) go on a list under _chainLock.
     private const int RegisteredWindowSlots = 8;
     private readonly RequestRentWindow?[] _windows = new RequestRentWindow?[RegisteredWindowSlots];
     private readonly int[] _windowStates = new int[RegisteredWindowSlots];
     private int _windowCount;        // Interlocked: claims of _windows slots in this use (may exceed the slots)
     private long _leftUnrented;      // Interlocked: unrented bytes handed over by windows that left this request
+    private List<(RequestRentWindow Window, int State)>? _moreWindows;   // under _chainLock: windows past the slots
 
     // The refill of the fast path of Rent(int, int): the calling thread's window did not serve the
     // rent (another request's, exhausted, or none). Reserves the next window in the current chunk
@@ -61,7 +62,7 @@ internal sealed partial class RequestArena
 
         if (!ReferenceEquals(window.Arena, this) || window.Lease != lease)
         {
-            RegisterWindow(window, window.Rekey(this, lease));
+            RegisterWindow(window, window.Rekey(this, lease), lease);
         }
 
         // Windows are at most a sixteenth of the chunk, so that the unrented tail a thread leaves
@@ -105,14 +106,34 @@ internal sealed partial class RequestArena
         return RentedUnderLease(whole.Slice(rentStart, length), lease);
     }
 
-    // On a window's first rent for this request: a slot for Release to harvest it from, if one is left.
-    private void RegisterWindow(RequestRentWindow window, int state)
+    // On a window's first rent for this request: a slot for Release to harvest it from, or a place on
+    // the list past the slots, so that the request's figures are whole at its release however many
+    // threads its tasks ran on.
+    private void RegisterWindow(RequestRentWindow window, int state, int lease)
     {
         int index = Interlocked.Increment(ref _windowCount) - 1;
         if (index < RegisteredWindowSlots)
         {
             _windowStates[index] = state;
             Volatile.Write(ref _windows[index], window);
+        }
+        else
+        {
+            RegisterMoreWindowSlow(window, state, lease);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void RegisterMoreWindowSlow(RequestRentWindow window, int state, int lease)
+    {
+        lock (_chainLock)
+        {
+            // A request that ended meanwhile was harvested already: the window hands its figures over
+            // when it is keyed again, as an unharvested window always does.
+            if (IsLease(lease))
+            {
+                (_moreWindows ??= []).Add((window, state));
+            }
         }
     }
 
@@ -147,6 +168,20 @@ internal sealed partial class RequestArena
             _windows[i] = null;
         }
 
+        if (_moreWindows is { Count: > 0 } more)
+        {
+            foreach ((RequestRentWindow window, int state) in more)
+            {
+                if (window.TryHarvest(state, out long windowRents, out long windowUnrented))
+                {
+                    rents += windowRents;
+                    unrented += windowUnrented;
+                }
+            }
+
+            more.Clear();
+        }
+
         Volatile.Write(ref _windowCount, 0);
         if (rents != 0)
         {
@@ -168,6 +203,17 @@ internal sealed partial class RequestArena
                 && ReferenceEquals(window.Arena, this) && window.Lease == lease)
             {
                 unrented += window.Unrented + Math.Max(0, window.Limit - window.Cursor);
+            }
+        }
+
+        if (_moreWindows is { } more)
+        {
+            foreach ((RequestRentWindow window, int state) in more)
+            {
+                if (window.State == state && ReferenceEquals(window.Arena, this) && window.Lease == lease)
+                {
+                    unrented += window.Unrented + Math.Max(0, window.Limit - window.Cursor);
+                }
             }
         }
 
