@@ -59,7 +59,7 @@ internal sealed class RawHttp1Connection : IDisposable
         _client.Dispose();
     }
 
-    /// <summary>Reads the next response: its status, headers (names lower-cased) and body (by Content-Length, chunks, or to the end); null if the server closed first.</summary>
+    /// <summary>Reads the next response: its status, headers (names lower-cased) and body (none for an interim 1xx response; else by Content-Length, chunks, or to the end); null if the server closed first.</summary>
     public async Task<(int Status, Dictionary<string, string> Headers, byte[] Body)?> ReadResponseAsync()
     {
         using var timeout = new CancellationTokenSource(Timeout);
@@ -76,7 +76,11 @@ internal sealed class RawHttp1Connection : IDisposable
         int status = int.Parse(lines[0].Split(' ')[1], CultureInfo.InvariantCulture);
         var headers = lines.Skip(1).Select(l => l.Split(':', 2)).ToDictionary(p => p[0].Trim().ToLowerInvariant(), p => p[1].Trim());
         byte[] body;
-        if (headers.TryGetValue("content-length", out string? length))
+        if (status is >= 100 and < 200)
+        {
+            body = [];   // an interim response (100 Continue) has no body
+        }
+        else if (headers.TryGetValue("content-length", out string? length))
         {
             body = await TakeAsync(int.Parse(length, CultureInfo.InvariantCulture), timeout.Token);
         }

@@ -50,6 +50,26 @@ public class RequestBodyReaderKestrelTests
     }
 
     [Fact]
+    public async Task A_client_that_waits_for_100_Continue_gets_it_and_its_body_is_read_whole()
+    {
+        // The read first takes what has arrived without waiting (TryRead); a client that sends its body only
+        // after 100 Continue must still be asked for it.
+        byte[] body = TestBytes.Pattern(5000, 9);
+        await using var app = await StartAsync();
+        using var connection = await RawHttp1Connection.OpenAsync(app.Http1.Port);
+
+        await connection.SendAsync(RawHttp1Connection.PostHead("/", body.Length, "Expect: 100-continue\r\n"));
+        var interim = await connection.ReadResponseAsync();
+        Assert.Equal(100, interim?.Status);
+        await connection.SendAsync(body);
+        var response = await connection.ReadResponseAsync();
+
+        Assert.Equal(200, response?.Status);
+        Assert.Equal($"{body.Length} {Convert.ToHexString(SHA256.HashData(body))}", Encoding.UTF8.GetString(response!.Value.Body));
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the request released its chunks");
+    }
+
+    [Fact]
     public async Task A_client_that_aborts_mid_body_cancels_the_read_and_the_arena_is_released()
     {
         var outcome = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
