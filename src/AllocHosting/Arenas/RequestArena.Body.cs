@@ -103,10 +103,10 @@ internal sealed partial class RequestArena
 
         HttpContext context = _context ?? throw new InvalidOperationException("The request has no HTTP context.");
         ValueTask<RequestBufferWriter> reading = RequestBodyReader.ReadAsync(context, CreateWriter(lease), cancellationToken);
-        return reading.IsCompletedSuccessfully ? new(KeepBody(reading.Result, lease)) : ReadBodyAwaitedAsync(reading, lease);
+        return reading.IsCompletedSuccessfully ? new(KeepBody(reading.Result, lease)) : KeepBodyAwaitedAsync(reading, lease);
     }
 
-    private async ValueTask<RequestBufferWriter> ReadBodyAwaitedAsync(ValueTask<RequestBufferWriter> reading, int lease) =>
+    private async ValueTask<RequestBufferWriter> KeepBodyAwaitedAsync(ValueTask<RequestBufferWriter> reading, int lease) =>
         KeepBody(await reading.ConfigureAwait(false), lease);
 
     // Keeps the body read for its request, so that a second read of the request returns it.
