@@ -18,8 +18,9 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
     private readonly RequestArena _arena;
     private readonly int _lease;
 
-    // Filled segments (each written to its length), then the current one with _currentWritten bytes.
-    private readonly List<Memory<byte>> _segments = [];
+    // Filled segments (each written to its length; created with the second segment, so a writer that stays
+    // in one segment allocates nothing more), then the current one with _currentWritten bytes.
+    private List<Memory<byte>>? _segments;
     private Memory<byte> _current;
     private int _currentWritten;
     private long _writtenBefore;
@@ -32,6 +33,8 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
         _lease = lease;
     }
 
+    private int SegmentCount => _segments?.Count ?? 0;
+
     /// <summary>Bytes written so far.</summary>
     public long WrittenCount => _writtenBefore + _currentWritten;
 
@@ -40,16 +43,16 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
     {
         get
         {
-            if (_segments.Count == 0)
+            if (_segments is not { Count: > 0 } segments)
             {
                 return new ReadOnlySequence<byte>(_current[.._currentWritten]);
             }
 
-            var first = new RequestBufferSegment(_segments[0], 0);
+            var first = new RequestBufferSegment(segments[0], 0);
             RequestBufferSegment last = first;
-            for (int i = 1; i < _segments.Count; i++)
+            for (int i = 1; i < segments.Count; i++)
             {
-                last = last.Append(_segments[i]);
+                last = last.Append(segments[i]);
             }
 
             if (_currentWritten > 0)
@@ -67,7 +70,7 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
     {
         get
         {
-            if (_segments.Count == 0)
+            if (SegmentCount == 0)
             {
                 return _current[.._currentWritten];
             }
@@ -123,7 +126,7 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
     /// </summary>
     internal void ReserveAnnounced(long announced)
     {
-        if (announced > 0 && _current.IsEmpty && _segments.Count == 0)
+        if (announced > 0 && _current.IsEmpty && SegmentCount == 0)
         {
             GetMemory((int)Math.Min(announced, _arena.ChunkCapacityHint));
         }
@@ -140,7 +143,7 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
     /// <summary>As <see cref="ReserveAnnounced"/>, waiting as <see cref="GetMemoryAsync"/> does (completed at once when the rent needs no wait).</summary>
     internal ValueTask ReserveAnnouncedAsync(long announced, CancellationToken cancellationToken)
     {
-        if (announced <= 0 || !_current.IsEmpty || _segments.Count > 0)
+        if (announced <= 0 || !_current.IsEmpty || SegmentCount > 0)
         {
             return default;
         }
@@ -176,7 +179,7 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
     /// <exception cref="InvalidOperationException">More than <see cref="int.MaxValue"/> bytes were written, or the request ended.</exception>
     internal ValueTask<ReadOnlyMemory<byte>> GetWrittenMemoryAsync(CancellationToken cancellationToken)
     {
-        if (_segments.Count == 0 || _joined is not null || WrittenCount > int.MaxValue)
+        if (SegmentCount == 0 || _joined is not null || WrittenCount > int.MaxValue)
         {
             return new(WrittenMemory);
         }
@@ -222,7 +225,7 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
     {
         if (_currentWritten > 0)
         {
-            _segments.Add(_current[.._currentWritten]);
+            (_segments ??= []).Add(_current[.._currentWritten]);
             _writtenBefore += _currentWritten;
         }
 
