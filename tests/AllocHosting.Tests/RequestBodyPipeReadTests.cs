@@ -101,7 +101,7 @@ public sealed class RequestBodyPipeReadTests : IDisposable
     [Fact]
     public void Failures_come_in_the_task_not_from_the_call()
     {
-        _context.Features.Set<IHttpMaxRequestBodySizeFeature>(new BodySizeLimit { MaxRequestBodySize = 100 });
+        _context.Features.Set<IHttpMaxRequestBodySizeFeature>(new TestBodySizeLimit { MaxRequestBodySize = 100 });
         _context.Request.ContentLength = 101;
         RequestArena arena = _pool.RentArena(_context);
         int lease = arena.Lease;
@@ -123,7 +123,7 @@ public sealed class RequestBodyPipeReadTests : IDisposable
     [Fact]
     public async Task A_body_beyond_the_limit_that_arrived_unannounced_is_refused_in_the_task_and_consumed()
     {
-        _context.Features.Set<IHttpMaxRequestBodySizeFeature>(new BodySizeLimit { MaxRequestBodySize = 1000 });
+        _context.Features.Set<IHttpMaxRequestBodySizeFeature>(new TestBodySizeLimit { MaxRequestBodySize = 1000 });
         await _pipe.Writer.WriteAsync(new byte[1001]);
         await _pipe.Writer.CompleteAsync();
         RequestArena arena = _pool.RentArena(_context);
@@ -138,12 +138,5 @@ public sealed class RequestBodyPipeReadTests : IDisposable
     private sealed class BodyPipe(PipeReader reader) : IRequestBodyPipeFeature
     {
         public PipeReader Reader => reader;
-    }
-
-    private sealed class BodySizeLimit : IHttpMaxRequestBodySizeFeature
-    {
-        public bool IsReadOnly => false;
-
-        public long? MaxRequestBodySize { get; set; }
     }
 }

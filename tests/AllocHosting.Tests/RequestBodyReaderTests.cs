@@ -121,7 +121,7 @@ public class RequestBodyReaderTests
         await using var app = await TestApp.StartAsync(a => a.MapPost("/", async (HttpContext context, IRequestBuffers buffers) =>
         {
             // The test server has no body-size limit of its own: give the request one, as Kestrel and [RequestSizeLimit] do.
-            context.Features.Set<IHttpMaxRequestBodySizeFeature>(new BodySizeLimit { MaxRequestBodySize = 10_000 });
+            context.Features.Set<IHttpMaxRequestBodySizeFeature>(new TestBodySizeLimit { MaxRequestBodySize = 10_000 });
             try
             {
                 await buffers.ReadBodyAsync();
@@ -246,13 +246,6 @@ public class RequestBodyReaderTests
 
         using HttpResponseMessage response = await app.Client.PostAsync("/", new ByteArrayContent(new byte[100]));
         Assert.Equal("cancelled", await response.Content.ReadAsStringAsync());
-    }
-
-    private sealed class BodySizeLimit : IHttpMaxRequestBodySizeFeature
-    {
-        public bool IsReadOnly => false;
-
-        public long? MaxRequestBodySize { get; set; }
     }
 
     // A body that sends its first part, signals, waits, then sends the rest.

@@ -216,7 +216,7 @@ public class RequestJsonReaderTests
     {
         await using var app = await TestApp.StartAsync(a => a.MapPost("/", async (HttpContext context, IRequestBuffers buffers) =>
         {
-            context.Features.Set<IHttpMaxRequestBodySizeFeature>(new BodySizeLimit { MaxRequestBodySize = 1_000 });
+            context.Features.Set<IHttpMaxRequestBodySizeFeature>(new TestBodySizeLimit { MaxRequestBodySize = 1_000 });
             try
             {
                 await buffers.ReadJsonAsync(JsonOrderContext.Default.JsonOrder);
@@ -248,12 +248,5 @@ public class RequestJsonReaderTests
         using IServiceScope scope = app.Services.CreateScope();
         IRequestBuffers outside = scope.ServiceProvider.GetRequiredService<IRequestBuffers>();
         await Assert.ThrowsAsync<InvalidOperationException>(async () => await outside.ReadJsonAsync(JsonOrderContext.Default.JsonOrder));
-    }
-
-    private sealed class BodySizeLimit : IHttpMaxRequestBodySizeFeature
-    {
-        public bool IsReadOnly => false;
-
-        public long? MaxRequestBodySize { get; set; }
     }
 }

@@ -16,9 +16,9 @@ namespace AllocHosting;
 /// </remarks>
 internal sealed partial class RequestArena
 {
-    // The body read by ReadBody*Async for the request of _bodyLease (a later request reads its own).
+    // The body read by ReadBody*Async, for the request of its writer's lease (a later request reads its own):
+    // one reference, so a lock-free reader never pairs one request's writer with another's lease.
     private RequestBufferWriter? _body;
-    private int _bodyLease;
 
     public ValueTask<ReadOnlyMemory<byte>> ReadBodyAsync(CancellationToken cancellationToken = default) => ReadBodyAsync(Volatile.Read(ref _lease), cancellationToken);
 
@@ -96,7 +96,7 @@ internal sealed partial class RequestArena
     private ValueTask<RequestBufferWriter> ReadBodyCoreAsync(int lease, CancellationToken cancellationToken)
     {
         ThrowIfStale(lease);
-        if (_body is { } read && _bodyLease == lease)
+        if (Volatile.Read(ref _body) is { } read && read.Lease == lease)
         {
             return ValueTask.FromResult(read);
         }
@@ -118,8 +118,7 @@ internal sealed partial class RequestArena
             // (Release clears _body under the same lock).
             Engage();
             ThrowIfStale(lease);
-            _bodyLease = lease;
-            _body = body;
+            Volatile.Write(ref _body, body);
         }
 
         return body;

@@ -33,6 +33,9 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
         _lease = lease;
     }
 
+    /// <summary>The lease of the request this writer writes for.</summary>
+    internal int Lease => _lease;
+
     private int SegmentCount => _segments?.Count ?? 0;
 
     /// <summary>Bytes written so far.</summary>
