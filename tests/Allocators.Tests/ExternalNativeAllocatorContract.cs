@@ -29,6 +29,55 @@ public abstract unsafe class ExternalNativeAllocatorContract
     }
 
     /// <summary>
+    /// The model on a checking instance that does not count its statistics: every block is checked
+    /// and intact as on a counting one, and the statistics stay zero but for failures.
+    /// </summary>
+    protected void RunModelUncounted()
+    {
+        long steps = AllocatorModel.Run(
+            new ModelSettings { Iterations = 40 },
+            () => ExternalNativeAllocator.Load(Library, trackOwnership: true, countStatistics: false),
+            afterAllFreed: allocator =>
+            {
+                AllocatorStatistics statistics = allocator.Statistics;
+                Assert.Equal(new AllocatorStatistics(0, 0, null, 0, 0, statistics.FailureCount, 0), statistics);
+            });
+        Assert.True(steps > 500, $"only {steps} steps ran");
+    }
+
+    /// <summary>
+    /// An instance that does not count says so, serves, grows and frees blocks as a counting one
+    /// does, and reports its failures and nothing else; the default instance counts.
+    /// </summary>
+    protected void CheckUncountedInstance()
+    {
+        using ExternalNativeAllocator counting = ExternalNativeAllocator.Load(Library);
+        Assert.True(counting.CountsStatistics);
+
+        using ExternalNativeAllocator allocator = ExternalNativeAllocator.Load(Library, countStatistics: false);
+        Assert.False(allocator.CountsStatistics);
+        Assert.False(allocator.TracksOwnership);
+        byte* block = allocator.Allocate(100, 16);
+        new Span<byte>(block, 100).Fill(9);
+        block = allocator.GrowingReallocate(block, 100, 5000, 16);
+        Assert.True(new Span<byte>(block, 100).IndexOfAnyExcept((byte)9) < 0);
+        byte* aligned = allocator.Allocate(64, 4096);
+        Assert.True(Allocator.IsAligned((nuint)aligned, 4096));
+        Assert.False(allocator.TryAllocate(Allocator.MaximumSize, 16, out _));
+        Assert.Equal(new AllocatorStatistics(0, 0, null, 0, 0, 0, 0) with { FailureCount = 1 }, allocator.Statistics);
+        allocator.Deallocate(aligned, 64, 4096);
+        allocator.Deallocate(block, 5000, 16);
+        Assert.Equal(new AllocatorStatistics(0, 0, null, 0, 0, 1, 0), allocator.Statistics);
+
+        Assert.True(ExternalNativeAllocator.TryLoad(Library, out ExternalNativeAllocator? viaTry, countStatistics: false));
+        Assert.False(viaTry.CountsStatistics);
+        Assert.True(ExternalNativeAllocator.TryLoad(Library, out ExternalNativeAllocator? checking, out _, trackOwnership: true, countStatistics: false));
+        Assert.True(checking.TracksOwnership);
+        Assert.False(checking.CountsStatistics);
+        checking.Dispose();
+    }
+
+    /// <summary>
     /// The usable size of a request is at least the request, every block has at least that (by the
     /// library's own measure), and a block grows in place up to its own usable size and can be used
     /// and freed with it.

@@ -24,6 +24,12 @@ public sealed class JemallocAllocatorTests : ExternalNativeAllocatorContract
     public void Blocks_are_freed_from_another_thread() => CheckCrossThreadFrees();
 
     [NativeAllocatorFact(NativeAllocatorLibrary.Jemalloc)]
+    public void The_model_based_property_test_passes_without_counting() => RunModelUncounted();
+
+    [NativeAllocatorFact(NativeAllocatorLibrary.Jemalloc)]
+    public void An_instance_that_does_not_count_reports_only_failures() => CheckUncountedInstance();
+
+    [NativeAllocatorFact(NativeAllocatorLibrary.Jemalloc)]
     public unsafe void A_large_block_really_shrinks_in_place_and_grows_back_when_its_tail_is_free()
     {
         using ExternalNativeAllocator allocator = ExternalNativeAllocator.Load(NativeAllocatorLibrary.Jemalloc, trackOwnership: true);

@@ -24,6 +24,12 @@ public sealed class MimallocAllocatorTests : ExternalNativeAllocatorContract
     public void Blocks_are_freed_from_another_thread() => CheckCrossThreadFrees();
 
     [NativeAllocatorFact(NativeAllocatorLibrary.Mimalloc)]
+    public void The_model_based_property_test_passes_without_counting() => RunModelUncounted();
+
+    [NativeAllocatorFact(NativeAllocatorLibrary.Mimalloc)]
+    public void An_instance_that_does_not_count_reports_only_failures() => CheckUncountedInstance();
+
+    [NativeAllocatorFact(NativeAllocatorLibrary.Mimalloc)]
     public unsafe void Mi_expand_grows_within_the_block_and_says_no_beyond_it()
     {
         using ExternalNativeAllocator allocator = ExternalNativeAllocator.Load(NativeAllocatorLibrary.Mimalloc, trackOwnership: true);

@@ -22,4 +22,10 @@ public sealed class RpmallocAllocatorTests : ExternalNativeAllocatorContract
 
     [NativeAllocatorFact(NativeAllocatorLibrary.Rpmalloc)]
     public void Blocks_are_freed_from_another_thread() => CheckCrossThreadFrees();
+
+    [NativeAllocatorFact(NativeAllocatorLibrary.Rpmalloc)]
+    public void The_model_based_property_test_passes_without_counting() => RunModelUncounted();
+
+    [NativeAllocatorFact(NativeAllocatorLibrary.Rpmalloc)]
+    public void An_instance_that_does_not_count_reports_only_failures() => CheckUncountedInstance();
 }

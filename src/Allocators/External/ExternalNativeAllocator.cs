@@ -60,7 +60,21 @@ namespace AllocHosting.Allocators;
 /// <para>
 /// <b>Statistics</b> count requested sizes in one cell per thread with plain writes, summed on
 /// read, as <see cref="NativeMemoryAllocator"/>'s do (no locked instruction on the fast path); <see cref="AllocatorStatistics.Capacity"/> is
-/// <see langword="null"/>. <b>Dispose</b> of a checking instance frees every block still live and
+/// <see langword="null"/>. Counting costs a thread-static lookup per allocation and per free (on
+/// Linux a call into the C library's dynamic TLS), which at small sizes is as much as the library's
+/// own malloc/free pair. An instance loaded with <c>countStatistics: false</c> skips it: its
+/// allocations and frees cost the library's pair plus the argument checks, and its
+/// <see cref="Statistics"/> report only <see cref="AllocatorStatistics.FailureCount"/> (every other
+/// figure is zero, and <see cref="CountsStatistics"/> says so). Use it where the allocator's figures
+/// are not read; the switchable allocator's global allocator registered by the hosting package
+/// counts, because its metrics report them.
+/// </para>
+/// <code>
+/// // The fastest instance: no table of live blocks, no counting.
+/// var jemalloc = ExternalNativeAllocator.Load(NativeAllocatorLibrary.Jemalloc, countStatistics: false);
+/// </code>
+/// <para>
+/// <b>Dispose</b> of a checking instance frees every block still live and
 /// refuses further use; an unchecked instance owns nothing and stays usable.
 /// </para>
 /// </remarks>
@@ -72,13 +86,15 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
     // The same mechanism as NativeMemoryAllocator's: see CheckedBlocks.
     private readonly CheckedBlocks<TrackedBlock>? _blocks;
 
-    // Counters of requested sizes, one cell per thread with plain writes (no locked instruction on the fast path).
-    private readonly ThreadAllocatorCounters _counters = new();
+    // Counters of requested sizes, one cell per thread with plain writes (no locked instruction on
+    // the fast path); null for an instance that does not count.
+    private readonly ThreadAllocatorCounters? _counters;
 
-    private ExternalNativeAllocator(NativeAllocatorExports exports, bool trackOwnership)
+    private ExternalNativeAllocator(NativeAllocatorExports exports, bool trackOwnership, bool countStatistics)
     {
         _exports = exports;
         _blocks = trackOwnership ? new CheckedBlocks<TrackedBlock>(this, Name) : null;
+        _counters = countStatistics ? new ThreadAllocatorCounters() : null;
     }
 
     /// <summary>The library this allocator calls.</summary>
@@ -87,8 +103,13 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
     /// <summary>Whether this instance keeps a table of live blocks (see the type's remarks).</summary>
     public bool TracksOwnership => _blocks is not null;
 
+    /// <summary>Whether this instance counts its allocations, frees and bytes in use (see the type's remarks); one that does not reports only failures.</summary>
+    public bool CountsStatistics => _counters is not null;
+
     /// <inheritdoc />
-    public override AllocatorStatistics Statistics => _counters.ToStatistics(null, FailureCount);
+    /// <remarks>An instance loaded with <c>countStatistics: false</c> reports only <see cref="AllocatorStatistics.FailureCount"/>; every other figure is zero.</remarks>
+    public override AllocatorStatistics Statistics =>
+        _counters?.ToStatistics(null, FailureCount) ?? new AllocatorStatistics(0, 0, null, 0, 0, FailureCount, 0);
 
     /// <inheritdoc />
     protected override string Name => $"{nameof(ExternalNativeAllocator)} ({_exports.Library})";
@@ -99,11 +120,12 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
     /// <summary>Loads <paramref name="library"/> (once per process) and returns an allocator over it.</summary>
     /// <param name="library">The library.</param>
     /// <param name="trackOwnership">Keep a table of live blocks, so that bad pointers and sizes throw instead of reaching the library.</param>
+    /// <param name="countStatistics">Count allocations, frees and bytes in use for <see cref="Statistics"/> (the default); <see langword="false"/> saves a thread-static lookup per call and reports only failures.</param>
     /// <exception cref="DllNotFoundException">The library cannot be loaded or lacks an entry point; the message names the file, the Debian package and the loader's reason.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="library"/> is not a defined value.</exception>
-    public static ExternalNativeAllocator Load(NativeAllocatorLibrary library, bool trackOwnership = false)
+    public static ExternalNativeAllocator Load(NativeAllocatorLibrary library, bool trackOwnership = false, bool countStatistics = true)
     {
-        if (!TryLoad(library, out ExternalNativeAllocator? allocator, out string? failure, trackOwnership))
+        if (!TryLoad(library, out ExternalNativeAllocator? allocator, out string? failure, trackOwnership, countStatistics))
         {
             throw new DllNotFoundException(failure);
         }
@@ -113,8 +135,9 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
 
     /// <summary>Loads <paramref name="library"/> like <see cref="Load"/>, returning <see langword="false"/> instead of throwing when it cannot be loaded.</summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="library"/> is not a defined value.</exception>
-    public static bool TryLoad(NativeAllocatorLibrary library, [NotNullWhen(true)] out ExternalNativeAllocator? allocator, bool trackOwnership = false) =>
-        TryLoad(library, out allocator, out _, trackOwnership);
+    public static bool TryLoad(
+        NativeAllocatorLibrary library, [NotNullWhen(true)] out ExternalNativeAllocator? allocator, bool trackOwnership = false, bool countStatistics = true) =>
+        TryLoad(library, out allocator, out _, trackOwnership, countStatistics);
 
     /// <summary>Loads <paramref name="library"/> like <see cref="Load"/>; when it cannot be loaded, <paramref name="failure"/> says why (file, Debian package, the loader's reason).</summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="library"/> is not a defined value.</exception>
@@ -122,7 +145,8 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
         NativeAllocatorLibrary library,
         [NotNullWhen(true)] out ExternalNativeAllocator? allocator,
         [NotNullWhen(false)] out string? failure,
-        bool trackOwnership = false)
+        bool trackOwnership = false,
+        bool countStatistics = true)
     {
         if (!Enum.IsDefined(library))
         {
@@ -138,7 +162,7 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
             return false;
         }
 
-        allocator = new ExternalNativeAllocator(exports, trackOwnership);
+        allocator = new ExternalNativeAllocator(exports, trackOwnership, countStatistics);
         return true;
     }
 
@@ -183,7 +207,7 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
             TrackSlow(pointer, size, alignment);
         }
 
-        _counters.Allocated(size, size);
+        _counters?.Allocated(size, size);
         return pointer;
     }
 
@@ -198,7 +222,7 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
         }
 
         _exports.FreeFast(pointer, size, alignment);
-        _counters.Freed(size);
+        _counters?.Freed(size);
     }
 
     /// <summary>The library's own in-place growth (<c>mi_expand</c>, <c>xallocx</c>, <c>rpaligned_realloc</c> with grow-or-fail).</summary>
@@ -256,7 +280,7 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
             }
         }
 
-        _counters.Resized((long)newSize - (long)currentSize);
+        _counters?.Resized((long)newSize - (long)currentSize);
         return true;
     }
 
@@ -292,10 +316,10 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
 
         if (resized != pointer)
         {
-            _counters.Moved(newSize);
+            _counters?.Moved(newSize);
         }
 
-        _counters.Resized((long)newSize - (long)currentSize);
+        _counters?.Resized((long)newSize - (long)currentSize);
         return resized;
     }
 
@@ -323,7 +347,7 @@ public sealed unsafe class ExternalNativeAllocator : AllocatorBase
         foreach (var (address, block) in _blocks!.Close())
         {
             _exports.Free((byte*)address, block.Size, block.Alignment);
-            _counters.Freed(block.Size);
+            _counters?.Freed(block.Size);
         }
     }
 

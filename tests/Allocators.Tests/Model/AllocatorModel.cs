@@ -187,9 +187,11 @@ public static unsafe class AllocatorModel
         /// Whether the allocator's <see cref="AllocatorStatistics.BytesInUse"/> covers every block it
         /// handed out. Not so for a <see cref="SwitchableAllocator"/>: its statistics are the global and
         /// thread-local allocators' only, so blocks served by a context allocator are not counted there
-        /// (the context allocator reports them itself).
+        /// (the context allocator reports them itself). Nor for an <see cref="ExternalNativeAllocator"/>
+        /// loaded with <c>countStatistics: false</c>, which counts only failures.
         /// </summary>
-        public bool CountsEveryLiveBlock { get; } = allocator is not SwitchableAllocator;
+        public bool CountsEveryLiveBlock { get; } =
+            allocator is not SwitchableAllocator and not ExternalNativeAllocator { CountsStatistics: false };
 
         /// <summary>The sum of the sizes of the live blocks.</summary>
         public long LiveBytes => _live.Sum(b => (long)b.Size);
