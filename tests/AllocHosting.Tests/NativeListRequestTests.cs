@@ -95,6 +95,89 @@ public class NativeListRequestTests
         }
     }
 
+    // A block larger than a pool chunk with an alignment above the arena's 16 bytes: the large chunk
+    // taken for it has room for the alignment, the block is aligned and all of it is writable, and an
+    // alignment larger than any chunk is refused with AllocatorExhaustedException, taking nothing.
+    [Theory]
+    [InlineData(RequestArenaKind.Bump)]
+    [InlineData(RequestArenaKind.BitSet)]
+    public async Task A_large_block_aligned_above_16_bytes_is_aligned_and_an_impossible_alignment_is_refused(RequestArenaKind kind)
+    {
+        await using var app = await TestApp.StartAsync(
+            a => a.MapGet("/", AllocateAligned),
+            options =>
+            {
+                options.InstallContextAllocator = true;
+                options.ArenaKind = kind;
+                options.MaxArenaSizePerRequest = 8 * 1024 * 1024;
+                options.MemoryBudget = 32 * 1024 * 1024;
+            });
+
+        Assert.Equal("aligned,aligned,aligned,refused", await app.Client.GetStringAsync("/"));
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0 && app.Pool.LiveBytes == 0, "the large chunks are back");
+    }
+
+    // The budget is spent (another request holds most of it) while a list grows: the growth is
+    // refused as any rent past the budget is (503 with Retry-After, counted as rejected), every chunk
+    // the list's request took goes back, and once the other request ends a list of the same size fits.
+    [Fact]
+    public async Task A_list_that_grows_past_a_spent_budget_gets_a_503_and_leaks_nothing()
+    {
+        var holding = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var app = await TestApp.StartAsync(
+            a =>
+            {
+                a.MapGet("/grow", () =>
+                {
+                    using var list = new NativeList<long>();
+                    for (long i = 0; i < 100_000; i++)
+                    {
+                        list.Add(i);
+                    }
+
+                    return list.Count.ToString(CultureInfo.InvariantCulture);
+                });
+                a.MapGet("/hold", async (IRequestBuffers buffers) =>
+                {
+                    for (int i = 0; i < 24; i++)
+                    {
+                        buffers.Rent(60_000);   // one 64 KiB chunk each: 1.5 MiB of the 2 MiB budget
+                    }
+
+                    holding.SetResult();
+                    await release.Task;
+                    return "held";
+                });
+            },
+            options =>
+            {
+                options.InstallContextAllocator = true;
+                options.MaxArenaSizePerRequest = 2 * 1024 * 1024;
+                options.MemoryBudget = 2 * 1024 * 1024;
+                options.BudgetPolicy = ArenaBudgetPolicy.Reject;
+            });
+
+        Task<string> held = app.Client.GetStringAsync("/hold");
+        await holding.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        long holdersChunks = app.Pool.ChunksInUse;
+
+        // 100 000 longs grow through blocks of 128 KiB, 256 KiB, 512 KiB and 1 MiB: past the half MiB left.
+        using (HttpResponseMessage refused = await app.Client.GetAsync("/grow"))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.ServiceUnavailable, refused.StatusCode);
+            Assert.True(refused.Headers.RetryAfter is not null, "a Retry-After header");
+        }
+
+        Assert.Equal(1, app.Pool.RejectedCount);
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == holdersChunks, "the refused request's chunks are back");
+
+        release.SetResult();
+        Assert.Equal("held", await held);
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0 && app.Pool.LiveBytes == 0, "every chunk is back");
+        Assert.Equal("100000", await app.Client.GetStringAsync("/grow"));
+    }
+
     [Fact]
     public async Task A_list_that_would_pass_the_requests_maximum_fails_with_AllocatorExhaustedException_and_leaks_nothing()
     {
@@ -129,5 +212,33 @@ public class NativeListRequestTests
         int count = int.Parse(answer["refused at ".Length..], CultureInfo.InvariantCulture);
         Assert.InRange(count, 64 * 1024 / sizeof(long), 512 * 1024 / sizeof(long));
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0 && app.Pool.LiveBytes == 0, "the chunks are back");
+    }
+
+    private static unsafe string AllocateAligned(IRequestBuffers buffers)
+    {
+        SwitchableAllocator allocator = SwitchableAllocator.Default;
+        var answers = new List<string>();
+        foreach (nuint alignment in new nuint[] { 64, 4096, 64 * 1024 })
+        {
+            const int Size = 200_000;
+            byte* block = allocator.Allocate(Size, alignment);
+            new Span<byte>(block, Size).Fill(0xA5);
+            bool intact = new Span<byte>(block, Size).IndexOfAnyExcept((byte)0xA5) < 0;
+            answers.Add((nuint)block % alignment == 0 && intact && buffers.Used >= Size ? "aligned" : $"0x{(nuint)block:X} at {alignment}, {buffers.Used} bytes used");
+            allocator.Deallocate(block, Size, alignment);
+        }
+
+        long usedBefore = buffers.Used;
+        try
+        {
+            allocator.Allocate(1024, (nuint)1 << 30);
+            answers.Add("served an alignment of 1 GiB");
+        }
+        catch (AllocatorExhaustedException)
+        {
+            answers.Add(buffers.Used == usedBefore ? "refused" : "refused, but took memory");
+        }
+
+        return string.Join(',', answers);
     }
 }
