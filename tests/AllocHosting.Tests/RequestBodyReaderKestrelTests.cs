@@ -92,6 +92,56 @@ public class RequestBodyReaderKestrelTests
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the aborted request released its chunks");
     }
 
+    // The read starts only after the client went away, with part of the body already received: the
+    // synchronous first part of the read (what has arrived, taken without waiting) must fail as the
+    // waiting part does, with OperationCanceledException, and the arena is released.
+    [Fact]
+    public async Task A_read_that_starts_after_the_client_aborted_is_canceled_and_the_arena_is_released()
+    {
+        var outcome = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var app = await KestrelTestApp.StartAsync(a => a.MapPost("/", async (Microsoft.AspNetCore.Http.HttpContext context, IRequestBuffers buffers) =>
+        {
+            buffers.Rent(100);   // the request holds a chunk before it reads
+            started.SetResult();
+            try
+            {
+                await Task.Delay(Timeout.Infinite, context.RequestAborted);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+
+            try
+            {
+                ReadOnlyMemory<byte> body = await buffers.ReadBodyAsync();
+                outcome.TrySetResult($"read {body.Length}");
+                return body.Length;
+            }
+            catch (Exception error)
+            {
+                outcome.TrySetResult(error.GetType().Name);
+                throw;
+            }
+        }));
+
+        using (var client = new TcpClient())
+        {
+            await client.ConnectAsync(IPAddress.Loopback, app.Http1.Port);
+            NetworkStream stream = client.GetStream();
+            string head = $"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {1024 * 1024}\r\n\r\n";
+            await stream.WriteAsync(Encoding.ASCII.GetBytes(head));
+            await stream.WriteAsync(new byte[20_000]);
+            await stream.FlushAsync();
+            await started.Task.WaitAsync(TimeSpan.FromSeconds(10));
+            client.Client.LingerState = new LingerOption(true, 0);   // a reset, as a client that goes away
+        }
+
+        string seen = await outcome.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(nameof(OperationCanceledException), seen);
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the aborted request released its chunks");
+    }
+
     [Fact]
     public async Task A_body_beyond_the_request_limit_answers_413_on_Kestrel()
     {
