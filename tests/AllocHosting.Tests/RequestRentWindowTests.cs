@@ -189,6 +189,60 @@ public sealed class RequestRentWindowTests : IDisposable
     }
 
     [Fact]
+    public void Windows_registering_past_the_slots_while_the_request_ends_lose_no_counted_rent_and_leak_nothing()
+    {
+        // Twelve threads make their first rents of a request (four register past the slots, under the
+        // chain lock) while the request ends on the test thread. Whatever the interleaving: no exception
+        // but the refusal, no live bytes or active arena after the release, and the rents counted are the
+        // rents served, give or take one per thread (the rent each may have had in flight at the end).
+        const int Threads = 12;
+        const int Rounds = 40;
+        using RequestArenaPool pool = CreatePool(chunkSize: 256 * 1024, maxPerRequest: 4 * 1024 * 1024);
+        var context = new DefaultHttpContext();
+        for (int round = 0; round < Rounds; round++)
+        {
+            RequestArena arena = pool.RentArena(context);
+            int lease = arena.Lease;
+            long countedBefore = pool.RentCount;
+            int served = 0;
+            Exception? unexpected = null;
+            using var start = new Barrier(Threads + 1);
+            var threads = Enumerable.Range(0, Threads).Select(t => new Thread(() =>
+            {
+                start.SignalAndWait();
+                for (int i = 0; i < 200; i++)
+                {
+                    try
+                    {
+                        arena.Rent(1 + ((i * 7 + t) % 200), lease);
+                        Interlocked.Increment(ref served);
+                    }
+                    catch (InvalidOperationException)
+                    {
+                        return;   // the request ended: refused, as every later rent is
+                    }
+                    catch (Exception error)
+                    {
+                        unexpected ??= error;
+                        return;
+                    }
+                }
+            })).ToList();
+            threads.ForEach(thread => thread.Start());
+            start.SignalAndWait();
+            Thread.SpinWait(50 * (round % 20));
+            pool.ReturnArena(arena, context);
+            threads.ForEach(thread => Assert.True(thread.Join(TimeSpan.FromSeconds(10)), "a renter did not stop"));
+
+            Assert.Null(unexpected);
+            Assert.Equal(0, pool.LiveBytes);
+            Assert.Equal(0, pool.ActiveArenas);
+            long counted = pool.RentCount - countedBefore;
+            Assert.InRange(counted, served - Threads, served + Threads);
+        }
+    }
+
+    [Fact]
     public void A_window_left_from_a_released_request_never_serves_the_next_request_of_the_same_arena()
     {
         using RequestArenaPool pool = CreatePool();

@@ -112,6 +112,65 @@ public class ArenaChunkTests
         Assert.Equal(64 * 1024 / 40, all.Count);
     }
 
+    // The owner's guard (a request arena's lease): a rent, typed rent or window of the expected guard
+    // is served; once the owner changed it (as it does before it ends the use), each fails taking
+    // nothing, and counts no failure; under the expected value again (another use) they serve.
+    [Theory]
+    [InlineData(ArenaChunkKind.Bump)]
+    [InlineData(ArenaChunkKind.BitSet)]
+    public void Guarded_rents_and_windows_take_nothing_once_the_guard_changed(ArenaChunkKind kind)
+    {
+        using ArenaChunk chunk = Create(kind);
+        int guard = 1;
+        Assert.True(chunk.TryRent(100, 16, in guard, 1, out Memory<byte> bytes));
+        Assert.True(chunk.TryRent(10, in guard, 1, out Memory<long> values));
+        Assert.True(chunk.TryReserveWindow(64, 4096, in guard, 1, out Memory<byte> whole, out int offset, out int length));
+        bytes.Span.Fill(1);
+        values.Span.Fill(2);
+        whole.Slice(offset, length).Span.Fill(3);
+        long used = chunk.Used;
+        AllocatorStatistics statistics = chunk.Statistics;
+
+        guard = 3;   // the owner ends the use of guard 1
+        Assert.False(chunk.TryRent(100, 16, in guard, 1, out Memory<byte> late));
+        Assert.True(late.IsEmpty);
+        Assert.False(chunk.TryRent(10, in guard, 1, out Memory<long> lateValues));
+        Assert.True(lateValues.IsEmpty);
+        Assert.False(chunk.TryReserveWindow(64, 4096, in guard, 1, out Memory<byte> lateWhole, out _, out int lateLength));
+        Assert.True(lateWhole.IsEmpty);
+        Assert.Equal(0, lateLength);
+        Assert.Equal(used, chunk.Used);
+        Assert.Equal(statistics.FailureCount, chunk.Statistics.FailureCount);
+        Assert.Equal(statistics.AllocationCount, chunk.Statistics.AllocationCount);
+
+        Assert.True(chunk.TryRent(100, 16, in guard, 3, out Memory<byte> current));
+        current.Span.Fill(4);
+        Assert.True(chunk.Used > used);
+        Assert.False(bytes.Span.ContainsAnyExcept((byte)1));
+    }
+
+    // The race the guard is for: a late renter read the chunk, the owner changed its guard and retired
+    // the use, and the carve comes after. With the guard it takes nothing of the next use (whose
+    // offset starts at zero); without it the same carve would take the start of the next use.
+    [Theory]
+    [InlineData(ArenaChunkKind.Bump)]
+    [InlineData(ArenaChunkKind.BitSet)]
+    public void A_guarded_carve_after_the_use_ended_leaves_the_next_use_whole(ArenaChunkKind kind)
+    {
+        using ArenaChunk chunk = Create(kind);
+        int lease = 1;
+        Assert.True(chunk.TryRent(1000, 16, in lease, 1, out _));
+        lease = 3;
+        chunk.Retire();
+        chunk.DropPending();
+
+        Assert.False(chunk.TryRent(1000, 16, in lease, 1, out _));
+        Assert.False(chunk.TryReserveWindow(64, 4096, in lease, 1, out _, out _, out _));
+        Assert.Equal(0, chunk.Used);
+        Assert.True(chunk.TryRent(chunk.Capacity, 16, in lease, 3, out Memory<byte> whole));
+        Assert.Equal(chunk.Capacity, whole.Length);
+    }
+
     [Fact]
     public void Dispose_gives_the_region_back_to_the_source()
     {

@@ -50,7 +50,7 @@ internal sealed partial class RequestArena
         ArgumentOutOfRangeException.ThrowIfNegative(count);
         ThrowIfStale(lease);
         ArenaChunk? chunk = Volatile.Read(ref _current);
-        if (chunk is not null && chunk.TryRent(count, out Memory<T> memory))
+        if (chunk is not null && chunk.TryRent(count, in _lease, lease, out Memory<T> memory))
         {
             return RentedUnderLease(memory, lease);
         }
@@ -140,9 +140,10 @@ internal sealed partial class RequestArena
                 chunk = TakeLarge(bytes);
             }
 
-            // A chunk fresh from the pool may have lost bytes to a late renter of its previous use: a
-            // lock-free rent that read the chunk before that use's release and carved after it is
-            // refused (see RentedUnderLease), and what it carved is lost to the next use. A rent sized
+            // A chunk fresh from the pool has lost bytes to a late renter of its previous use only in
+            // the one case the carves' lease guard cannot see (see ArenaChunk's remarks on guards: the
+            // late carve read the offset before the release, and the next use moved it to exactly
+            // that value), or to a caller that rents from the chunk without the guard. A rent sized
             // to the chunk then takes one more (kept by the request, released with it).
             if (TShape.TryRent(chunk, count, out memory) || TShape.TryRent(small ? Chain() : TakeLarge(bytes), count, out memory))
             {

@@ -28,7 +28,7 @@ internal sealed partial class RequestArena
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         ThrowIfStale(lease);
         ArenaChunk? chunk = Volatile.Read(ref _current);
-        if (chunk is not null && chunk.TryRent(length, ByteAlignment, out Memory<byte> memory))
+        if (chunk is not null && chunk.TryRent(length, ByteAlignment, in _lease, lease, out Memory<byte> memory))
         {
             // Checked again after the lock-free rent, as Rent does (see RentedUnderLease).
             return new(RentedUnderLease(memory, lease));
@@ -129,7 +129,7 @@ internal sealed partial class RequestArena
                 return true;
             }
 
-            // A late renter of the chunk's previous use took some of it (see RentSlow): once, another chunk.
+            // A late carve of the chunk's previous use took some of it, as the guard can miss (see RentSlow): once, another chunk.
             if (++refusedFresh > 1)
             {
                 throw new InvalidOperationException($"Two fresh chunks refused a rent of {length} bytes they were sized for.");

@@ -52,7 +52,7 @@ internal sealed partial class RequestArena
         Memory<byte> memory;
         if (chunk is null || length == 0 || length > RequestRentWindow.MaxSize || !chunk.CanReserveWindows)
         {
-            if (chunk is not null && chunk.TryRent(length, ByteAlignment, out memory))
+            if (chunk is not null && chunk.TryRent(length, ByteAlignment, in _lease, lease, out memory))
             {
                 return RentedUnderLease(memory, lease);
             }
@@ -69,7 +69,7 @@ internal sealed partial class RequestArena
         // (at most one window per thread and chunk) never makes a request need a chunk more.
         int minimum = (length + (ByteAlignment - 1)) & ~(ByteAlignment - 1);
         int largest = Math.Max(ByteAlignment, Math.Min(RequestRentWindow.MaxSize, chunk.Capacity / 16));
-        if (!chunk.TryReserveWindow(minimum, Math.Max(Math.Min(window.NextSize, largest), minimum), out Memory<byte> whole, out int start, out int reserved))
+        if (!chunk.TryReserveWindow(minimum, Math.Max(Math.Min(window.NextSize, largest), minimum), in _lease, lease, out Memory<byte> whole, out int start, out int reserved))
         {
             // The chunk is full: the slow rent chains the next one (and carves this rent from it
             // exactly); the thread's next rent reserves its window there.

@@ -1,5 +1,4 @@
 using System.Diagnostics.CodeAnalysis;
-using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using AllocHosting.Allocators.MemorySources;
@@ -14,7 +13,7 @@ namespace AllocHosting.Allocators;
 /// <remarks>
 /// <para>
 /// A chunk is used by one request at a time and reused by many requests in turn:
-/// <see cref="TryRent"/> hands out memory (several threads of the request may rent at once),
+/// <see cref="TryRent(int, int, out Memory{byte})"/> hands out memory (several threads of the request may rent at once),
 /// and <see cref="Release"/> ends the use: it retires the memory managers of that use (so a
 /// <see cref="Memory{T}"/> that escaped the request throws <see cref="ObjectDisposedException"/>
 /// instead of aliasing the next request's memory), optionally clears the bytes that were used
@@ -204,89 +203,6 @@ public sealed unsafe partial class ArenaChunk : IDisposable
         }
     }
 
-    /// <summary>Rents <paramref name="length"/> bytes aligned to <paramref name="alignment"/>; safe from several threads at once.</summary>
-    /// <param name="length">Bytes wanted (zero gives an empty memory).</param>
-    /// <param name="alignment">The alignment of the first byte, a power of two.</param>
-    /// <param name="memory">The rented memory, valid until <see cref="Release"/>; empty when the chunk is full.</param>
-    /// <returns><see langword="false"/> when the chunk has no room for the request.</returns>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="length"/> is negative.</exception>
-    /// <exception cref="ArgumentException"><paramref name="alignment"/> is not a supported power of two.</exception>
-    /// <exception cref="ObjectDisposedException">The chunk was disposed.</exception>
-    /// <remarks>The fast path of every byte rent: a bump (or, for a bit-set chunk, a locked bit-set search) and a slice of the use's one <see cref="Memory{T}"/>.</remarks>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool TryRent(int length, int alignment, out Memory<byte> memory)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(length);
-
-        // A tracked use (diagnostics) rents elsewhere: the untracked path is unchanged but for this check.
-        ArenaRentTracker? tracker = _tracker;
-        if (tracker is not null)
-        {
-            return TryRentTrackedSlow(length, alignment, tracker, out memory);
-        }
-
-        // The use's memory is read before the carve: if the use ends in between, the slice is of
-        // the retired manager (every use throws) rather than of the next use's.
-        Memory<byte> whole = _memory;
-        if (TryCarve((nuint)length, (nuint)alignment, out byte* pointer))
-        {
-            memory = length == 0 ? Memory<byte>.Empty : whole.Slice((int)(pointer - _usable), length);
-            return true;
-        }
-
-        memory = default;
-        return false;
-    }
-
-    /// <summary>Rents room for <paramref name="count"/> values of <typeparamref name="T"/>, aligned for <typeparamref name="T"/>; safe from several threads at once.</summary>
-    /// <typeparam name="T">An unmanaged element type.</typeparam>
-    /// <param name="count">Elements wanted (zero gives an empty memory).</param>
-    /// <param name="memory">The rented memory, valid until <see cref="Release"/>.</param>
-    /// <returns><see langword="false"/> when the chunk has no room for the request.</returns>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is negative or its byte size exceeds <see cref="int.MaxValue"/>.</exception>
-    /// <exception cref="ObjectDisposedException">The chunk was disposed.</exception>
-    public bool TryRent<T>(int count, out Memory<T> memory)
-        where T : unmanaged
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(count);
-        int elementSize = sizeof(T);
-        long bytes = (long)count * elementSize;
-        if (bytes > int.MaxValue)
-        {
-            throw new ArgumentOutOfRangeException(nameof(count), count, $"{count} values of {elementSize} bytes exceed {int.MaxValue} bytes.");
-        }
-
-        if (count == 0)
-        {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            memory = Memory<T>.Empty;
-            return true;
-        }
-
-        // A power-of-two element size is honoured by alignment (the usable memory starts at
-        // least 8-byte aligned); any other size by over-renting and rounding the offset up.
-        bool powerOfTwo = BitOperations.IsPow2(elementSize);
-        nuint alignment = powerOfTwo ? (nuint)Math.Max(elementSize, 8) : 8;
-        nuint size = powerOfTwo ? (nuint)bytes : (nuint)bytes + (nuint)elementSize - 1;
-
-        // The tracker and the manager are read before the carve, as for bytes; a retired manager's Memory throws.
-        ArenaRentTracker? tracker = _tracker;
-        int use = Volatile.Read(ref _trackedUsesEnded);
-        ArenaChunkMemoryManager<T> manager = TypedManager<T>();
-        if (!TryCarve(size, alignment, out byte* pointer))
-        {
-            memory = default;
-            return false;
-        }
-
-        nuint offset = (nuint)(pointer - _usable);
-        int index = (int)((offset + (nuint)elementSize - 1) / (nuint)elementSize);
-        memory = tracker is null
-            ? manager.Memory.Slice(index, count)
-            : Track(new ArenaChunkMemoryManager<T>(this, (T*)_usable + index, count, tracker, tracker.CaptureSite()), use);
-        return true;
-    }
-
     /// <summary>
     /// Ends the current use: retires its memory managers, clears the used bytes when
     /// <paramref name="clear"/> is set, frees everything in O(1) and prepares a fresh manager for
@@ -441,41 +357,6 @@ public sealed unsafe partial class ArenaChunk : IDisposable
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private bool TryCarve(nuint size, nuint alignment, out byte* pointer)
-    {
-        if (_bump is not null)
-        {
-            return _bump.TryAllocateConcurrent(size, alignment, out pointer);
-        }
-
-        return TryCarveBitSet(size, alignment, out pointer);
-    }
-
-    private bool TryCarveBitSet(nuint size, nuint alignment, out byte* pointer)
-    {
-        lock (_bitSetLock)
-        {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            if (!_bitSet!.TryAllocate(size, alignment, out pointer))
-            {
-                return false;
-            }
-
-            if (size != 0)
-            {
-                nuint blocks = Allocator.AlignUp(size, _bitSet.BlockSize);
-                nuint end = (nuint)(pointer - _usable) + blocks;
-                if (end > _bitSetHighWater)
-                {
-                    _bitSetHighWater = end;
-                }
-            }
-
-            return true;
-        }
-    }
-
     private ArenaChunkMemoryManager<T> TypedManager<T>()
         where T : unmanaged
     {
@@ -528,40 +409,6 @@ public sealed unsafe partial class ArenaChunk : IDisposable
                 _typed[i] = null;
             }
         }
-    }
-
-    // A byte rent of a tracked use: as TryRent, with a manager of its own carrying the rent's site.
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private bool TryRentTrackedSlow(int length, int alignment, ArenaRentTracker tracker, out Memory<byte> memory)
-    {
-        int use = Volatile.Read(ref _trackedUsesEnded);
-        if (!TryCarve((nuint)length, (nuint)alignment, out byte* pointer))
-        {
-            memory = default;
-            return false;
-        }
-
-        memory = length == 0 ? Memory<byte>.Empty : Track(new ArenaChunkMemoryManager<byte>(this, pointer, length, tracker, tracker.CaptureSite()), use);
-        return true;
-    }
-
-    // Keeps the manager of a tracked rent for retirement with its use; if that use (use: the count of
-    // ended tracked uses read before the carve) ended meanwhile, retires it at once: its memory is stale.
-    private Memory<T> Track<T>(ArenaChunkMemoryManager<T> manager, int use)
-        where T : unmanaged
-    {
-        Memory<T> memory = manager.Memory;
-        lock (_trackedLock)
-        {
-            if (_trackedUsesEnded == use)
-            {
-                _tracked.Add(manager);
-                return memory;
-            }
-        }
-
-        manager.Retire();
-        return memory;
     }
 
     private void RetireTrackedSlow()

@@ -97,6 +97,9 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
 
     private IMemorySource? _source;
     private nuint _sourceSize;
+
+    // The guard of the unguarded concurrent paths: never changes.
+    internal static readonly int Unguarded;
     private bool _disposed;
 
     /// <summary>Creates a bump allocator over a region of <paramref name="size"/> bytes obtained from <paramref name="source"/>; the region is released on dispose.</summary>
@@ -194,7 +197,10 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
         }
 
         _highWater = 0;
-        _next = _start;
+
+        // Volatile: a guarded concurrent carve that reads the new offset also reads the guard its
+        // owner changed before the reset (see TryAllocateConcurrentPrevalidated).
+        Volatile.Write(ref _next, _start);
         _mostRecent = 0;
         _mostRecentStart = 0;
     }
@@ -228,7 +234,12 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
     /// <exception cref="ArgumentException"><paramref name="alignment"/> is not a supported power of two.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="size"/> exceeds <see cref="Allocator.MaximumSize"/>.</exception>
     /// <remarks>Blocks allocated this way can only be released by <see cref="Reset()"/>; freeing one is accepted and ignored.</remarks>
-    public bool TryAllocateConcurrent(nuint size, nuint alignment, out byte* pointer)
+    public bool TryAllocateConcurrent(nuint size, nuint alignment, out byte* pointer) =>
+        TryAllocateConcurrentGuarded(size, alignment, in Unguarded, 0, out pointer);
+
+    /// <summary><see cref="TryAllocateConcurrent"/> with its checks, guarded as <see cref="TryAllocateConcurrentPrevalidated(nuint, nuint, ref readonly int, int, out byte*)"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool TryAllocateConcurrentGuarded(nuint size, nuint alignment, ref readonly int guard, int expected, out byte* pointer)
     {
         Allocator.ValidateRequest(size, alignment);
         if (size == 0)
@@ -237,12 +248,25 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
             return true;
         }
 
-        return TryAllocateConcurrentPrevalidated(size, alignment, out pointer);
+        return TryAllocateConcurrentPrevalidated(size, alignment, in guard, expected, out pointer);
     }
 
     /// <summary><see cref="TryAllocateConcurrent"/> for a caller that validated the request and handles size 0 (a context allocator, after <see cref="AllocatorBase"/>'s checks): the lock-free fast path, one compare-exchange when uncontended.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal bool TryAllocateConcurrentPrevalidated(nuint size, nuint alignment, out byte* pointer)
+    internal bool TryAllocateConcurrentPrevalidated(nuint size, nuint alignment, out byte* pointer) =>
+        TryAllocateConcurrentPrevalidated(size, alignment, in Unguarded, 0, out pointer);
+
+    /// <summary>
+    /// <see cref="TryAllocateConcurrentPrevalidated(nuint, nuint, out byte*)"/> for an owner that resets the region for another
+    /// user while late callers of the ended use may still be carving (a request arena's chunk): the
+    /// owner changes <paramref name="guard"/> before it resets, and a carve that reads the offset, then
+    /// finds the guard no longer <paramref name="expected"/>, takes nothing and returns false (without
+    /// counting a failure). So a late carve never takes bytes of the next use, except in one case: it
+    /// read the offset and the guard before the reset, and the next use then moved the offset to exactly
+    /// the value it read before its compare-exchange ran.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal bool TryAllocateConcurrentPrevalidated(nuint size, nuint alignment, ref readonly int guard, int expected, out byte* pointer)
     {
         nuint next = Volatile.Read(ref _next);
         while (true)
@@ -253,6 +277,13 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
             {
                 pointer = null;
                 return ConcurrentAllocationFailedSlow();
+            }
+
+            // Read after the offset (both volatile): an offset already reset comes with the changed guard.
+            if (Volatile.Read(in guard) != expected)
+            {
+                pointer = null;
+                return false;
             }
 
             nuint observed = Interlocked.CompareExchange(ref _next, next + needed, next);
@@ -284,7 +315,8 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
     /// rents it carves), but it moves the offset, so <see cref="Used"/> and <see cref="HighWater"/> cover it.
     /// </summary>
     /// <remarks>One compare-exchange when uncontended. <paramref name="minimum"/> must be at least 1 and not above <paramref name="preferred"/>; <paramref name="alignment"/> a power of two.</remarks>
-    internal bool TryReserveConcurrent(nuint minimum, nuint preferred, nuint alignment, out byte* start, out nuint length)
+    /// <remarks>Guarded as <see cref="TryAllocateConcurrentPrevalidated(nuint, nuint, ref readonly int, int, out byte*)"/>: a reservation that finds <paramref name="guard"/> no longer <paramref name="expected"/> takes nothing.</remarks>
+    internal bool TryReserveConcurrent(nuint minimum, nuint preferred, nuint alignment, ref readonly int guard, int expected, out byte* start, out nuint length)
     {
         nuint next = Volatile.Read(ref _next);
         while (true)
@@ -296,6 +328,13 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
                 start = null;
                 length = 0;
                 return ConcurrentAllocationFailedSlow();
+            }
+
+            if (Volatile.Read(in guard) != expected)
+            {
+                start = null;
+                length = 0;
+                return false;
             }
 
             nuint size = Math.Min(preferred, left - padding);
