@@ -142,6 +142,40 @@ public class RequestBodyReaderKestrelTests
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the aborted request released its chunks");
     }
 
+    // Two tasks of one request read the body at once (two filters, or Task.WhenAll over two parsers)
+    // while it arrives in parts: both get the whole body, the same bytes, never half each.
+    [Fact]
+    public async Task Two_reads_of_one_request_at_once_both_get_the_whole_body()
+    {
+        byte[] body = TestBytes.Pattern(200_000, 5);
+        string expected = $"{body.Length} {Convert.ToHexString(SHA256.HashData(body))}";
+        await using var app = await KestrelTestApp.StartAsync(a => a.MapPost("/", async (IRequestBuffers buffers) =>
+        {
+            using var start = new Barrier(2);
+            Task<ReadOnlyMemory<byte>> Read() => Task.Run(() =>
+            {
+                start.SignalAndWait();
+                return buffers.ReadBodyAsync().AsTask();
+            });
+
+            ReadOnlyMemory<byte>[] reads = await Task.WhenAll(Read(), Read());
+            return string.Join(" | ", reads.Select(read => $"{read.Length} {Convert.ToHexString(SHA256.HashData(read.Span))}"));
+        }));
+
+        using var connection = await RawHttp1Connection.OpenAsync(app.Http1.Port);
+        await connection.SendAsync(RawHttp1Connection.PostHead("/", body.Length));
+        for (int sent = 0; sent < body.Length; sent += 20_000)
+        {
+            await connection.SendAsync(body[sent..Math.Min(sent + 20_000, body.Length)]);
+            await Task.Delay(10);
+        }
+
+        var response = await connection.ReadResponseAsync();
+        Assert.Equal(200, response?.Status);
+        Assert.Equal($"{expected} | {expected}", Encoding.UTF8.GetString(response!.Value.Body));
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the request released its chunks");
+    }
+
     [Fact]
     public async Task A_body_beyond_the_request_limit_answers_413_on_Kestrel()
     {

@@ -226,6 +226,62 @@ public class RequestBodyReaderTests
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the request released its chunks");
     }
 
+    // A read canceled after it took part of the body: the pipe has given those bytes away, so a later read
+    // of the request must fail the same way, never return the rest as if it were the whole body.
+    [Fact]
+    public async Task A_read_after_a_read_that_failed_mid_body_fails_the_same_way_instead_of_returning_the_rest()
+    {
+        var received = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var app = await TestApp.StartAsync(a => a.MapPost("/", async (IRequestBuffers buffers) =>
+        {
+            using var timeout = new CancellationTokenSource();
+            Task<ReadOnlyMemory<byte>> first = buffers.ReadBodyAsync(timeout.Token).AsTask();
+            await received.Task;
+            await Task.Delay(50);
+            await timeout.CancelAsync();
+            string outcome = await Outcome(first);
+            release.SetResult();
+            await Task.Delay(50);   // the rest of the body arrives
+            return $"{outcome}, then {await Outcome(buffers.ReadBodyAsync().AsTask())}";
+        }));
+
+        var body = new SlowBody(1024, 4096, received, release.Task);
+        using var content = new StreamContent(body);
+        using HttpResponseMessage response = await app.Client.PostAsync("/", content);
+
+        Assert.Equal("OperationCanceledException, then OperationCanceledException", await response.Content.ReadAsStringAsync());
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the request released its chunks");
+
+        static async Task<string> Outcome(Task<ReadOnlyMemory<byte>> reading)
+        {
+            try
+            {
+                return $"read {(await reading).Length}";
+            }
+            catch (Exception error)
+            {
+                return error is OperationCanceledException ? nameof(OperationCanceledException) : error.GetType().Name;
+            }
+        }
+    }
+
+    // A read canceled before it starts takes nothing: a later read returns the whole body.
+    [Fact]
+    public async Task A_read_canceled_before_it_starts_leaves_the_body_to_a_later_read()
+    {
+        await using var app = await TestApp.StartAsync(a => a.MapPost("/", async (IRequestBuffers buffers) =>
+        {
+            using var cancelled = new CancellationTokenSource();
+            await cancelled.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await buffers.ReadBodyAsync(cancelled.Token));
+            return (await buffers.ReadBodyAsync()).Length;
+        }));
+
+        using HttpResponseMessage response = await app.Client.PostAsync("/", new ByteArrayContent(new byte[3000]));
+        Assert.Equal("3000", await response.Content.ReadAsStringAsync());
+    }
+
     [Fact]
     public async Task A_cancelled_read_throws_OperationCanceledException()
     {

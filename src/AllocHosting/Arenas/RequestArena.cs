@@ -300,7 +300,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
         _context = null;
         _tracker = null;
         _memoryPool = null;
-        _body = null;
+        ForgetBodyRead();
     }
 
     // Release of a use that engaged: its chunks, windows and objects, under the lock.

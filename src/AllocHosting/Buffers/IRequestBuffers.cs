@@ -102,8 +102,12 @@ public interface IRequestBuffers
     /// The body is read from <c>HttpRequest.BodyReader</c> as it arrives, into segments that double from
     /// 4 KiB up to one arena chunk, then joined once (no copy when it fits in the first segment): memory
     /// follows the bytes received, never the <c>Content-Length</c> announced. Works for chunked and HTTP/2
-    /// bodies and returns empty memory for an empty body. A second call in the same request returns the same
-    /// bytes without reading again; calls must not overlap. The memory lives until the request ends.
+    /// bodies and returns empty memory for an empty body. The body is read once per request: a later call
+    /// returns the same bytes without reading again, and a call made while another is reading (another task
+    /// of the request) waits for that read and returns its bytes. Once a read has failed after taking part
+    /// of the body (the client aborted, the limit was passed, the read was cancelled), every later call of
+    /// the request fails with the same exception rather than return the rest as the body; a call cancelled
+    /// before it starts takes nothing. The memory lives until the request ends.
     /// </remarks>
     /// <param name="cancellationToken">Cancels the read.</param>
     /// <exception cref="Microsoft.AspNetCore.Http.BadHttpRequestException">The body is larger than the request's maximum body size (status 413).</exception>
