@@ -16,6 +16,24 @@ public class NativeListRequestTests
         Assert.Same(SwitchableAllocator.Default, app.Services.GetRequiredService<SwitchableAllocator>());
     }
 
+    // With another global allocator the registered switchable allocator is an instance of its own, and
+    // code that takes no allocator uses SwitchableAllocator.Default: inside a request both serve the
+    // request's arena.
+    [Fact]
+    public async Task With_another_global_allocator_a_list_created_in_a_request_still_lives_in_its_arena()
+    {
+        await using var app = await TestApp.StartAsync(
+            a => a.MapGet("/", ListAndBlockInRequest),
+            options =>
+            {
+                options.InstallContextAllocator = true;
+                options.GlobalAllocator = GlobalAllocatorKind.NumaHeap;
+            });
+
+        Assert.Equal("False True True", await app.Client.GetStringAsync("/"));
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0 && app.Pool.LiveBytes == 0, "the chunk is back");
+    }
+
     [Theory]
     [InlineData(RequestArenaKind.Bump)]
     [InlineData(RequestArenaKind.BitSet)]
@@ -240,5 +258,18 @@ public class NativeListRequestTests
         }
 
         return string.Join(',', answers);
+    }
+
+    private static unsafe string ListAndBlockInRequest(IRequestBuffers buffers, SwitchableAllocator registered)
+    {
+        var list = new NativeList<int>();
+        for (int i = 0; i < 5_000; i++)
+        {
+            list.Add(i);
+        }
+
+        long afterList = buffers.Used;
+        registered.Deallocate(registered.Allocate(1000, 16), 1000, 16);
+        return $"{ReferenceEquals(registered, SwitchableAllocator.Default)} {afterList >= 20_000} {buffers.Used > afterList}";
     }
 }

@@ -58,7 +58,8 @@ public static class SwitchableAllocatorsServiceCollectionExtensions
         services.TryAddSingleton<RequestArenaPool>();
         services.TryAddSingleton<RequestArenaPlacement>();
         // With the process allocator as global, the registered instance is SwitchableAllocator.Default, so that code that
-        // takes no allocator (new NativeList<T>()) allocates from the request's arena when InstallContextAllocator is on.
+        // takes no allocator (new NativeList<T>()) allocates from the request's arena when InstallContextAllocator is on;
+        // with another global allocator the activator installs the arena in both instances.
         services.TryAddSingleton(provider =>
         {
             GlobalAllocatorKind global = provider.GetRequiredService<IOptions<SwitchableAllocatorOptions>>().Value.GlobalAllocator;

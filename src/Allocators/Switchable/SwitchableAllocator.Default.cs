@@ -21,8 +21,10 @@ public sealed unsafe partial class SwitchableAllocator
     /// Code that takes no allocator uses it (<see cref="NativeList{T}()"/>). <c>AddSwitchableAllocators</c>
     /// registers this instance as the application's <see cref="SwitchableAllocator"/> when its global
     /// allocator is the process allocator (the default), so that with <c>InstallContextAllocator</c> on
-    /// such code allocates from the request's arena; with a library as the global allocator it
-    /// registers an instance of its own, which must then be passed explicitly.
+    /// such code allocates from the request's arena. With a library as the global allocator it
+    /// registers an instance of its own (pass it explicitly for that global allocator) and installs
+    /// each request's arena in both, so inside a request such code still allocates from the arena;
+    /// outside one, this instance's global allocator is still the process allocator.
     /// </remarks>
     public static SwitchableAllocator Default
     {
