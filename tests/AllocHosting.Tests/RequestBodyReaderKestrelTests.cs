@@ -125,16 +125,11 @@ public class RequestBodyReaderKestrelTests
             }
         }));
 
-        using (var client = new TcpClient())
+        using (RawHttp1Connection connection = await RawHttp1Connection.OpenAsync(app.Http1.Port))
         {
-            await client.ConnectAsync(IPAddress.Loopback, app.Http1.Port);
-            NetworkStream stream = client.GetStream();
-            string head = $"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {1024 * 1024}\r\n\r\n";
-            await stream.WriteAsync(Encoding.ASCII.GetBytes(head));
-            await stream.WriteAsync(new byte[20_000]);
-            await stream.FlushAsync();
+            await connection.SendAsync(RawHttp1Connection.PostHead("/", 1024 * 1024), new byte[20_000]);
             await started.Task.WaitAsync(TimeSpan.FromSeconds(10));
-            client.Client.LingerState = new LingerOption(true, 0);   // a reset, as a client that goes away
+            connection.Reset();   // as a client that goes away
         }
 
         string seen = await outcome.Task.WaitAsync(TimeSpan.FromSeconds(10));
