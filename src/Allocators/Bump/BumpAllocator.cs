@@ -62,6 +62,9 @@ namespace AllocHosting.Allocators;
 /// </remarks>
 public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
 {
+    // The guard of the unguarded concurrent paths (see TryAllocateConcurrentPrevalidated): never changes.
+    internal static readonly int Unguarded;
+
     // Layout of the region: [_start, _next) handed out, [_next, _end) free; _start <= _next <= _end.
     // When _mostRecent != 0 it is the most recent block, which alone can be freed (rewinding to
     // _mostRecentStart, so its padding comes back too) or resized in place:
@@ -97,9 +100,6 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
 
     private IMemorySource? _source;
     private nuint _sourceSize;
-
-    // The guard of the unguarded concurrent paths: never changes.
-    internal static readonly int Unguarded;
     private bool _disposed;
 
     /// <summary>Creates a bump allocator over a region of <paramref name="size"/> bytes obtained from <paramref name="source"/>; the region is released on dispose.</summary>
@@ -314,8 +314,7 @@ public sealed unsafe class BumpAllocator : AllocatorBase, IRegionAllocator
     /// per-thread rent window): the reservation is not counted as an allocation (the owner counts the
     /// rents it carves), but it moves the offset, so <see cref="Used"/> and <see cref="HighWater"/> cover it.
     /// </summary>
-    /// <remarks>One compare-exchange when uncontended. <paramref name="minimum"/> must be at least 1 and not above <paramref name="preferred"/>; <paramref name="alignment"/> a power of two.</remarks>
-    /// <remarks>Guarded as <see cref="TryAllocateConcurrentPrevalidated(nuint, nuint, ref readonly int, int, out byte*)"/>: a reservation that finds <paramref name="guard"/> no longer <paramref name="expected"/> takes nothing.</remarks>
+    /// <remarks>One compare-exchange when uncontended. <paramref name="minimum"/> must be at least 1 and not above <paramref name="preferred"/>; <paramref name="alignment"/> a power of two. Guarded as <see cref="TryAllocateConcurrentPrevalidated(nuint, nuint, ref readonly int, int, out byte*)"/>: a reservation that finds <paramref name="guard"/> no longer <paramref name="expected"/> takes nothing.</remarks>
     internal bool TryReserveConcurrent(nuint minimum, nuint preferred, nuint alignment, ref readonly int guard, int expected, out byte* start, out nuint length)
     {
         nuint next = Volatile.Read(ref _next);
