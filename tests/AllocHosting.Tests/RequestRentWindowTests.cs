@@ -189,7 +189,7 @@ public sealed class RequestRentWindowTests : IDisposable
     }
 
     [Fact]
-    public void Windows_registering_past_the_slots_while_the_request_ends_lose_no_counted_rent_and_leak_nothing()
+    public void Windows_registering_past_the_slots_while_the_request_ends_count_the_rents_served_within_one_per_thread_and_leak_nothing()
     {
         // Twelve threads make their first rents of a request (four register past the slots, under the
         // chain lock) while the request ends on the test thread. Whatever the interleaving: no exception
