@@ -130,9 +130,64 @@ public sealed class RequestBodyPipeReadTests : IDisposable
 
         ValueTask<ReadOnlyMemory<byte>> reading = arena.ReadBodyAsync(arena.Lease, CancellationToken.None);
 
-        Assert.Equal(StatusCodes.Status413PayloadTooLarge, (await Assert.ThrowsAsync<BadHttpRequestException>(() => reading.AsTask())).StatusCode);
+        BadHttpRequestException refused = await Assert.ThrowsAsync<BadHttpRequestException>(() => reading.AsTask());
+        Assert.Equal(StatusCodes.Status413PayloadTooLarge, refused.StatusCode);
+
+        // The refused read consumed the body: a later read of the request is refused the same way, not served the rest.
+        Assert.Same(refused, await Assert.ThrowsAsync<BadHttpRequestException>(() => arena.ReadBodySequenceAsync(arena.Lease, CancellationToken.None).AsTask()));
         _pool.ReturnArena(arena, _context);
         Assert.Equal(0, _pool.ChunksInUse);
+    }
+
+    // Two reads of one request at once: the second waits for the first, and both return the same bytes, in the
+    // same memory, once the body has arrived.
+    [Fact]
+    public async Task A_read_that_starts_while_another_reads_waits_and_gets_the_same_body()
+    {
+        byte[] body = TestBytes.Pattern(20_000, 3);
+        await _pipe.Writer.WriteAsync(body.AsMemory(0, 5_000));
+        RequestArena arena = _pool.RentArena(_context);
+
+        Task<ReadOnlyMemory<byte>> first = arena.ReadBodyAsync(arena.Lease, CancellationToken.None).AsTask();
+        Task<ReadOnlyMemory<byte>> second = arena.ReadBodyAsync(arena.Lease, CancellationToken.None).AsTask();
+        Assert.False(first.IsCompleted);
+        Assert.False(second.IsCompleted);
+        await _pipe.Writer.WriteAsync(body.AsMemory(5_000));
+        await _pipe.Writer.CompleteAsync();
+
+        ReadOnlyMemory<byte>[] reads = await Task.WhenAll(first, second);
+        Assert.Equal(body, reads[0].ToArray());
+        Assert.True(reads[0].Span == reads[1].Span, "both reads return the one body read");
+        _pool.ReturnArena(arena, _context);
+    }
+
+    // The request ends while one read takes the body and another waits for it: the waiting read fails as any use
+    // after the end does, the taking read fails when it finishes, and the arena's next request reads its own body.
+    [Fact]
+    public async Task Reads_still_at_work_when_the_request_ends_fail_and_leave_nothing_to_the_next_request()
+    {
+        await _pipe.Writer.WriteAsync(new byte[5_000]);
+        RequestArena arena = _pool.RentArena(_context);
+        Task<ReadOnlyMemory<byte>> taking = arena.ReadBodyAsync(arena.Lease, CancellationToken.None).AsTask();
+        Task<ReadOnlyMemory<byte>> waiting = arena.ReadBodyAsync(arena.Lease, CancellationToken.None).AsTask();
+
+        _pool.ReturnArena(arena, _context);
+
+        await Assert.ThrowsAsync<InvalidOperationException>(() => waiting.WaitAsync(TimeSpan.FromSeconds(10)));
+        await _pipe.Writer.CompleteAsync();
+        await Assert.ThrowsAsync<InvalidOperationException>(() => taking.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(0, _pool.ChunksInUse);
+
+        var next = new Pipe(new PipeOptions(pauseWriterThreshold: 0));
+        byte[] nextBody = TestBytes.Pattern(3_000, 8);
+        await next.Writer.WriteAsync(nextBody);
+        await next.Writer.CompleteAsync();
+        var nextContext = new DefaultHttpContext();
+        nextContext.Features.Set<IRequestBodyPipeFeature>(new BodyPipe(next.Reader));
+        RequestArena again = _pool.RentArena(nextContext);
+        Assert.Same(arena, again);
+        Assert.Equal(nextBody, (await again.ReadBodyAsync(again.Lease, CancellationToken.None)).ToArray());
+        _pool.ReturnArena(again, nextContext);
     }
 
     private sealed class BodyPipe(PipeReader reader) : IRequestBodyPipeFeature
