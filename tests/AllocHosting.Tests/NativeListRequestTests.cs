@@ -95,13 +95,7 @@ public class NativeListRequestTests
 
                 return sum == 3 * (99_999L * 100_000 / 2) ? buffers.Used.ToString(CultureInfo.InvariantCulture) : "wrong sum";
             }),
-            options =>
-            {
-                options.InstallContextAllocator = true;
-                options.ArenaKind = kind;
-                options.MaxArenaSizePerRequest = 8 * 1024 * 1024;
-                options.MemoryBudget = 32 * 1024 * 1024;
-            });
+            ContextArenaForLargeBlocks(kind));
 
         for (int round = 0; round < 3; round++)
         {
@@ -123,13 +117,7 @@ public class NativeListRequestTests
     {
         await using var app = await TestApp.StartAsync(
             a => a.MapGet("/", AllocateAligned),
-            options =>
-            {
-                options.InstallContextAllocator = true;
-                options.ArenaKind = kind;
-                options.MaxArenaSizePerRequest = 8 * 1024 * 1024;
-                options.MemoryBudget = 32 * 1024 * 1024;
-            });
+            ContextArenaForLargeBlocks(kind));
 
         Assert.Equal("aligned,aligned,aligned,refused", await app.Client.GetStringAsync("/"));
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0 && app.Pool.LiveBytes == 0, "the large chunks are back");
@@ -231,6 +219,15 @@ public class NativeListRequestTests
         Assert.InRange(count, 64 * 1024 / sizeof(long), 512 * 1024 / sizeof(long));
         await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0 && app.Pool.LiveBytes == 0, "the chunks are back");
     }
+
+    // The request's arena, of the given kind, as the flow's context allocator, with room for blocks of a few MiB.
+    private static Action<SwitchableAllocatorOptions> ContextArenaForLargeBlocks(RequestArenaKind kind) => options =>
+    {
+        options.InstallContextAllocator = true;
+        options.ArenaKind = kind;
+        options.MaxArenaSizePerRequest = 8 * 1024 * 1024;
+        options.MemoryBudget = 32 * 1024 * 1024;
+    };
 
     private static unsafe string AllocateAligned(IRequestBuffers buffers)
     {
