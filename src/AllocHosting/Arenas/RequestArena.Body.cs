@@ -23,7 +23,7 @@ internal sealed partial class RequestArena
     // The lease of the request whose body a read has started to take (claimed with one compare-exchange).
     private int _bodyReading;
 
-    // The failure of that read, if it failed (its request's later reads fail the same way).
+    // Written under _chainLock: the failure of that read, if it failed (its request's later reads fail the same way).
     private BodyFailure? _bodyFailure;
 
     // Under _chainLock: the reads that wait for the one taking the body (the task's state is their lease).
@@ -112,15 +112,11 @@ internal sealed partial class RequestArena
 
         // A read canceled before it starts changes nothing: a later read may still take the body.
         cancellationToken.ThrowIfCancellationRequested();
-        if (Volatile.Read(ref _bodyFailure) is { } failed && failed.Lease == lease)
-        {
-            failed.Error.Throw();
-        }
 
         HttpContext context = _context ?? throw new InvalidOperationException("The request has no HTTP context.");
 
         // One read per request takes the body from the pipe (which allows one reader at a time); a read that
-        // starts while it runs waits for its outcome.
+        // starts while it runs, or after it failed, gets its outcome.
         int claimed = Volatile.Read(ref _bodyReading);
         if (claimed == lease || Interlocked.CompareExchange(ref _bodyReading, lease, claimed) != claimed)
         {
@@ -185,7 +181,7 @@ internal sealed partial class RequestArena
         {
             if (IsLease(lease))
             {
-                Volatile.Write(ref _bodyFailure, new BodyFailure(lease, ExceptionDispatchInfo.Capture(error)));
+                _bodyFailure = new BodyFailure(lease, ExceptionDispatchInfo.Capture(error));
             }
 
             waiters = TakeBodyWaiters(lease);
@@ -194,7 +190,7 @@ internal sealed partial class RequestArena
         waiters?.TrySetException(error);
     }
 
-    // A read that started while another read of the request was taking the body: the other's outcome.
+    // A read that started while another read of the request was taking the body, or after it failed: its outcome.
     private async ValueTask<RequestBufferWriter> WaitForBodyAsync(int lease, CancellationToken cancellationToken)
     {
         TaskCompletionSource<RequestBufferWriter> waiters;
