@@ -161,33 +161,34 @@ public sealed class RequestBodyPipeReadTests : IDisposable
         _pool.ReturnArena(arena, _context);
     }
 
-    // The request ends while one read takes the body and another waits for it: the waiting read fails as any use
-    // after the end does, the taking read fails when it finishes, and the arena's next request reads its own body.
+    // The request ends while one read takes the body and another waits for it, and the arena serves its next
+    // request at once: the waiting read fails as any use after the end does, the taking read fails when it
+    // finishes (during the next request, whose body it must not become), and the next request reads its own body.
     [Fact]
     public async Task Reads_still_at_work_when_the_request_ends_fail_and_leave_nothing_to_the_next_request()
     {
-        await _pipe.Writer.WriteAsync(new byte[5_000]);
-        RequestArena arena = _pool.RentArena(_context);
-        Task<ReadOnlyMemory<byte>> taking = arena.ReadBodyAsync(arena.Lease, CancellationToken.None).AsTask();
-        Task<ReadOnlyMemory<byte>> waiting = arena.ReadBodyAsync(arena.Lease, CancellationToken.None).AsTask();
-
-        _pool.ReturnArena(arena, _context);
-
-        await Assert.ThrowsAsync<InvalidOperationException>(() => waiting.WaitAsync(TimeSpan.FromSeconds(10)));
-        await _pipe.Writer.CompleteAsync();
-        await Assert.ThrowsAsync<InvalidOperationException>(() => taking.WaitAsync(TimeSpan.FromSeconds(10)));
-        Assert.Equal(0, _pool.ChunksInUse);
-
         var next = new Pipe(new PipeOptions(pauseWriterThreshold: 0));
         byte[] nextBody = TestBytes.Pattern(3_000, 8);
         await next.Writer.WriteAsync(nextBody);
         await next.Writer.CompleteAsync();
         var nextContext = new DefaultHttpContext();
         nextContext.Features.Set<IRequestBodyPipeFeature>(new BodyPipe(next.Reader));
+        await _pipe.Writer.WriteAsync(new byte[5_000]);
+        RequestArena arena = _pool.RentArena(_context);
+        Task<ReadOnlyMemory<byte>> taking = arena.ReadBodyAsync(arena.Lease, CancellationToken.None).AsTask();
+        Task<ReadOnlyMemory<byte>> waiting = arena.ReadBodyAsync(arena.Lease, CancellationToken.None).AsTask();
+
+        // No await between the two: the released arena is this thread's spare, and serves the next request.
+        _pool.ReturnArena(arena, _context);
         RequestArena again = _pool.RentArena(nextContext);
         Assert.Same(arena, again);
+
+        await Assert.ThrowsAsync<InvalidOperationException>(() => waiting.WaitAsync(TimeSpan.FromSeconds(10)));
+        await _pipe.Writer.CompleteAsync();
+        await Assert.ThrowsAsync<InvalidOperationException>(() => taking.WaitAsync(TimeSpan.FromSeconds(10)));
         Assert.Equal(nextBody, (await again.ReadBodyAsync(again.Lease, CancellationToken.None)).ToArray());
         _pool.ReturnArena(again, nextContext);
+        Assert.Equal(0, _pool.ChunksInUse);
     }
 
     private sealed class BodyPipe(PipeReader reader) : IRequestBodyPipeFeature
