@@ -18,10 +18,12 @@ public class SwitchableAllocatorContextSourceTests
 
         public Exception? Failure { get; set; }
 
+        // The call from which Failure is thrown (1: every call).
+        public int FailFromCall { get; set; } = 1;
+
         public ContextAllocator GetContextAllocator()
         {
-            Interlocked.Increment(ref _calls);
-            if (Failure is not null)
+            if (Interlocked.Increment(ref _calls) >= FailFromCall && Failure is not null)
             {
                 throw Failure;
             }
@@ -68,7 +70,7 @@ public class SwitchableAllocatorContextSourceTests
 
             nuint block = Allocate(switchable, 100);
 
-            Assert.Equal(1, source.Calls);
+            Assert.Equal(2, source.Calls);   // before the carve and after it
             ContextAllocator given = source.Next!;
             Assert.Equal(1, given.Statistics.AllocationCount);
             Assert.True(given.Range.Contains(block));
@@ -97,7 +99,7 @@ public class SwitchableAllocatorContextSourceTests
             secondContext = source.Next;
         }
 
-        Assert.Equal(2, source.Calls);
+        Assert.Equal(4, source.Calls);   // twice per allocation
         Assert.True(Owns(switchable, first) && Owns(switchable, second));
         // In global mode and on another thread: routed by address to the allocator that handed each out.
         await Task.Run(() =>
@@ -127,12 +129,12 @@ public class SwitchableAllocatorContextSourceTests
                 {
                     Assert.Same(source, switchable.ContextSource);
                     Free(switchable, Allocate(switchable, 32), 32);
-                    Assert.Equal(1, source.Calls);
+                    Assert.Equal(2, source.Calls);   // twice per allocation
                 }
             }
 
             nuint fromTask = await Task.Run(() => Allocate(switchable, 48));
-            Assert.Equal(2, source.Calls);
+            Assert.Equal(4, source.Calls);
             Assert.Equal(2, source.Next!.Statistics.AllocationCount);
             Assert.Equal(source.Next.GetUsableSize(48, 8), switchable.GetUsableSize(48, 8));
             Free(switchable, fromTask, 48);
@@ -165,6 +167,25 @@ public class SwitchableAllocatorContextSourceTests
             Assert.Equal(1, source.Given[i].Statistics.DeallocationCount);
             source.Given[i].Dispose();
         }
+    }
+
+    // A request that ends on another thread while the allocation carves: the source refuses when it is
+    // asked again after the carve, so the block (in a use that is ending) never reaches the caller.
+    [Fact]
+    public void A_source_that_ends_while_the_allocation_carves_fails_the_allocation()
+    {
+        var switchable = new SwitchableAllocator(new NativeMemoryAllocator(trackOwnership: true));
+        var source = new CountingSource { Failure = new InvalidOperationException("the request ended"), FailFromCall = 2 };
+        using (switchable.UseContext(source))
+        {
+            var error = Assert.Throws<InvalidOperationException>(() => Allocate(switchable, 64));
+            Assert.Equal("the request ended", error.Message);
+        }
+
+        Assert.Equal(2, source.Calls);
+        Assert.Equal(1, source.Next!.Statistics.AllocationCount);   // carved, then withheld: it goes back with the use
+        Assert.Equal(0, switchable.Global.Statistics.AllocationCount);
+        source.Next.Dispose();
     }
 
     [Fact]

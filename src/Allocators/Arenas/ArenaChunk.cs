@@ -243,6 +243,7 @@ public sealed unsafe partial class ArenaChunk : IDisposable
         if (_bump is not null)
         {
             highWater = _bump.HighWater;
+            _context.AdvanceGeneration();
             _bump.Reset(false);
         }
         else
@@ -250,6 +251,7 @@ public sealed unsafe partial class ArenaChunk : IDisposable
             lock (_bitSetLock)
             {
                 highWater = BitSetHighWater();
+                _context.AdvanceGeneration();   // under the lock: a free checked against the generation sees the reset whole
                 _bitSet!.Reset();
                 _bitSetHighWater = 0;
             }
@@ -284,6 +286,7 @@ public sealed unsafe partial class ArenaChunk : IDisposable
     public void ClearPending()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        _context.AdvanceGeneration();   // see DropPending
         if (_pendingClear != 0)
         {
             NativeMemory.Clear(_usable, _pendingClear);
@@ -292,7 +295,13 @@ public sealed unsafe partial class ArenaChunk : IDisposable
     }
 
     /// <summary>Forgets the bytes pending clearing without clearing them (for an owner whose policy is not to clear): the next <see cref="ClearPending"/> clears only what later uses write.</summary>
-    public void DropPending() => _pendingClear = 0;
+    public void DropPending()
+    {
+        // The memory is about to serve another use: a block carved after Retire (by an allocation
+        // that raced with the end of the use) is no longer its holder's from here on either.
+        _context.AdvanceGeneration();
+        _pendingClear = 0;
+    }
 
     /// <summary>
     /// Whether a <see cref="System.Buffers.MemoryHandle"/> from <c>Pin</c> on memory of any use (current

@@ -46,9 +46,13 @@ namespace AllocHosting.Allocators;
 /// <para>
 /// <b>Lifetime.</b> The block is freed by <see cref="Dispose"/> only; there is no finaliser, since a
 /// free from the finaliser thread would reach allocators that are not thread-safe. A list whose
-/// memory came from a context allocator (a request's arena) must be disposed before that context
-/// allocator is, or not at all: the arena's release takes its memory back, and a later
-/// <see cref="Dispose"/> would free memory that nobody owns any more.
+/// block came from a <see cref="ContextAllocator"/> (given directly, or chosen by a
+/// <see cref="SwitchableAllocator"/>: a request's arena) records that allocator's current use. When
+/// the use ends (the request ends, the context allocator is reset or disposed) the memory goes back
+/// with it, and the list behaves as disposed: every member but <see cref="Dispose"/> throws
+/// <see cref="ObjectDisposedException"/>, and <see cref="Dispose"/> frees nothing, so a list that
+/// outlived its request can neither read nor write the memory that serves another request now, nor free
+/// that request's blocks. (References and spans taken before the end are not checked, as for any span.)
 /// </para>
 /// </remarks>
 public sealed unsafe class NativeList<T> : IDisposable
@@ -76,6 +80,13 @@ public sealed unsafe class NativeList<T> : IDisposable
     private int _count;
     private int _capacity;
     private bool _disposed;
+
+    // The context allocator that owns the block when it is one (directly or behind a switchable
+    // allocator: a request's arena chunk), with its generation when the block was taken. Once the
+    // owner's generation moves on, the block went back with its use (the request ended, the context
+    // was reset or disposed): the list then behaves as disposed and frees nothing. Null otherwise.
+    private ContextAllocator? _owner;
+    private int _generation;
 
     /// <summary>Creates an empty list over <see cref="SwitchableAllocator.Default"/> (the current flow's allocator); nothing is allocated until the first element.</summary>
     public NativeList()
@@ -160,6 +171,11 @@ public sealed unsafe class NativeList<T> : IDisposable
                 ThrowIndexOutOfRange(index, nameof(index));
             }
 
+            if (_owner is { } owner && owner.Generation != _generation)
+            {
+                ThrowReleased();
+            }
+
             return ref _items[index];
         }
     }
@@ -171,7 +187,7 @@ public sealed unsafe class NativeList<T> : IDisposable
     public void Add(T item)
     {
         int count = _count;
-        if ((uint)count < (uint)_capacity)
+        if ((uint)count < (uint)_capacity && (_owner is null || _owner.Generation == _generation))
         {
             _items[count] = item;
             _count = count + 1;
@@ -304,6 +320,7 @@ public sealed unsafe class NativeList<T> : IDisposable
 
         _items = (T*)_allocator.ShrinkingReallocate((byte*)_items, _bytes, bytes, ElementAlignment);
         SetBlockSize(bytes);
+        Bind();
     }
 
     /// <summary>The elements as a span, valid until the list next grows, shrinks or is disposed.</summary>
@@ -318,7 +335,11 @@ public sealed unsafe class NativeList<T> : IDisposable
     /// <exception cref="ObjectDisposedException">The list was disposed.</exception>
     public Span<T>.Enumerator GetEnumerator() => AsSpan().GetEnumerator();
 
-    /// <summary>Frees the block into its allocator. Later calls do nothing; every other member then throws <see cref="ObjectDisposedException"/>.</summary>
+    /// <summary>
+    /// Frees the block into its allocator. Later calls do nothing; every other member then throws
+    /// <see cref="ObjectDisposedException"/>. A list whose memory already went back with its request
+    /// or context (see the type's remarks) frees nothing.
+    /// </summary>
     public void Dispose()
     {
         if (_disposed)
@@ -381,11 +402,39 @@ public sealed unsafe class NativeList<T> : IDisposable
         if (_bytes != 0)
         {
             Buffer.MemoryCopy(_items, moved, bytes, (nuint)_count * (nuint)sizeof(T));
-            _allocator.Deallocate((byte*)_items, _bytes, ElementAlignment);
+            Free(_items, _bytes);
         }
 
         _items = (T*)moved;
         SetBlockSize(bytes);
+        Bind();
+    }
+
+    // Records the owner of the new block when it is a context allocator, and the use it belongs to.
+    // Behind a switchable allocator the owner is found by address, as its frees are routed.
+    private void Bind()
+    {
+        ContextAllocator? owner = _allocator as ContextAllocator;
+        if (owner is null && _allocator is SwitchableAllocator && _items != null)
+        {
+            owner = OwnerRegistry.Find((nuint)_items) as ContextAllocator;
+        }
+
+        _owner = owner;
+        _generation = owner?.Generation ?? 0;
+    }
+
+    // Frees a block of the list: through its owner only while it still belongs to the recorded use.
+    private void Free(T* items, nuint bytes)
+    {
+        if (_owner is { } owner)
+        {
+            owner.DeallocateInGeneration(_generation, (byte*)items, bytes, ElementAlignment);
+        }
+        else
+        {
+            _allocator.Deallocate((byte*)items, bytes, ElementAlignment);
+        }
     }
 
     private void SetBlockSize(nuint bytes)
@@ -403,8 +452,10 @@ public sealed unsafe class NativeList<T> : IDisposable
         _capacity = 0;
         if (bytes != 0)
         {
-            _allocator.Deallocate((byte*)items, bytes, ElementAlignment);
+            Free(items, bytes);
         }
+
+        _owner = null;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -414,7 +465,19 @@ public sealed unsafe class NativeList<T> : IDisposable
         {
             ThrowDisposed();
         }
+
+        if (_owner is { } owner && owner.Generation != _generation)
+        {
+            ThrowReleased();
+        }
     }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ThrowReleased() =>
+        throw new ObjectDisposedException(
+            typeof(NativeList<T>).Name,
+            "The NativeList's memory went back with the request or context allocator it was allocated in (the request ended, or the context allocator was reset or disposed); a list must not outlive the context that holds its memory.");
 
     [DoesNotReturn]
     [MethodImpl(MethodImplOptions.NoInlining)]

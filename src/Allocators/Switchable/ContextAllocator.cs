@@ -49,6 +49,13 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     // any flow and any thread. Registering twice is harmless (same owner).
     private volatile bool _registered;
 
+    // The use the wrapped allocator's blocks belong to, for holders that must tell whether their
+    // block is still theirs (NativeList): advanced by Reset and Dispose and, for an arena chunk's
+    // context, when the chunk's use ends and again just before its memory serves another use.
+    // Written by one thread at a time (whoever resets; a chunk's owner), read by any; for the locked
+    // forms it is advanced under the lock wherever the wrapped allocator is reset under it.
+    private int _generation;
+
     private ContextAllocator(BumpAllocator bump, bool concurrent)
     {
         _kind = ContextAllocatorKind.ShortLived;
@@ -142,10 +149,12 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     }
 
     /// <summary>Releases every block of the wrapped allocator at once.</summary>
+    /// <remarks>A <see cref="NativeList{T}"/> whose block was here behaves as disposed from now on: its memory went with this reset.</remarks>
     /// <exception cref="ObjectDisposedException">The allocator was disposed.</exception>
     public void Reset()
     {
         ThrowIfDisposed();
+        AdvanceGeneration();
         switch (_kind)
         {
             case ContextAllocatorKind.ShortLived:
@@ -165,6 +174,49 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
 
     /// <inheritdoc />
     public override bool Owns(byte* pointer) => _inner.Owns(pointer);
+
+    /// <summary>The use the blocks handed out now belong to; a block recorded with another value went back with an ended use (see <see cref="AdvanceGeneration"/>).</summary>
+    internal int Generation => Volatile.Read(ref _generation);
+
+    /// <summary>
+    /// Ends the current use for holders of its blocks: a block recorded with the previous
+    /// <see cref="Generation"/> is no longer its holder's. Called by <see cref="Reset"/> and
+    /// <see cref="Dispose(bool)"/>, and by an <see cref="ArenaChunk"/> when its use ends and before its next one.
+    /// One thread at a time.
+    /// </summary>
+    internal void AdvanceGeneration() => Volatile.Write(ref _generation, _generation + 1);
+
+    /// <summary>
+    /// Frees the block when it still belongs to the use of <paramref name="generation"/>, else does
+    /// nothing (it went back with its use, and its memory may serve another one by now). For the
+    /// locked forms the check and the free are one step under the lock, so a free racing with the
+    /// end of the use never releases a block of the next.
+    /// </summary>
+    /// <returns>Whether the block was freed.</returns>
+    internal bool DeallocateInGeneration(int generation, byte* pointer, nuint size, nuint alignment)
+    {
+        if (_lock is null)
+        {
+            if (Generation != generation)
+            {
+                return false;
+            }
+
+            DeallocatePrevalidated(pointer, size, alignment);
+            return true;
+        }
+
+        lock (_lock)
+        {
+            if (Generation != generation)
+            {
+                return false;
+            }
+
+            DeallocateUnlocked(pointer, size, alignment);
+            return true;
+        }
+    }
 
     // The core members: straight to the wrapped allocator, or under the shared lock for the
     // synchronised bit set and tree forms.
@@ -367,6 +419,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     {
         if (disposing)
         {
+            AdvanceGeneration();
             if (_registered)
             {
                 MemoryRange range = Range;

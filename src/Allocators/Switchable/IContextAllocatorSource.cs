@@ -28,7 +28,9 @@ public interface IContextAllocatorSource
     /// <see cref="AllocatorKind.Context"/> mode, possibly from several threads at once: it must be
     /// thread-safe, and cheap once the allocator exists. It may return another allocator later (see
     /// <see cref="GetContextAllocatorAfter"/>); each is registered in the owner registry at its first
-    /// use, so every block is freed into the allocator that handed it out.
+    /// use, so every block is freed into the allocator that handed it out. An allocation asks again
+    /// once its block is carved and fails with whatever that second call throws, so a source that ends
+    /// while an allocation runs (a request ending on another thread) never lets its block out.
     /// </summary>
     /// <returns>The context allocator; never null. Use a thread-safe form (<see cref="ContextAllocator.IsThreadSafe"/>) when the flow may fan out.</returns>
     /// <exception cref="InvalidOperationException">The source has ended (for example its request is over). Whatever the source throws fails the allocation with it.</exception>

@@ -360,6 +360,14 @@ public sealed unsafe partial class SwitchableAllocator : AllocatorBase
             pointer = next.AllocatePrevalidated(size, alignment);
         }
 
+        if (pointer != null && state.Source is { } source)
+        {
+            // Asked again after the carve: a source that ended while it ran (a request that ended)
+            // throws now, so a block carved in a use that was ending never reaches the caller (its
+            // memory goes back with that use).
+            source.GetContextAllocator();
+        }
+
         return pointer;
     }
 
