@@ -88,6 +88,11 @@ public sealed unsafe class NativeList<T> : IDisposable
     private ContextAllocator? _owner;
     private int _generation;
 
+    // What Add's inlined path may fill up to without a call: _capacity for a list no context owns, 0
+    // for one a context owns (its appends check the owner's generation out of line), so the inlined
+    // path of the common list reads no more than it did before owners were tracked.
+    private int _appendLimit;
+
     /// <summary>Creates an empty list over <see cref="SwitchableAllocator.Default"/> (the current flow's allocator); nothing is allocated until the first element.</summary>
     public NativeList()
         : this(SwitchableAllocator.Default)
@@ -187,14 +192,15 @@ public sealed unsafe class NativeList<T> : IDisposable
     public void Add(T item)
     {
         int count = _count;
-        if ((uint)count < (uint)_capacity && (_owner is null || _owner.Generation == _generation))
+        if ((uint)count < (uint)_appendLimit
+            || ((uint)count < (uint)_capacity && _owner is { } owner && owner.Generation == _generation))
         {
             _items[count] = item;
             _count = count + 1;
             return;
         }
 
-        AddWithGrowthSlow(item);
+        AddSlow(item);
     }
 
     /// <summary>Adds every element of <paramref name="items"/> at the end, growing the block at most once.</summary>
@@ -363,12 +369,17 @@ public sealed unsafe class NativeList<T> : IDisposable
         return (int)needed;
     }
 
+    // A list a context owns (checked here), or a full one (grown here).
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void AddWithGrowthSlow(T item)
+    private void AddSlow(T item)
     {
         ThrowIfDisposed();
         int count = _count;
-        GrowSlow(RequiredCapacity((long)count + 1));
+        if (count == _capacity)
+        {
+            GrowSlow(RequiredCapacity((long)count + 1));
+        }
+
         _items[count] = item;
         _count = count + 1;
     }
@@ -422,6 +433,7 @@ public sealed unsafe class NativeList<T> : IDisposable
 
         _owner = owner;
         _generation = owner?.Generation ?? 0;
+        _appendLimit = owner is null ? _capacity : 0;
     }
 
     // Frees a block of the list: through its owner only while it still belongs to the recorded use.
@@ -441,6 +453,7 @@ public sealed unsafe class NativeList<T> : IDisposable
     {
         _bytes = bytes;
         _capacity = (int)Math.Min(bytes / (nuint)sizeof(T), (nuint)MaxCapacity);
+        _appendLimit = _owner is null ? _capacity : 0;
     }
 
     private void FreeBlock()
@@ -450,6 +463,7 @@ public sealed unsafe class NativeList<T> : IDisposable
         _items = null;
         _bytes = 0;
         _capacity = 0;
+        _appendLimit = 0;
         if (bytes != 0)
         {
             Free(items, bytes);
