@@ -231,6 +231,9 @@ public sealed unsafe partial class ArenaChunk : IDisposable
     /// Ends the current use without clearing: retires its memory managers (every <see cref="Memory{T}"/>
     /// of the use throws from now on), frees everything in O(1) and prepares a fresh manager for the
     /// next use; the bytes the use may have written stay as they are, pending for <see cref="ClearPending"/>.
+    /// A <see cref="NativeList{T}"/> whose block was carved by the use's <see cref="ContextAllocator"/>
+    /// behaves as disposed from now on (and again for blocks carved after this, once
+    /// <see cref="ClearPending"/> or <see cref="DropPending"/> readies the memory for its next use).
     /// Must not run while rents are in flight.
     /// </summary>
     /// <returns>The high-water mark of the use in bytes (what is now pending clearing, with what earlier uses left pending).</returns>
