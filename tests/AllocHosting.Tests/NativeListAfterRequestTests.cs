@@ -86,6 +86,96 @@ public class NativeListAfterRequestTests
         Assert.Equal("intact", answer);
     }
 
+    // Under concurrency: requests leave lists to fire-and-forget tasks that dispose them around the
+    // request's end, while other requests (on a bit set arena with no reuse delay, so released chunks
+    // serve them at once) keep several lists of their own and check that none of them was handed out
+    // twice. A stale dispose that freed a block of a later request shows as two live lists at one
+    // address, or as a list whose values another list overwrote.
+    [Fact]
+    public async Task Lists_disposed_by_tasks_that_outlive_their_requests_never_free_blocks_of_other_requests()
+    {
+        long disposals = 0;
+        await using var app = await TestApp.StartAsync(
+            a =>
+            {
+                a.MapGet("/leave", () =>
+                {
+                    NativeList<long> list = FilledList(-1, out _);
+                    _ = Task.Run(async () =>
+                    {
+                        await Task.Yield();
+                        list.Dispose();   // before, during or after the end of the request
+                        Interlocked.Increment(ref disposals);
+                    });
+                    return "left";
+                });
+                a.MapGet("/keep/{id:long}", async (long id) =>
+                {
+                    var lists = new List<NativeList<long>>();
+                    var addresses = new HashSet<nint>();
+                    try
+                    {
+                        for (int i = 0; i < 8; i++)
+                        {
+                            lists.Add(FilledList((id * 8) + i, out nint address));
+                            if (!addresses.Add(address))
+                            {
+                                return $"two live lists at 0x{address:X}";
+                            }
+
+                            await Task.Yield();   // let the leaving tasks run meanwhile
+                        }
+
+                        for (int i = 0; i < lists.Count; i++)
+                        {
+                            if (lists[i].AsSpan().IndexOfAnyExcept((id * 8) + i) >= 0)
+                            {
+                                return $"list {i} was overwritten";
+                            }
+                        }
+
+                        return "intact";
+                    }
+                    finally
+                    {
+                        lists.ForEach(list => list.Dispose());
+                    }
+                });
+            },
+            options =>
+            {
+                options.InstallContextAllocator = true;
+                options.ArenaKind = RequestArenaKind.BitSet;
+                options.ReuseDelay = TimeSpan.Zero;
+                options.MemoryBudget = 16 * 1024 * 1024;
+            });
+
+        const int Rounds = 300;
+        var answers = new List<Task<string>>();
+        for (int round = 0; round < Rounds; round++)
+        {
+            answers.Add(app.Client.GetStringAsync("/leave"));
+            answers.Add(app.Client.GetStringAsync($"/keep/{round}"));
+            if (answers.Count >= 16)
+            {
+                foreach (string answer in await Task.WhenAll(answers))
+                {
+                    Assert.True(answer is "left" or "intact", answer);
+                }
+
+                answers.Clear();
+            }
+        }
+
+        foreach (string answer in await Task.WhenAll(answers))
+        {
+            Assert.True(answer is "left" or "intact", answer);
+        }
+
+        await TestApp.EventuallyAsync(() => Interlocked.Read(ref disposals) == Rounds, "every left list was disposed");
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0 && app.Pool.LiveBytes == 0, "nothing is live");
+    }
+
     private static unsafe NativeList<long> FilledList(long value, out nint address)
     {
         var list = new NativeList<long>(64);

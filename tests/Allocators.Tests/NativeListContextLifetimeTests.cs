@@ -99,6 +99,29 @@ public unsafe class NativeListContextLifetimeTests
         }
     }
 
+    // The trap the type's remarks name: a long-lived list over a switchable allocator that grows in a
+    // flow whose allocator is a context (a request) moves into that context's memory. When the context's
+    // use ends the list throws instead of reading or writing memory it no longer holds.
+    [Fact]
+    public void A_list_created_outside_a_context_that_grows_inside_one_goes_with_it()
+    {
+        using ContextAllocator context = CreateContext("bitset");
+        using var list = new NativeList<long>(s_switchable);
+        list.AddRange([1, 2, 3]);   // global mode: the switchable allocator's global
+
+        using (s_switchable.UseContext(context))
+        {
+            list.EnsureCapacity(500);   // moves into the context
+        }
+
+        Assert.True(context.Owns((byte*)Unsafe.AsPointer(ref list[0])));
+        Assert.Equal(6, list[0] + list[1] + list[2]);
+
+        context.Reset();
+
+        AssertBehavesAsReleased(list);
+    }
+
     [Fact]
     public void A_list_over_another_allocator_is_not_concerned_by_any_context()
     {
