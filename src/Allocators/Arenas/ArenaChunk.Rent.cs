@@ -58,9 +58,15 @@ public sealed unsafe partial class ArenaChunk
         ArenaRentTracker? tracker = _tracker;
         if (tracker is not null)
         {
-            return TryRentTrackedSlow(length, alignment, tracker, in useGuard, expectedGuard, out memory);
+            return TryRentTrackedSlow(length, alignment, in useGuard, expectedGuard, out memory);
         }
 
+        return TryRentUntracked(length, alignment, in useGuard, expectedGuard, out memory);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool TryRentUntracked(int length, int alignment, ref readonly int useGuard, int expectedGuard, out Memory<byte> memory)
+    {
         // The use's memory is read before the carve: if the use ends in between, the slice is of
         // the retired manager (every use throws) rather than of the next use's.
         Memory<byte> whole = _memory;
@@ -117,9 +123,10 @@ public sealed unsafe partial class ArenaChunk
         nuint alignment = powerOfTwo ? (nuint)Math.Max(elementSize, 8) : 8;
         nuint size = powerOfTwo ? (nuint)bytes : (nuint)bytes + (nuint)elementSize - 1;
 
-        // The tracker and the manager are read before the carve, as for bytes; a retired manager's Memory throws.
-        ArenaRentTracker? tracker = _tracker;
+        // The count of ended uses, then the tracker, then the manager, before the carve, as for bytes; a
+        // retired manager's Memory throws.
         int use = Volatile.Read(ref _trackedUsesEnded);
+        ArenaRentTracker? tracker = Volatile.Read(ref _tracker);
         ArenaChunkMemoryManager<T> manager = TypedManager<T>();
         if (!TryCarve(size, alignment, in useGuard, expectedGuard, out byte* pointer))
         {
@@ -150,7 +157,8 @@ public sealed unsafe partial class ArenaChunk
     // carve that still reads the expected guard here is of the use that has not ended yet.
     private bool TryCarveBitSet(nuint size, nuint alignment, ref readonly int useGuard, int expectedGuard, out byte* pointer)
     {
-        lock (_bitSetLock)
+        _bitSetLock.Enter();
+        try
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (Volatile.Read(in useGuard) != expectedGuard)
@@ -176,13 +184,27 @@ public sealed unsafe partial class ArenaChunk
 
             return true;
         }
+        finally
+        {
+            _bitSetLock.Exit();
+        }
     }
 
     // A byte rent of a tracked use: as TryRent, with a manager of its own carrying the rent's site.
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private bool TryRentTrackedSlow(int length, int alignment, ArenaRentTracker tracker, ref readonly int useGuard, int expectedGuard, out Memory<byte> memory)
+    private bool TryRentTrackedSlow(int length, int alignment, ref readonly int useGuard, int expectedGuard, out Memory<byte> memory)
     {
+        // The count of ended uses first, then the tracker again: the end of a use clears the tracker
+        // before it counts the use, so a rent that reads the new count sees no tracker (or the next
+        // use's) and rents as that use does. Read the other way round, a rent could take a tracker of
+        // the ended use with the count of the next one and keep a live manager past both.
         int use = Volatile.Read(ref _trackedUsesEnded);
+        ArenaRentTracker? tracker = Volatile.Read(ref _tracker);
+        if (tracker is null)
+        {
+            return TryRentUntracked(length, alignment, in useGuard, expectedGuard, out memory);
+        }
+
         if (!TryCarve((nuint)length, (nuint)alignment, in useGuard, expectedGuard, out byte* pointer))
         {
             memory = default;

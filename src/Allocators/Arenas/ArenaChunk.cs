@@ -60,7 +60,7 @@ public sealed unsafe partial class ArenaChunk : IDisposable
     // Exactly one is set, as Kind says. The bit set allocator is guarded by _bitSetLock.
     private readonly BumpAllocator? _bump;
     private readonly BitSetAllocator? _bitSet;
-    private readonly Lock _bitSetLock = new();
+    private readonly SharedSpinLock _bitSetLock = new();
 
     // Under _bitSetLock: the end (relative to _usable) of the highest block rented since the last release.
     private nuint _bitSetHighWater;
@@ -141,9 +141,14 @@ public sealed unsafe partial class ArenaChunk : IDisposable
                 return (long)_bump.HighWater;
             }
 
-            lock (_bitSetLock)
+            _bitSetLock.Enter();
+            try
             {
                 return (long)BitSetHighWater();
+            }
+            finally
+            {
+                _bitSetLock.Exit();
             }
         }
     }
@@ -251,12 +256,17 @@ public sealed unsafe partial class ArenaChunk : IDisposable
         }
         else
         {
-            lock (_bitSetLock)
+            _bitSetLock.Enter();
+            try
             {
                 highWater = BitSetHighWater();
                 _context.AdvanceGeneration();   // under the lock: a free checked against the generation sees the reset whole
                 _bitSet!.Reset();
                 _bitSetHighWater = 0;
+            }
+            finally
+            {
+                _bitSetLock.Exit();
             }
         }
 
@@ -427,8 +437,9 @@ public sealed unsafe partial class ArenaChunk : IDisposable
     {
         lock (_trackedLock)
         {
-            _trackedUsesEnded++;
-            _tracker = null;
+            // The tracker goes first, then the count is published (see TryRentTrackedSlow).
+            Volatile.Write(ref _tracker, null);
+            Volatile.Write(ref _trackedUsesEnded, _trackedUsesEnded + 1);
             foreach (IDisposable manager in _tracked)
             {
                 manager.Dispose();

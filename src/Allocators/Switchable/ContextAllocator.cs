@@ -40,9 +40,13 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
 
     // Thread-safe variants (see IsThreadSafe): a bump context allocates only through the bump
     // allocator's lock-free concurrent path, so its "most recent" block is never set and no
-    // other member writes the offset; a bit set or tree context holds _lock around every call.
+    // other member writes the offset; a bit set or tree context holds _lock (or, for an arena chunk's
+    // bit set, the chunk's _spin) around every call.
     private readonly bool _concurrentBump;
     private readonly Lock? _lock;
+
+    // Instead of _lock, for a bit set context that shares its arena chunk's lock (see SharedSpinLock).
+    private readonly SharedSpinLock? _spin;
 
     // Whether Range is registered to this allocator in OwnerRegistry (done by SwitchableAllocator
     // when it first installs the allocator, undone by Dispose), so that frees are routed here from
@@ -64,12 +68,13 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         _concurrentBump = concurrent;
     }
 
-    private ContextAllocator(BitSetAllocator bitSet, Lock? synchronizeWith)
+    private ContextAllocator(BitSetAllocator bitSet, Lock? synchronizeWith, SharedSpinLock? spin = null)
     {
         _kind = ContextAllocatorKind.MediumLived;
         _bitSet = bitSet;
         _inner = bitSet;
         _lock = synchronizeWith;
+        _spin = spin;
     }
 
     private ContextAllocator(MultipleBinarySearchTreeAllocator tree, Lock? synchronizeWith)
@@ -85,7 +90,10 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     /// of one request fanning out): true for the factories' thread-safe forms. <see cref="Reset"/>
     /// and <see cref="AllocatorBase.Dispose()"/> are never thread-safe.
     /// </summary>
-    public bool IsThreadSafe => _concurrentBump || _lock is not null;
+    public bool IsThreadSafe => _concurrentBump || Synchronized;
+
+    // Whether every call holds a lock (_lock or _spin).
+    private bool Synchronized => _lock is not null || _spin is not null;
 
     /// <summary>Which allocator is wrapped.</summary>
     public ContextAllocatorKind Kind => _kind;
@@ -135,6 +143,9 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         ArgumentNullException.ThrowIfNull(allocator);
         return new ContextAllocator(allocator, synchronizeWith);
     }
+
+    /// <summary>A thread-safe bit set context that holds <paramref name="spin"/> around every call: an arena chunk's, sharing the chunk's lock.</summary>
+    internal static ContextAllocator MediumLived(BitSetAllocator allocator, SharedSpinLock spin) => new(allocator, null, spin);
 
     /// <summary>Wraps a red-black-tree free-list allocator for long-lived contexts; the context allocator takes ownership of it.</summary>
     /// <exception cref="ArgumentNullException"><paramref name="allocator"/> is null.</exception>
@@ -195,7 +206,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     /// <returns>Whether the block was freed.</returns>
     internal bool DeallocateInGeneration(int generation, byte* pointer, nuint size, nuint alignment)
     {
-        if (_lock is null)
+        if (!Synchronized)
         {
             if (Generation != generation)
             {
@@ -206,7 +217,7 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
             return true;
         }
 
-        lock (_lock)
+        using (Hold())
         {
             if (Generation != generation)
             {
@@ -225,12 +236,12 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected override byte* AllocateCore(nuint size, nuint alignment)
     {
-        if (_lock is null)
+        if (!Synchronized)
         {
             return AllocateUnlocked(size, alignment);
         }
 
-        lock (_lock)
+        using (Hold())
         {
             return AllocateUnlocked(size, alignment);
         }
@@ -239,13 +250,13 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     /// <inheritdoc />
     protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
     {
-        if (_lock is null)
+        if (!Synchronized)
         {
             DeallocateUnlocked(pointer, size, alignment);
             return;
         }
 
-        lock (_lock)
+        using (Hold())
         {
             DeallocateUnlocked(pointer, size, alignment);
         }
@@ -254,12 +265,12 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     /// <inheritdoc />
     protected override byte* GrowCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
-        if (_lock is null)
+        if (!Synchronized)
         {
             return GrowUnlocked(pointer, currentSize, newSize, alignment);
         }
 
-        lock (_lock)
+        using (Hold())
         {
             return GrowUnlocked(pointer, currentSize, newSize, alignment);
         }
@@ -268,12 +279,12 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     /// <inheritdoc />
     protected override byte* ShrinkCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
-        if (_lock is null)
+        if (!Synchronized)
         {
             return ShrinkUnlocked(pointer, currentSize, newSize, alignment);
         }
 
-        lock (_lock)
+        using (Hold())
         {
             return ShrinkUnlocked(pointer, currentSize, newSize, alignment);
         }
@@ -282,12 +293,12 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     /// <inheritdoc />
     protected override bool TryGrowInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
-        if (_lock is null)
+        if (!Synchronized)
         {
             return TryGrowInPlaceUnlocked(pointer, currentSize, newSize, alignment);
         }
 
-        lock (_lock)
+        using (Hold())
         {
             return TryGrowInPlaceUnlocked(pointer, currentSize, newSize, alignment);
         }
@@ -296,12 +307,12 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     /// <inheritdoc />
     protected override bool TryShrinkInPlaceCore(byte* pointer, nuint currentSize, nuint newSize, nuint alignment)
     {
-        if (_lock is null)
+        if (!Synchronized)
         {
             return TryShrinkInPlaceUnlocked(pointer, currentSize, newSize, alignment);
         }
 
-        lock (_lock)
+        using (Hold())
         {
             return TryShrinkInPlaceUnlocked(pointer, currentSize, newSize, alignment);
         }
@@ -431,6 +442,40 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
         }
 
         base.Dispose(disposing);
+    }
+
+    // Takes the lock of a synchronised form (_spin or _lock) until the hold is disposed.
+    private Held Hold() => new(_lock, _spin);
+
+    private ref struct Held
+    {
+        private readonly SharedSpinLock? _spin;
+        private Lock.Scope _scope;
+
+        public Held(Lock? lockObject, SharedSpinLock? spin)
+        {
+            _spin = spin;
+            if (spin is not null)
+            {
+                spin.Enter();
+            }
+            else
+            {
+                _scope = lockObject!.EnterScope();
+            }
+        }
+
+        public void Dispose()
+        {
+            if (_spin is not null)
+            {
+                _spin.Exit();
+            }
+            else
+            {
+                _scope.Dispose();
+            }
+        }
     }
 
     // Unreachable: the factories only create the three kinds handled above.
