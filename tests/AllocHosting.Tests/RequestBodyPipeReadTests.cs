@@ -161,6 +161,42 @@ public sealed class RequestBodyPipeReadTests : IDisposable
         _pool.ReturnArena(arena, _context);
     }
 
+    // Reads of a body that has been taken already, on two threads at once: the first join of its segments
+    // publishes the one contiguous copy, and the other read returns that copy (before, each joined its
+    // own, and the two reads of one body returned different memory).
+    [Fact]
+    public async Task Reads_of_a_taken_body_on_two_threads_at_once_return_the_same_memory()
+    {
+        byte[] body = TestBytes.Pattern(20_000, 5);
+        for (int round = 0; round < 200; round++)
+        {
+            var pipe = new Pipe(new PipeOptions(pauseWriterThreshold: 0));
+            await pipe.Writer.WriteAsync(body);
+            await pipe.Writer.CompleteAsync();
+            var context = new DefaultHttpContext();
+            context.Features.Set<IRequestBodyPipeFeature>(new BodyPipe(pipe.Reader));
+            RequestArena arena = _pool.RentArena(context);
+            int lease = arena.Lease;
+            Assert.False((await arena.ReadBodySequenceAsync(lease, CancellationToken.None)).IsSingleSegment);
+
+            using var start = new Barrier(2);
+            Task<ReadOnlyMemory<byte>> ReadAtOnce() => Task.Factory.StartNew(
+                () =>
+                {
+                    start.SignalAndWait();
+                    return arena.ReadBodyAsync(lease, CancellationToken.None).AsTask().GetAwaiter().GetResult();
+                },
+                CancellationToken.None,
+                TaskCreationOptions.LongRunning,
+                TaskScheduler.Default);
+
+            ReadOnlyMemory<byte>[] reads = await Task.WhenAll(ReadAtOnce(), ReadAtOnce());
+            Assert.True(reads[0].Span == reads[1].Span, $"round {round}: the two reads returned different memory");
+            Assert.Equal(body, reads[0].ToArray());
+            _pool.ReturnArena(arena, context);
+        }
+    }
+
     // The request ends while one read takes the body and another waits for it, and the arena serves its next
     // request at once: the waiting read fails as any use after the end does, the taking read fails when it
     // finishes (during the next request, whose body it must not become), and the next request reads its own body.

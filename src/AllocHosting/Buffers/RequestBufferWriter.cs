@@ -25,7 +25,16 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
     private int _currentWritten;
     private long _writtenBefore;
     private int _nextSegmentSize = RequestBufferSegment.FirstSize;
-    private ReadOnlyMemory<byte>? _joined;
+
+    // The contiguous copy of several segments (WrittenMemory), valid while _joinState is Joined. A body the
+    // arena keeps is read by several tasks at once, so the first join claims the state with one
+    // compare-exchange and publishes the copy; a join that loses waits for it and returns the same memory
+    // (its own rent is merely lost to the request). Writing resets the state (one writer, no reader then).
+    private ReadOnlyMemory<byte> _joined;
+    private int _joinState;
+    private const int NotJoined = 0;
+    private const int Joining = 1;
+    private const int Joined = 2;
 
     internal RequestBufferWriter(RequestArena arena, int lease)
     {
@@ -78,9 +87,9 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
                 return _current[.._currentWritten];
             }
 
-            if (_joined is { } joined)
+            if (Volatile.Read(ref _joinState) == Joined)
             {
-                return joined;
+                return _joined;
             }
 
             long total = WrittenCount;
@@ -100,7 +109,7 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
         ArgumentOutOfRangeException.ThrowIfNegative(count);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(count, _current.Length - _currentWritten);
         _currentWritten += count;
-        _joined = null;
+        _joinState = NotJoined;
     }
 
     /// <inheritdoc />
@@ -174,7 +183,7 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
 
         source.CopyTo(_current.Span[_currentWritten..]);
         _currentWritten += (int)source.Length;
-        _joined = null;
+        _joinState = NotJoined;
         return true;
     }
 
@@ -182,7 +191,7 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
     /// <exception cref="InvalidOperationException">More than <see cref="int.MaxValue"/> bytes were written, or the request ended.</exception>
     internal ValueTask<ReadOnlyMemory<byte>> GetWrittenMemoryAsync(CancellationToken cancellationToken)
     {
-        if (SegmentCount == 0 || _joined is not null || WrittenCount > int.MaxValue)
+        if (SegmentCount == 0 || Volatile.Read(ref _joinState) == Joined || WrittenCount > int.MaxValue)
         {
             return new(WrittenMemory);
         }
@@ -197,9 +206,36 @@ public sealed class RequestBufferWriter : IBufferWriter<byte>
 
     private ReadOnlyMemory<byte> Join(Memory<byte> copy)
     {
-        WrittenSequence.CopyTo(copy.Span);
-        _joined = copy;
-        return copy;
+        var wait = default(SpinWait);
+        while (true)
+        {
+            int state = Interlocked.CompareExchange(ref _joinState, Joining, NotJoined);
+            if (state == NotJoined)
+            {
+                try
+                {
+                    WrittenSequence.CopyTo(copy.Span);
+                }
+                catch
+                {
+                    // (The request ended: its memory throws.) A read waiting for this join tries its own.
+                    Volatile.Write(ref _joinState, NotJoined);
+                    throw;
+                }
+
+                _joined = copy;
+                Volatile.Write(ref _joinState, Joined);
+                return copy;
+            }
+
+            if (state == Joined)
+            {
+                return _joined;
+            }
+
+            // Another read of the same body is joining it: its copy, once published, is the one.
+            wait.SpinOnce();
+        }
     }
 
     private ValueTask<Memory<byte>> GrowAsync(int wanted, CancellationToken cancellationToken)
