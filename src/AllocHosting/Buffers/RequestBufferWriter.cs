@@ -11,7 +11,9 @@ namespace AllocHosting;
 /// </summary>
 /// <remarks>
 /// Like every request buffer it lives until the request ends and must not be used afterwards.
-/// It is for one writer at a time (not thread-safe), as <see cref="IBufferWriter{T}"/> implies.
+/// It is for one writer at a time (not thread-safe), as <see cref="IBufferWriter{T}"/> implies. Once
+/// writing has ended, <see cref="WrittenMemory"/> and <see cref="WrittenSequence"/> may be read from
+/// several threads at once; they return the same contiguous copy.
 /// </remarks>
 public sealed class RequestBufferWriter : IBufferWriter<byte>
 {
