@@ -158,7 +158,7 @@ internal sealed partial class RequestArena
     private RequestBufferWriter KeepBody(RequestBufferWriter body, int lease)
     {
         TaskCompletionSource<RequestBufferWriter>? waiters;
-        lock (_chainLock)
+        using (_chainLock.EnterScope())
         {
             // A read that ends after its request must not attach its writer to the pooled arena
             // (Release clears _body under the same lock; its waiters were failed then).
@@ -177,7 +177,7 @@ internal sealed partial class RequestArena
     private void BodyReadFailed(int lease, Exception error)
     {
         TaskCompletionSource<RequestBufferWriter>? waiters;
-        lock (_chainLock)
+        using (_chainLock.EnterScope())
         {
             if (IsLease(lease))
             {
@@ -194,7 +194,7 @@ internal sealed partial class RequestArena
     private async ValueTask<RequestBufferWriter> WaitForBodyAsync(int lease, CancellationToken cancellationToken)
     {
         TaskCompletionSource<RequestBufferWriter> waiters;
-        lock (_chainLock)
+        using (_chainLock.EnterScope())
         {
             // Under the lock the reader keeps its outcome and takes the waiters with: either it is kept
             // already, or the reader will find these waiters.

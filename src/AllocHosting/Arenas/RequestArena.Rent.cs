@@ -88,7 +88,7 @@ internal sealed partial class RequestArena
         where TShape : struct, IRentShape<T>
     {
         long bytes = TShape.BytesOf(count);
-        lock (_chainLock)
+        using (_chainLock.EnterScope())
         {
             Engage();
             ThrowIfStale(lease);

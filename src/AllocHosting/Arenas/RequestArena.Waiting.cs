@@ -39,7 +39,7 @@ internal sealed partial class RequestArena
         bool large;
         try
         {
-            lock (_chainLock)
+            using (_chainLock.EnterScope())
             {
                 if (TryRentRound(length, lease, null, false, cancellationToken, out memory, out taking, out large))
                 {
@@ -62,7 +62,7 @@ internal sealed partial class RequestArena
         {
             // No lock and no thread held while waiting; a refusal is applied only if the request still runs.
             ArenaChunk? received = await taking.ConfigureAwait(false);
-            lock (_chainLock)
+            using (_chainLock.EnterScope())
             {
                 if (received is null)
                 {

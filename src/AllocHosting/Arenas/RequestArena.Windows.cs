@@ -126,7 +126,7 @@ internal sealed partial class RequestArena
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void RegisterMoreWindowSlow(RequestRentWindow window, int state, int lease)
     {
-        lock (_chainLock)
+        using (_chainLock.EnterScope())
         {
             // A request that ended meanwhile was harvested already: the window hands its figures over
             // when it is keyed again, as an unharvested window always does.

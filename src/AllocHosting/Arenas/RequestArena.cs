@@ -25,7 +25,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     private const int ByteAlignment = 16;
 
     private readonly RequestArenaPool _pool;
-    private readonly Lock _chainLock = new();
+    private readonly SharedSpinLock _chainLock = new();   // see SharedSpinLock: nothing under it takes it again or blocks
 
     // The pool chunks of this request, _current the last of them (null until the first rent).
     // Written under _chainLock; _current is also read without it.
@@ -101,7 +101,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended (the pooled arena's figure may be another request's).</exception>
     public long GetUsed(int lease)
     {
-        lock (_chainLock)
+        using (_chainLock.EnterScope())
         {
             ThrowIfStale(lease);
             long used = 0;
@@ -127,7 +127,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     /// <exception cref="InvalidOperationException">The request of <paramref name="lease"/> has ended.</exception>
     public long GetCapacity(int lease)
     {
-        lock (_chainLock)
+        using (_chainLock.EnterScope())
         {
             ThrowIfStale(lease);
             return ((long)_chunks.Count * _pool.ChunkCapacity) + _largeBytes;
@@ -146,7 +146,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     [MethodImpl(MethodImplOptions.NoInlining)]
     private Allocators.ContextAllocator GetContextAllocatorSlow(int lease)
     {
-        lock (_chainLock)
+        using (_chainLock.EnterScope())
         {
             Engage();
             ThrowIfStale(lease);
@@ -167,7 +167,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     /// <exception cref="RequestArenaBudgetExceededException">The budget is spent.</exception>
     public Allocators.ContextAllocator? GetNextContextAllocator(int lease, Allocators.ContextAllocator exhausted, nuint size, nuint alignment)
     {
-        lock (_chainLock)
+        using (_chainLock.EnterScope())
         {
             Engage();
             ThrowIfStale(lease);
@@ -307,7 +307,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     [MethodImpl(MethodImplOptions.NoInlining)]
     private bool ReleaseSlow(out long usedBytes, out long allocatedBytes, out bool overflowed)
     {
-        lock (_chainLock)
+        using (_chainLock.EnterScope())
         {
             ForgetRequestObjects();
             usedBytes = 0;

@@ -2,7 +2,8 @@ namespace AllocHosting.Allocators;
 
 /// <summary>
 /// A spin lock that several objects share by reference: an <see cref="ArenaChunk"/> of the bit set
-/// kind and its <see cref="ContextAllocator"/> guard the one bit set with it. The same lock as a
+/// kind and its <see cref="ContextAllocator"/> guard the one bit set with it; a request arena guards
+/// its chain of chunks with one. The same lock as a
 /// <see cref="NumaHeapAllocator"/> heap's (<see cref="NumaHeapSpinLock"/>: one compare-and-swap to take,
 /// a plain store to give back, bounded spinning then yielding), in an object of its own.
 /// </summary>
@@ -25,4 +26,22 @@ internal sealed class SharedSpinLock
 
     /// <summary>Whether some thread holds the lock now (for tests and assertions).</summary>
     public bool IsHeld => _lock.IsHeld;
+
+    /// <summary>Takes the lock until the returned scope is disposed: <c>using (spin.EnterScope()) { … }</c>, as <c>lock</c> is for <see cref="Lock"/>.</summary>
+    public Scope EnterScope()
+    {
+        _lock.Enter();
+        return new Scope(this);
+    }
+
+    /// <summary>A held <see cref="SharedSpinLock"/>; <see cref="Dispose"/> releases it.</summary>
+    public readonly ref struct Scope
+    {
+        private readonly SharedSpinLock _owner;
+
+        internal Scope(SharedSpinLock owner) => _owner = owner;
+
+        /// <summary>Releases the lock.</summary>
+        public void Dispose() => _owner.Exit();
+    }
 }
