@@ -25,7 +25,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     private const int ByteAlignment = 16;
 
     private readonly RequestArenaPool _pool;
-    private readonly SharedSpinLock _chainLock = new();   // see SharedSpinLock: nothing under it takes it again or blocks
+    private readonly SharedSpinLock _chainLock = new();   // see SharedSpinLock: nothing under it takes it again or waits for other work
 
     // The pool chunks of this request, _current the last of them (null until the first rent).
     // Written under _chainLock; _current is also read without it.

@@ -88,9 +88,9 @@ public sealed unsafe class NativeList<T> : IDisposable
     private ContextAllocator? _owner;
     private int _generation;
 
-    // What Add's inlined path may fill up to without a call: _capacity for a list no context owns, 0
-    // for one a context owns (its appends check the owner's generation out of line), so the inlined
-    // path of the common list reads no more than it did before owners were tracked.
+    // What Add's inlined path may fill up to with one compare: _capacity for a list no context owns, 0
+    // for one a context owns (its appends then check the capacity and the owner's generation, still
+    // inline), so the inlined path of the common list reads no more than before owners were tracked.
     private int _appendLimit;
 
     /// <summary>Creates an empty list over <see cref="SwitchableAllocator.Default"/> (the current flow's allocator); nothing is allocated until the first element.</summary>

@@ -12,7 +12,9 @@ namespace AllocHosting.Allocators;
 /// instructions and two reads of the thread's id (a thread-static lookup each), 15–16 ns a pair where
 /// a locked instruction costs 6 ns, against 6 ns for this lock (issue 12). The price: not reentrant,
 /// no owner, no fairness. Only for critical sections that call nothing that could take the lock
-/// again and that do not block (the bit set's own operations).
+/// again and that never wait for other work: the bit set's own operations, and the request arena's
+/// chaining, whose longest step is mapping a fresh chunk (a chunk the budget must first free is
+/// awaited outside the lock). A waiter spins briefly, then yields its processor.
 /// </remarks>
 internal sealed class SharedSpinLock
 {
