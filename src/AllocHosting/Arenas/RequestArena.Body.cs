@@ -158,11 +158,10 @@ internal sealed partial class RequestArena
     private RequestBufferWriter KeepBody(RequestBufferWriter body, int lease)
     {
         TaskCompletionSource<RequestBufferWriter>? waiters;
-        using (_chainLock.EnterScope())
+        using (EngageAndLock())
         {
             // A read that ends after its request must not attach its writer to the pooled arena
             // (Release clears _body under the same lock; its waiters were failed then).
-            Engage();
             ThrowIfStale(lease);
             Volatile.Write(ref _body, body);
             waiters = TakeBodyWaiters(lease);
@@ -194,11 +193,10 @@ internal sealed partial class RequestArena
     private async ValueTask<RequestBufferWriter> WaitForBodyAsync(int lease, CancellationToken cancellationToken)
     {
         TaskCompletionSource<RequestBufferWriter> waiters;
-        using (_chainLock.EnterScope())
+        using (EngageAndLock())
         {
             // Under the lock the reader keeps its outcome and takes the waiters with: either it is kept
             // already, or the reader will find these waiters.
-            Engage();
             ThrowIfStale(lease);
             if (_body is { } read && read.Lease == lease)
             {

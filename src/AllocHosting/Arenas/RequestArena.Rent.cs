@@ -88,9 +88,8 @@ internal sealed partial class RequestArena
         where TShape : struct, IRentShape<T>
     {
         long bytes = TShape.BytesOf(count);
-        using (_chainLock.EnterScope())
+        using (EngageAndLock())
         {
-            Engage();
             ThrowIfStale(lease);
             bool small = bytes <= _pool.ChunkCapacity;
             Memory<T> memory;

@@ -39,7 +39,7 @@ internal sealed partial class RequestArena
         bool large;
         try
         {
-            using (_chainLock.EnterScope())
+            using (EngageAndLock())
             {
                 if (TryRentRound(length, lease, null, false, cancellationToken, out memory, out taking, out large))
                 {
@@ -62,7 +62,7 @@ internal sealed partial class RequestArena
         {
             // No lock and no thread held while waiting; a refusal is applied only if the request still runs.
             ArenaChunk? received = await taking.ConfigureAwait(false);
-            using (_chainLock.EnterScope())
+            using (EngageAndLock())
             {
                 if (received is null)
                 {
@@ -78,14 +78,13 @@ internal sealed partial class RequestArena
         }
     }
 
-    // Under _chainLock: one round of the rent of bytes that may wait. It first joins the chunk the last round
+    // Under _chainLock, taken with EngageAndLock: one round of the rent of bytes that may wait. It first joins the chunk the last round
     // received (or gives it back when the request has ended), then rents from the chunks the request holds (the
     // current pool chunk, then the last large chunk), else from the chunk it needs (a pool chunk while the rent
     // fits one and the request is within its maximum, else after the overflow policy; a large chunk of its class
     // for a larger rent) when one is to be had at once. False when that chunk must be awaited: taking is its wait.
     private bool TryRentRound(int length, int lease, ArenaChunk? received, bool receivedLarge, CancellationToken cancellationToken, out Memory<byte> memory, out ValueTask<ArenaChunk?> taking, out bool takingLarge)
     {
-        Engage();
         if (received is not null && !IsLease(lease))
         {
             GiveBack(received, receivedLarge);

@@ -57,7 +57,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     private int _lease;
 
     // 1 once a section under _chainLock that may attach memory or objects to the request ran in this
-    // use (see Engage); 0 from Activate. Release skips the lock when it reads 0 after advancing the lease.
+    // use (see EngageAndLock); 0 from Activate. Release skips the lock when it reads 0 after advancing the lease.
     private int _engaged;
 
     // The pool's processor slot for this use (see Slot); -1 until something needs it.
@@ -146,9 +146,8 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     [MethodImpl(MethodImplOptions.NoInlining)]
     private Allocators.ContextAllocator GetContextAllocatorSlow(int lease)
     {
-        using (_chainLock.EnterScope())
+        using (EngageAndLock())
         {
-            Engage();
             ThrowIfStale(lease);
             return (_current ?? ChainFirst(0)).ContextAllocator;
         }
@@ -167,9 +166,8 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     /// <exception cref="RequestArenaBudgetExceededException">The budget is spent.</exception>
     public Allocators.ContextAllocator? GetNextContextAllocator(int lease, Allocators.ContextAllocator exhausted, nuint size, nuint alignment)
     {
-        using (_chainLock.EnterScope())
+        using (EngageAndLock())
         {
-            Engage();
             ThrowIfStale(lease);
             ArenaChunk? current = _current;
             if (current is not null && !ReferenceEquals(current.ContextAllocator, exhausted))
@@ -279,7 +277,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     {
         // The lease moves on first, with a full fence (the increment's), then _engaged is read: a
         // section that engaged before its lease check either shows here (the lock below waits for
-        // it and releases what it attached) or reads the new lease and refuses (see Engage).
+        // it and releases what it attached) or reads the new lease and refuses (see EngageAndLock).
         Interlocked.Increment(ref _lease);
         if (Volatile.Read(ref _engaged) == 0)
         {
@@ -457,18 +455,22 @@ internal sealed partial class RequestArena : IRequestArenaFeature
         }
     }
 
-    // Under _chainLock, first thing in a section that may attach memory or objects to the request
-    // (chunks, the body), before its lease check: marks the use engaged, with a full fence (the
-    // exchange's) between that store and the check's read of the lease, so that Release (which
-    // advances the lease, then reads _engaged) cannot miss a section that passes its check. Once
-    // per use; a stale caller may mark a later use, which only sends that use's release the slow way.
+    // Takes the chain lock for a section that may attach memory or objects to the request (chunks, the
+    // body), whose lease check comes first thing under the lock: marks the use engaged before taking the
+    // lock, so that the lock's compare-and-swap (a full fence, see SharedSpinLock.Enter) orders that store
+    // before the check's read of the lease, and Release (which advances the lease, then reads _engaged)
+    // cannot miss a section that passes its check. One locked instruction less per renting request than a
+    // fence of its own. Once per use; a stale caller may mark a later use, which only sends that use's
+    // release the slow way.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private void Engage()
+    private SharedSpinLock.Scope EngageAndLock()
     {
         if (_engaged == 0)
         {
-            Interlocked.Exchange(ref _engaged, 1);
+            Volatile.Write(ref _engaged, 1);
         }
+
+        return _chainLock.EnterScope();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -20,7 +20,7 @@ internal sealed class SharedSpinLock
 {
     private NumaHeapSpinLock _lock;
 
-    /// <summary>Takes the lock, waiting as long as needed.</summary>
+    /// <summary>Takes the lock, waiting as long as needed. Taking it ends with a successful compare-and-swap, a full fence: no store before it moves after it, no load after it before it (callers rely on this).</summary>
     public void Enter() => _lock.Enter();
 
     /// <summary>Releases the lock; the caller must hold it.</summary>
