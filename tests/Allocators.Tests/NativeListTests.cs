@@ -148,18 +148,7 @@ public unsafe class NativeListTests
         list.Dispose();
 
         Assert.Equal(0, allocator.Statistics.BytesInUse);
-        Assert.Throws<ObjectDisposedException>(() => list.Count);
-        Assert.Throws<ObjectDisposedException>(() => list.Capacity);
-        Assert.Throws<ObjectDisposedException>(() => list[0]);
-        Assert.Throws<ObjectDisposedException>(() => list.Add(1));
-        Assert.Throws<ObjectDisposedException>(() => list.AddRange([1]));
-        Assert.Throws<ObjectDisposedException>(() => list.Insert(0, 1));
-        Assert.Throws<ObjectDisposedException>(() => list.RemoveAt(0));
-        Assert.Throws<ObjectDisposedException>(list.Clear);
-        Assert.Throws<ObjectDisposedException>(() => list.EnsureCapacity(10));
-        Assert.Throws<ObjectDisposedException>(list.TrimExcess);
-        Assert.Throws<ObjectDisposedException>(() => list.AsSpan());
-        Assert.Throws<ObjectDisposedException>(() => list.GetEnumerator());
+        NativeListAssert.EveryMemberButDisposeThrows(list, 1, capacity: 10);
         Assert.Equal(0, allocator.Statistics.BytesInUse);
     }
 

@@ -208,25 +208,24 @@ public sealed unsafe class ContextAllocator : AllocatorBase, IRegionAllocator
     {
         if (!Synchronized)
         {
-            if (Generation != generation)
-            {
-                return false;
-            }
-
-            DeallocatePrevalidated(pointer, size, alignment);
-            return true;
+            return DeallocateUnlockedInGeneration(generation, pointer, size, alignment);
         }
 
         using (Hold())
         {
-            if (Generation != generation)
-            {
-                return false;
-            }
-
-            DeallocateUnlocked(pointer, size, alignment);
-            return true;
+            return DeallocateUnlockedInGeneration(generation, pointer, size, alignment);
         }
+    }
+
+    private bool DeallocateUnlockedInGeneration(int generation, byte* pointer, nuint size, nuint alignment)
+    {
+        if (Generation != generation)
+        {
+            return false;
+        }
+
+        DeallocateUnlocked(pointer, size, alignment);
+        return true;
     }
 
     // The core members: straight to the wrapped allocator, or under the shared lock for the
