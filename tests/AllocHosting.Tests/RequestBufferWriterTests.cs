@@ -45,6 +45,45 @@ public class RequestBufferWriterTests
         Assert.Equal("ok", await app.Client.GetStringAsync("/"));
     }
 
+    // The remarks' promise: once writing ended, WrittenMemory read on two threads at once returns the one
+    // contiguous copy (the first join publishes it; the other waits for it), not two copies.
+    [Fact]
+    public async Task WrittenMemory_read_on_two_threads_at_once_returns_one_copy()
+    {
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/", (IRequestBuffers buffers) =>
+        {
+            for (int round = 0; round < 30; round++)
+            {
+                RequestBufferWriter writer = buffers.CreateWriter();
+                for (int i = 0; i < 10_000; i++)
+                {
+                    writer.GetSpan(1)[0] = (byte)(i % 251);
+                    writer.Advance(1);
+                }
+
+                Assert.False(writer.WrittenSequence.IsSingleSegment);
+                using var start = new Barrier(2);
+                ReadOnlyMemory<byte> Read()
+                {
+                    start.SignalAndWait();
+                    return writer.WrittenMemory;
+                }
+
+                Task<ReadOnlyMemory<byte>> other = Task.Factory.StartNew(Read, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+                ReadOnlyMemory<byte> mine = Read();
+                ReadOnlyMemory<byte> theirs = other.GetAwaiter().GetResult();
+                if (!(mine.Span == theirs.Span) || !mine.Span.SequenceEqual(writer.WrittenSequence.ToArray()))
+                {
+                    return $"round {round}: two copies, or a wrong one";
+                }
+            }
+
+            return "one copy";
+        }));
+
+        Assert.Equal("one copy", await app.Client.GetStringAsync("/"));
+    }
+
     [Fact]
     public async Task Advance_beyond_the_memory_handed_out_throws()
     {
