@@ -35,6 +35,8 @@ public unsafe class SwitchableBenchmarks
     private SwitchableAllocator _switched = null!;
     private IAllocator _threadLocal = null!;
     private ContextAllocator _context = null!;
+    private ContextAllocator _threadSafeContext = null!;
+    private FixedSource _source = null!;
 
     [GlobalSetup]
     public void Setup()
@@ -48,10 +50,16 @@ public unsafe class SwitchableBenchmarks
         }
         _threadLocal = _switchable.ThreadLocal!;
         _context = ContextAllocator.ShortLived(new BumpAllocator(NativeMemorySource.Shared, 1 << 20));
+        _threadSafeContext = ContextAllocator.ShortLived(new BumpAllocator(NativeMemorySource.Shared, 1 << 20), threadSafe: true);
+        _source = new FixedSource(_threadSafeContext);
     }
 
     [GlobalCleanup]
-    public void Cleanup() => _context.Dispose();
+    public void Cleanup()
+    {
+        _context.Dispose();
+        _threadSafeContext.Dispose();
+    }
 
     [Benchmark(Baseline = true, Description = "list 80 MB / 1M appends, NativeMemoryAllocator")]
     [BenchmarkCategory("seed list")]
@@ -113,6 +121,25 @@ public unsafe class SwitchableBenchmarks
         }
     }
 
+    /// <summary>
+    /// The request arena's shape: a thread-safe bump context given by a source, which the switchable
+    /// allocator asks before each carve and again after it (reset after each churn: the concurrent
+    /// path never rewinds).
+    /// </summary>
+    [Benchmark(OperationsPerInvoke = ChurnPairs, Description = "64 B churn, switchable (context source, thread-safe bump)")]
+    [BenchmarkCategory("churn context")]
+    public nuint ChurnContextSourceSwitchable()
+    {
+        nuint sum;
+        using (_switchable.UseContext(_source))
+        {
+            sum = Churn(_switchable);
+        }
+
+        _threadSafeContext.Reset();
+        return sum;
+    }
+
     // The seed's bench body: one 80 MB allocation, 1M appends (8 MB written, no growth), one free.
     private static long FillList(IAllocator allocator)
     {
@@ -125,6 +152,11 @@ public unsafe class SwitchableBenchmarks
         long last = list.Last;
         list.Dispose();
         return last;
+    }
+
+    private sealed class FixedSource(ContextAllocator context) : IContextAllocatorSource
+    {
+        public ContextAllocator GetContextAllocator() => context;
     }
 
     private static nuint Churn(IAllocator allocator)
