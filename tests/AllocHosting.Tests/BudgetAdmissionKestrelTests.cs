@@ -232,6 +232,9 @@ public sealed class BudgetAdmissionKestrelTests
         HealthReport health = await app.App.Services.GetRequiredService<HealthCheckService>().CheckHealthAsync();
         Assert.Equal(1L, health.Entries[RequestArenaHealthCheck.Name].Data["rejectedTotal"]);
         Assert.Equal(HealthStatus.Degraded, health.Entries[RequestArenaHealthCheck.Name].Status);
+
+        // The release counts the refusal, then logs it: the count can be seen before the log is written.
+        await TestApp.EventuallyAsync(() => logs.GetSnapshot().Any(r => r.Id.Name == "RequestRejected"), "the refusal is logged");
         Assert.Single(logs.GetSnapshot(), r => r.Id.Name == "RequestRejected");
         Assert.DoesNotContain(logs.GetSnapshot(), r => r.Exception is RequestArenaBudgetExceededException);
         gate.Release.SetResult();
