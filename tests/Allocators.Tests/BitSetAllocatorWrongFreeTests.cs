@@ -17,6 +17,8 @@ public unsafe class BitSetAllocatorWrongFreeTests
     [InlineData(1u, 2u)]
     [InlineData(100u, 99u)] // runs across words
     [InlineData(100u, 101u)]
+    [InlineData(256u, 257u)] // whole words (a 16 KiB block)
+    [InlineData(256u, 192u)]
     public void A_free_with_a_size_of_another_block_count_is_refused(uint blocks, uint wrongBlocks)
     {
         using var allocator = Create(BlockSize, 1024);
@@ -25,6 +27,27 @@ public unsafe class BitSetAllocatorWrongFreeTests
         AssertRefusedAndUnchanged(allocator, () => allocator.Deallocate(block, wrongBlocks * BlockSize, 8));
         allocator.Deallocate(block, blocks * BlockSize, 8);
         allocator.Deallocate(neighbour, BlockSize, 8);
+        Assert.Equal(allocator.BlockCount, ValidatedFreeBlockCount(allocator));
+    }
+
+    // Two live neighbours that fill every block of the wrong range: only the run starts tell the
+    // range is two blocks, wherever the second one's start lies (a whole word, a partial one).
+    [Theory]
+    [InlineData(256u, 64u)]
+    [InlineData(256u, 128u)]
+    [InlineData(256u, 30u)]
+    [InlineData(100u, 60u)]
+    [InlineData(3u, 70u)]
+    [InlineData(2u, 3u)]
+    public void A_free_with_a_size_that_covers_a_whole_live_neighbour_is_refused(uint blocks, uint neighbourBlocks)
+    {
+        using var allocator = Create(BlockSize, 1024);
+        byte* block = allocator.Allocate(blocks * BlockSize, 8);
+        byte* neighbour = allocator.Allocate(neighbourBlocks * BlockSize, 8);
+        Assert.True(neighbour == block + (blocks * BlockSize), "the neighbour follows the block");
+        AssertRefusedAndUnchanged(allocator, () => allocator.Deallocate(block, (blocks + neighbourBlocks) * BlockSize, 8));
+        allocator.Deallocate(neighbour, neighbourBlocks * BlockSize, 8);
+        allocator.Deallocate(block, blocks * BlockSize, 8);
         Assert.Equal(allocator.BlockCount, ValidatedFreeBlockCount(allocator));
     }
 

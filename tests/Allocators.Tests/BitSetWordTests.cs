@@ -231,44 +231,107 @@ public unsafe class BitSetWordTests
     [InlineData(60u, 10u)]
     [InlineData(0u, 64u)]
     [InlineData(64u, 64u)]
+    [InlineData(5u, 59u)]
     [InlineData(0u, 256u)]
     [InlineData(64u, 300u)]
     [InlineData(10u, 140u)]
     [InlineData(63u, 129u)]
     [InlineData(5u, 600u)]
     [InlineData(0u, 640u)]
-    public void Try_clear_run_frees_exactly_a_fully_allocated_run(uint first, uint count)
+    [InlineData(0u, 704u)]
+    public void Try_clear_live_run_frees_exactly_the_run_and_its_start(uint first, uint count)
     {
         const int WordCount = 12;
         ulong* words = stackalloc ulong[WordCount];
+        ulong* starts = stackalloc ulong[WordCount];
         new Span<ulong>(words, WordCount).Fill(ulong.MaxValue);
-        Assert.True(BitSetWord.TryClearRun(words, first, count));
+        new Span<ulong>(starts, WordCount).Clear();
+        MarkStart(starts, first);
+        // Neighbouring runs' starts, outside the run, stay.
+        if (first > 0)
+        {
+            MarkStart(starts, first - 1);
+        }
+
+        if (first + count < WordCount * 64)
+        {
+            MarkStart(starts, first + count);
+        }
+
+        Assert.True(BitSetWord.TryClearLiveRun(words, starts, first, count));
         for (uint block = 0; block < WordCount * 64; block++)
         {
-            bool set = (words[block >> 6] & (1UL << (63 - (int)(block & 63)))) != 0;
-            Assert.Equal(block < first || block >= first + count, set);
+            Assert.Equal(block < first || block >= first + count, IsSet(words, block));
+            Assert.Equal(block == first - 1 || block == first + count, IsSet(starts, block));
         }
     }
 
     [Theory]
     [InlineData(0u, 256u, 0u)]
     [InlineData(0u, 256u, 255u)]
-    [InlineData(0u, 640u, 300u)] // second group of four words: the first group is put back
+    [InlineData(0u, 640u, 300u)] // second group of four words
     [InlineData(0u, 640u, 600u)] // a word after the groups
+    [InlineData(0u, 2304u, 2000u)] // past the early-exit length: the span path
     [InlineData(3u, 700u, 3u)] // partial first word
     [InlineData(3u, 700u, 702u)] // partial last word
     [InlineData(3u, 700u, 500u)]
-    public void Try_clear_run_with_one_free_block_changes_nothing(uint first, uint count, uint free)
+    [InlineData(5u, 3u, 6u)] // one word
+    public void Try_clear_live_run_with_one_free_block_changes_nothing(uint first, uint count, uint free)
     {
-        const int WordCount = 12;
-        ulong* words = stackalloc ulong[WordCount];
-        var span = new Span<ulong>(words, WordCount);
-        span.Fill(ulong.MaxValue);
-        words[free >> 6] &= ~(1UL << (63 - (int)(free & 63)));
-        ulong[] before = span.ToArray();
-        Assert.False(BitSetWord.TryClearRun(words, first, count));
-        Assert.Equal(before, span.ToArray());
+        AssertRefusedUnchanged(first, count, (words, _) => words[free >> 6] &= ~Bit(free));
     }
+
+    [Theory]
+    [InlineData(0u, 256u, 1u)]
+    [InlineData(0u, 256u, 64u)]
+    [InlineData(0u, 256u, 255u)]
+    [InlineData(0u, 640u, 600u)]
+    [InlineData(0u, 2304u, 2000u)]
+    [InlineData(3u, 700u, 4u)] // partial first word
+    [InlineData(3u, 700u, 702u)] // partial last word
+    [InlineData(5u, 3u, 7u)] // one word
+    public void Try_clear_live_run_with_another_start_inside_changes_nothing(uint first, uint count, uint inner)
+    {
+        AssertRefusedUnchanged(first, count, (_, starts) => starts[inner >> 6] |= Bit(inner));
+    }
+
+    [Theory]
+    [InlineData(0u, 256u)]
+    [InlineData(3u, 700u)]
+    [InlineData(64u, 64u)]
+    [InlineData(5u, 3u)]
+    public void Try_clear_live_run_without_its_start_changes_nothing(uint first, uint count)
+    {
+        AssertRefusedUnchanged(first, count, (_, starts) => starts[first >> 6] &= ~Bit(first));
+    }
+
+    private delegate void BitSetsChange(ulong* words, ulong* starts);
+
+    // A fully allocated region with one live run [first, first + count), spoiled by change: the
+    // free is refused and neither bit set changes.
+    private static void AssertRefusedUnchanged(uint first, uint count, BitSetsChange change)
+    {
+        const int WordCount = 40;
+        ulong* words = stackalloc ulong[WordCount];
+        ulong* starts = stackalloc ulong[WordCount];
+        var wordSpan = new Span<ulong>(words, WordCount);
+        var startSpan = new Span<ulong>(starts, WordCount);
+        wordSpan.Fill(ulong.MaxValue);
+        startSpan.Clear();
+        MarkStart(starts, first);
+        change(words, starts);
+        ulong[] wordsBefore = wordSpan.ToArray();
+        ulong[] startsBefore = startSpan.ToArray();
+        Assert.False(BitSetWord.TryClearLiveRun(words, starts, first, count));
+        Assert.Equal(wordsBefore, wordSpan.ToArray());
+        Assert.Equal(startsBefore, startSpan.ToArray());
+    }
+
+    private static ulong Bit(uint block) => 1UL << (63 - (int)(block & 63));
+
+    private static void MarkStart(ulong* starts, uint block) => starts[block >> 6] |= Bit(block);
+
+    private static bool IsSet(ulong* bits, uint block) => (bits[block >> 6] & Bit(block)) != 0;
 
     [Theory]
     [InlineData(0, -1)]

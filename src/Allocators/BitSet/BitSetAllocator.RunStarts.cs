@@ -46,16 +46,15 @@ public sealed unsafe partial class BitSetAllocator
             return false;
         }
 
-        nuint next = first + count;
-        if (next < _blockCount
-            && (_words[next >> 6] & (1UL << (63 - (int)(next & 63)))) != 0
-            && !IsRunStart(next))
-        {
-            return false;
-        }
-
-        return true;
+        return EndsRun(first + count);
     }
+
+    /// <summary>Whether a live run may end before block <paramref name="next"/>: it is past the end, free, or another run's start.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private bool EndsRun(nuint next) =>
+        next >= _blockCount
+        || (_words[next >> 6] & (1UL << (63 - (int)(next & 63)))) == 0
+        || IsRunStart(next);
 
     /// <summary>The block index of <paramref name="pointer"/>; throws unless it is a block start inside the region.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -280,19 +280,32 @@ public sealed unsafe partial class BitSetAllocator : AllocatorBase, IRegionAlloc
     /// <inheritdoc />
     protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
     {
-        nuint first = ValidateLiveRun(pointer, size, out nuint count);
+        // The checks of ValidateLiveRun, fused with the clearing: one pass over the run's words.
+        nuint first = BlockOf(pointer);
+        nuint count = (size + _blockSize - 1) >> _blockShift;
+        if (count > _blockCount - first)
+        {
+            ThrowInvalidPointer(pointer);
+        }
+
         int offset = (int)(first & 63);
         if (count <= (nuint)(64 - offset))
         {
-            // Fast path: the run lies in one word.
+            // Fast path: the run lies in one word; its blocks all allocated, and of its run starts only the first.
             nuint w = first >> 6;
-            _words[w] &= ~BitSetWord.BlocksMask(offset, (int)count);
-            _starts[w] &= ~(1UL << (63 - offset));
+            ulong run = BitSetWord.BlocksMask(offset, (int)count);
+            ulong start = 1UL << (63 - offset);
+            if ((_words[w] & run) != run || (_starts[w] & run) != start || !EndsRun(first + count))
+            {
+                ThrowNotLiveRun(pointer, first, count);
+            }
+
+            _words[w] &= ~run;
+            _starts[w] &= ~start;
         }
-        else
+        else if (!EndsRun(first + count) || !BitSetWord.TryClearLiveRun(_words, _starts, first, count))
         {
-            BitSetWord.ClearRun(_words, first, count);
-            ClearRunStart(first);
+            ThrowNotLiveRun(pointer, first, count);
         }
 
         _freeBlocks += count;
@@ -509,7 +522,12 @@ public sealed unsafe partial class BitSetAllocator : AllocatorBase, IRegionAlloc
             return null;
         }
 
-        run[wholeWords - (tail == 0 ? 1u : 0u)] |= tailMask;
+        if (tail != 0)
+        {
+            // (Only then: a scalar store over a word the free's vector load reads would stall it.)
+            run[wholeWords] |= tailMask;
+        }
+
         _starts[_cursor] |= 1UL << 63;
         if (lastWord > _highWord)
         {
