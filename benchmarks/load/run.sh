@@ -21,6 +21,9 @@
 #       only the routes that exist: a route answering 404 is skipped. Probed with GET$AGGREGATE_QUERY; a route
 #       that answers 405 to GET is driven with the webhook bodies as POST.
 # one table per group: req/s, p99, gen0 and gen2 GCs during the run, working set after it, non-2xx answers.
+# The order of a group's variants rotates from one (round, connections, payload) block to the next, so
+# that each variant runs first (after another payload or connection level: heap growth, pool warm-up)
+# as often as the others; a last table sums each variant's gen2 GCs apart when it ran first and when not.
 # The working set is the whole process's after the run (every variant runs in the one server, in turn).
 #
 # Bounded: ROUNDS × DURATION s per run; digest 5 runs a round, paths up to 3 groups × 4 variants × 2 sizes
@@ -186,8 +189,8 @@ for path in /aggregate /aggregate/memorystream /aggregate/arraypool /aggregate/r
     else echo "skipped $path: it answered $code (set AGGREGATE_QUERY?)" >&2; fi
 done
 
-run_path() { # group method path size connections round
-    local group=$1 method=$2 path=$3 size=$4 connections=$5 round=$6 script=() url
+run_path() { # group method path size connections round position
+    local group=$1 method=$2 path=$3 size=$4 connections=$5 round=$6 position=$7 script=() url
     url="$BASE$path"
     if [[ $method == POST ]]; then script=(-s "$WORK/webhook-$size.lua"); fi
     if [[ $group == export ]]; then url="$BASE$path?rows=${ROWS[$size]}"; fi
@@ -203,7 +206,7 @@ run_path() { # group method path size connections round
     gen0=$(( $(jq .gen0Collections <<<"$after") - $(jq .gen0Collections <<<"$before") ))
     gen2=$(( $(jq .gen2Collections <<<"$after") - $(jq .gen2Collections <<<"$before") ))
     rss=$(jq .workingSetBytes <<<"$after")
-    echo "$group $path $size $connections $round $rps $p99 $gen0 $gen2 $rss ${non2xx:-0}" >>"$WORK/paths"
+    echo "$group $path $size $connections $round $rps $p99 $gen0 $gen2 $rss ${non2xx:-0} $position" >>"$WORK/paths"
 }
 
 # Warm-up (JIT, arena chunks, pools): each route once with each payload, not recorded.
@@ -219,15 +222,24 @@ for entry in "${GROUPS_RUN[@]}"; do
 done
 
 : >"$WORK/paths"
+block=0
 for round in $(seq 1 "$ROUNDS"); do
     for connections in $CONNECTION_LEVELS; do
         for size in small large; do
-            for entry in "${GROUPS_RUN[@]}"; do
-                read -r group method path <<<"$entry"
-                # A GET aggregate has no payload size: run it once per connection level.
-                if [[ $group == aggregate && $method == GET && $size == large ]]; then continue; fi
-                run_path "$group" "$method" "$path" "$size" "$connections" "$round"
+            for group_name in webhook export aggregate; do
+                members=()
+                for entry in "${GROUPS_RUN[@]}"; do
+                    if [[ $entry == "$group_name "* ]]; then members+=("$entry"); fi
+                done
+                count=${#members[@]}
+                for ((i = 0; i < count; i++)); do
+                    read -r group method path <<<"${members[$(((i + block) % count))]}"
+                    # A GET aggregate has no payload size: run it once per connection level.
+                    if [[ $group == aggregate && $method == GET && $size == large ]]; then continue; fi
+                    run_path "$group" "$method" "$path" "$size" "$connections" "$round" "$i"
+                done
             done
+            block=$((block + 1))
         done
     done
 done
@@ -275,6 +287,20 @@ for group in ("webhook", "export", "aggregate"):
         rss = statistics.median(int(r[9]) for r in runs) / (1024 * 1024)
         bad = sum(int(r[10]) for r in runs)
         print(f"| `{path}` | {size} | {connections} | {rps:,.0f} | {p99:.2f} | {gen0:.0f} | {gen2:.0f} | {rss:.0f} | {bad} |")
+
+# Gen2 collections by position: a collection that follows the variant wherever it runs is its own; one
+# that follows the first run of a block (whichever variant that is) comes from the change of payload or
+# connections before it.
+print()
+print("#### Gen2 GCs by position in the block (sums over all runs)")
+print()
+print("| variant | runs first | gen2 when first | runs not first | gen2 when not first |")
+print("|---|---:|---:|---:|---:|")
+for path in dict.fromkeys(r[1] for r in rows):
+    mine = [r for r in rows if r[1] == path]
+    first = [r for r in mine if r[11] == "0"]
+    later = [r for r in mine if r[11] != "0"]
+    print(f"| `{path}` | {len(first)} | {sum(int(r[8]) for r in first)} | {len(later)} | {sum(int(r[8]) for r in later)} |")
 PY
 fi
 
