@@ -120,6 +120,50 @@ public sealed class RequestArenaPoolTests : IDisposable
         RentWriteAndRelease(pool);
     }
 
+    // The figures each arena object keeps (active, the bytes of ended uses), summed by the pool: right
+    // while requests hold memory, after they end, when more arena objects are out at once than the pool
+    // keeps (the extra ones are dropped and hand their figure over), and when the ends run on other threads.
+    [Fact]
+    public async Task Active_requests_and_allocated_bytes_add_up_across_arena_objects_also_those_dropped()
+    {
+        const int Requests = 300;   // more than the pool keeps (256): 44 objects are dropped on return
+        const int Rent = 64;
+        var options = new SwitchableAllocatorOptions { InitialArenaSize = 16 * 1024, MemoryBudget = Requests * 16 * 1024, MaxArenaSizePerRequest = 16 * 1024 };
+        using var pool = CreatePool(options, ArenaChunkSource.ForThisMachine(options, NullLogger.Instance));
+        var arenas = new RequestArena[Requests];
+        var contexts = new HttpContext[Requests];
+        for (int round = 1; round <= 3; round++)
+        {
+            for (int i = 0; i < Requests; i++)
+            {
+                contexts[i] = new DefaultHttpContext();
+                arenas[i] = pool.RentArena(contexts[i]);
+            }
+
+            Assert.Equal(0, pool.ActiveArenas);   // nothing rented yet
+            for (int i = 0; i < Requests; i++)
+            {
+                arenas[i].Rent(Rent, arenas[i].Lease);
+            }
+
+            Assert.Equal(Requests, pool.ActiveArenas);
+            Assert.Equal(((round - 1) * Requests * Rent) + (Requests * Rent), pool.AllocatedBytes);
+
+            // Half of the requests end on other threads, at once.
+            await Task.WhenAll(Enumerable.Range(0, Requests).Select(i => i % 2 == 0
+                ? Task.Run(() => pool.ReturnArena(arenas[i], contexts[i]))
+                : Task.FromResult(Return(i))));
+            Assert.Equal(0, pool.ActiveArenas);
+            Assert.Equal(round * Requests * Rent, pool.AllocatedBytes);
+        }
+
+        bool Return(int i)
+        {
+            pool.ReturnArena(arenas[i], contexts[i]);
+            return true;
+        }
+    }
+
     private RequestArenaPool CreatePool(SwitchableAllocatorOptions options, IMemorySource memory)
     {
         options.InitialArenaSize = 16 * 1024;

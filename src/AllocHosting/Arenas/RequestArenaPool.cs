@@ -35,10 +35,10 @@ internal sealed class RequestArenaPool : IDisposable
     private readonly bool _clear;
     private readonly StaleUseReporter? _diagnostics;   // null under Diagnostics Off
 
-    // The counters behind the observable instruments; any thread. The processor counters are
-    // added to by every renting request, each in its arena's slot.
-    private readonly ProcessorCounter _releasedAllocatedBytes = new();
-    private readonly ProcessorCounter _activeArenas = new();            // +1 at a request's first chunk, -1 at its release
+    // The counters behind the observable instruments; any thread. The requests holding memory and the
+    // bytes of ended requests are kept by the arena objects (RequestArena.CountedActive,
+    // ReleasedAllocatedBytes) and summed by _arenas; the window rents in a processor counter, added to
+    // in the arena's slot when a thread's window hands its figures over.
     private readonly ProcessorCounter _windowRents = new();             // rents carved from thread windows, handed over per request and thread
     private long _rejectedCount;                                        // Interlocked
     private long _lastRejectionTimestamp;                               // Interlocked; 0 until the first rejection
@@ -156,7 +156,7 @@ internal sealed class RequestArenaPool : IDisposable
     public long LiveBytes => _budget.LiveBytes;
 
     /// <summary>Requests holding arena memory now: the figure of <c>allochosting.request_arena.active</c>.</summary>
-    public long ActiveArenas => _activeArenas.Value;
+    public long ActiveArenas => _arenas.CountActive();
 
     /// <summary>
     /// Rents served from arena memory since start: the figure of <c>allochosting.request_arena.rents</c>.
@@ -178,13 +178,10 @@ internal sealed class RequestArenaPool : IDisposable
     }
 
     /// <summary>Bytes handed out by request arenas since start (released requests plus those in flight).</summary>
-    public long AllocatedBytes => _releasedAllocatedBytes.Value + LiveBytes;
+    public long AllocatedBytes => _arenas.ReleasedAllocatedBytes + LiveBytes;
 
     /// <summary>The measurements of <c>allochosting.mapped</c>.</summary>
     public IEnumerable<Measurement<long>> ObserveMapped() => _chunks.ObserveMapped();
-
-    /// <summary>Counts a request that took its first memory (its arena's first pool or large chunk).</summary>
-    public void ArenaActivated(int slot) => _activeArenas.Add(slot, 1);
 
     /// <summary>Requests rejected for lack of memory since start (for the health check: every probe reads the same figure).</summary>
     public long RejectedCount => Interlocked.Read(ref _rejectedCount);
@@ -217,10 +214,8 @@ internal sealed class RequestArenaPool : IDisposable
     public void ReturnArena(RequestArena arena, HttpContext? context)
     {
         bool rejected = arena.WasRejected;
-        if (arena.Release(out long used, out long allocated, out bool overflowed))
+        if (arena.Release(out long used, out _, out bool overflowed))
         {
-            _releasedAllocatedBytes.Add(arena.Slot, allocated);
-            _activeArenas.Add(arena.Slot, -1);
             EndpointArenaProfile? profile = arena.Profile;
             profile?.Record(used);
             _metrics.ArenaReleased(used, overflowed, _kindTag, context is null ? AllocHostingMetrics.ScopeOwner : AllocHostingMetrics.RequestOwner, profile?.Route);
