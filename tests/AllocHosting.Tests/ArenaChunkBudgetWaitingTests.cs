@@ -61,11 +61,14 @@ public sealed class ArenaChunkBudgetWaitingTests : IDisposable
     [Fact]
     public async Task A_large_head_that_times_out_lets_the_waiters_behind_it_be_served_at_once()
     {
-        ArenaChunkBudget budget = Create(chunks: 2, maxPerRequest: 2 * ChunkSize, waitTimeout: TimeSpan.FromMilliseconds(200));
+        // Half a timeout apart each way: the small one waits before the large one's timeout, and its own
+        // ends well after it even when the timers' callbacks run late on a loaded machine (at 200 ms and
+        // 100 ms apart both once ran late enough to fire together, and the small one's ran first).
+        ArenaChunkBudget budget = Create(chunks: 2, maxPerRequest: 2 * ChunkSize, waitTimeout: TimeSpan.FromSeconds(1));
         ArenaChunk a = budget.Take(0)!, b = budget.Take(0)!;
         Task<ArenaChunk?> large = budget.TakeLargeAsync(budget.LargeChunkSizeFor(2 * ChunkSize), default, default).AsTask();
         budget.Return(a, 0);   // kept for the large head
-        await Task.Delay(100);   // the small one's own timeout ends well after the large one's
+        await Task.Delay(500);
         Task<ArenaChunk?> small = budget.TakeAsync(0, default, default).AsTask();
         Assert.False(small.IsCompleted);
 
