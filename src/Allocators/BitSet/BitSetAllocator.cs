@@ -524,7 +524,8 @@ public sealed unsafe partial class BitSetAllocator : AllocatorBase, IRegionAlloc
 
         if (tail != 0)
         {
-            // (Only then: a scalar store over a word the free's vector load reads would stall it.)
+            // (Only then: a scalar store still in flight stalls a vector load over its word, and
+            // the next allocation here checks these words with vector loads.)
             run[wholeWords] |= tailMask;
         }
 

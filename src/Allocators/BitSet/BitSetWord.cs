@@ -168,7 +168,7 @@ internal static unsafe class BitSetWord
     /// One pass of reads over both bit sets, then the writes: the check of the separate
     /// <see cref="IsRunSet"/> and <see cref="IsRunClear"/> and the clearing of <see cref="ClearRun"/>
     /// in a fraction of their work (one <see cref="RunMasks"/>; a 16 KiB block of 64-byte blocks is
-    /// one vector of words and one of starts).
+    /// four words of each).
     /// </remarks>
     public static bool TryClearLiveRun(ulong* words, ulong* starts, nuint first, nuint count)
     {
