@@ -63,4 +63,39 @@ public class SharedSpinLockTests
         spin.Exit();
         Assert.False(spin.IsHeld);
     }
+
+#if DEBUG
+    // Debug builds only (the tests'): a section that takes the lock again on its own thread throws
+    // instead of spinning for ever, and the lock stays usable.
+    [Fact]
+    public void Taking_the_lock_again_on_the_thread_that_holds_it_throws_in_debug_builds()
+    {
+        var spin = new SharedSpinLock();
+
+        void Reenter()
+        {
+            using (spin.EnterScope())
+            {
+                using (spin.EnterScope())
+                {
+                }
+            }
+        }
+
+        Assert.Throws<LockRecursionException>(Reenter);
+        Assert.False(spin.IsHeld);
+
+        // Another thread may take it while this one holds it no more; and this one again after it.
+        var other = new Thread(() =>
+        {
+            spin.Enter();
+            spin.Exit();
+        });
+        other.Start();
+        Assert.True(other.Join(TimeSpan.FromSeconds(10)));
+        spin.Enter();
+        spin.Exit();
+        Assert.False(spin.IsHeld);
+    }
+#endif
 }
