@@ -164,6 +164,54 @@ public sealed class RequestArenaPoolTests : IDisposable
         }
     }
 
+    // A request that ends on a thread leaves its arena object as that thread's spare; when the thread
+    // ends, the object is lost. The pool must not keep it alive for its figures (a server whose pool
+    // threads come and go would keep one object per ended thread for ever), and its bytes must stay in
+    // allocated once it is collected.
+    [Fact]
+    public void An_arena_object_lost_with_its_thread_is_collected_and_its_bytes_stay_counted()
+    {
+        const int Rent = 64;
+        const int Threads = 4;
+        var options = new SwitchableAllocatorOptions { InitialArenaSize = 16 * 1024, MemoryBudget = 8 * 16 * 1024, MaxArenaSizePerRequest = 16 * 1024 };
+        using var pool = CreatePool(options, ArenaChunkSource.ForThisMachine(options, NullLogger.Instance));
+        var lost = new WeakReference<RequestArena>[Threads];
+        for (int i = 0; i < Threads; i++)
+        {
+            int index = i;
+            var thread = new Thread(() =>
+            {
+                // A fresh thread has no spare: the ended request's arena object becomes this thread's spare.
+                var context = new DefaultHttpContext();
+                RequestArena arena = pool.RentArena(context);
+                arena.Rent(Rent, arena.Lease);
+                pool.ReturnArena(arena, context);
+                lost[index] = new WeakReference<RequestArena>(arena);
+            });
+            thread.Start();
+            Assert.True(thread.Join(TimeSpan.FromSeconds(10)));
+        }
+
+        Assert.Equal(Threads * Rent, pool.AllocatedBytes);
+        for (int attempt = 0; attempt < 10 && lost.Any(reference => reference.TryGetTarget(out _)); attempt++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        }
+
+        Assert.All(lost, reference => Assert.False(reference.TryGetTarget(out _)));
+        Assert.Equal(Threads * Rent, pool.AllocatedBytes);
+        Assert.Equal(0, pool.ActiveArenas);
+
+        // The pool goes on counting new requests beside the collected ones' bytes.
+        var next = new DefaultHttpContext();
+        RequestArena again = pool.RentArena(next);
+        again.Rent(Rent, again.Lease);
+        Assert.Equal(1, pool.ActiveArenas);
+        pool.ReturnArena(again, next);
+        Assert.Equal((Threads + 1) * Rent, pool.AllocatedBytes);
+    }
+
     private RequestArenaPool CreatePool(SwitchableAllocatorOptions options, IMemorySource memory)
     {
         options.InitialArenaSize = 16 * 1024;

@@ -69,18 +69,12 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     // The memory pool of the current request (AsMemoryPool), replaced when a later request asks.
     private RequestBufferMemoryPool? _memoryPool;
 
-    // This object's share of the pool's figures, summed over its arena objects by the pool on any
-    // thread (see RequestArenaObjectPool): written under _chainLock with plain stores, so a renting
-    // request pays no locked instruction for them. Whether the current use holds memory
-    // (allochosting.request_arena.active), and the bytes its ended uses rented (allocated).
-    private bool _countedActive;
-    private long _releasedAllocated;
-
     public RequestArena(RequestArenaPool pool, long maxBytes)
     {
         _pool = pool;
         _globalMaxBytes = maxBytes;
         _maxBytes = maxBytes;
+        Figures = new RequestArenaFigures(this);
     }
 
     public int Lease => Volatile.Read(ref _lease);
@@ -88,14 +82,13 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     /// <summary>The pool the arena object belongs to.</summary>
     internal RequestArenaPool Pool => _pool;
 
-    /// <summary>Whether the current use holds memory: counted in <c>allochosting.request_arena.active</c> from its first chunk to its release. Any thread.</summary>
-    internal bool CountedActive => Volatile.Read(ref _countedActive);
-
-    /// <summary>The bytes rented by this object's ended uses (alignment padding included; see <see cref="Release"/>), summed by the pool into its allocated figure. Any thread.</summary>
-    internal long ReleasedAllocatedBytes => Volatile.Read(ref _releasedAllocated);
-
-    /// <summary>This object's place in its pool's list of arena objects (see <see cref="RequestArenaObjectPool"/>), under that pool's lock.</summary>
-    internal int RegistryIndex { get; set; } = -1;
+    /// <summary>
+    /// This object's share of the pool's figures, summed over its arena objects by the pool (see
+    /// <see cref="RequestArenaObjectPool"/>): whether the current use holds memory, from its first chunk
+    /// to its release, and the bytes its ended uses rented (alignment padding included; see
+    /// <see cref="Release"/>). Written under the chain lock with plain stores.
+    /// </summary>
+    internal RequestArenaFigures Figures { get; }
 
     public bool IsActive => (Volatile.Read(ref _lease) & 1) != 0;
 
@@ -355,8 +348,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
             allocatedBytes = Math.Max(0, allocatedBytes - unrented);
             if (rented)
             {
-                Volatile.Write(ref _releasedAllocated, _releasedAllocated + allocatedBytes);
-                Volatile.Write(ref _countedActive, false);
+                Figures.MarkReleased(allocatedBytes);
             }
 
             return rented;
@@ -445,7 +437,7 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     {
         if (!HoldsMemory)
         {
-            Volatile.Write(ref _countedActive, true);
+            Figures.MarkActive();
         }
     }
 

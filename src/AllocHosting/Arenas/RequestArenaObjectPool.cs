@@ -15,11 +15,12 @@ namespace AllocHosting;
 /// Past that, one uncontended exchange each on the processor's slot; only when that slot is empty
 /// or full do they take the stack's lock.
 /// <para>
-/// Figures: the pool keeps a list of every arena object it made and has not dropped, so that the
-/// figures each object keeps (<see cref="RequestArena.CountedActive"/>,
-/// <see cref="RequestArena.ReleasedAllocatedBytes"/>, written with plain stores by its requests)
-/// can be summed when a metric is read. An object dropped because the stack is full hands its
-/// figure over first.
+/// Figures: the pool lists the <see cref="RequestArenaFigures"/> of every arena object it made (written
+/// with plain stores by the object's requests) and sums them when a metric is read. It holds the
+/// objects themselves only weakly, through the figures: an object dropped because the stack is full
+/// hands its bytes to a pool total and leaves the list, and so do the figures of an object that was
+/// lost with its thread (a thread's spare when the thread ended) once the GC has collected it, at the
+/// next read.
 /// </para>
 /// </remarks>
 internal sealed class RequestArenaObjectPool
@@ -43,8 +44,9 @@ internal sealed class RequestArenaObjectPool
     private readonly RequestArena?[] _arenas = new RequestArena?[MaxPooledArenas];
     private int _arenaCount;
 
-    // Every arena object made and not dropped (each knows its index), and the allocated bytes of the dropped ones.
-    private readonly List<RequestArena> _all = [];
+    // The figures of every arena object made and not dropped or collected (each knows its index), and
+    // the allocated bytes of the dropped and collected ones.
+    private readonly List<RequestArenaFigures> _all = [];
     private long _droppedAllocated;
 
     /// <summary>A pool of the arena objects of <paramref name="owner"/>, which makes a new one with <paramref name="create"/> when it has none to hand out.</summary>
@@ -60,15 +62,16 @@ internal sealed class RequestArenaObjectPool
     /// <summary>How many processor slots there are: every <see cref="CurrentIndex"/> is below it.</summary>
     public int SlotCount => _hotArenas.SlotCount;
 
-    /// <summary>How many arena objects hold memory for a use now (<see cref="RequestArena.CountedActive"/>): requests and scopes that rented.</summary>
+    /// <summary>How many arena objects hold memory for a use now (<see cref="RequestArenaFigures.Active"/>): requests and scopes that rented.</summary>
     public long CountActive()
     {
         long active = 0;
         lock (_arenaLock)
         {
-            foreach (RequestArena arena in _all)
+            ForgetCollected();
+            foreach (RequestArenaFigures figures in _all)
             {
-                if (arena.CountedActive)
+                if (figures.Active)
                 {
                     active++;
                 }
@@ -78,22 +81,54 @@ internal sealed class RequestArenaObjectPool
         return active;
     }
 
-    /// <summary>The bytes rented by every ended use of this pool's arena objects, dropped ones included.</summary>
+    /// <summary>The bytes rented by every ended use of this pool's arena objects, dropped and collected ones included.</summary>
     public long ReleasedAllocatedBytes
     {
         get
         {
             lock (_arenaLock)
             {
+                ForgetCollected();
                 long bytes = _droppedAllocated;
-                foreach (RequestArena arena in _all)
+                foreach (RequestArenaFigures figures in _all)
                 {
-                    bytes += arena.ReleasedAllocatedBytes;
+                    bytes += figures.ReleasedAllocatedBytes;
                 }
 
                 return bytes;
             }
         }
+    }
+
+    // Under _arenaLock: the figures of arena objects the GC collected (lost with their thread) move to
+    // the pool's total and leave the list, so that the list stays as long as the objects alive.
+    private void ForgetCollected()
+    {
+        for (int i = _all.Count - 1; i >= 0; i--)
+        {
+            if (!_all[i].Arena.TryGetTarget(out _))
+            {
+                Unlist(_all[i]);
+            }
+        }
+    }
+
+    // Under _arenaLock: moves the figures' bytes to the pool's total and takes them off the list (the
+    // last entry takes their place).
+    private void Unlist(RequestArenaFigures figures)
+    {
+        if (figures.RegistryIndex < 0)
+        {
+            return;
+        }
+
+        _droppedAllocated += figures.ReleasedAllocatedBytes;
+        int index = figures.RegistryIndex;
+        RequestArenaFigures last = _all[^1];
+        _all[index] = last;
+        last.RegistryIndex = index;
+        _all.RemoveAt(_all.Count - 1);
+        figures.RegistryIndex = -1;
     }
 
     /// <summary>An arena object for a request; the fast path takes the thread's spare, then the one the calling thread's processor slot holds.</summary>
@@ -141,8 +176,8 @@ internal sealed class RequestArenaObjectPool
         RequestArena created = _create();
         lock (_arenaLock)
         {
-            created.RegistryIndex = _all.Count;
-            _all.Add(created);
+            created.Figures.RegistryIndex = _all.Count;
+            _all.Add(created.Figures);
         }
 
         return created;
@@ -159,14 +194,8 @@ internal sealed class RequestArenaObjectPool
                 return;
             }
 
-            // Dropped (released: it holds nothing): its figure moves to the pool, its place in the list to the last object.
-            _droppedAllocated += arena.ReleasedAllocatedBytes;
-            int index = arena.RegistryIndex;
-            RequestArena last = _all[^1];
-            _all[index] = last;
-            last.RegistryIndex = index;
-            _all.RemoveAt(_all.Count - 1);
-            arena.RegistryIndex = -1;
+            // Dropped (released: it holds nothing): its bytes move to the pool's total.
+            Unlist(arena.Figures);
         }
     }
 }

@@ -36,9 +36,9 @@ internal sealed class RequestArenaPool : IDisposable
     private readonly StaleUseReporter? _diagnostics;   // null under Diagnostics Off
 
     // The counters behind the observable instruments; any thread. The requests holding memory and the
-    // bytes of ended requests are kept by the arena objects (RequestArena.CountedActive,
-    // ReleasedAllocatedBytes) and summed by _arenas; the window rents in a processor counter, added to
-    // in the arena's slot when a thread's window hands its figures over.
+    // bytes of ended requests are kept per arena object (RequestArenaFigures) and summed by _arenas;
+    // the window rents in a processor counter, added to in the arena's slot when a thread's window
+    // hands its figures over.
     private readonly ProcessorCounter _windowRents = new();             // rents carved from thread windows, handed over per request and thread
     private long _rejectedCount;                                        // Interlocked
     private long _lastRejectionTimestamp;                               // Interlocked; 0 until the first rejection
