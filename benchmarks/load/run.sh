@@ -32,7 +32,8 @@
 # its figures are not for quoting.
 # Usage: benchmarks/load/run.sh [output.md]
 #   env: SUITE (all | digest | paths), QUICK, ROUNDS, DURATION, THREADS, CONNECTIONS, CONNECTION_LEVELS,
-#        AGGREGATE_QUERY, PORT
+#        AGGREGATE_QUERY, PORT, SAMPLE_ARGS (more arguments for the sample, e.g.
+#        "--SwitchableAllocators:ReuseDelay=00:00:00" to measure without the quarantine)
 set -euo pipefail
 
 if [[ ${QUICK:-0} == 1 ]]; then
@@ -53,7 +54,8 @@ require_tools wrk jq curl openssl
 case $SUITE in all | digest | paths) ;; *) echo "SUITE must be all, digest or paths" >&2; exit 1 ;; esac
 
 # Metrics off: this measures the buffers and the middleware, not the exporter.
-start_sample "$PORT" --Sample:BareBranch=true --Sample:Metrics=false
+# shellcheck disable=SC2086 # SAMPLE_ARGS is a list of arguments
+start_sample "$PORT" --Sample:BareBranch=true --Sample:Metrics=false ${SAMPLE_ARGS:-}
 
 if [[ $SUITE != paths ]]; then
 # A 16 KiB body for the POST variants.
