@@ -172,7 +172,10 @@ public sealed class SwitchableAllocatorOptions
     /// <para>
     /// What it costs: chunks waiting out the delay count against <see cref="MemoryBudget"/> as in use
     /// (about requests per second × delay chunks), and a chunk comes back cold rather than warm from the
-    /// last request. Zero turns the quarantine off: a released chunk is cleared at once and the next
+    /// last request, through the pool's slower path. In the sample's load test, the endpoint that
+    /// gzips about 8 KiB into request memory served 0.74–0.86 times the requests per second of its
+    /// best pooled twin with the default, and 0.93–0.99 times with zero (docs/benchmarks.md, seventh
+    /// session). Zero turns the quarantine off: a released chunk is cleared at once and the next
     /// request of the same processor gets it (the fastest setting, and the one to use when no code
     /// keeps request memory past its request). Under <see cref="ArenaDiagnostics.Guard"/> every released
     /// chunk waits at least <see cref="MinGuardReuseDelay"/>, whatever this says.
