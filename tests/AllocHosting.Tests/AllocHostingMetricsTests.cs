@@ -170,6 +170,43 @@ public class AllocHostingMetricsTests
         Assert.Contains(allocated.GetMeasurementSnapshot(), m => (string?)m.Tags[AllocHostingMetrics.AllocatorTag] == "global");
     }
 
+    // allochosting.allocated is a counter: a read while a request holds a thread window (reserved
+    // whole, counted in flight) and a read after its release (only what it rented counted) must not go
+    // down, or Prometheus would take it for a reset. The pool's own figure does dip here.
+    [Fact]
+    public async Task Allocated_never_goes_down_across_a_release_that_hands_back_an_unrented_window()
+    {
+        var holding = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var app = await TestApp.StartAsync(a => a.MapGet("/window", async (IRequestBuffers buffers) =>
+        {
+            buffers.Rent(64);   // the first rent: carved from the chunk, exactly
+            buffers.Rent(64);   // the second: reserves this thread's window (4 KiB), counted whole while the request runs
+            holding.SetResult();
+            await release.Task;
+        }));
+        using var allocated = Collect(app, "allochosting.allocated");
+
+        Task request = app.Client.GetAsync("/window");
+        await holding.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        long poolDuring = app.Pool.AllocatedBytes;
+        allocated.RecordObservableInstruments();
+        long during = RequestAllocated(allocated);
+        release.SetResult();
+        await request;
+        await TestApp.EventuallyAsync(() => app.Pool.ChunksInUse == 0, "the request released");
+        allocated.Clear();
+        allocated.RecordObservableInstruments();
+        long after = RequestAllocated(allocated);
+
+        Assert.True(app.Pool.AllocatedBytes < poolDuring, $"the pool's own figure dips at the release ({poolDuring} then {app.Pool.AllocatedBytes}): the case this test is about");
+        Assert.True(after >= during, $"allochosting.allocated went down from {during} to {after}");
+        Assert.InRange(during, 128, 128 + 4096 + 32);
+
+        static long RequestAllocated(MetricCollector<long> collector) =>
+            collector.GetMeasurementSnapshot().Single(m => (string?)m.Tags[AllocHostingMetrics.AllocatorTag] == "request").Value;
+    }
+
     [Fact]
     public async Task Allocated_and_live_report_the_switchable_allocators_thread_local_heaps()
     {

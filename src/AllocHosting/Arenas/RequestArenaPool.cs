@@ -40,6 +40,7 @@ internal sealed class RequestArenaPool : IDisposable
     // the window rents in a processor counter, added to in the arena's slot when a thread's window
     // hands its figures over.
     private readonly ProcessorCounter _windowRents = new();             // rents carved from thread windows, handed over per request and thread
+    private long _allocatedReported;                                    // Interlocked: the largest AllocatedBytesForCounter returned
     private long _rejectedCount;                                        // Interlocked
     private long _lastRejectionTimestamp;                               // Interlocked; 0 until the first rejection
     private readonly TimeProvider _timeProvider;
@@ -178,7 +179,20 @@ internal sealed class RequestArenaPool : IDisposable
     }
 
     /// <summary>Bytes handed out by request arenas since start (released requests plus those in flight).</summary>
+    /// <remarks>
+    /// Not monotonic: while a request runs, its in-flight share counts the thread windows it reserved
+    /// whole, and at its release only what it rented joins the released total (and a read between
+    /// the two updates sees neither). The counter reads <see cref="AllocatedBytesForCounter"/>.
+    /// </remarks>
     public long AllocatedBytes => _arenas.ReleasedAllocatedBytes + LiveBytes;
+
+    /// <summary>
+    /// <see cref="AllocatedBytes"/> as the <c>allochosting.allocated</c> counter reports it: never less
+    /// than a value it returned before (a counter that goes down reads as a reset to Prometheus and
+    /// its rate functions). A dip at a release is held at the earlier value until the figure passes
+    /// it again; the difference is at most the unrented tails of the windows a release hands back.
+    /// </summary>
+    public long AllocatedBytesForCounter => AtomicAllocatorCounters.RaiseToAtLeast(ref _allocatedReported, AllocatedBytes);
 
     /// <summary>The measurements of <c>allochosting.mapped</c>.</summary>
     public IEnumerable<Measurement<long>> ObserveMapped() => _chunks.ObserveMapped();

@@ -130,7 +130,7 @@ internal sealed class AllocHostingMetrics
     {
         AllocatorStatistics global = _switchable.Global.Statistics;
         AllocatorStatistics thread = _switchable.ThreadLocal.Statistics;
-        return ByAllocator(pool.AllocatedBytes, thread.TotalBytesAllocated, global.TotalBytesAllocated);
+        return ByAllocator(pool.AllocatedBytesForCounter, thread.TotalBytesAllocated, global.TotalBytesAllocated);
     }
 
     private Measurement<long>[] ObserveLive(RequestArenaPool pool)
