@@ -20,7 +20,10 @@ public static class AllocatorFactories
         ["native"] = () => new NativeMemoryAllocator(),
         ["native-tracked"] = () => new NativeMemoryAllocator(trackOwnership: true),
         ["memorypool"] = () => new MemoryPoolAllocator(MemoryPool<byte>.Shared),
-        ["switchable"] = () => new SwitchableAllocator(new NativeMemoryAllocator(trackOwnership: true)),
+        // Its own thread-local allocator: its statistics add the thread-local one's, and
+        // ThreadLocalAllocator.Shared's change whenever a test running beside it allocates there (a
+        // model test once saw a refused call "change" them).
+        ["switchable"] = () => new SwitchableAllocator(new NativeMemoryAllocator(trackOwnership: true), new ThreadLocalAllocator()),
         ["context-short"] = () => ContextAllocator.ShortLived(new BumpAllocator(new NativeMemorySource(), 64 * 1024)),
         ["context-short-concurrent"] = () => ContextAllocator.ShortLived(new BumpAllocator(new NativeMemorySource(), 64 * 1024), threadSafe: true),
         ["context-medium"] = () => ContextAllocator.MediumLived(new BitSetAllocator(new NativeMemorySource(), blockSize: 64, memorySize: 64 * 1024)),
