@@ -281,8 +281,9 @@ internal sealed partial class RequestArena : IRequestArenaFeature
     /// (managers retired) and go back to the pool, through its quarantine when it has one (see
     /// <see cref="ReleasedChunkQuarantine"/>; the used bytes are cleared by policy before any reuse).
     /// </summary>
+    /// <remarks>The bytes the request rented go to <see cref="Figures"/> (the pool's <c>allocated</c> figure).</remarks>
     /// <returns>Whether the request rented at all (then <paramref name="usedBytes"/> and <paramref name="overflowed"/> are meaningful).</returns>
-    public bool Release(out long usedBytes, out long allocatedBytes, out bool overflowed)
+    public bool Release(out long usedBytes, out bool overflowed)
     {
         // The lease moves on first, with a full fence (the increment's), then _engaged is read: a
         // section that engaged before its lease check either shows here (the lock below waits for
@@ -293,12 +294,11 @@ internal sealed partial class RequestArena : IRequestArenaFeature
             // Nothing took the lock in this use: no chunk, no window, no body, nothing to release.
             ForgetRequestObjects();
             usedBytes = 0;
-            allocatedBytes = 0;
             overflowed = false;
             return false;
         }
 
-        return ReleaseSlow(out usedBytes, out allocatedBytes, out overflowed);
+        return ReleaseSlow(out usedBytes, out overflowed);
     }
 
     // The pooled arena keeps nothing of the ended request's objects (their memory is retired by the release).
@@ -312,13 +312,13 @@ internal sealed partial class RequestArena : IRequestArenaFeature
 
     // Release of a use that engaged: its chunks, windows and objects, under the lock.
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private bool ReleaseSlow(out long usedBytes, out long allocatedBytes, out bool overflowed)
+    private bool ReleaseSlow(out long usedBytes, out bool overflowed)
     {
         using (_chainLock.EnterScope())
         {
             ForgetRequestObjects();
             usedBytes = 0;
-            allocatedBytes = 0;
+            long allocatedBytes = 0;
             overflowed = _firstLarge ? _chunks.Count + _large!.Count > 1 : _chunks.Count > 1 || _large is not null;
             bool clearNow = _profile is { ClearOnRelease: true };
             bool rented = HoldsMemory;

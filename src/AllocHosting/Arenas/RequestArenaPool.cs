@@ -228,7 +228,7 @@ internal sealed class RequestArenaPool : IDisposable
     public void ReturnArena(RequestArena arena, HttpContext? context)
     {
         bool rejected = arena.WasRejected;
-        if (arena.Release(out long used, out _, out bool overflowed))
+        if (arena.Release(out long used, out bool overflowed))
         {
             EndpointArenaProfile? profile = arena.Profile;
             profile?.Record(used);

@@ -157,8 +157,7 @@ public sealed unsafe partial class ArenaChunk
     // carve that still reads the expected guard here is of the use that has not ended yet.
     private bool TryCarveBitSet(nuint size, nuint alignment, ref readonly int useGuard, int expectedGuard, out byte* pointer)
     {
-        _bitSetLock.Enter();
-        try
+        using (_bitSetLock.EnterScope())
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (Volatile.Read(in useGuard) != expectedGuard)
@@ -183,10 +182,6 @@ public sealed unsafe partial class ArenaChunk
             }
 
             return true;
-        }
-        finally
-        {
-            _bitSetLock.Exit();
         }
     }
 

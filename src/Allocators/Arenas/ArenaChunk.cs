@@ -141,14 +141,9 @@ public sealed unsafe partial class ArenaChunk : IDisposable
                 return (long)_bump.HighWater;
             }
 
-            _bitSetLock.Enter();
-            try
+            using (_bitSetLock.EnterScope())
             {
                 return (long)BitSetHighWater();
-            }
-            finally
-            {
-                _bitSetLock.Exit();
             }
         }
     }
@@ -256,17 +251,12 @@ public sealed unsafe partial class ArenaChunk : IDisposable
         }
         else
         {
-            _bitSetLock.Enter();
-            try
+            using (_bitSetLock.EnterScope())
             {
                 highWater = BitSetHighWater();
                 _context.AdvanceGeneration();   // under the lock: a free checked against the generation sees the reset whole
                 _bitSet!.Reset();
                 _bitSetHighWater = 0;
-            }
-            finally
-            {
-                _bitSetLock.Exit();
             }
         }
 
