@@ -5,20 +5,23 @@ namespace AllocHosting.Allocators.Tests;
 /// <summary><see cref="NumaHeapAllocator"/>: the contract (model-based), sizes, alignment, over-size blocks, bad input and exhaustion.</summary>
 public unsafe class NumaHeapAllocatorTests
 {
-    private static NumaHeapAllocator Small(int segments = int.MaxValue) => new(new NumaHeapAllocatorOptions
+    private static NumaHeapAllocator Small(int segments = int.MaxValue, bool threadCaches = true) => new(new NumaHeapAllocatorOptions
     {
         SegmentSize = NumaHeapAllocatorOptions.MinimumSegmentSize,
         MaximumHeapBlockSize = 64 * 1024,
         HeapsPerNode = 1,
         MaximumSegmentsPerHeap = segments,
+        ThreadCaches = threadCaches,
     });
 
-    [Fact]
-    public void The_model_holds_with_heap_and_mapped_blocks_and_the_heaps_stay_valid()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void The_model_holds_with_heap_and_mapped_blocks_and_the_heaps_stay_valid(bool threadCaches)
     {
         // Sizes up to 100 KB cross the 64 KiB heap limit, so blocks move between heaps and mappings.
         var settings = new ModelSettings { MaxSize = 100_000, MaxAlignmentLog2 = 13, Iterations = 60, MaxSteps = 150 };
-        long steps = AllocatorModel.Run(settings, () => Small(), afterAllFreed: allocator =>
+        long steps = AllocatorModel.Run(settings, () => Small(threadCaches: threadCaches), afterAllFreed: allocator =>
         {
             Assert.Null(allocator.Validate());
             Assert.Equal(0, allocator.Statistics.BytesInUse);
@@ -27,11 +30,13 @@ public unsafe class NumaHeapAllocatorTests
         Assert.True(steps >= settings.Iterations);
     }
 
-    [Fact]
-    public void The_model_holds_with_bad_input_and_one_small_segment()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void The_model_holds_with_bad_input_and_one_small_segment(bool threadCaches)
     {
         ModelSettings settings = BadInputSettings.For("numaheap") with { MaxSize = 20_000, MaxAlignmentLog2 = 12 };
-        AllocatorModel.Run(settings, () => Small(segments: 1), afterAllFreed: allocator => Assert.Null(allocator.Validate()));
+        AllocatorModel.Run(settings, () => Small(segments: 1, threadCaches: threadCaches), afterAllFreed: allocator => Assert.Null(allocator.Validate()));
     }
 
     [Theory]

@@ -4,7 +4,8 @@ namespace AllocHosting.Allocators.Tests;
 /// Boundary tags at work in one <see cref="NumaHeapAllocator"/> heap: frees merge with free
 /// neighbours on both sides, allocations split the lowest block that fits and skip those too small,
 /// growth takes a free neighbour, shrinking gives the tail back; small blocks wait in a cache until
-/// merged (a flush merges them at once, where these tests need to see merging).
+/// merged (a flush merges them at once, where these tests need to see merging). The thread caches are
+/// off here: these tests look at the heap itself.
 /// </summary>
 public unsafe class NumaHeapCoalescingTests
 {
@@ -16,6 +17,7 @@ public unsafe class NumaHeapCoalescingTests
         MaximumHeapBlockSize = 64 * 1024,
         HeapsPerNode = 1,
         MaximumSegmentsPerHeap = 1,
+        ThreadCaches = false,   // the heap's own behaviour (NumaHeapThreadCacheTests covers the thread caches)
     });
 
     private static NumaHeapSnapshot Heap(NumaHeapAllocator allocator) => allocator.GetHeaps().Single(h => h.SegmentCount > 0);

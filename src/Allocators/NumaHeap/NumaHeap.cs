@@ -151,6 +151,13 @@ internal sealed unsafe partial class NumaHeap
     {
         _hot.Counters.Freed(UsableOf(Stamp(block)));
         Stamp(block) = 0;
+        CacheOrMergeLocked(block);
+    }
+
+    // Under the lock: a freed block (in use, zero stamp) into its class's cache where there is room,
+    // else merged with its free neighbours into the lists.
+    private void CacheOrMergeLocked(nuint block)
+    {
         nuint size = SizeOf(block);
         if (size <= CachedBlockLimit)
         {
@@ -224,18 +231,18 @@ internal sealed unsafe partial class NumaHeap
         _hot.Counters.Resized((long)usable - (long)oldUsable);
     }
 
-    /// <summary>A snapshot of the heap, taken under its lock.</summary>
-    public NumaHeapSnapshot Snapshot()
+    /// <summary>A snapshot of the heap, taken under its lock, with what the thread caches on it add (their bytes in use and the blocks they hold, read without their owners' cooperation).</summary>
+    public NumaHeapSnapshot Snapshot(long threadBytesInUse = 0, int threadCachedBlocks = 0)
     {
         _hot.Lock.Enter();
-        int cached = 0;
+        int cached = threadCachedBlocks;
         foreach (int count in _cacheCount)
         {
             cached += count;
         }
 
         var snapshot = new NumaHeapSnapshot(
-            Node, Index, Policy, _segments.Count, (long)_segments.Count * (long)_segmentSize, _hot.Counters.BytesInUse,
+            Node, Index, Policy, _segments.Count, (long)_segments.Count * (long)_segmentSize, _hot.Counters.BytesInUse + threadBytesInUse,
             _hot.FreeBytes, _hot.FreeBlockCount, cached, _hot.Lock.ContentionCount);
         _hot.Lock.Exit();
         return snapshot;

@@ -28,7 +28,10 @@ namespace AllocHosting.Allocators;
 /// the end of each free one), so that a free merges the block with its free neighbours at once. Free
 /// blocks wait on size-segregated, doubly linked lists kept sorted by address (first fit, lowest
 /// address first); recently freed blocks of up to 64 KiB wait, unmerged, in a small per-size cache,
-/// so that an alloc+free of one size costs a pop, a push and the lock. A thread is given one heap of
+/// so that an alloc+free of one size costs a pop, a push and the lock. In front of that, each thread
+/// keeps small stacks of freed blocks of its own heap for requests of up to 4 KiB
+/// (<see cref="NumaHeapAllocatorOptions.ThreadCaches"/>), so that an alloc+free of those takes no
+/// lock at all; the heap's lock is taken once per refill or overflow of half a stack. A thread is given one heap of
 /// its node (round-robin among that node's heaps, so that threads on a node rarely share a lock),
 /// and checks its node again every 1024 allocations in case it migrated. A free finds the block's
 /// heap through a radix map of segments (never reading a foreign pointer) and takes that heap's
@@ -78,15 +81,6 @@ public sealed unsafe partial class NumaHeapAllocator : AllocatorBase
 
     private static readonly Lazy<NumaHeapAllocator> s_shared = new(() => new NumaHeapAllocator());
 
-    // Heaps are given out to threads round-robin by this counter (one value per thread, for life).
-    private static int s_nextStripe;
-
-    [ThreadStatic]
-    private static HeapChoice? t_choice;
-
-    [ThreadStatic]
-    private static int t_stripe;
-
     private readonly NumaHeapAllocatorOptions _options;
     private readonly NumaTopology _topology;
     private readonly bool _multiNode;
@@ -97,6 +91,8 @@ public sealed unsafe partial class NumaHeapAllocator : AllocatorBase
     private readonly nuint _segmentSize;
     private readonly nuint _maximumHeapRequest;
     private readonly nuint _pageSize = (nuint)Environment.SystemPageSize;
+    private readonly ulong _key;
+    private readonly bool _threadCaches;
 
     /// <summary>Creates an allocator with <paramref name="options"/> (or <see cref="NumaHeapAllocatorOptions.Default"/>); no memory is mapped until the first allocation.</summary>
     /// <exception cref="ArgumentException">The options are invalid (the message names the setting).</exception>
@@ -117,6 +113,8 @@ public sealed unsafe partial class NumaHeapAllocator : AllocatorBase
         _maximumHeapRequest = (nuint)options.MaximumHeapBlockSize;
         _map = new NumaHeapSegmentMap(_segmentSize);
         ulong key = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(sizeof(ulong)));
+        _key = key;
+        _threadCaches = options.ThreadCaches;
         IReadOnlyList<NumaNode> nodes = _topology.Nodes;
         _heapsPerNode = options.HeapsPerNode > 0
             ? options.HeapsPerNode
@@ -162,12 +160,18 @@ public sealed unsafe partial class NumaHeapAllocator : AllocatorBase
     }
 
     /// <inheritdoc />
-    /// <remarks>The heaps' counters (each read under its lock) plus the mapped blocks'; no capacity, since heaps grow.</remarks>
+    /// <remarks>The heaps' counters (each read under its lock), the threads' (see <see cref="NumaHeapAllocatorOptions.ThreadCaches"/>) and the mapped blocks'; no capacity, since heaps grow.</remarks>
     public override AllocatorStatistics Statistics
     {
         get
         {
             AllocatorCounters sum = OverSizeCounters();
+            AllocatorCounters threads = StateCounters();
+            sum.AllocationCount += threads.AllocationCount;
+            sum.DeallocationCount += threads.DeallocationCount;
+            sum.TotalBytesAllocated += threads.TotalBytesAllocated;
+            sum.BytesInUse += threads.BytesInUse;
+            sum.PeakBytesInUse += threads.PeakBytesInUse;
             foreach (NumaHeap heap in _heaps)
             {
                 AllocatorCounters counters = heap.ReadCounters();
@@ -184,25 +188,31 @@ public sealed unsafe partial class NumaHeapAllocator : AllocatorBase
     }
 
     /// <summary>A snapshot of every heap, in index order (node by node).</summary>
-    public IReadOnlyList<NumaHeapSnapshot> GetHeaps() => [.. _heaps.Select(static h => h.Snapshot())];
+    public IReadOnlyList<NumaHeapSnapshot> GetHeaps() => [.. _heaps.Select(SnapshotOf)];
 
     /// <summary>The heap whose segment holds <paramref name="pointer"/>, or null (a mapped block, or not this allocator's memory).</summary>
-    public NumaHeapSnapshot? GetHeapOf(byte* pointer) => _map.Find((nuint)pointer)?.Snapshot();
+    public NumaHeapSnapshot? GetHeapOf(byte* pointer) => _map.Find((nuint)pointer) is { } heap ? SnapshotOf(heap) : null;
 
     /// <summary>The heap the calling thread allocates from now.</summary>
     /// <exception cref="ObjectDisposedException">The allocator was disposed.</exception>
     public NumaHeapSnapshot GetCurrentThreadHeap()
     {
         ThrowIfDisposed();
-        return CurrentHeap().Snapshot();
+        return SnapshotOf(CurrentHeap());
     }
 
-    /// <summary>Merges every heap's cached blocks and unmaps the segments that hold no live block.</summary>
+    /// <summary>
+    /// Gives the calling thread's cached blocks and those of exited threads back to their heaps, merges
+    /// every heap's cached blocks and unmaps the segments that hold no live block. Blocks cached by
+    /// other live threads stay with them (see <see cref="NumaHeapAllocatorOptions.ThreadCaches"/>), and
+    /// so do the segments that hold them.
+    /// </summary>
     /// <returns>The bytes unmapped.</returns>
     /// <exception cref="ObjectDisposedException">The allocator was disposed.</exception>
     public long Trim()
     {
         ThrowIfDisposed();
+        ReturnCachedBlocks();
         long released = 0;
         foreach (NumaHeap heap in _heaps)
         {
@@ -212,9 +222,10 @@ public sealed unsafe partial class NumaHeapAllocator : AllocatorBase
         return released;
     }
 
-    /// <summary>Merges every heap's cached blocks into its free lists (tests: to see merging at once).</summary>
+    /// <summary>Gives the calling thread's cached blocks back and merges every heap's cached blocks into its free lists (tests: to see merging at once).</summary>
     internal void Flush()
     {
+        ReturnCachedBlocks();
         foreach (NumaHeap heap in _heaps)
         {
             heap.Flush();
@@ -240,14 +251,20 @@ public sealed unsafe partial class NumaHeapAllocator : AllocatorBase
     public override bool Owns(byte* pointer) => _map.Find((nuint)pointer) is not null || OwnsMappedBlock(pointer);
 
     /// <inheritdoc />
-    /// <remarks>The fast path: the thread's heap (one thread-static load), its lock, a cached block or a first-fit walk.</remarks>
+    /// <remarks>The fast path: the thread's state (one thread-static load) and, up to 4 KiB, a pop from its stack; otherwise its heap's lock, a cached block or a first-fit walk.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected override byte* AllocateCore(nuint size, nuint alignment)
     {
         if (size <= _maximumHeapRequest && alignment <= MaximumHeapAlignment)
         {
+            nuint usable = NumaHeapBlock.UsableSizeOf(size);
+            if (usable < NumaHeapThreadCache.BlockLimit && alignment <= NumaHeapBlock.HeaderSize && _threadCaches)
+            {
+                return AllocateCached(size, usable);
+            }
+
             NumaHeap heap = CurrentHeap();
-            nuint pointer = heap.Allocate(size, NumaHeapBlock.UsableSizeOf(size), alignment);
+            nuint pointer = heap.Allocate(size, usable, alignment);
             return pointer != 0 ? (byte*)pointer : AllocateElsewhereSlow(heap, size, alignment);
         }
 
@@ -255,7 +272,7 @@ public sealed unsafe partial class NumaHeapAllocator : AllocatorBase
     }
 
     /// <inheritdoc />
-    /// <remarks>The fast path: the segment map names the heap, whose lock is taken to check the block and free it.</remarks>
+    /// <remarks>The fast path: the segment map names the heap; a small block of the calling thread's own heap is checked and pushed on its stack, any other is checked and freed under its heap's lock.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     protected override void DeallocateCore(byte* pointer, nuint size, nuint alignment)
     {
@@ -267,6 +284,11 @@ public sealed unsafe partial class NumaHeapAllocator : AllocatorBase
         }
 
         nuint block = (nuint)pointer - NumaHeapBlock.HeaderSize;
+        if (_threadCaches && TryFreeCached(heap, block, size))
+        {
+            return;
+        }
+
         heap.Lock.Enter();
         int check = heap.CheckLive(block, size);
         if (check != 0)
@@ -340,6 +362,7 @@ public sealed unsafe partial class NumaHeapAllocator : AllocatorBase
             heap.Release();
         }
 
+        ForgetCachedBlocks();
         ReleaseMappedBlocks();
         base.Dispose(disposing);
     }
@@ -356,44 +379,6 @@ public sealed unsafe partial class NumaHeapAllocator : AllocatorBase
         }
 
         return _map.Find((nuint)pointer);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private NumaHeap CurrentHeap()
-    {
-        HeapChoice? choice = t_choice;
-        if (choice is not null && ReferenceEquals(choice.Owner, this) && (!_multiNode || --choice.Countdown > 0))
-        {
-            return choice.Heap!;
-        }
-
-        return SelectHeapSlow();
-    }
-
-    // The thread's first allocation here, another allocator used in between, or time to ask again
-    // for the node: the thread's stripe (fixed for life) among the heaps of the node it runs on now.
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private NumaHeap SelectHeapSlow()
-    {
-        int stripe = t_stripe;
-        if (stripe == 0)
-        {
-            stripe = (Interlocked.Increment(ref s_nextStripe) & int.MaxValue) + 1;
-            t_stripe = stripe;
-        }
-
-        int nodeIndex = 0;
-        if (_multiNode && _topology.TryGetCurrentNode(out int node) && _nodeIndex.TryGetValue(node, out int index))
-        {
-            nodeIndex = index;
-        }
-
-        NumaHeap heap = _heaps[(nodeIndex * _heapsPerNode) + ((stripe - 1) % _heapsPerNode)];
-        HeapChoice choice = t_choice ??= new HeapChoice();
-        choice.Owner = this;
-        choice.Heap = heap;
-        choice.Countdown = NodeRecheckInterval;
-        return heap;
     }
 
     // The thread's heap could not map a segment: the node's other heaps, then the other nodes'.
@@ -442,13 +427,5 @@ public sealed unsafe partial class NumaHeapAllocator : AllocatorBase
         throw new ArgumentException(
             $"The size {size} does not name the block at 0x{(nuint)pointer:X} of this {Name}: pass the size it was allocated or last resized with (or one with the same usable size, {nameof(GetUsableSize)}).",
             nameof(size));
-    }
-
-    // Which heap a thread uses, cached per thread for the allocator it used last.
-    private sealed class HeapChoice
-    {
-        public NumaHeapAllocator? Owner;
-        public NumaHeap? Heap;
-        public int Countdown;
     }
 }

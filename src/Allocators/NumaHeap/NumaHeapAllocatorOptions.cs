@@ -48,6 +48,19 @@ public sealed record NumaHeapAllocatorOptions
     /// <summary>Segments one heap maps at most; a heap at its limit lets its requests fall to the other heaps, then fails them. Default: unlimited.</summary>
     public int MaximumSegmentsPerHeap { get; init; } = int.MaxValue;
 
+    /// <summary>
+    /// Whether each thread keeps a small cache of freed blocks for requests of up to 4 KiB (alignments
+    /// up to 16) of its own heap, so that allocating and freeing them takes no lock and no locked
+    /// instruction, as jemalloc's and mimalloc's thread caches do. A class is refilled with half its
+    /// depth under one lock when it has no block for a request and gives half back under one lock when
+    /// full; a thread holds at most 32 blocks or 4 KiB of blocks per class (at least 2), about 270 KiB
+    /// if it used every class. Those blocks stay with the thread until it allocates or frees enough to move them,
+    /// calls <see cref="NumaHeapAllocator.Trim"/>, migrates to another node, or exits (the next thread
+    /// that starts using the allocator gives an exited thread's blocks back); a segment holding one is
+    /// not unmapped meanwhile. Double frees are refused as without the caches. Default: true.
+    /// </summary>
+    public bool ThreadCaches { get; init; } = true;
+
     /// <summary>The nodes to build heaps for and the query of the calling thread's node. Default: <see cref="NumaTopology.Current"/>.</summary>
     public NumaTopology? Topology { get; init; }
 

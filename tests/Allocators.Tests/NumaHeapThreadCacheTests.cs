@@ -1,0 +1,217 @@
+using static AllocHosting.Allocators.Tests.TestThreads;
+
+namespace AllocHosting.Allocators.Tests;
+
+/// <summary>
+/// <see cref="NumaHeapAllocatorOptions.ThreadCaches"/>: each thread's stacks of freed small blocks of
+/// its own heap. What they keep from other threads, the frees they refuse, what they give back (on
+/// overflow, at Trim, when their thread exits), that no segment is unmapped under them, and that the
+/// statistics and the heaps' snapshots still add up.
+/// </summary>
+public unsafe class NumaHeapThreadCacheTests
+{
+    private static NumaHeapAllocator Create(bool threadCaches = true, int heapsPerNode = 1) => new(new NumaHeapAllocatorOptions
+    {
+        SegmentSize = NumaHeapAllocatorOptions.MinimumSegmentSize,
+        MaximumHeapBlockSize = 64 * 1024,
+        HeapsPerNode = heapsPerNode,
+        ThreadCaches = threadCaches,
+    });
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void A_block_freed_by_one_thread_is_reused_by_it_and_stays_out_of_another_threads_reach_only_with_thread_caches(bool threadCaches)
+    {
+        using NumaHeapAllocator allocator = Create(threadCaches);
+        byte* first = allocator.Allocate(100, 16);
+        allocator.Deallocate(first, 100, 16);
+        Assert.True(allocator.Allocate(100, 16) == first);   // last in, first out, either way
+        allocator.Deallocate(first, 100, 16);
+
+        // Another thread of the same (only) heap: the heap's cache would hand it the block; a thread cache keeps it.
+        nint other = 0;
+        RunOnNewThread(() =>
+        {
+            other = (nint)allocator.Allocate(100, 16);
+            allocator.Deallocate((byte*)other, 100, 16);
+        });
+        Assert.Equal(!threadCaches, other == (nint)first);
+        Assert.Null(allocator.Validate());
+    }
+
+    [Fact]
+    public void A_double_free_a_wrong_size_and_an_interior_pointer_are_refused_on_the_cached_path_and_change_nothing()
+    {
+        using NumaHeapAllocator allocator = Create();
+        byte* block = allocator.Allocate(64, 16);
+        byte* interior = allocator.Allocate(200, 16);
+        Assert.Throws<ArgumentException>(() => allocator.Deallocate(block, 500, 16));   // another usable size
+        Assert.Throws<ArgumentException>(() => allocator.Deallocate(interior + 16, 64, 16));
+        allocator.Deallocate(block, 64, 16);
+        Assert.Throws<ArgumentException>(() => allocator.Deallocate(block, 64, 16));    // now in the thread's stack
+
+        // The block is handed out once, not twice, and the refused calls left both blocks intact.
+        byte* again = allocator.Allocate(64, 16);
+        byte* next = allocator.Allocate(64, 16);
+        Assert.True(again == block);
+        Assert.True(next != block);
+        allocator.Deallocate(again, 64, 16);
+        allocator.Deallocate(next, 64, 16);
+        allocator.Deallocate(interior, 200, 16);
+        Assert.Equal(0, allocator.Statistics.BytesInUse);
+        Assert.Null(allocator.Validate());
+    }
+
+    [Fact]
+    public void A_full_class_gives_half_back_to_the_heap_and_every_block_stays_unique()
+    {
+        using NumaHeapAllocator allocator = Create();
+        var blocks = Enumerable.Range(0, 100).Select(_ => (nint)allocator.Allocate(48, 16)).ToList();
+        Assert.Equal(blocks.Count, blocks.Distinct().Count());
+        foreach (nint block in blocks)
+        {
+            allocator.Deallocate((byte*)block, 48, 16);   // the stack of 32 overflows: halves go back
+        }
+
+        NumaHeapSnapshot heap = allocator.GetHeaps().Single();
+        Assert.Equal(0, heap.BytesInUse);
+        Assert.InRange(heap.CachedBlockCount, 1, 100);
+        var again = Enumerable.Range(0, 100).Select(_ => (nint)allocator.Allocate(48, 16)).ToList();
+        Assert.Equal(again.Count, again.Distinct().Count());
+        Assert.Equal(100 * 48, allocator.Statistics.BytesInUse);
+        foreach (nint block in again)
+        {
+            allocator.Deallocate((byte*)block, 48, 16);
+        }
+
+        Assert.Null(allocator.Validate());
+    }
+
+    [Fact]
+    public void The_blocks_of_a_thread_that_exited_go_back_and_trim_unmaps_every_segment()
+    {
+        using NumaHeapAllocator allocator = Create();
+        RunOnNewThread(() =>
+        {
+            var blocks = Enumerable.Range(0, 300).Select(i => ((nint)allocator.Allocate((nuint)(16 + (i * 13 % 4000)), 16), 16 + (i * 13 % 4000))).ToList();
+            foreach ((nint block, int size) in blocks)
+            {
+                allocator.Deallocate((byte*)block, (nuint)size, 16);
+            }
+        });
+
+        Assert.True(allocator.GetHeaps().Single().CachedBlockCount > 0);   // the exited thread's stacks still hold blocks
+        AllocatorStatistics statistics = allocator.Statistics;
+        Assert.Equal((300, 300, 0L), (statistics.AllocationCount, statistics.DeallocationCount, statistics.BytesInUse));
+
+        Assert.True(allocator.Trim() > 0);
+        Assert.Equal(0, allocator.MappedBytes);
+        Assert.Equal((300, 300), (allocator.Statistics.AllocationCount, allocator.Statistics.DeallocationCount));
+        Assert.Null(allocator.Validate());
+    }
+
+    [Fact]
+    public void A_segment_holding_a_live_threads_cached_blocks_is_not_unmapped_and_that_thread_can_trim_it()
+    {
+        using NumaHeapAllocator allocator = Create();
+        using var cached = new ManualResetEventSlim();
+        using var trimmed = new ManualResetEventSlim();
+        long mappedAfterOwnTrim = -1;
+        var owner = new Thread(() =>
+        {
+            byte* block = allocator.Allocate(256, 16);
+            allocator.Deallocate(block, 256, 16);
+            cached.Set();
+            trimmed.Wait();
+
+            // The stacked block is still mapped: write all of it.
+            byte* again = allocator.Allocate(256, 16);
+            new Span<byte>(again, 256).Fill(0xA5);
+            allocator.Deallocate(again, 256, 16);
+            allocator.Trim();
+            mappedAfterOwnTrim = allocator.MappedBytes;
+        });
+        owner.Start();
+        Assert.True(cached.Wait(TimeSpan.FromSeconds(30)));
+
+        Assert.Equal(0, allocator.Trim());                  // another thread's trim leaves that segment alone
+        Assert.True(allocator.MappedBytes > 0);
+        trimmed.Set();
+        Assert.True(owner.Join(TimeSpan.FromSeconds(30)));
+        Assert.Equal(0, mappedAfterOwnTrim);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void Statistics_and_heap_snapshots_add_up_when_one_thread_allocates_and_another_frees(int heapsPerNode)
+    {
+        using NumaHeapAllocator allocator = Create(heapsPerNode: heapsPerNode);
+        nint[] blocks = [];
+        RunOnNewThread(() => blocks = [.. Enumerable.Range(0, 100).Select(_ => (nint)allocator.Allocate(100, 16))]);
+        Assert.Equal(100 * 112, allocator.Statistics.BytesInUse);
+        Assert.Equal(100 * 112, allocator.GetHeaps().Sum(h => h.BytesInUse));
+
+        // With two heaps per node the freeing thread has the other heap (the locked path); with one, its own stacks.
+        RunOnNewThread(() =>
+        {
+            foreach (nint block in blocks)
+            {
+                allocator.Deallocate((byte*)block, 100, 16);
+            }
+        });
+
+        AllocatorStatistics statistics = allocator.Statistics;
+        Assert.Equal((100, 100, 0L, 100L * 100), (statistics.AllocationCount, statistics.DeallocationCount, statistics.BytesInUse, statistics.TotalBytesAllocated));
+        Assert.All(allocator.GetHeaps(), h => Assert.Equal(0, h.BytesInUse));
+        allocator.Flush();
+        Assert.Null(allocator.Validate());
+    }
+
+    [Fact]
+    public void After_dispose_a_thread_with_cached_blocks_is_refused_instead_of_handed_unmapped_memory()
+    {
+        var allocator = Create();
+        using var cached = new ManualResetEventSlim();
+        using var disposed = new ManualResetEventSlim();
+        Exception? allocation = null;
+        Exception? free = null;
+        var owner = new Thread(() =>
+        {
+            byte* kept = allocator.Allocate(64, 16);
+            byte* block = allocator.Allocate(64, 16);
+            allocator.Deallocate(block, 64, 16);   // in the stack
+            cached.Set();
+            disposed.Wait();
+            allocation = Record.Exception(() => allocator.Allocate(64, 16));
+            free = Record.Exception(() => allocator.Deallocate(kept, 64, 16));
+        });
+        owner.Start();
+        Assert.True(cached.Wait(TimeSpan.FromSeconds(30)));
+        allocator.Dispose();
+        disposed.Set();
+        Assert.True(owner.Join(TimeSpan.FromSeconds(30)));
+        Assert.IsType<ObjectDisposedException>(allocation);
+        Assert.IsType<ObjectDisposedException>(free);
+    }
+
+    [Fact]
+    public void Requests_above_4_KiB_or_aligned_above_16_bytes_take_the_heap_path_and_small_blocks_come_back_to_the_stacks()
+    {
+        using NumaHeapAllocator allocator = Create();
+        byte* large = allocator.Allocate(4097, 16);
+        byte* aligned = allocator.Allocate(64, 64);
+        Assert.Equal(0, (nint)aligned % 64);
+        Assert.Equal(0, allocator.GetHeaps().Single().CachedBlockCount);   // neither refilled a stack
+        allocator.Deallocate(large, 4097, 16);     // too large for a stack: the heap's cache
+        allocator.Deallocate(aligned, 64, 64);     // a small block: the thread's stack, however it was aligned
+        Assert.Equal(2, allocator.GetHeaps().Single().CachedBlockCount);
+        Assert.True(allocator.Allocate(64, 16) == aligned);
+        Assert.True(allocator.Allocate(4097, 16) == large);
+        allocator.Deallocate(aligned, 64, 16);
+        allocator.Deallocate(large, 4097, 16);
+        Assert.Equal(0, allocator.Statistics.BytesInUse);
+        Assert.Null(allocator.Validate());
+    }
+}
