@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using static AllocHosting.Allocators.NumaHeapBlock;
 
 namespace AllocHosting.Allocators;
@@ -48,12 +49,12 @@ internal sealed class NumaHeapThreadCache
     // Bytes of blocks one class keeps at most (unless that is fewer than four blocks).
     private const int ClassByteLimit = 4096;
 
-    // Slot offset of each class in _blocks, and each class's depth.
-    private static readonly int[] s_offsets = new int[ClassCount + 1];
+    // Each class's depth.
     private static readonly int[] s_depths = new int[ClassCount];
 
+    // Class c's stack is _blocks[c * MaximumDepth ..][.. _bins[c].Count], at most _bins[c].Depth deep.
     private readonly nuint[] _blocks;
-    private readonly int[] _counts = new int[ClassCount];
+    private readonly Bin[] _bins = new Bin[ClassCount];
 
     // Counts of the allocations and frees served here (plain writes by the owner; summed on read),
     // padded: the GC may place another thread's state next to this object.
@@ -68,15 +69,10 @@ internal sealed class NumaHeapThreadCache
             smallest[ClassOf(size)] = (int)size;
         }
 
-        int offset = 0;
         for (int c = 0; c < ClassCount; c++)
         {
             s_depths[c] = Math.Clamp(ClassByteLimit / smallest[c], 2, MaximumDepth);
-            s_offsets[c] = offset;
-            offset += s_depths[c];
         }
-
-        s_offsets[ClassCount] = offset;
     }
 
     /// <summary>A thread's state in <paramref name="owner"/>, allocating from <paramref name="heap"/>; <paramref name="caching"/> false keeps no blocks (the allocator's thread caches are off).</summary>
@@ -85,7 +81,11 @@ internal sealed class NumaHeapThreadCache
         Owner = owner;
         Thread = thread;
         Heap = heap;
-        _blocks = caching ? new nuint[s_offsets[ClassCount]] : [];
+        _blocks = caching ? new nuint[ClassCount * MaximumDepth] : [];
+        for (int c = 0; c < ClassCount; c++)
+        {
+            _bins[c].Depth = s_depths[c];
+        }
     }
 
     /// <summary>The allocator this state belongs to.</summary>
@@ -106,9 +106,9 @@ internal sealed class NumaHeapThreadCache
         get
         {
             int count = 0;
-            for (int c = 0; c < _counts.Length; c++)
+            for (int c = 0; c < _bins.Length; c++)
             {
-                count += Volatile.Read(ref _counts[c]);
+                count += Volatile.Read(ref _bins[c].Count);
             }
 
             return count;
@@ -125,42 +125,43 @@ internal sealed class NumaHeapThreadCache
         TotalBytesAllocated = Volatile.Read(ref _counters.Value.TotalBytesAllocated),
     };
 
-    /// <summary>The depth of exact class <paramref name="c"/>.</summary>
-    public static int DepthOf(int c) => s_depths[c];
-
     /// <summary>The owner's pop: the most recently freed block of <paramref name="need"/>'s class if it holds <paramref name="need"/> bytes, or 0.</summary>
+    /// <remarks>Unchecked indexing: <paramref name="need"/> is at most <see cref="BlockLimit"/>, so its class has a bin and a stack.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public nuint TryPop(nuint need)
     {
         int c = ClassOf(need);
-        int count = _counts[c] - 1;
+        ref Bin bin = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_bins), c);
+        int count = bin.Count - 1;
         if (count < 0)
         {
             return 0;
         }
 
-        nuint block = _blocks[s_offsets[c] + count];
+        nuint block = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_blocks), (c * MaximumDepth) + count);
         if (SizeOf(block) < need)
         {
             return 0;   // a smaller block of a quarter-power class
         }
 
-        _counts[c] = count;
+        bin.Count = count;
         return block;
     }
 
     /// <summary>The owner's push of a block of its heap (stamp already cleared) into its class; false when the class is full.</summary>
+    /// <remarks>Unchecked indexing: <paramref name="c"/> is the class of a block of at most <see cref="BlockLimit"/> bytes.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool TryPush(nuint block, int c)
     {
-        int count = _counts[c];
-        if (count == s_depths[c])
+        ref Bin bin = ref Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_bins), c);
+        int count = bin.Count;
+        if (count == bin.Depth)
         {
             return false;
         }
 
-        _blocks[s_offsets[c] + count] = block;
-        _counts[c] = count + 1;
+        Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(_blocks), (c * MaximumDepth) + count) = block;
+        bin.Count = count + 1;
         return true;
     }
 
@@ -180,9 +181,9 @@ internal sealed class NumaHeapThreadCache
     public nuint AllocateRefilling(nuint requested, nuint usable)
     {
         int c = ClassOf(usable + HeaderSize);
-        Span<nuint> stack = _blocks.AsSpan(s_offsets[c], s_depths[c]);
-        nuint pointer = Heap.AllocateAndFill(requested, usable, stack[.._counts[c]], stack[..(stack.Length / 2)], out int filled);
-        _counts[c] = filled;
+        Span<nuint> stack = _blocks.AsSpan(c * MaximumDepth, s_depths[c]);
+        nuint pointer = Heap.AllocateAndFill(requested, usable, stack[.._bins[c].Count], stack[..(stack.Length / 2)], out int filled);
+        _bins[c].Count = filled;
         return pointer;
     }
 
@@ -191,23 +192,23 @@ internal sealed class NumaHeapThreadCache
     {
         int depth = s_depths[c];
         int half = depth / 2;
-        Span<nuint> stack = _blocks.AsSpan(s_offsets[c], depth);
+        Span<nuint> stack = _blocks.AsSpan(c * MaximumDepth, depth);
         Heap.ReturnFromThreadCache(stack[..half]);
         stack[half..].CopyTo(stack);
-        _counts[c] = depth - half;
+        _bins[c].Count = depth - half;
         TryPush(block, c);
     }
 
     /// <summary>Gives every block back to the heap (the owner, or any thread once the owner has exited).</summary>
     public void ReturnAll()
     {
-        for (int c = 0; c < _counts.Length && _blocks.Length != 0; c++)
+        for (int c = 0; c < _bins.Length && _blocks.Length != 0; c++)
         {
-            int count = _counts[c];
+            int count = _bins[c].Count;
             if (count != 0)
             {
-                Heap.ReturnFromThreadCache(_blocks.AsSpan(s_offsets[c], count));
-                _counts[c] = 0;
+                Heap.ReturnFromThreadCache(_blocks.AsSpan(c * MaximumDepth, count));
+                _bins[c].Count = 0;
             }
         }
     }
@@ -227,5 +228,18 @@ internal sealed class NumaHeapThreadCache
     }
 
     /// <summary>After the allocator's heaps were released: forgets the blocks (their memory is gone).</summary>
-    public void Forget() => Array.Clear(_counts);
+    public void Forget()
+    {
+        for (int c = 0; c < _bins.Length; c++)
+        {
+            _bins[c].Count = 0;
+        }
+    }
+
+    // A class's stack: how many blocks it holds now, and at most.
+    private struct Bin
+    {
+        public int Count;
+        public int Depth;
+    }
 }
