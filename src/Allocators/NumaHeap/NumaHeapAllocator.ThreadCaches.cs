@@ -24,9 +24,6 @@ public sealed unsafe partial class NumaHeapAllocator
     private readonly Lock _statesLock = new();
     private readonly List<NumaHeapThreadCache> _states = [];
 
-    // The counts of the states of exited threads, folded in under _statesLock.
-    private AllocatorCounters _retiredCounts;
-
     // The calling thread's state here, for its allocations (which count down to the next node check).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private NumaHeapThreadCache CurrentState()
@@ -75,7 +72,7 @@ public sealed unsafe partial class NumaHeapAllocator
     }
 
     // Under _statesLock: the calling thread's state here, or a new one registered; the states of
-    // threads that exited give their blocks back and their counts to the retired totals.
+    // threads that exited give their blocks and their counts back to their heaps.
     private NumaHeapThreadCache FindOrCreateState(NumaHeap heap)
     {
         Thread current = Thread.CurrentThread;
@@ -96,7 +93,9 @@ public sealed unsafe partial class NumaHeapAllocator
         }
     }
 
-    // Under _statesLock: the states of exited threads are dropped, their blocks given back.
+    // Under _statesLock: the states of exited threads are dropped, their blocks and counts handed to
+    // their heaps (the counts stay with the heap whose blocks they counted, so a heap's snapshot
+    // still adds up when another thread frees those blocks).
     private void ReturnExitedStatesLocked()
     {
         for (int i = _states.Count - 1; i >= 0; i--)
@@ -104,17 +103,7 @@ public sealed unsafe partial class NumaHeapAllocator
             NumaHeapThreadCache state = _states[i];
             if (!state.Thread.IsAlive)
             {
-                if (!IsDisposed)
-                {
-                    state.ReturnAll();
-                }
-
-                AllocatorCounters counts = state.Counters;
-                _retiredCounts.AllocationCount += counts.AllocationCount;
-                _retiredCounts.DeallocationCount += counts.DeallocationCount;
-                _retiredCounts.TotalBytesAllocated += counts.TotalBytesAllocated;
-                _retiredCounts.BytesInUse += counts.BytesInUse;
-                _retiredCounts.PeakBytesInUse += counts.PeakBytesInUse;
+                state.Retire(returnBlocks: !IsDisposed);
                 _states.RemoveAt(i);
             }
         }
@@ -134,12 +123,12 @@ public sealed unsafe partial class NumaHeapAllocator
         }
     }
 
-    // The counts of every thread state and of the exited ones (each read as it is at that moment).
+    // The counts of every thread state (each read as it is at that moment).
     private AllocatorCounters StateCounters()
     {
         lock (_statesLock)
         {
-            AllocatorCounters sum = _retiredCounts;
+            AllocatorCounters sum = default;
             foreach (NumaHeapThreadCache state in _states)
             {
                 AllocatorCounters counts = state.Counters;

@@ -216,15 +216,23 @@ internal sealed class NumaHeapThreadCache
     /// <summary>The owner moves to <paramref name="heap"/>: every block goes back to the old heap first, and the counts so far are handed to it (they were its blocks).</summary>
     public void MoveTo(NumaHeap heap)
     {
-        if (heap == Heap)
+        if (heap != Heap)
         {
-            return;
+            Retire(returnBlocks: true);
+            Heap = heap;
+        }
+    }
+
+    /// <summary>Gives the blocks (unless <paramref name="returnBlocks"/> is false: the heaps were released) and the counts so far back to the heap: the owner moving on, or any thread once the owner has exited.</summary>
+    public void Retire(bool returnBlocks)
+    {
+        if (returnBlocks)
+        {
+            ReturnAll();
         }
 
-        ReturnAll();
         Heap.AddCounters(Counters);
         _counters.Value = default;
-        Heap = heap;
     }
 
     /// <summary>After the allocator's heaps were released: forgets the blocks (their memory is gone).</summary>
