@@ -216,4 +216,84 @@ public unsafe class NumaHeapThreadCacheTests
         Assert.Equal(0, allocator.Statistics.BytesInUse);
         Assert.Null(allocator.Validate());
     }
+
+    [Fact]
+    public void Waves_of_short_lived_threads_hand_blocks_to_a_long_lived_one_and_everything_adds_up()
+    {
+        using NumaHeapAllocator allocator = Create(heapsPerNode: 2);
+        var handed = new System.Collections.Concurrent.BlockingCollection<(nint Block, int Size, byte Pattern)>(boundedCapacity: 256);
+        long freedByReceiver = 0;
+        var receiver = new Thread(() =>
+        {
+            foreach ((nint block, int size, byte pattern) in handed.GetConsumingEnumerable())
+            {
+                Assert.True(new Span<byte>((byte*)block, size).IndexOfAnyExcept(pattern) < 0, "a handed block was changed");
+                allocator.Deallocate((byte*)block, (nuint)size, 16);
+                freedByReceiver++;
+                if (freedByReceiver % 64 == 0)
+                {
+                    _ = allocator.Statistics;   // reads every thread's counts while they change
+                    _ = allocator.GetHeaps();
+                }
+            }
+        });
+        receiver.Start();
+
+        for (int wave = 0; wave < 5; wave++)
+        {
+            Thread[] workers = [.. Enumerable.Range(0, 4).Select(w => new Thread(() =>
+            {
+                var random = new Random((wave * 16) + w);
+                var mine = new List<(nint, int, byte)>();
+                for (int i = 0; i < 2_000; i++)
+                {
+                    int size = random.Next(1, 5_000);
+                    byte pattern = (byte)random.Next(1, 255);
+                    byte* block = allocator.Allocate((nuint)size, 16);
+                    new Span<byte>(block, size).Fill(pattern);
+                    if (random.Next(4) == 0)
+                    {
+                        handed.Add(((nint)block, size, pattern));
+                    }
+                    else
+                    {
+                        mine.Add(((nint)block, size, pattern));
+                    }
+
+                    if (mine.Count > 50)
+                    {
+                        (nint b, int s, byte p) = mine[random.Next(mine.Count)];
+                        mine.Remove((b, s, p));
+                        Assert.True(new Span<byte>((byte*)b, s).IndexOfAnyExcept(p) < 0, "a kept block was changed");
+                        allocator.Deallocate((byte*)b, (nuint)s, 16);
+                    }
+                }
+
+                foreach ((nint b, int s, byte p) in mine)
+                {
+                    allocator.Deallocate((byte*)b, (nuint)s, 16);
+                }
+            }))];
+            foreach (Thread worker in workers)
+            {
+                worker.Start();
+            }
+
+            foreach (Thread worker in workers)
+            {
+                Assert.True(worker.Join(TimeSpan.FromSeconds(60)));
+            }
+        }
+
+        handed.CompleteAdding();
+        Assert.True(receiver.Join(TimeSpan.FromSeconds(60)));
+        Assert.True(freedByReceiver > 0);
+        AllocatorStatistics statistics = allocator.Statistics;
+        Assert.Equal(0, statistics.BytesInUse);
+        Assert.Equal(statistics.AllocationCount, statistics.DeallocationCount);
+        Assert.Equal(5 * 4 * 2_000, statistics.AllocationCount);
+        Assert.All(allocator.GetHeaps(), h => Assert.Equal(0, h.BytesInUse));
+        allocator.Trim();   // the workers have exited: their blocks go back
+        Assert.Null(allocator.Validate());
+    }
 }
