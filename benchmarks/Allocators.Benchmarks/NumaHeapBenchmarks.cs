@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using AllocHosting.Allocators.Benchmarks.Peers;
 using BenchmarkDotNet.Attributes;
@@ -133,6 +134,10 @@ public unsafe class NumaHeapScalingBenchmarks : IDisposable
     [Benchmark(OperationsPerInvoke = 2 * PairsPerThread, Description = "NativeMemoryAllocator.Shared, 2 threads")]
     public void NativeAllocatorTwo() => _second.RunWith(NativeAllocatorLoop);
 
+    // Not inlined: the one-thread method and the two threads then run the same compiled loop (inlined
+    // into the two-thread method, the loop ran out of the JIT's inlining budget there and the calling
+    // thread's copy called the allocator's free, the touch and a span constructor out of line).
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private void NumaHeapLoop()
     {
         NumaHeapAllocator allocator = _numaHeap;
@@ -145,6 +150,7 @@ public unsafe class NumaHeapScalingBenchmarks : IDisposable
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private void NativeAllocatorLoop()
     {
         NativeMemoryAllocator allocator = NativeMemoryAllocator.Shared;
@@ -157,6 +163,7 @@ public unsafe class NumaHeapScalingBenchmarks : IDisposable
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private void NativeLoop(NativePeers.MallocFree? peer)
     {
         int size = Size;
@@ -166,6 +173,7 @@ public unsafe class NumaHeapScalingBenchmarks : IDisposable
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private void GlibcLoop()
     {
         int size = Size;

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Diagnostics.Metrics;
+using System.Runtime.CompilerServices;
 using AllocHosting.Allocators.Benchmarks.Peers;
 using BenchmarkDotNet.Attributes;
 using Microsoft.AspNetCore.Http;
@@ -75,6 +76,10 @@ public class RequestArenaScalingBenchmarks : IDisposable
     [Benchmark(OperationsPerInvoke = 2 * RequestsPerThread, Description = "ArrayPool.Shared 32 rents, 2 threads")]
     public void ArrayPoolTwoThreads() => _second.RunWith(ArrayPoolRequests);
 
+    // Not inlined, here and in the other loops: the one-thread method and the two threads then run the
+    // same compiled loop (see NumaHeapScalingBenchmarks: inlined into a two-thread method through the
+    // delegate, a loop can run out of the JIT's inlining budget in the calling thread's copy only).
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private void Requests(int rents)
     {
         var context = new DefaultHttpContext();
@@ -91,6 +96,7 @@ public class RequestArenaScalingBenchmarks : IDisposable
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void ArrayPoolRequests()
     {
         byte[][] arrays = new byte[32][];

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using AllocHosting.Allocators.Benchmarks.Peers;
 using BenchmarkDotNet.Attributes;
@@ -117,6 +118,10 @@ public unsafe class ThreadLocalScalingBenchmarks : IDisposable
     public void NativeAllocatorTwoThreads() => _second.RunWith(NativeAllocatorLoop);
 
     // The switchable allocator's default global allocator: glibc behind validation and striped counters.
+    // Not inlined, here and in the other loops: the one-thread method and the two threads then run the
+    // same compiled loop (see NumaHeapScalingBenchmarks: inlined into a two-thread method through the
+    // delegate, a loop can run out of the JIT's inlining budget in the calling thread's copy only).
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void NativeAllocatorLoop()
     {
         NativeMemoryAllocator allocator = NativeMemoryAllocator.Shared;
@@ -129,6 +134,7 @@ public unsafe class ThreadLocalScalingBenchmarks : IDisposable
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private void ThreadLocalLoop()
     {
         ThreadLocalAllocator allocator = _threadLocal;
@@ -141,6 +147,7 @@ public unsafe class ThreadLocalScalingBenchmarks : IDisposable
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void ArrayPoolLoop()
     {
         for (int i = 0; i < PairsPerThread; i++)
@@ -152,6 +159,7 @@ public unsafe class ThreadLocalScalingBenchmarks : IDisposable
         }
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void GlibcLoop()
     {
         for (int i = 0; i < PairsPerThread; i++)
