@@ -57,7 +57,10 @@ public sealed record NumaHeapAllocatorOptions
     /// if it used every class. Those blocks stay with the thread until it allocates or frees enough to move them,
     /// calls <see cref="NumaHeapAllocator.Trim"/>, migrates to another node, or exits (the next thread
     /// that starts using the allocator gives an exited thread's blocks back); a segment holding one is
-    /// not unmapped meanwhile. Double frees are refused as without the caches. Default: true.
+    /// not unmapped meanwhile. Double frees are refused as without the caches, except a second free
+    /// that races the first on another thread of the same heap (both may read the block as live, as
+    /// in other allocators with thread caches; under the heap's lock one of them was refused).
+    /// Default: true.
     /// </summary>
     public bool ThreadCaches { get; init; } = true;
 
