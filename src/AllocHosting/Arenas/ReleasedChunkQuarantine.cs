@@ -178,13 +178,18 @@ internal sealed class ReleasedChunkQuarantine : IDisposable
     /// <summary>Lets every chunk whose delay has passed leave (and those no longer pinned); returns how many left.</summary>
     public int ReleaseExpired()
     {
-        long now = _time.GetTimestamp();
+        long now = 0;   // read once a lane has a chunk: an empty quarantine costs no clock read
         int left = 0;
         foreach (Lane lane in _lanes)
         {
             // A racy look first (a count read without the lock): an empty lane costs no lock.
             while (lane.Queue.Count > 0)
             {
+                if (now == 0)
+                {
+                    now = _time.GetTimestamp();
+                }
+
                 Entry expired;
                 lock (lane.Lock)
                 {
