@@ -204,10 +204,16 @@ public sealed unsafe partial class NumaHeapAllocator
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private bool TryFreeCached(NumaHeap heap, nuint block, nuint size)
     {
-        // The size first (what a foreign pointer holds there is refused by the check below).
+        // The size first, before the thread-static load, so that a large block pays nothing here
+        // (what a foreign pointer holds there is refused by the check below).
         nuint blockSize = SizeOf(block);
+        if (blockSize > NumaHeapThreadCache.BlockLimit)
+        {
+            return false;
+        }
+
         NumaHeapThreadCache? state = t_state;
-        if (blockSize > NumaHeapThreadCache.BlockLimit || state is null || state.Heap != heap || !ReferenceEquals(state.Owner, this))
+        if (state is null || state.Heap != heap || !ReferenceEquals(state.Owner, this))
         {
             return false;
         }
