@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
 
 namespace AllocHosting.Allocators;
 
@@ -18,8 +17,9 @@ namespace AllocHosting.Allocators;
 /// so a plain addition is exact and a reader's <see cref="Volatile"/> read sees some recent value.
 /// </para>
 /// <para>
-/// Threads: a thread finds its cell through a small direct-mapped thread-static cache (indexed by
-/// this instance's slot, checked against the owner); on a miss (first use, or another instance in
+/// Threads: a thread finds its cell through the thread-static cell it used last (checked against the
+/// owner), then a small direct-mapped thread-static cache (indexed by this instance's slot, checked
+/// against the owner); on a miss (first use, or another instance in
 /// the same slot) it looks its cell up, or creates and registers it, under <c>_lock</c>. Readers
 /// take a snapshot of the registered cells (an array replaced, never modified, under the lock) and
 /// sum them. A block allocated on one thread and freed on another adds to the first cell's bytes in
@@ -43,6 +43,11 @@ internal sealed class ThreadAllocatorCounters
 
     [ThreadStatic]
     private static Cell?[]? t_cache;
+
+    // The cell the thread used last, of whichever instance: one load and an owner check on the fast
+    // path; the direct-mapped cache serves a thread that alternates between instances.
+    [ThreadStatic]
+    private static Cell? t_last;
 
     private static int s_nextSlot;
 
@@ -123,25 +128,29 @@ internal sealed class ThreadAllocatorCounters
             sum.BytesInUse, Math.Max(peak, sum.BytesInUse), capacity, sum.AllocationCount, sum.DeallocationCount, failures, sum.TotalBytesAllocated);
     }
 
-    // The calling thread's cell: one thread-static load, one indexed load and an owner check.
+    // The calling thread's cell: one thread-static load and an owner check.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private Cell Mine()
     {
-        Cell?[]? cache = t_cache;
-        if (cache is not null)
+        Cell? last = t_last;
+        return last is not null && last.Owner == this ? last : MineSlow();
+    }
+
+    // Another instance was used last: the direct-mapped cache, else the registered cells.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Cell MineSlow()
+    {
+        Cell?[]? cached = t_cache;
+        if (cached is not null && cached[_slot] is { } hit && hit.Owner == this)
         {
-            Cell? cell = Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(cache), _slot);
-            if (cell is not null && cell.Owner == this)
-            {
-                return cell;
-            }
+            return t_last = hit;
         }
 
-        return MineSlow();
+        return t_last = RegisterSlow();
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private Cell MineSlow()
+    private Cell RegisterSlow()
     {
         Cell?[] cache = t_cache ??= new Cell?[CacheSize];
         Thread current = Thread.CurrentThread;
