@@ -2,7 +2,7 @@ using static AllocHosting.Allocators.NumaHeapBlock;
 
 namespace AllocHosting.Allocators;
 
-// What a heap does for the thread caches (NumaHeapThreadCache): batches of blocks of one exact class
+// What a heap does for the thread caches (NumaHeapThreadCache): batches of blocks of one size class
 // taken and given back under one lock, and the counts of a thread that moves to another heap.
 //
 // Threading: each member takes the heap's lock.

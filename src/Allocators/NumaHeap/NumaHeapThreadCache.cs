@@ -6,7 +6,7 @@ namespace AllocHosting.Allocators;
 
 /// <summary>
 /// One thread's state in one <see cref="NumaHeapAllocator"/>: the heap it allocates from and, when
-/// the allocator has thread caches, a small stack of freed blocks per exact class of that heap, so
+/// the allocator has thread caches, a small stack of freed blocks per size class of that heap, so
 /// that an alloc+free of a small size takes no lock (jemalloc's tcache, in the NUMA heap's terms).
 /// </summary>
 /// <remarks>
@@ -46,7 +46,7 @@ internal sealed class NumaHeapThreadCache
     /// <summary>The classes a thread caches: those of block sizes up to <see cref="BlockLimit"/>.</summary>
     public static readonly int ClassCount = ClassOf(BlockLimit) + 1;
 
-    // Bytes of blocks one class keeps at most (unless that is fewer than four blocks).
+    // Bytes of blocks one class keeps at most (unless that is fewer than two blocks).
     private const int ClassByteLimit = 4096;
 
     // Each class's depth.
