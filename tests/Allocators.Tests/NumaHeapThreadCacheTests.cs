@@ -296,4 +296,81 @@ public unsafe class NumaHeapThreadCacheTests
         allocator.Trim();   // the workers have exited: their blocks go back
         Assert.Null(allocator.Validate());
     }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void A_thread_that_stops_using_a_size_gives_its_blocks_of_that_size_back_at_the_next_collections(bool collect)
+    {
+        using NumaHeapAllocator allocator = Create();
+        using var done = new ManualResetEventSlim();
+        using var check = new ManualResetEventSlim();
+        nint[] first = [];
+        var user = new Thread(() =>
+        {
+            // Ten blocks of 64 B, freed: with the refill's spares, 17 on this thread's stack, none in the heap's cache.
+            first = [.. Enumerable.Range(0, 10).Select(_ => (nint)allocator.Allocate(64, 16))];
+            foreach (nint block in first)
+            {
+                allocator.Deallocate((byte*)block, 64, 16);
+            }
+
+            // Then another size only: two collections give back first the spares never used, then
+            // the ten blocks (unused since the first collection). Half an interval runs none.
+            int pairs = collect ? (2 * NumaHeapThreadCache.CollectionInterval) + 10 : NumaHeapThreadCache.CollectionInterval / 2;
+            for (int i = 0; i < pairs; i++)
+            {
+                allocator.Deallocate(allocator.Allocate(256, 16), 256, 16);
+            }
+
+            done.Set();
+            check.Wait();   // alive meanwhile: only a collection can have given its stack back
+        });
+        user.Start();
+        Assert.True(done.Wait(TimeSpan.FromSeconds(30)));
+
+        // Another thread of the same heap takes its first block from the heap's cache if it has one
+        // (the one given back last), else carves a new one.
+        nint taken = 0;
+        RunOnNewThread(() =>
+        {
+            taken = (nint)allocator.Allocate(64, 16);
+            allocator.Deallocate((byte*)taken, 64, 16);
+        });
+        check.Set();
+        Assert.True(user.Join(TimeSpan.FromSeconds(30)));
+        Assert.Equal(collect, first.Contains(taken));
+        Assert.Equal(0, allocator.Statistics.BytesInUse);
+        Assert.Null(allocator.Validate());
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Reading_the_statistics_gives_back_the_blocks_of_threads_that_exited(bool read)
+    {
+        using NumaHeapAllocator allocator = Create();
+        allocator.Deallocate(allocator.Allocate(1000, 16), 1000, 16);   // this thread has its state already
+        nint[] exited = [];
+        RunOnNewThread(() =>
+        {
+            exited = [.. Enumerable.Range(0, 10).Select(_ => (nint)allocator.Allocate(64, 16))];
+            foreach (nint block in exited)
+            {
+                allocator.Deallocate((byte*)block, 64, 16);   // all on its stack, none in the heap's cache
+            }
+        });
+
+        if (read)
+        {
+            Assert.Equal(0, allocator.Statistics.BytesInUse);
+        }
+
+        // No new thread registered, so only the read can have given the exited thread's stack back.
+        byte* mine = allocator.Allocate(64, 16);
+        Assert.Equal(read, exited.Contains((nint)mine));
+        allocator.Deallocate(mine, 64, 16);
+        Assert.Equal(0, allocator.Statistics.BytesInUse);
+        Assert.Null(allocator.Validate());
+    }
 }

@@ -123,11 +123,14 @@ public sealed unsafe partial class NumaHeapAllocator
         }
     }
 
-    // The counts of every thread state (each read as it is at that moment).
+    // The counts of every thread state (each read as it is at that moment); the states of exited
+    // threads give their blocks back first (so a server that reads its statistics, as the metrics do,
+    // gets them back even when no new thread starts using the allocator).
     private AllocatorCounters StateCounters()
     {
         lock (_statesLock)
         {
+            ReturnExitedStatesLocked();
             AllocatorCounters sum = default;
             foreach (NumaHeapThreadCache state in _states)
             {
@@ -188,8 +191,16 @@ public sealed unsafe partial class NumaHeapAllocator
 
         Stamp(block) = MakeStamp(block, usable, _key);
         state.CountAllocated(size, usable);
+        if (state.CollectionDue())
+        {
+            CollectSlow(state);
+        }
+
         return (byte*)(block + HeaderSize);
     }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void CollectSlow(NumaHeapThreadCache state) => state.Collect();
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private byte* AllocateRefillingSlow(NumaHeapThreadCache state, nuint size, nuint usable)

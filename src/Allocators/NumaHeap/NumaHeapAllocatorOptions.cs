@@ -54,10 +54,11 @@ public sealed record NumaHeapAllocatorOptions
     /// instruction, as jemalloc's and mimalloc's thread caches do. A class is refilled with half its
     /// depth under one lock when it has no block for a request and gives half back under one lock when
     /// full; a thread holds at most 32 blocks or 4 KiB of blocks per class (at least 2), about 270 KiB
-    /// if it used every class. Those blocks stay with the thread until it allocates or frees enough to move them,
-    /// calls <see cref="NumaHeapAllocator.Trim"/>, migrates to another node, or exits (the next thread
-    /// that starts using the allocator gives an exited thread's blocks back); a segment holding one is
-    /// not unmapped meanwhile. Double frees are refused as without the caches, except a second free
+    /// if it used every class. Every 4096 allocations from its stacks a thread gives back the blocks of
+    /// each class that it did not use since the last time; other blocks stay with it until it calls
+    /// <see cref="NumaHeapAllocator.Trim"/>, migrates to another node, or exits (an exited thread's
+    /// blocks go back when the statistics are read, when another thread starts using the allocator,
+    /// or at <see cref="NumaHeapAllocator.Trim"/>); a segment holding one is not unmapped meanwhile. Double frees are refused as without the caches, except a second free
     /// that races the first on another thread of the same heap (both may read the block as live, as
     /// in other allocators with thread caches; under the heap's lock one of them was refused).
     /// Default: true.

@@ -29,6 +29,12 @@ namespace AllocHosting.Allocators;
 /// node) gives every block back to the old heap first.
 /// </para>
 /// <para>
+/// Collection: every <see cref="CollectionInterval"/> allocations from the stacks, each class gives back
+/// the blocks that stayed at the bottom of its stack since the last collection (its low-water mark,
+/// as jemalloc's thread-cache collection does), so that a thread that stops using a size does not keep
+/// its blocks of that size.
+/// </para>
+/// <para>
 /// Threads: only <see cref="Thread"/> touches the stacks and the counters while it lives, with plain
 /// writes; other threads read the counters (sums for statistics) and the counts (snapshots). Once
 /// the thread has exited (or the allocator is disposed, when no thread may use it), the allocator
@@ -39,6 +45,9 @@ internal sealed class NumaHeapThreadCache
 {
     /// <summary>The most blocks one class keeps.</summary>
     public const int MaximumDepth = 32;
+
+    /// <summary>Allocations from the stacks between two collections of the blocks a thread no longer uses.</summary>
+    public const int CollectionInterval = 4096;
 
     /// <summary>The largest block (header included) a thread caches: that of a 4 KiB request.</summary>
     public const nuint BlockLimit = 4096 + HeaderSize;
@@ -145,7 +154,38 @@ internal sealed class NumaHeapThreadCache
         }
 
         bin.Count = count;
+        if (count < bin.LowWater)
+        {
+            bin.LowWater = count;
+        }
+
         return block;
+    }
+
+    /// <summary>After <see cref="CountAllocated"/>: whether a collection is due (then call <see cref="Collect"/>), every <see cref="CollectionInterval"/> allocations the thread counted.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool CollectionDue() => (_counters.Value.AllocationCount & (CollectionInterval - 1)) == 0;
+
+    /// <summary>
+    /// The owner's collection: each class gives back, under one lock per class, the blocks below its
+    /// low-water mark (never popped since the last collection), and the marks start again.
+    /// </summary>
+    public void Collect()
+    {
+        for (int c = 0; c < _bins.Length && _blocks.Length != 0; c++)
+        {
+            ref Bin bin = ref _bins[c];
+            int unused = bin.LowWater;
+            if (unused > 0)
+            {
+                Span<nuint> stack = _blocks.AsSpan(c * MaximumDepth, bin.Count);
+                Heap.ReturnFromThreadCache(stack[..unused]);
+                stack[unused..].CopyTo(stack);
+                bin.Count -= unused;
+            }
+
+            bin.LowWater = bin.Count;
+        }
     }
 
     /// <summary>The owner's push of a block of its heap (stamp already cleared) into its class; false when the class is full.</summary>
@@ -184,6 +224,7 @@ internal sealed class NumaHeapThreadCache
         Span<nuint> stack = _blocks.AsSpan(c * MaximumDepth, s_depths[c]);
         nuint pointer = Heap.AllocateAndFill(requested, usable, stack[.._bins[c].Count], stack[..(stack.Length / 2)], out int filled);
         _bins[c].Count = filled;
+        _bins[c].LowWater = filled;
         return pointer;
     }
 
@@ -196,6 +237,7 @@ internal sealed class NumaHeapThreadCache
         Heap.ReturnFromThreadCache(stack[..half]);
         stack[half..].CopyTo(stack);
         _bins[c].Count = depth - half;
+        _bins[c].LowWater = Math.Max(0, _bins[c].LowWater - half);   // the bottom half went back
         TryPush(block, c);
     }
 
@@ -210,6 +252,8 @@ internal sealed class NumaHeapThreadCache
                 Heap.ReturnFromThreadCache(_blocks.AsSpan(c * MaximumDepth, count));
                 _bins[c].Count = 0;
             }
+
+            _bins[c].LowWater = 0;
         }
     }
 
@@ -241,13 +285,15 @@ internal sealed class NumaHeapThreadCache
         for (int c = 0; c < _bins.Length; c++)
         {
             _bins[c].Count = 0;
+            _bins[c].LowWater = 0;
         }
     }
 
-    // A class's stack: how many blocks it holds now, and at most.
+    // A class's stack: how many blocks it holds now, at most, and the fewest since the last collection.
     private struct Bin
     {
         public int Count;
         public int Depth;
+        public int LowWater;
     }
 }
