@@ -29,7 +29,7 @@ namespace AllocHosting.Allocators;
 /// node) gives every block back to the old heap first.
 /// </para>
 /// <para>
-/// Collection: every <see cref="CollectionInterval"/> allocations from the stacks, each class gives back
+/// Collection: every <see cref="CollectionInterval"/> allocations the thread counts (those from its stacks), each class gives back
 /// the blocks that stayed at the bottom of its stack since the last collection (its low-water mark,
 /// as jemalloc's thread-cache collection does), so that a thread that stops using a size does not keep
 /// its blocks of that size.
