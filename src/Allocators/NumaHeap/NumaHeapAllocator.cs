@@ -58,8 +58,9 @@ namespace AllocHosting.Allocators;
 /// (foreign, inside a block, already freed) throws <see cref="ArgumentException"/> and changes
 /// nothing: the pointer must lie in one of this allocator's segments (or be one of its mapped
 /// blocks), and the header before it must carry the stamp a live block gets, a keyed hash of its
-/// address that a freed block loses (so a double free is refused; a pointer into a block would
-/// have to hold the stamp by chance, one in 2^32). So is a size whose usable size is not the
+/// address that a freed block loses (so a double free is refused, unless it races the first free on
+/// another thread of the same heap, see <see cref="NumaHeapAllocatorOptions.ThreadCaches"/>; a pointer
+/// into a block would have to hold the stamp by chance, one in 2^32). So is a size whose usable size is not the
 /// block's (sizes that round to the same usable size name the same block); the alignment is not
 /// recorded, as <see cref="IAllocator"/> allows.
 /// </para>
