@@ -29,19 +29,13 @@ internal sealed unsafe partial class NumaHeap
             CacheOrMergeLocked(back);
         }
 
-        nuint block = TakeCachedLocked(c, need);
+        nuint block = TakeForCallerLocked(requested, usable, HeaderSize);
         if (block == 0)
         {
-            block = TakeSlow(need, HeaderSize);
-            if (block == 0)
-            {
-                _hot.Lock.Exit();
-                return 0;
-            }
+            _hot.Lock.Exit();
+            return 0;
         }
 
-        Stamp(block) = MakeStamp(block, usable, _key);
-        _hot.Counters.Allocated(requested, usable);
         while (filled < fill.Length)
         {
             nuint extra = TakeCachedLocked(c, need);

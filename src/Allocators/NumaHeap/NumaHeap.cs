@@ -95,13 +95,22 @@ internal sealed unsafe partial class NumaHeap
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public nuint Allocate(nuint requested, nuint usable, nuint alignment)
     {
-        nuint need = usable + HeaderSize;
         _hot.Lock.Enter();
+        nuint block = TakeForCallerLocked(requested, usable, alignment);
+        _hot.Lock.Exit();
+        return block == 0 ? 0 : block + HeaderSize;
+    }
+
+    // Under the lock: a block of usable bytes aligned as asked, stamped and counted, or 0 when the heap
+    // cannot map another segment. The class's most recently freed block when it is large enough (a
+    // cached block of an exact class always is; one of a quarter-power class may be smaller) and
+    // aligned as asked; else the lists.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private nuint TakeForCallerLocked(nuint requested, nuint usable, nuint alignment)
+    {
+        nuint need = usable + HeaderSize;
         nuint block;
         int c;
-
-        // The class's most recently freed block, when it is large enough (a cached block of an exact
-        // class always is; one of a quarter-power class may be smaller) and aligned as asked.
         if (need <= CachedBlockLimit && (block = _cache[c = ClassOf(need)]) != 0 && SizeOf(block) >= need
             && ((block + HeaderSize) & (alignment - 1)) == 0)
         {
@@ -114,15 +123,13 @@ internal sealed unsafe partial class NumaHeap
             block = TakeSlow(need, alignment);
             if (block == 0)
             {
-                _hot.Lock.Exit();
                 return 0;
             }
         }
 
         Stamp(block) = MakeStamp(block, usable, _key);
         _hot.Counters.Allocated(requested, usable);
-        _hot.Lock.Exit();
-        return block + HeaderSize;
+        return block;
     }
 
     /// <summary>
