@@ -5,7 +5,7 @@ namespace AllocHosting.Allocators.Tests;
 /// <summary>
 /// <see cref="NumaHeapAllocatorOptions.ThreadCaches"/>: each thread's stacks of freed small blocks of
 /// its own heap. What they keep from other threads, the frees they refuse, what they give back (on
-/// overflow, at Trim, when their thread exits), that no segment is unmapped under them, and that the
+/// overflow, at collections, at Trim, when their thread exits), that no segment is unmapped under them, and that the
 /// statistics and the heaps' snapshots still add up.
 /// </summary>
 public unsafe class NumaHeapThreadCacheTests
