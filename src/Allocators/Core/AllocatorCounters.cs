@@ -41,6 +41,16 @@ internal struct AllocatorCounters
         }
     }
 
+    /// <summary>Adds <paramref name="other"/>'s counts, its peak included: a sum of parts' peaks, each reached at its own time, bounds the whole's from above.</summary>
+    public void Add(in AllocatorCounters other)
+    {
+        AllocationCount += other.AllocationCount;
+        DeallocationCount += other.DeallocationCount;
+        TotalBytesAllocated += other.TotalBytesAllocated;
+        BytesInUse += other.BytesInUse;
+        PeakBytesInUse += other.PeakBytesInUse;
+    }
+
     public readonly AllocatorStatistics ToStatistics(long? capacity, long failures) =>
         new(BytesInUse, PeakBytesInUse, capacity, AllocationCount, DeallocationCount, failures, TotalBytesAllocated);
 }

@@ -80,11 +80,7 @@ internal sealed unsafe partial class NumaHeap
     public void AddCounters(in AllocatorCounters counters)
     {
         _hot.Lock.Enter();
-        _hot.Counters.AllocationCount += counters.AllocationCount;
-        _hot.Counters.DeallocationCount += counters.DeallocationCount;
-        _hot.Counters.TotalBytesAllocated += counters.TotalBytesAllocated;
-        _hot.Counters.BytesInUse += counters.BytesInUse;
-        _hot.Counters.PeakBytesInUse += counters.PeakBytesInUse;   // a bound from above, as the allocator's sum of peaks
+        _hot.Counters.Add(counters);
         _hot.Lock.Exit();
     }
 

@@ -103,7 +103,7 @@ public sealed unsafe partial class NumaHeapAllocator
             NumaHeapThreadCache state = _states[i];
             if (!state.Thread.IsAlive)
             {
-                state.Retire(returnBlocks: !IsDisposed);
+                state.Retire();   // after Dispose its stacks are empty (Forget): only the counts move
                 _states.RemoveAt(i);
             }
         }
@@ -134,12 +134,7 @@ public sealed unsafe partial class NumaHeapAllocator
             AllocatorCounters sum = default;
             foreach (NumaHeapThreadCache state in _states)
             {
-                AllocatorCounters counts = state.Counters;
-                sum.AllocationCount += counts.AllocationCount;
-                sum.DeallocationCount += counts.DeallocationCount;
-                sum.TotalBytesAllocated += counts.TotalBytesAllocated;
-                sum.BytesInUse += counts.BytesInUse;
-                sum.PeakBytesInUse += counts.PeakBytesInUse;
+                sum.Add(state.Counters);
             }
 
             return sum;
@@ -223,8 +218,9 @@ public sealed unsafe partial class NumaHeapAllocator
             return false;
         }
 
+        // The heap is this allocator's, so a state on it is this allocator's too.
         NumaHeapThreadCache? state = t_state;
-        if (state is null || state.Heap != heap || !ReferenceEquals(state.Owner, this))
+        if (state is null || state.Heap != heap)
         {
             return false;
         }

@@ -167,20 +167,10 @@ public sealed unsafe partial class NumaHeapAllocator : AllocatorBase
         get
         {
             AllocatorCounters sum = OverSizeCounters();
-            AllocatorCounters threads = StateCounters();
-            sum.AllocationCount += threads.AllocationCount;
-            sum.DeallocationCount += threads.DeallocationCount;
-            sum.TotalBytesAllocated += threads.TotalBytesAllocated;
-            sum.BytesInUse += threads.BytesInUse;
-            sum.PeakBytesInUse += threads.PeakBytesInUse;
+            sum.Add(StateCounters());
             foreach (NumaHeap heap in _heaps)
             {
-                AllocatorCounters counters = heap.ReadCounters();
-                sum.AllocationCount += counters.AllocationCount;
-                sum.DeallocationCount += counters.DeallocationCount;
-                sum.TotalBytesAllocated += counters.TotalBytesAllocated;
-                sum.BytesInUse += counters.BytesInUse;
-                sum.PeakBytesInUse += counters.PeakBytesInUse;
+                sum.Add(heap.ReadCounters());
             }
 
             // Each part's peak came at its own time: their sum bounds the whole's from above.

@@ -262,19 +262,15 @@ internal sealed class NumaHeapThreadCache
     {
         if (heap != Heap)
         {
-            Retire(returnBlocks: true);
+            Retire();
             Heap = heap;
         }
     }
 
-    /// <summary>Gives the blocks (unless <paramref name="returnBlocks"/> is false: the heaps were released) and the counts so far back to the heap: the owner moving on, or any thread once the owner has exited.</summary>
-    public void Retire(bool returnBlocks)
+    /// <summary>Gives the blocks and the counts so far back to the heap: the owner moving on, or any thread once the owner has exited (after the allocator's Dispose the stacks are already empty, see <see cref="Forget"/>).</summary>
+    public void Retire()
     {
-        if (returnBlocks)
-        {
-            ReturnAll();
-        }
-
+        ReturnAll();
         Heap.AddCounters(Counters);
         _counters.Value = default;
     }
