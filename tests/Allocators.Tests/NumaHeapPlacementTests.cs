@@ -88,6 +88,41 @@ public unsafe class NumaHeapPlacementTests
     }
 
     [LinuxFact]
+    public void A_thread_that_moves_to_another_node_gives_its_cached_blocks_and_its_counts_back_to_the_old_heap()
+    {
+        using var machine = new NumaHeapTestMachine();
+        using NumaHeapAllocator allocator = machine.CreateAllocator();
+        RunOnNewThread(() =>
+        {
+            // The first allocation refills the thread's stack (16 spares), five more come from it.
+            machine.CurrentCpu = 0;
+            nint[] kept = [.. Enumerable.Range(0, 6).Select(_ => (nint)allocator.Allocate(64, 16))];
+            machine.CurrentCpu = 1;
+            for (int i = 0; i < NumaHeapAllocator.NodeRecheckInterval + 1; i++)
+            {
+                allocator.Deallocate(allocator.Allocate(64, 16), 64, 16);
+            }
+
+            // Moved: the 11 spares went back to node 0's own cache, and the counts of the five blocks
+            // the stack handed out stay with node 0's heap, whose blocks they are.
+            IReadOnlyList<NumaHeapSnapshot> heaps = allocator.GetHeaps();
+            Assert.Equal(6 * 64, heaps[0].BytesInUse);
+            Assert.Equal(0, heaps[1].BytesInUse);
+            Assert.Equal(11, heaps[0].CachedBlockCount);
+            Assert.All(kept, block => Assert.Equal(0, allocator.GetHeapOf((byte*)block)!.Value.Node));
+            foreach (nint block in kept)
+            {
+                allocator.Deallocate((byte*)block, 64, 16);   // from node 1: node 0's heap, under its lock
+            }
+
+            Assert.All(allocator.GetHeaps(), h => Assert.Equal(0, h.BytesInUse));
+        });
+
+        Assert.Equal(0, allocator.Statistics.BytesInUse);
+        Assert.Null(allocator.Validate());
+    }
+
+    [LinuxFact]
     public void Over_size_blocks_are_mapped_from_the_allocating_threads_node()
     {
         using var machine = new NumaHeapTestMachine();

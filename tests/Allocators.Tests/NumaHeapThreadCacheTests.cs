@@ -18,6 +18,19 @@ public unsafe class NumaHeapThreadCacheTests
         ThreadCaches = threadCaches,
     });
 
+    // Ten blocks of 64 B allocated and freed by the calling thread: with the spares of the refill that
+    // served the first, 17 blocks on its stack and none in the heap's cache. Returns the ten.
+    private static nint[] AllocateAndFreeTen(NumaHeapAllocator allocator)
+    {
+        nint[] blocks = [.. Enumerable.Range(0, 10).Select(_ => (nint)allocator.Allocate(64, 16))];
+        foreach (nint block in blocks)
+        {
+            allocator.Deallocate((byte*)block, 64, 16);
+        }
+
+        return blocks;
+    }
+
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
@@ -309,11 +322,7 @@ public unsafe class NumaHeapThreadCacheTests
         var user = new Thread(() =>
         {
             // Ten blocks of 64 B, freed: with the refill's spares, 17 on this thread's stack, none in the heap's cache.
-            first = [.. Enumerable.Range(0, 10).Select(_ => (nint)allocator.Allocate(64, 16))];
-            foreach (nint block in first)
-            {
-                allocator.Deallocate((byte*)block, 64, 16);
-            }
+            first = AllocateAndFreeTen(allocator);
 
             // Then another size only: two collections give back first the spares never used, then
             // the ten blocks (unused since the first collection). Half an interval runs none.
@@ -352,14 +361,7 @@ public unsafe class NumaHeapThreadCacheTests
         using NumaHeapAllocator allocator = Create();
         allocator.Deallocate(allocator.Allocate(1000, 16), 1000, 16);   // this thread has its state already
         nint[] exited = [];
-        RunOnNewThread(() =>
-        {
-            exited = [.. Enumerable.Range(0, 10).Select(_ => (nint)allocator.Allocate(64, 16))];
-            foreach (nint block in exited)
-            {
-                allocator.Deallocate((byte*)block, 64, 16);   // all on its stack, none in the heap's cache
-            }
-        });
+        RunOnNewThread(() => exited = AllocateAndFreeTen(allocator));   // all on its stack, none in the heap's cache
 
         if (read)
         {
